@@ -1,0 +1,415 @@
+#include "config/config.hpp"
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
+
+#include "config/defaults.hpp"
+#include "config/secrets.hpp"
+#include "protocols/cloud_messages.hpp"
+
+namespace lockbridge::config {
+
+std::string config_error::to_string() const {
+  std::string out = file;
+  if (line > 0)
+    out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": ";
+  if (!key.empty())
+    out += key + ": ";
+  return out + message;
+}
+
+namespace {
+
+/// Walks one TOML document, collecting every error with its position.
+class reader {
+public:
+  reader(std::string file, std::filesystem::path base_dir)
+    : file_(std::move(file)), base_(std::move(base_dir)) {}
+
+  void error(const toml::source_region& where, std::string key, std::string message) {
+    errors_.push_back(config_error{file_, static_cast<std::uint32_t>(where.begin.line),
+                                   static_cast<std::uint32_t>(where.begin.column),
+                                   std::move(key), std::move(message)});
+  }
+
+  void error(std::string key, std::string message) {
+    errors_.push_back(config_error{file_, 0, 0, std::move(key), std::move(message)});
+  }
+
+  /// Reports keys of `tbl` not in `known`.
+  void only_keys(const toml::table& tbl, const std::string& path,
+                 std::initializer_list<std::string_view> known) {
+    for (auto&& [k, v] : tbl) {
+      bool found = false;
+      for (auto name : known)
+        found = found || name == k.str();
+      if (!found) {
+        std::string list;
+        for (auto name : known)
+          list += (list.empty() ? "" : ", ") + std::string{name};
+        error(k.source(), join(path, k.str()), "unknown key; expected one of: " + list);
+      }
+    }
+  }
+
+  static std::string join(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string{key} : path + "." + std::string{key};
+  }
+
+  const toml::table* table(const toml::table& parent, const std::string& path,
+                           std::string_view key, bool required) {
+    auto node = parent.get(key);
+    if (node == nullptr) {
+      if (required)
+        error(parent.source(), join(path, key), "missing table [" + join(path, key) + "]");
+      return nullptr;
+    }
+    if (!node->is_table()) {
+      error(node->source(), join(path, key), "expected a table");
+      return nullptr;
+    }
+    return node->as_table();
+  }
+
+  std::optional<std::string> text(const toml::table& tbl, const std::string& path,
+                                  std::string_view key, std::optional<std::string> fallback) {
+    auto node = tbl.get(key);
+    if (node == nullptr) {
+      if (!fallback)
+        error(tbl.source(), join(path, key), "missing; expected a string");
+      return fallback;
+    }
+    if (!node->is_string()) {
+      error(node->source(), join(path, key),
+            std::string{"expected a string, got "} + type_name(*node));
+      return std::nullopt;
+    }
+    return node->as_string()->get();
+  }
+
+  std::optional<std::string> id(const toml::table& tbl, const std::string& path,
+                                std::string_view key) {
+    auto value = text(tbl, path, key, std::nullopt);
+    if (value && !protocol::is_valid_id(*value)) {
+      error(tbl.get(key)->source(), join(path, key),
+            "expected 1 to 64 of letters, digits, '_' and '-', got \"" + *value + "\"");
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  std::optional<std::uint64_t> integer(const toml::table& tbl, const std::string& path,
+                                       std::string_view key, std::uint64_t fallback,
+                                       std::uint64_t min, std::uint64_t max) {
+    auto node = tbl.get(key);
+    if (node == nullptr)
+      return fallback;
+    if (!node->is_integer()) {
+      error(node->source(), join(path, key),
+            std::string{"expected an integer, got "} + type_name(*node));
+      return std::nullopt;
+    }
+    auto v = node->as_integer()->get();
+    if (v < 0 || static_cast<std::uint64_t>(v) < min || static_cast<std::uint64_t>(v) > max) {
+      error(node->source(), join(path, key),
+            "expected an integer from " + std::to_string(min) + " to " + std::to_string(max)
+              + ", got " + std::to_string(v));
+      return std::nullopt;
+    }
+    return static_cast<std::uint64_t>(v);
+  }
+
+  /// A path relative to the config file's directory; checked to exist.
+  std::optional<std::filesystem::path> file(const toml::table& tbl, const std::string& path,
+                                            std::string_view key, bool secret,
+                                            bool production) {
+    auto value = text(tbl, path, key, std::nullopt);
+    if (!value)
+      return std::nullopt;
+    const auto& where = tbl.get(key)->source();
+    if (value->empty()) {
+      error(where, join(path, key), "expected a file path, got an empty string");
+      return std::nullopt;
+    }
+    std::filesystem::path p{*value};
+    if (p.is_relative())
+      p = base_ / p;
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(p, ec)) {
+      error(where, join(path, key), "file " + p.string() + " does not exist or is not a regular file");
+      return std::nullopt;
+    }
+    if (::access(p.c_str(), R_OK) != 0) {
+      error(where, join(path, key), "file " + p.string() + " is not readable by this user");
+      return std::nullopt;
+    }
+    if (secret && production && world_readable(p)) {
+      error(where, join(path, key),
+            "secret file " + p.string()
+              + " is readable by others; run: chmod o-rwx " + p.string());
+      return std::nullopt;
+    }
+    return p;
+  }
+
+  std::optional<listen_address> address(const toml::node& node, const std::string& key) {
+    if (!node.is_string()) {
+      error(node.source(), key, "expected a string \"host:port\"");
+      return std::nullopt;
+    }
+    const auto& s = node.as_string()->get();
+    std::string host;
+    std::string port;
+    if (s.starts_with("[")) {
+      auto close = s.find(']');
+      if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+        error(node.source(), key, "expected \"[ipv6]:port\", got \"" + s + "\"");
+        return std::nullopt;
+      }
+      host = s.substr(1, close - 1);
+      port = s.substr(close + 2);
+    } else {
+      auto colon = s.rfind(':');
+      if (colon == std::string::npos) {
+        error(node.source(), key, "expected \"host:port\", got \"" + s + "\"");
+        return std::nullopt;
+      }
+      host = s.substr(0, colon);
+      port = s.substr(colon + 1);
+    }
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, host.c_str(), buf) != 1 && inet_pton(AF_INET6, host.c_str(), buf) != 1) {
+      error(node.source(), key, "expected a numeric IPv4 or IPv6 address, got \"" + host + "\"");
+      return std::nullopt;
+    }
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc{} || ptr != port.data() + port.size() || value == 0 || value > 65535) {
+      error(node.source(), key, "expected a port from 1 to 65535, got \"" + port + "\"");
+      return std::nullopt;
+    }
+    return listen_address{host, static_cast<std::uint16_t>(value)};
+  }
+
+  std::vector<listen_address> addresses(const toml::table& tbl, const std::string& path,
+                                        std::string_view key,
+                                        std::vector<std::string> fallback) {
+    std::vector<listen_address> out;
+    auto node = tbl.get(key);
+    if (node == nullptr) {
+      for (const auto& s : fallback) {
+        toml::value<std::string> v{s};
+        if (auto a = address(v, join(path, key)))
+          out.push_back(*a);
+      }
+      return out;
+    }
+    if (!node->is_array()) {
+      error(node->source(), join(path, key), "expected an array of \"host:port\" strings");
+      return out;
+    }
+    std::size_t i = 0;
+    for (auto& item : *node->as_array()) {
+      if (auto a = address(item, join(path, key) + "[" + std::to_string(i) + "]"))
+        out.push_back(*a);
+      ++i;
+    }
+    return out;
+  }
+
+  static std::string type_name(const toml::node& node) {
+    switch (node.type()) {
+      case toml::node_type::string: return "a string";
+      case toml::node_type::integer: return "an integer";
+      case toml::node_type::floating_point: return "a float";
+      case toml::node_type::boolean: return "a boolean";
+      case toml::node_type::table: return "a table";
+      case toml::node_type::array: return "an array";
+      default: return "a date or time";
+    }
+  }
+
+  const std::filesystem::path& base() const { return base_; }
+  std::vector<config_error>& errors() { return errors_; }
+
+private:
+  std::string file_;
+  std::filesystem::path base_;
+  std::vector<config_error> errors_;
+};
+
+void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
+  r.only_keys(root, "", {"gateway", "store", "coap", "mqtt", "locks"});
+  bool production = true;
+
+  if (auto gw = r.table(root, "", "gateway", true)) {
+    r.only_keys(*gw, "gateway", {"site", "id", "environment", "pseudonym_key_file", "log_level"});
+    if (auto env = r.text(*gw, "gateway", "environment", "production")) {
+      if (*env == "production") {
+        cfg.environment = run_environment::production;
+      } else if (*env == "development") {
+        cfg.environment = run_environment::development;
+        production = false;
+      } else {
+        r.error(gw->get("environment")->source(), "gateway.environment",
+                "expected \"production\" or \"development\", got \"" + *env + "\"");
+      }
+    }
+    if (auto v = r.id(*gw, "gateway", "site"))
+      cfg.site = *v;
+    if (auto v = r.id(*gw, "gateway", "id"))
+      cfg.gateway = *v;
+    if (auto v = r.file(*gw, "gateway", "pseudonym_key_file", true, production))
+      cfg.pseudonym_key_file = *v;
+    if (auto v = r.text(*gw, "gateway", "log_level", "info")) {
+      static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
+      if (levels.contains(*v))
+        cfg.log_level = *v;
+      else
+        r.error(gw->get("log_level")->source(), "gateway.log_level",
+                "expected one of trace, debug, info, warn, error, got \"" + *v + "\"");
+    }
+  }
+
+  const toml::table empty;
+  auto store = r.table(root, "", "store", false);
+  const auto& st = store != nullptr ? *store : empty;
+  r.only_keys(st, "store", {"state_dir", "journal_max_mb", "retention_days"});
+  if (auto v = r.text(st, "store", "state_dir", defaults::state_dir)) {
+    std::filesystem::path p{*v};
+    cfg.store.state_dir = p.is_relative() ? r.base() / p : p;
+  }
+  if (auto v = r.integer(st, "store", "journal_max_mb", defaults::journal_max_mb, 1, 1 << 20))
+    cfg.store.journal_max_bytes = *v << 20;
+  if (auto v = r.integer(st, "store", "retention_days", defaults::retention_days, 1,
+                         defaults::max_retention_days))
+    cfg.store.retention_days = static_cast<std::uint32_t>(*v);
+
+  auto coap = r.table(root, "", "coap", false);
+  const auto& co = coap != nullptr ? *coap : empty;
+  r.only_keys(co, "coap", {"dtls_listen", "plain_listen", "full_retry_after_s"});
+  cfg.coap.dtls_listen = r.addresses(co, "coap", "dtls_listen", {defaults::dtls_listen});
+  cfg.coap.plain_listen = r.addresses(co, "coap", "plain_listen", {});
+  if (production && !cfg.coap.plain_listen.empty())
+    r.error(co.get("plain_listen")->source(), "coap.plain_listen",
+            "plain CoAP is refused in production; remove it or set gateway.environment = "
+            "\"development\" on a test bench");
+  if (auto v = r.integer(co, "coap", "full_retry_after_s", defaults::full_retry_after_s, 1, 3600))
+    cfg.coap.full_retry_after_s = static_cast<std::uint32_t>(*v);
+
+  if (auto mq = r.table(root, "", "mqtt", true)) {
+    r.only_keys(*mq, "mqtt", {"broker", "client_id", "ca_file", "cert_file", "key_file",
+                              "inflight_window", "max_events_per_message", "keepalive_s",
+                              "status_interval_s", "reconnect_min_ms", "reconnect_max_ms"});
+    if (auto v = r.text(*mq, "mqtt", "broker", std::nullopt)) {
+      if (v->starts_with("ssl://") || v->starts_with("mqtts://"))
+        cfg.mqtt.broker_uri = *v;
+      else
+        r.error(mq->get("broker")->source(), "mqtt.broker",
+                "expected an ssl://host:port URI (the cloud link is always TLS), got \"" + *v
+                  + "\"");
+    }
+    if (auto v = r.text(*mq, "mqtt", "client_id", std::string{}))
+      cfg.mqtt.client_id = *v;
+    if (auto v = r.file(*mq, "mqtt", "ca_file", false, production))
+      cfg.mqtt.ca_file = *v;
+    if (auto v = r.file(*mq, "mqtt", "cert_file", false, production))
+      cfg.mqtt.cert_file = *v;
+    if (auto v = r.file(*mq, "mqtt", "key_file", true, production))
+      cfg.mqtt.key_file = *v;
+    if (auto v = r.integer(*mq, "mqtt", "inflight_window", defaults::inflight_window, 1, 65535))
+      cfg.mqtt.inflight_window = static_cast<std::uint32_t>(*v);
+    if (auto v = r.integer(*mq, "mqtt", "max_events_per_message",
+                           defaults::max_events_per_message, 1, 1000))
+      cfg.mqtt.max_events_per_message = static_cast<std::uint32_t>(*v);
+    if (auto v = r.integer(*mq, "mqtt", "keepalive_s", defaults::keepalive_s, 5, 3600))
+      cfg.mqtt.keepalive_s = static_cast<std::uint32_t>(*v);
+    if (auto v = r.integer(*mq, "mqtt", "status_interval_s", defaults::status_interval_s, 1, 86400))
+      cfg.mqtt.status_interval_s = static_cast<std::uint32_t>(*v);
+    if (auto v = r.integer(*mq, "mqtt", "reconnect_min_ms", defaults::reconnect_min_ms, 10, 600000))
+      cfg.mqtt.reconnect_min_ms = static_cast<std::uint32_t>(*v);
+    if (auto v = r.integer(*mq, "mqtt", "reconnect_max_ms", defaults::reconnect_max_ms, 10, 3600000))
+      cfg.mqtt.reconnect_max_ms = static_cast<std::uint32_t>(*v);
+    if (cfg.mqtt.reconnect_max_ms < cfg.mqtt.reconnect_min_ms)
+      r.error(mq->source(), "mqtt.reconnect_max_ms", "must not be below mqtt.reconnect_min_ms");
+  }
+  if (cfg.mqtt.client_id.empty())
+    cfg.mqtt.client_id = "lockbridge-" + cfg.site + "-" + cfg.gateway;
+
+  auto locks = root.get("locks");
+  if (locks == nullptr) {
+    r.error("locks", "no [[locks]] configured; add one [[locks]] table per lock");
+  } else if (!locks->is_array_of_tables()) {
+    r.error(locks->source(), "locks", "expected [[locks]] tables");
+  } else {
+    std::set<std::string> seen;
+    std::size_t i = 0;
+    for (auto& item : *locks->as_array()) {
+      auto path = "locks[" + std::to_string(i++) + "]";
+      const auto& tbl = *item.as_table();
+      r.only_keys(tbl, path, {"id", "psk_file"});
+      lock_config lock;
+      if (auto v = r.id(tbl, path, "id")) {
+        lock.id = *v;
+        if (!seen.insert(*v).second)
+          r.error(tbl.get("id")->source(), path + ".id", "duplicate lock id \"" + *v + "\"");
+      }
+      if (auto v = r.file(tbl, path, "psk_file", true, production)) {
+        lock.psk_file = *v;
+        if (auto psk = read_psk(*v); !psk)
+          r.error(tbl.get("psk_file")->source(), path + ".psk_file", psk.error().message);
+      }
+      cfg.locks.push_back(std::move(lock));
+    }
+  }
+  if (!cfg.pseudonym_key_file.empty())
+    if (auto key = read_key32(cfg.pseudonym_key_file); !key)
+      r.error("gateway.pseudonym_key_file", key.error().message);
+}
+
+} // namespace
+
+load_result load_from_string(const std::string& text, const std::string& source_name,
+                             const std::filesystem::path& base_dir) {
+  load_result out;
+  reader r{source_name, base_dir};
+  toml::table root;
+  try {
+    root = toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    r.error(e.source(), "", std::string{"TOML syntax error: "} + std::string{e.description()});
+    out.errors = std::move(r.errors());
+    return out;
+  }
+  gateway_config cfg;
+  cfg.source = source_name;
+  read_document(r, root, cfg);
+  out.errors = std::move(r.errors());
+  if (out.errors.empty())
+    out.config = std::move(cfg);
+  return out;
+}
+
+load_result load(const std::filesystem::path& file) {
+  std::ifstream in{file, std::ios::binary};
+  if (!in) {
+    load_result out;
+    out.errors.push_back(config_error{file.string(), 0, 0, "",
+                                      "cannot read the config file (missing or not readable)"});
+    return out;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto base = std::filesystem::absolute(file).parent_path();
+  return load_from_string(text.str(), file.string(), base);
+}
+
+} // namespace lockbridge::config

@@ -1,0 +1,90 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockbridge::config {
+
+enum class run_environment { production, development };
+
+/// A UDP listen address.
+struct listen_address {
+  std::string host; ///< numeric IPv4 or IPv6 (without brackets)
+  std::uint16_t port = 0;
+};
+
+struct lock_config {
+  std::string id;                   ///< also the DTLS PSK identity
+  std::filesystem::path psk_file;   ///< the lock's pre-shared key
+};
+
+struct coap_config {
+  std::vector<listen_address> dtls_listen;
+  std::vector<listen_address> plain_listen; ///< development only
+  std::uint32_t full_retry_after_s = 0;     ///< Max-Age of a 5.03 when the journal is full
+};
+
+struct mqtt_config {
+  std::string broker_uri;      ///< ssl://host:port (mqtts:// also accepted)
+  std::string client_id;
+  std::filesystem::path ca_file;
+  std::filesystem::path cert_file;
+  std::filesystem::path key_file;
+  std::uint32_t inflight_window = 0;
+  std::uint32_t max_events_per_message = 0;
+  std::uint32_t keepalive_s = 0;
+  std::uint32_t status_interval_s = 0;
+  std::uint32_t reconnect_min_ms = 0;
+  std::uint32_t reconnect_max_ms = 0;
+};
+
+struct store_config {
+  std::filesystem::path state_dir;
+  std::uint64_t journal_max_bytes = 0;
+  std::uint32_t retention_days = 0;
+};
+
+/// The whole validated configuration of one gateway.
+struct gateway_config {
+  std::filesystem::path source;   ///< the file it came from
+  std::string site;
+  std::string gateway;
+  run_environment environment = run_environment::production;
+  std::filesystem::path pseudonym_key_file;
+  std::string log_level;
+  store_config store;
+  coap_config coap;
+  mqtt_config mqtt;
+  std::vector<lock_config> locks;
+};
+
+/// One problem in a config file: where, which key, what was expected.
+struct config_error {
+  std::string file;
+  std::uint32_t line = 0;   ///< 0 when the problem is not tied to a line
+  std::uint32_t column = 0;
+  std::string key;          ///< dotted path, e.g. "locks[2].psk_file"
+  std::string message;
+
+  /// "file:line:column: key: message"
+  [[nodiscard]] std::string to_string() const;
+};
+
+/// The outcome of loading: a config, or every error found (not only the first).
+struct load_result {
+  std::optional<gateway_config> config;
+  std::vector<config_error> errors;
+};
+
+/// Reads, parses and validates `file`, including that referenced files exist
+/// and secret files are not readable by others in production.
+load_result load(const std::filesystem::path& file);
+
+/// The same from text (tests); relative paths resolve against `base_dir`.
+load_result load_from_string(const std::string& text, const std::string& source_name,
+                             const std::filesystem::path& base_dir);
+
+} // namespace lockbridge::config

@@ -1,0 +1,25 @@
+#pragma once
+
+#include <cstdint>
+
+/// Every default of lockbridge's configuration, in one place
+/// (docs/configuration.md lists them with their keys).
+namespace lockbridge::defaults {
+
+inline constexpr const char* config_file = "/etc/lockbridge/lockbridge.toml";
+inline constexpr const char* state_dir = "/var/lib/lockbridge";
+inline constexpr std::uint64_t journal_max_mb = 512;
+inline constexpr std::uint32_t retention_days = 90;
+inline constexpr std::uint32_t max_retention_days = 90;
+inline constexpr const char* dtls_listen = "0.0.0.0:5684";
+inline constexpr std::uint32_t inflight_window = 100;
+inline constexpr std::uint32_t max_events_per_message = 100;
+inline constexpr std::uint32_t keepalive_s = 30;
+inline constexpr std::uint32_t status_interval_s = 60;
+inline constexpr std::uint32_t reconnect_min_ms = 500;
+inline constexpr std::uint32_t reconnect_max_ms = 30000;
+inline constexpr std::uint32_t full_retry_after_s = 30;
+inline constexpr std::uint32_t min_psk_bytes = 16;
+inline constexpr std::uint32_t max_psk_bytes = 64;
+
+} // namespace lockbridge::defaults

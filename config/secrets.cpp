@@ -1,0 +1,85 @@
+#include "config/secrets.hpp"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "config/defaults.hpp"
+
+namespace lockbridge::config {
+
+namespace {
+
+result<std::vector<std::uint8_t>> read_all(const std::filesystem::path& file, std::size_t max) {
+  std::ifstream in{file, std::ios::binary};
+  if (!in)
+    return input_error{file.string(), "cannot read the file"};
+  std::vector<std::uint8_t> bytes;
+  char c;
+  while (in.get(c)) {
+    if (bytes.size() >= max)
+      return input_error{file.string(), "file is larger than " + std::to_string(max) + " bytes"};
+    bytes.push_back(static_cast<std::uint8_t>(c));
+  }
+  while (!bytes.empty() && (bytes.back() == '\n' || bytes.back() == '\r'))
+    bytes.pop_back();
+  return bytes;
+}
+
+int hex_value(std::uint8_t c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+} // namespace
+
+result<std::vector<std::uint8_t>> read_psk(const std::filesystem::path& file) {
+  auto bytes = read_all(file, 4096);
+  if (!bytes)
+    return bytes;
+  if (bytes->size() < defaults::min_psk_bytes || bytes->size() > defaults::max_psk_bytes)
+    return input_error{file.string(), "pre-shared key must be "
+                                        + std::to_string(defaults::min_psk_bytes) + " to "
+                                        + std::to_string(defaults::max_psk_bytes)
+                                        + " bytes, the file holds "
+                                        + std::to_string(bytes->size())};
+  return bytes;
+}
+
+result<std::array<std::uint8_t, 32>> read_key32(const std::filesystem::path& file) {
+  auto bytes = read_all(file, 4096);
+  if (!bytes)
+    return bytes.error();
+  std::array<std::uint8_t, 32> key{};
+  if (bytes->size() == 64) {
+    for (std::size_t i = 0; i < 32; ++i) {
+      int hi = hex_value((*bytes)[2 * i]);
+      int lo = hex_value((*bytes)[2 * i + 1]);
+      if (hi < 0 || lo < 0)
+        return input_error{file.string(), "expected 64 hex digits or 32 raw bytes"};
+      key[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+    }
+    return key;
+  }
+  if (bytes->size() == 32) {
+    std::copy(bytes->begin(), bytes->end(), key.begin());
+    return key;
+  }
+  return input_error{file.string(), "expected a 256-bit key: 64 hex digits or 32 raw bytes, got "
+                                      + std::to_string(bytes->size()) + " bytes"};
+}
+
+bool world_readable(const std::filesystem::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0)
+    return false;
+  return (st.st_mode & S_IROTH) != 0;
+}
+
+} // namespace lockbridge::config

@@ -1,0 +1,95 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocols/result.hpp"
+
+namespace lockbridge::protocol {
+
+/// Schema identifiers carried by every cloud payload (docs/mqtt-api.md).
+inline constexpr std::string_view events_schema = "lockbridge/events/1";
+inline constexpr std::string_view status_schema = "lockbridge/status/1";
+
+/// True if `id` may be a site, gateway or lock id: 1 to 64 of [A-Za-z0-9_-].
+/// Such ids are safe inside MQTT topics (no '/', '+', '#') and event ids.
+bool is_valid_id(std::string_view id);
+
+/// The MQTT topics of one gateway: `lockbridge/v1/{site}/{gateway}/...`.
+class topics {
+public:
+  topics(std::string site, std::string gateway);
+
+  [[nodiscard]] std::string status() const { return prefix_ + "status"; }
+  [[nodiscard]] std::string events() const { return prefix_ + "events"; }
+  [[nodiscard]] std::string audit() const { return prefix_ + "audit"; }
+  [[nodiscard]] std::string cmd_result() const { return prefix_ + "cmd_result"; }
+  [[nodiscard]] std::string lock_state(std::string_view lock) const;
+  [[nodiscard]] std::string command(std::string_view name) const;
+  [[nodiscard]] const std::string& prefix() const noexcept { return prefix_; }
+
+private:
+  std::string prefix_;
+};
+
+/// An event as the journal keeps it: pseudonymised, stamped on arrival.
+struct journal_record {
+  std::string lock;
+  std::uint64_t seq = 0;
+  std::int64_t ts = 0;               ///< lock's clock, Unix ms
+  std::string type;
+  std::string door;
+  std::optional<std::string> cred;   ///< a pseudonym, never a raw identifier
+  std::optional<std::string> detail;
+  std::int64_t received_at = 0;      ///< gateway's clock, Unix ms
+
+  friend bool operator==(const journal_record&, const journal_record&) = default;
+};
+
+/// Journal value encoding (compact CBOR). Bytes, not JSON: what is on disk.
+std::vector<std::uint8_t> encode_record(const journal_record& record);
+result<journal_record> decode_record(std::span<const std::uint8_t> bytes);
+
+/// The stable id of an event: `{gateway}/{lock}/{seq}`. A duplicate delivery
+/// carries the same id, so the cloud can drop it.
+std::string event_id(std::string_view gateway, std::string_view lock, std::uint64_t seq);
+
+/// The JSON of one `events` message carrying `records` in journal order.
+std::string encode_events(std::string_view site, std::string_view gateway,
+                          std::span<const journal_record> records);
+
+/// Figures about the journal reported in the status message.
+struct journal_figures {
+  std::uint64_t depth = 0;             ///< events waiting for the broker
+  std::uint64_t bytes = 0;             ///< bytes they take
+  std::uint64_t limit_bytes = 0;       ///< the configured bound
+  std::int64_t oldest_received_at = 0; ///< 0 if empty
+  std::uint64_t refused_full = 0;      ///< batches refused because full (since start)
+  std::uint64_t purged_retention = 0;  ///< events purged by retention (since start)
+  std::uint64_t duplicates = 0;        ///< repeated events acknowledged, not stored
+};
+
+/// The gateway status: the retained birth message and its periodic refresh.
+struct gateway_status {
+  std::string site;
+  std::string gateway;
+  std::string version;
+  bool online = true;
+  std::int64_t started_at = 0; ///< Unix ms
+  std::int64_t now = 0;        ///< Unix ms
+  std::uint64_t locks_configured = 0;
+  std::uint64_t events_in = 0;   ///< events stored since start
+  std::uint64_t events_out = 0;  ///< events acknowledged by the broker since start
+  journal_figures journal;
+};
+
+std::string encode_status(const gateway_status& status);
+
+/// The retained last will: `{"schema", "site", "gateway", "state":"offline"}`.
+std::string encode_offline_will(std::string_view site, std::string_view gateway);
+
+} // namespace lockbridge::protocol

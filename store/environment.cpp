@@ -1,0 +1,101 @@
+#include "store/environment.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "store/lmdb_detail.hpp"
+
+namespace lockbridge::store {
+
+void throw_lmdb(const char* what, int rc) {
+  throw store_error{std::string{"LMDB "} + what + " failed: " + mdb_strerror(rc)};
+}
+
+std::uint64_t get_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t fallback) {
+  MDB_val k = as_val(key);
+  MDB_val v;
+  int rc = mdb_get(t, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return fallback;
+  check(rc, "read meta value");
+  if (v.mv_size != 8)
+    throw store_error{"LMDB meta value '" + std::string{key} + "' is damaged (size "
+                      + std::to_string(v.mv_size) + ", expected 8)"};
+  return get_be64(v.mv_data);
+}
+
+void put_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t value) {
+  std::uint8_t buf[8];
+  put_be64(buf, value);
+  MDB_val k = as_val(key);
+  MDB_val v{8, buf};
+  check(mdb_put(t, dbi, &k, &v, 0), "write meta value");
+}
+
+environment::environment(const std::filesystem::path& dir, std::uint64_t map_size,
+                         bool exclusive)
+  : impl_(std::make_unique<impl>()) {
+  impl_->dir = dir;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    throw store_error{"cannot create state directory " + dir.string() + ": " + ec.message()};
+  if (exclusive) {
+    auto lock_path = dir / "lockbridge.lock";
+    impl_->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (impl_->lock_fd < 0)
+      throw store_error{"cannot open " + lock_path.string() + ": " + std::strerror(errno)};
+    if (::flock(impl_->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(impl_->lock_fd);
+      throw store_error{"another lockbridge process is using the state in " + dir.string()
+                        + "; stop it first (systemctl stop lockbridge)"};
+    }
+  }
+  check(mdb_env_create(&impl_->env), "create environment");
+  try {
+    check(mdb_env_set_maxdbs(impl_->env, 8), "set max databases");
+    check(mdb_env_set_mapsize(impl_->env, map_size), "set map size");
+    // NOTLS: read transactions are not bound to threads (CAF moves actors
+    // between threads). Full sync on commit: acknowledged means on disk.
+    int rc = mdb_env_open(impl_->env, dir.c_str(), MDB_NOTLS, 0600);
+    if (rc != MDB_SUCCESS)
+      throw store_error{"cannot open LMDB environment in " + dir.string() + ": "
+                        + mdb_strerror(rc)};
+    txn t{impl_->env, true};
+    check(mdb_dbi_open(t.get(), "meta", MDB_CREATE, &impl_->meta), "open meta database");
+    check(mdb_dbi_open(t.get(), "journal", MDB_CREATE, &impl_->journal),
+          "open journal database");
+    check(mdb_dbi_open(t.get(), "progress", MDB_CREATE, &impl_->progress),
+          "open progress database");
+    auto version = get_u64(t.get(), impl_->meta, "schema_version", 0);
+    if (version == 0)
+      put_u64(t.get(), impl_->meta, "schema_version", schema_version);
+    else if (version != schema_version)
+      throw store_error{"state in " + dir.string() + " has schema version "
+                        + std::to_string(version) + ", this build reads version "
+                        + std::to_string(schema_version)
+                        + "; upgrade lockbridge or restore a matching backup"};
+    t.commit();
+  } catch (...) {
+    mdb_env_close(impl_->env);
+    if (impl_->lock_fd >= 0)
+      ::close(impl_->lock_fd);
+    throw;
+  }
+}
+
+environment::~environment() {
+  mdb_env_close(impl_->env);
+  if (impl_->lock_fd >= 0)
+    ::close(impl_->lock_fd);
+}
+
+const std::filesystem::path& environment::dir() const noexcept {
+  return impl_->dir;
+}
+
+} // namespace lockbridge::store

@@ -1,0 +1,90 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "protocols/cloud_messages.hpp"
+#include "store/environment.hpp"
+
+namespace lockbridge::store {
+
+/// Bounds of the journal (from config).
+struct journal_limits {
+  std::uint64_t max_bytes = 512ull << 20; ///< refuse new events beyond this
+};
+
+/// One lock's events to append; all have `lock` equal to `lock_id` and rising seq.
+struct append_request {
+  std::string lock_id;
+  std::vector<protocol::journal_record> records;
+};
+
+/// What happened to one append_request in a group commit.
+struct append_outcome {
+  enum class status { stored, refused_full };
+  status result = status::stored;
+  std::uint64_t acked_seq = 0;   ///< highest seq of this lock now durable
+  std::uint32_t stored = 0;      ///< events newly written
+  std::uint32_t duplicates = 0;  ///< events already durable, acknowledged again
+};
+
+/// A journalled event with its key.
+struct journal_entry {
+  std::uint64_t key = 0;
+  protocol::journal_record record;
+};
+
+/// The outbox of lock events: an append-only sequence keyed by big-endian u64,
+/// drained in order, with per-lock progress so a repeated seq is acknowledged
+/// again but never stored twice. One writer (the journal actor) calls the
+/// mutating members; `read` and `figures` may be called from any thread.
+class journal {
+public:
+  journal(environment& env, journal_limits limits);
+
+  /// Appends several locks' batches in one durable transaction (group commit).
+  /// Events whose seq is not above the lock's progress are counted as
+  /// duplicates. A batch that would take the journal past its bound is refused
+  /// whole; others in the group still commit. Also removes entries up to
+  /// `remove_upto` (acknowledged by the broker) in the same transaction.
+  std::vector<append_outcome> append(std::span<const append_request> batches,
+                                     std::uint64_t remove_upto = 0);
+
+  /// Removes every entry with key <= `key` (the broker acknowledged them).
+  void remove_upto(std::uint64_t key);
+
+  /// Up to `max` entries with key >= `from`, in key order. Damaged values are
+  /// reported via `damaged` (their keys) and skipped, never returned.
+  std::vector<journal_entry> read(std::uint64_t from, std::size_t max,
+                                  std::vector<std::uint64_t>* damaged = nullptr) const;
+
+  /// Removes entries received before `cutoff_ms`, oldest first, even if not
+  /// delivered. Returns how many were removed.
+  std::uint64_t purge_received_before(std::int64_t cutoff_ms);
+
+  /// The highest durable seq of `lock`, 0 if none.
+  [[nodiscard]] std::uint64_t progress(const std::string& lock) const;
+
+  /// Depth, bytes, bound and oldest arrival (counters since start are the
+  /// caller's).
+  [[nodiscard]] protocol::journal_figures figures() const;
+
+  /// Key of the next entry to be appended.
+  [[nodiscard]] std::uint64_t next_key() const noexcept { return next_key_; }
+
+private:
+  environment& env_;
+  journal_limits limits_;
+  // Written by the single writer, read by anyone (figures).
+  std::atomic<std::uint64_t> next_key_ = 1;
+  std::atomic<std::uint64_t> count_ = 0;
+  std::atomic<std::uint64_t> bytes_ = 0;
+  std::map<std::string, std::uint64_t, std::less<>> progress_;
+};
+
+} // namespace lockbridge::store

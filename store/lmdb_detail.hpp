@@ -1,0 +1,102 @@
+#pragma once
+// Internal to store/: included only by store/*.cpp, never by a public header.
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "store/environment.hpp"
+
+namespace lockbridge::store {
+
+/// Throws store_error naming the operation and LMDB's reason.
+[[noreturn]] void throw_lmdb(const char* what, int rc);
+
+inline void check(int rc, const char* what) {
+  if (rc != MDB_SUCCESS)
+    throw_lmdb(what, rc);
+}
+
+struct environment::impl {
+  MDB_env* env = nullptr;
+  MDB_dbi meta = 0;
+  MDB_dbi journal = 0;
+  MDB_dbi progress = 0;
+  std::filesystem::path dir;
+  int lock_fd = -1;
+};
+
+/// A transaction that aborts on destruction unless committed. A write
+/// transaction must begin and end within one message handler (LMDB ties it to
+/// its thread).
+class txn {
+public:
+  txn(MDB_env* env, bool write) {
+    check(mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_), "begin transaction");
+  }
+  ~txn() {
+    if (txn_ != nullptr)
+      mdb_txn_abort(txn_);
+  }
+  txn(const txn&) = delete;
+  txn& operator=(const txn&) = delete;
+
+  /// Commits; for a write transaction this returns after LMDB synced the file.
+  void commit() {
+    int rc = mdb_txn_commit(txn_);
+    txn_ = nullptr;
+    check(rc, "commit");
+  }
+
+  MDB_txn* get() const noexcept { return txn_; }
+
+private:
+  MDB_txn* txn_ = nullptr;
+};
+
+/// A cursor closed on destruction.
+class cursor {
+public:
+  cursor(MDB_txn* t, MDB_dbi dbi) { check(mdb_cursor_open(t, dbi, &cur_), "open cursor"); }
+  ~cursor() { mdb_cursor_close(cur_); }
+  cursor(const cursor&) = delete;
+  cursor& operator=(const cursor&) = delete;
+  MDB_cursor* get() const noexcept { return cur_; }
+
+private:
+  MDB_cursor* cur_ = nullptr;
+};
+
+inline MDB_val as_val(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+
+inline MDB_val as_val(std::span<const std::uint8_t> s) {
+  return MDB_val{s.size(), const_cast<std::uint8_t*>(s.data())};
+}
+
+/// Big-endian u64: keys sort in numeric order under LMDB's default memcmp.
+inline void put_be64(std::uint8_t* out, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<std::uint8_t>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+inline std::uint64_t get_be64(const void* p) {
+  auto b = static_cast<const std::uint8_t*>(p);
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v = (v << 8) | b[i];
+  return v;
+}
+
+/// Reads a u64 stored as 8 big-endian bytes; `fallback` if absent.
+std::uint64_t get_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t fallback);
+void put_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t value);
+
+} // namespace lockbridge::store

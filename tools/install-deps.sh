@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs from Debian's archive whatever lockbridge needs to build, test and
+# run its demo, and nothing that is already there. Run as root (or with sudo).
+set -euo pipefail
+
+packages=(
+  # build
+  cmake ninja-build ccache g++ pkg-config
+  # libraries (DESIGN.md's stack table)
+  libcaf-dev libpaho-mqttpp-dev libpaho-mqtt-dev libcoap3-dev liblmdb-dev libssl-dev
+  doctest-dev nlohmann-json3-dev libtomlplusplus-dev libhowardhinnant-date-dev
+  libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev
+  # real peers and tools for tests and the demo
+  mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils
+  python3 python3-jsonschema python3-paho-mqtt
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "lockbridge: installing from Debian: ${missing[*]}"
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then
+  sudo_cmd=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
