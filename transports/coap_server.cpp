@@ -1,0 +1,432 @@
+#include "transports/coap_server.hpp"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <stdexcept>
+
+#include <coap3/coap.h>
+#include <spdlog/spdlog.h>
+
+namespace lockbridge::transport {
+
+namespace {
+
+/// Text from a peer, made safe to log: printable ASCII only, at most 64 chars.
+std::string printable(const std::uint8_t* data, std::size_t size) {
+  std::string out;
+  for (std::size_t i = 0; i < size && i < 64; ++i)
+    out += (data[i] >= 0x20 && data[i] < 0x7f) ? static_cast<char>(data[i]) : '?';
+  if (size > 64)
+    out += "...";
+  return out;
+}
+
+std::string peer_of(const coap_session_t* s) {
+  char buf[INET6_ADDRSTRLEN + 8] = {0};
+  coap_print_addr(coap_session_get_addr_remote(s), reinterpret_cast<unsigned char*>(buf),
+                  sizeof(buf) - 1);
+  return buf;
+}
+
+void route_libcoap_logs(coap_log_t level, const char* message) {
+  std::string text{message};
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+    text.pop_back();
+  if (level <= LOG_ERR)
+    spdlog::error("libcoap: {}", text);
+  else if (level <= LOG_WARNING)
+    spdlog::warn("libcoap: {}", text);
+  else
+    spdlog::debug("libcoap: {}", text);
+}
+
+void add_cbor(coap_pdu_t* response, const std::vector<std::uint8_t>& body) {
+  std::uint8_t buf[4];
+  coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
+                  coap_encode_var_safe(buf, sizeof buf, COAP_MEDIATYPE_APPLICATION_CBOR), buf);
+  coap_add_data(response, body.size(), body.data());
+}
+
+void answer_error(coap_pdu_t* response, coap_pdu_code_t code, const std::string& diagnostic) {
+  coap_pdu_set_code(response, code);
+  std::uint8_t buf[4];
+  coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
+                  coap_encode_var_safe(buf, sizeof buf, COAP_MEDIATYPE_TEXT_PLAIN), buf);
+  coap_add_data(response, diagnostic.size(),
+                reinterpret_cast<const std::uint8_t*>(diagnostic.data()));
+}
+
+coap_address_t to_address(const config::listen_address& a) {
+  coap_address_t addr;
+  coap_address_init(&addr);
+  if (inet_pton(AF_INET, a.host.c_str(), &addr.addr.sin.sin_addr) == 1) {
+    addr.addr.sin.sin_family = AF_INET;
+    addr.addr.sin.sin_port = htons(a.port);
+    addr.size = sizeof(addr.addr.sin);
+  } else if (inet_pton(AF_INET6, a.host.c_str(), &addr.addr.sin6.sin6_addr) == 1) {
+    addr.addr.sin6.sin6_family = AF_INET6;
+    addr.addr.sin6.sin6_port = htons(a.port);
+    addr.size = sizeof(addr.addr.sin6);
+  } else {
+    throw std::runtime_error{"not a numeric address: " + a.host};
+  }
+  return addr;
+}
+
+std::once_flag libcoap_started;
+
+/// libcoap 4.3.1 has no per-context user data; event callbacks find their
+/// server through this registry.
+std::mutex registry_mutex;
+std::map<const coap_context_t*, void*> registry;
+
+/// Pipelined separate responses: how many CON responses a session may have
+/// unacknowledged at once (RFC 7252's NSTART defaults to 1, which would send
+/// a busy lock's answers one round trip at a time).
+constexpr std::uint16_t server_nstart = 16;
+
+} // namespace
+
+struct coap_server::impl {
+  struct lock_entry {
+    std::string id;
+    std::vector<std::uint8_t> psk;
+    coap_bin_const_t psk_bin{};
+  };
+
+  struct pending_request {
+    coap_session_t* session = nullptr; // referenced until answered
+    std::vector<std::uint8_t> token;
+  };
+
+  coap_server_config cfg;
+  events_handler on_events;
+  coap_context_t* ctx = nullptr;
+  std::map<std::string, lock_entry, std::less<>> locks;
+  std::map<request_id, pending_request> pending;
+  request_id next_id = 1;
+  coap_counters counters;
+
+  int wake_fd = -1;
+  std::mutex queue_mutex;
+  std::deque<std::pair<request_id, events_reply>> completions;
+  std::atomic<bool> running{false};
+  std::thread thread;
+
+  impl() = default;
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+
+  /// Also runs when the constructor throws half-way.
+  ~impl() {
+    for (auto& [id, p] : pending)
+      coap_session_release(p.session);
+    pending.clear();
+    if (ctx != nullptr) {
+      coap_free_context(ctx);
+      std::lock_guard guard{registry_mutex};
+      registry.erase(ctx);
+    }
+    if (wake_fd >= 0)
+      ::close(wake_fd);
+  }
+
+  static impl* of(coap_session_t* s) {
+    std::lock_guard guard{registry_mutex};
+    auto it = registry.find(coap_session_get_context(s));
+    return it == registry.end() ? nullptr : static_cast<impl*>(it->second);
+  }
+
+  static const coap_bin_const_t* on_identity(coap_bin_const_t* identity, coap_session_t* session,
+                                             void* arg) {
+    auto self = static_cast<impl*>(arg);
+    std::string_view id{reinterpret_cast<const char*>(identity->s), identity->length};
+    auto it = self->locks.find(id);
+    if (it == self->locks.end()) {
+      ++self->counters.handshake_refusals;
+      spdlog::warn("coap: DTLS handshake from {} refused: unknown PSK identity \"{}\"",
+                   peer_of(session), printable(identity->s, identity->length));
+      return nullptr;
+    }
+    coap_session_set_app_data(session, &it->second);
+    return &it->second.psk_bin;
+  }
+
+  static int on_event(coap_session_t* session, const coap_event_t event) {
+    if (event == COAP_EVENT_DTLS_ERROR) {
+      if (auto self = of(session))
+        ++self->counters.handshake_refusals;
+      auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
+      if (lock != nullptr)
+        spdlog::warn("coap: DTLS handshake from {} as lock {} failed; the lock's "
+                     "pre-shared key does not match its psk_file",
+                     peer_of(session), lock->id);
+      else
+        spdlog::warn("coap: DTLS error on session from {}", peer_of(session));
+    } else if (event == COAP_EVENT_DTLS_CONNECTED) {
+      auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
+      spdlog::info("coap: lock {} connected over DTLS from {}", lock ? lock->id : "?",
+                   peer_of(session));
+    }
+    return 0;
+  }
+
+  /// The lock a request speaks for: its DTLS identity, or `?lock=ID` on plain
+  /// CoAP (development only).
+  const lock_entry* lock_of(coap_session_t* s, const coap_string_t* query) {
+    if (coap_session_get_proto(s) == COAP_PROTO_DTLS)
+      return static_cast<lock_entry*>(coap_session_get_app_data(s));
+    if (query == nullptr)
+      return nullptr;
+    std::string_view q{reinterpret_cast<const char*>(query->s), query->length};
+    if (!q.starts_with("lock="))
+      return nullptr;
+    auto it = locks.find(q.substr(5));
+    return it == locks.end() ? nullptr : &it->second;
+  }
+
+  static void on_events_request(coap_resource_t* resource, coap_session_t* s,
+                                const coap_pdu_t* request, const coap_string_t* query,
+                                coap_pdu_t* response) {
+    auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
+    auto token = coap_pdu_get_token(request);
+    if (auto async = coap_find_async(s, token)) {
+      self->answer_async(async, response);
+      return;
+    }
+    ++self->counters.requests;
+    auto lock = self->lock_of(s, query);
+    if (lock == nullptr) {
+      ++self->counters.bad_requests;
+      answer_error(response, COAP_RESPONSE_CODE_UNAUTHORIZED,
+                   "unknown lock; use DTLS with the lock's PSK identity");
+      return;
+    }
+    coap_opt_iterator_t it;
+    if (auto opt = coap_check_option(request, COAP_OPTION_CONTENT_FORMAT, &it)) {
+      auto format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+      if (format != COAP_MEDIATYPE_APPLICATION_CBOR) {
+        ++self->counters.bad_requests;
+        answer_error(response, COAP_RESPONSE_CODE_UNSUPPORTED_CONTENT_FORMAT,
+                     "expected Content-Format 60 (application/cbor)");
+        return;
+      }
+    }
+    std::size_t size = 0, offset = 0, total = 0;
+    const std::uint8_t* data = nullptr;
+    if (!coap_get_data_large(request, &size, &data, &offset, &total))
+      size = 0;
+    if (total > protocol::lock_limits::max_payload_bytes) {
+      ++self->counters.bad_requests;
+      answer_error(response, COAP_RESPONSE_CODE_REQUEST_TOO_LARGE,
+                   "payload exceeds " + std::to_string(protocol::lock_limits::max_payload_bytes)
+                     + " bytes");
+      return;
+    }
+    auto batch = protocol::decode_event_batch({data, size});
+    if (!batch) {
+      ++self->counters.bad_requests;
+      spdlog::warn("coap: lock {} sent a bad event batch: {}", lock->id,
+                   batch.error().to_string());
+      answer_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, batch.error().to_string());
+      return;
+    }
+    auto async = coap_register_async(s, request, 0);
+    if (async == nullptr) {
+      answer_error(response, COAP_RESPONSE_CODE_SERVICE_UNAVAILABLE, "gateway busy; retry");
+      return;
+    }
+    coap_session_set_nstart(s, server_nstart);
+    auto id = self->next_id++;
+    self->pending.emplace(id, pending_request{coap_session_reference(s),
+                                              std::vector<std::uint8_t>(token.s, token.s + token.length)});
+    self->on_events(id, lock->id, std::move(*batch));
+    // No response code: libcoap sends an empty ACK now, the answer later.
+  }
+
+  void answer_async(coap_async_t* async, coap_pdu_t* response) {
+    auto reply = static_cast<events_reply*>(coap_async_get_app_data(async));
+    coap_async_set_app_data(async, nullptr);
+    if (reply == nullptr) {
+      answer_error(response, COAP_RESPONSE_CODE_INTERNAL_ERROR, "no answer recorded");
+      return;
+    }
+    switch (reply->result) {
+      case events_reply::kind::acked:
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
+        add_cbor(response, protocol::encode_events_ack(reply->acked_seq));
+        break;
+      case events_reply::kind::full: {
+        ++counters.refused_full;
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE_SERVICE_UNAVAILABLE);
+        std::uint8_t buf[4];
+        coap_add_option(response, COAP_OPTION_MAXAGE,
+                        coap_encode_var_safe(buf, sizeof buf, cfg.full_retry_after_s), buf);
+        std::string text = "journal full; keep the events and retry after Max-Age";
+        coap_add_data(response, text.size(), reinterpret_cast<const std::uint8_t*>(text.data()));
+        break;
+      }
+      case events_reply::kind::failed:
+        answer_error(response, COAP_RESPONSE_CODE_INTERNAL_ERROR, reply->diagnostic);
+        break;
+    }
+    delete reply;
+  }
+
+  static void on_time_request(coap_resource_t*, coap_session_t*, const coap_pdu_t*,
+                              const coap_string_t*, coap_pdu_t* response) {
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
+    add_cbor(response, protocol::encode_time(now));
+  }
+
+  void drain_completions() {
+    std::deque<std::pair<request_id, events_reply>> batch;
+    {
+      std::lock_guard guard{queue_mutex};
+      batch.swap(completions);
+    }
+    for (auto& [id, reply] : batch) {
+      auto it = pending.find(id);
+      if (it == pending.end())
+        continue;
+      auto& p = it->second;
+      coap_bin_const_t token{p.token.size(), p.token.data()};
+      if (auto async = coap_find_async(p.session, token)) {
+        coap_async_set_app_data(async, new events_reply(std::move(reply)));
+        coap_async_trigger(async);
+      }
+      coap_session_release(p.session);
+      pending.erase(it);
+    }
+  }
+
+  void loop() {
+    int coap_fd = coap_context_get_coap_fd(ctx);
+    pollfd fds[2] = {{coap_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    while (running.load(std::memory_order_relaxed)) {
+      // libcoap's own timers (retransmissions, async triggers) are behind its
+      // fd; bound the wait anyway so stop() is seen promptly.
+      int rc = ::poll(fds, 2, 1000);
+      if (rc < 0 && errno != EINTR) {
+        spdlog::error("coap: poll failed: {}", std::strerror(errno));
+        break;
+      }
+      if (fds[1].revents & POLLIN) {
+        std::uint64_t n;
+        [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof n);
+        drain_completions();
+      }
+      if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0) {
+        spdlog::error("coap: libcoap's I/O loop failed");
+        break;
+      }
+    }
+  }
+};
+
+coap_server::coap_server(coap_server_config cfg, events_handler on_events)
+  : impl_(std::make_unique<impl>()) {
+  std::call_once(libcoap_started, [] {
+    coap_startup();
+    coap_set_log_handler(route_libcoap_logs);
+    coap_set_log_level(LOG_WARNING);
+    coap_dtls_set_log_level(LOG_WARNING);
+  });
+  auto& in = *impl_;
+  in.cfg = std::move(cfg);
+  in.on_events = std::move(on_events);
+  for (const auto& l : in.cfg.locks) {
+    auto& e = in.locks[l.id];
+    e.id = l.id;
+    e.psk = l.psk;
+  }
+  for (auto& [id, e] : in.locks)
+    e.psk_bin = coap_bin_const_t{e.psk.size(), e.psk.data()};
+  in.wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (in.wake_fd < 0)
+    throw std::runtime_error{"coap: cannot create eventfd"};
+  in.ctx = coap_new_context(nullptr);
+  if (in.ctx == nullptr)
+    throw std::runtime_error{"coap: cannot create libcoap context"};
+  {
+    std::lock_guard guard{registry_mutex};
+    registry[in.ctx] = &in;
+  }
+  coap_context_set_block_mode(in.ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  coap_register_event_handler(in.ctx, &impl::on_event);
+  if (!in.cfg.dtls_listen.empty()) {
+    if (!coap_dtls_is_supported())
+      throw std::runtime_error{"coap: this libcoap has no DTLS support"};
+    coap_dtls_spsk_t setup{};
+    setup.version = COAP_DTLS_SPSK_SETUP_VERSION;
+    setup.validate_id_call_back = &impl::on_identity;
+    setup.id_call_back_arg = &in;
+    if (!coap_context_set_psk2(in.ctx, &setup))
+      throw std::runtime_error{"coap: cannot set up DTLS-PSK"};
+  }
+  auto bind = [&](const config::listen_address& a, coap_proto_t proto, const char* what) {
+    auto addr = to_address(a);
+    if (coap_new_endpoint(in.ctx, &addr, proto) == nullptr)
+      throw std::runtime_error{std::string{"coap: cannot listen for "} + what + " on " + a.host
+                               + ":" + std::to_string(a.port)
+                               + " (address in use or not local?)"};
+    spdlog::info("coap: listening for {} on {}:{}", what, a.host, a.port);
+  };
+  for (const auto& a : in.cfg.dtls_listen)
+    bind(a, COAP_PROTO_DTLS, "CoAP over DTLS");
+  for (const auto& a : in.cfg.plain_listen) {
+    spdlog::warn("coap: PLAIN CoAP (no encryption, no lock authentication) on {}:{}; "
+                 "development only", a.host, a.port);
+    bind(a, COAP_PROTO_UDP, "plain CoAP");
+  }
+  auto events = coap_resource_init(coap_make_str_const("v1/events"), 0);
+  coap_resource_set_userdata(events, &in);
+  coap_register_handler(events, COAP_REQUEST_POST, &impl::on_events_request);
+  coap_add_resource(in.ctx, events);
+  auto time = coap_resource_init(coap_make_str_const("v1/time"), 0);
+  coap_register_handler(time, COAP_REQUEST_GET, &impl::on_time_request);
+  coap_add_resource(in.ctx, time);
+}
+
+coap_server::~coap_server() {
+  stop();
+}
+
+void coap_server::start() {
+  impl_->running = true;
+  impl_->thread = std::thread{[this] { impl_->loop(); }};
+}
+
+void coap_server::stop() {
+  if (!impl_->thread.joinable())
+    return;
+  impl_->running = false;
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
+  impl_->thread.join();
+}
+
+void coap_server::complete(request_id id, events_reply reply) {
+  {
+    std::lock_guard guard{impl_->queue_mutex};
+    impl_->completions.emplace_back(id, std::move(reply));
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
+}
+
+const coap_counters& coap_server::counters() const noexcept {
+  return impl_->counters;
+}
+
+} // namespace lockbridge::transport

@@ -1,0 +1,85 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.hpp"
+#include "protocols/lock_messages.hpp"
+
+namespace lockbridge::transport {
+
+/// Identifies one request waiting for its answer (a separate CoAP response).
+using request_id = std::uint64_t;
+
+/// A lock the CoAP server accepts: its id (also its DTLS PSK identity) and key.
+struct coap_lock {
+  std::string id;
+  std::vector<std::uint8_t> psk;
+};
+
+struct coap_server_config {
+  std::vector<config::listen_address> dtls_listen;
+  std::vector<config::listen_address> plain_listen;
+  std::vector<coap_lock> locks;
+  std::uint32_t full_retry_after_s = 30;
+};
+
+/// The answer to a pending `POST /v1/events`.
+struct events_reply {
+  enum class kind { acked, full, failed };
+  kind result = kind::acked;
+  std::uint64_t acked_seq = 0;
+  std::string diagnostic; ///< for `failed`
+};
+
+/// Counters a status report may read from any thread.
+struct coap_counters {
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> bad_requests{0};
+  std::atomic<std::uint64_t> refused_full{0};
+  std::atomic<std::uint64_t> handshake_refusals{0};
+};
+
+/// The lock-facing CoAP server (libcoap, DTLS-PSK; plain UDP only if
+/// configured). Owns libcoap's loop on its own thread. Valid event batches are
+/// handed to `on_events` on that thread, which must only enqueue (a one-way
+/// send); the answer comes later through `complete`, from any thread, and is
+/// sent as a separate response. Bad input is answered at once with 4.xx and a
+/// diagnostic, and never reaches `on_events`.
+class coap_server {
+public:
+  using events_handler
+    = std::function<void(request_id, const std::string& lock_id, protocol::event_batch)>;
+
+  /// Binds every listener; throws std::runtime_error naming the address that
+  /// failed. Does not start the loop.
+  coap_server(coap_server_config cfg, events_handler on_events);
+  ~coap_server();
+  coap_server(const coap_server&) = delete;
+  coap_server& operator=(const coap_server&) = delete;
+
+  /// Starts the loop thread.
+  void start();
+
+  /// Stops and joins the loop thread; pending requests get no answer (locks
+  /// retry them).
+  void stop();
+
+  /// Answers a pending request. Thread-safe; wakes the loop.
+  void complete(request_id id, events_reply reply);
+
+  [[nodiscard]] const coap_counters& counters() const noexcept;
+
+  struct impl;
+
+private:
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace lockbridge::transport
