@@ -1,0 +1,20 @@
+#include "actors/coap_endpoint.hpp"
+
+#include <caf/all.hpp>
+
+namespace lockbridge {
+
+coap_endpoint_actor::behavior_type
+coap_endpoint(coap_endpoint_actor::stateful_pointer<coap_endpoint_state> self,
+              std::shared_ptr<transport::coap_server> server) {
+  self->state.server = std::move(server);
+  self->state.server->start();
+  return {
+    [self](atom::restart) {
+      self->state.server->stop();
+      self->quit();
+    },
+  };
+}
+
+} // namespace lockbridge

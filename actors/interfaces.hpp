@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/type_id.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "protocols/cloud_messages.hpp"
+#include "protocols/lock_messages.hpp"
+#include "store/journal.hpp"
+
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, append, "append")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, flush, "flush")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, remove, "remove")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, purge, "purge")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, committed, "committed")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, events, "events")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, figures, "figures")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, connect, "connect")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, connected, "connected")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, lost, "lost")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, acked, "acked")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, nacked, "nacked")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, status, "status")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
+
+namespace lockbridge {
+
+/// A batch a lock sent, decoded and validated, with the raw identifiers still
+/// in it: it lives only in memory until its lock_session pseudonymises it.
+using batch_ptr = std::shared_ptr<const protocol::event_batch>;
+
+/// A pseudonymised batch ready for the journal.
+using append_ptr = std::shared_ptr<const store::append_request>;
+
+/// Counters of the journal actor since start, plus the store's figures.
+using journal_figures = protocol::journal_figures;
+
+/// The journal: the single writer of the LMDB outbox.
+using journal_actor = caf::typed_actor<
+  /// Append a lock's batch; the answer goes to the lock through the reply
+  /// sink once the group commit holding it is durable.
+  caf::reacts_to<atom::append, std::uint64_t, append_ptr>,
+  /// The broker acknowledged everything up to this key: remove it.
+  caf::reacts_to<atom::remove, std::uint64_t>,
+  /// Commit what has gathered (sent to itself: group commit).
+  caf::reacts_to<atom::flush>,
+  /// Apply retention now (also runs on its own timer).
+  caf::reacts_to<atom::purge>,
+  /// Report depth, bytes and counters.
+  caf::replies_to<atom::figures>::with<journal_figures>>;
+
+/// One lock's session: everything a lock sends passes through it.
+using lock_session_actor = caf::typed_actor<
+  /// A validated batch from the lock, waiting for its answer under this id.
+  caf::reacts_to<atom::events, std::uint64_t, batch_ptr>>;
+
+/// The journal as a message type (handed to the uplink at start).
+} // namespace lockbridge
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::journal_actor)
+namespace lockbridge {
+
+/// The cloud link.
+using uplink_actor = caf::typed_actor<
+  /// New entries are durable; keys below this one exist.
+  caf::reacts_to<atom::committed, std::uint64_t>,
+  /// Start: the journal to remove acknowledged entries from (it is spawned
+  /// after the uplink, since it needs the uplink's handle).
+  caf::reacts_to<atom::connect, journal_actor>,
+  /// Try to connect now (also sent to itself after a backoff).
+  caf::reacts_to<atom::connect>,
+  /// Paho reports: connected (generation).
+  caf::reacts_to<atom::connected, std::uint64_t>,
+  /// Paho reports: connect failed or connection lost (generation, reason).
+  caf::reacts_to<atom::lost, std::uint64_t, std::string>,
+  /// Paho reports: PUBACK for the publish with this number.
+  caf::reacts_to<atom::acked, std::uint64_t>,
+  /// Paho reports: the publish with this number failed.
+  caf::reacts_to<atom::nacked, std::uint64_t>,
+  /// Publish the status message now (also on its own timer).
+  caf::reacts_to<atom::status>>;
+
+/// The owner of libcoap's loop.
+using coap_endpoint_actor = caf::typed_actor<
+  /// Stop the loop (before the journal goes away).
+  caf::reacts_to<atom::restart>>;
+
+} // namespace lockbridge
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::batch_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::append_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::protocol::journal_figures)

@@ -1,0 +1,158 @@
+#include "actors/supervisor.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/coap_endpoint.hpp"
+#include "actors/journal.hpp"
+#include "actors/lock_session.hpp"
+#include "actors/uplink.hpp"
+#include "config/secrets.hpp"
+#include "protocols/pseudonym.hpp"
+#include "transports/coap_server.hpp"
+
+namespace lockbridge {
+
+namespace {
+
+using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
+
+/// LMDB's map is a ceiling on the file size; leave room above the journal
+/// bound for the B-tree, free pages and the other tables.
+std::uint64_t map_size_for(std::uint64_t journal_max_bytes) {
+  return journal_max_bytes * 2 + (64ull << 20);
+}
+
+void spawn_children(self_ptr self) {
+  auto& st = self->state;
+  const auto& gw = st.cfg.gateway;
+
+  auto key = config::read_key32(gw.pseudonym_key_file);
+  if (!key)
+    throw std::runtime_error{"pseudonym key: " + key.error().to_string()};
+  auto pseudonyms = std::make_shared<const protocol::pseudonymiser>(*key, 1);
+
+  transport::coap_server_config coap_cfg;
+  coap_cfg.dtls_listen = gw.coap.dtls_listen;
+  coap_cfg.plain_listen = gw.coap.plain_listen;
+  coap_cfg.full_retry_after_s = gw.coap.full_retry_after_s;
+  for (const auto& lock : gw.locks) {
+    auto psk = config::read_psk(lock.psk_file);
+    if (!psk)
+      throw std::runtime_error{"lock " + lock.id + ": " + psk.error().to_string()};
+    coap_cfg.locks.push_back({lock.id, *psk});
+  }
+  // Filled before the server starts; read-only afterwards (from libcoap's thread).
+  auto sessions = std::make_shared<std::map<std::string, lock_session_actor>>();
+  auto server = std::make_shared<transport::coap_server>(
+    coap_cfg, [sessions](transport::request_id id, const std::string& lock,
+                         protocol::event_batch batch) {
+      auto it = sessions->find(lock);
+      if (it != sessions->end())
+        caf::anon_send(it->second, atom::events_v, id,
+                       batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
+    });
+
+  uplink_config up_cfg{gw.site, gw.gateway, st.cfg.version, gw.locks.size(), gw.mqtt, st.store};
+  if (auto err = validate(up_cfg))
+    throw std::runtime_error{"uplink: " + caf::to_string(err)};
+  auto up = self->spawn(uplink, up_cfg);
+
+  journal_config j_cfg;
+  j_cfg.store = st.store;
+  j_cfg.retention_days = gw.store.retention_days;
+  j_cfg.reply = [server](std::uint64_t request, const store::append_outcome& o) {
+    transport::events_reply reply;
+    if (o.result == store::append_outcome::status::refused_full)
+      reply.result = transport::events_reply::kind::full;
+    reply.acked_seq = o.acked_seq;
+    server->complete(request, std::move(reply));
+  };
+  if (auto err = validate(j_cfg))
+    throw std::runtime_error{"journal: " + caf::to_string(err)};
+  auto jr = self->spawn<caf::detached>(journal, j_cfg, up);
+  self->send(up, atom::connect_v, jr);
+
+  st.children.clear();
+  st.children.push_back(caf::actor_cast<caf::actor>(up));
+  st.children.push_back(caf::actor_cast<caf::actor>(jr));
+  for (const auto& lock : gw.locks) {
+    lock_session_config ls_cfg{lock.id, pseudonyms};
+    if (auto err = validate(ls_cfg))
+      throw std::runtime_error{"lock " + lock.id + ": " + caf::to_string(err)};
+    auto session = self->spawn(lock_session, ls_cfg, jr);
+    (*sessions)[lock.id] = session;
+    st.children.push_back(caf::actor_cast<caf::actor>(session));
+  }
+  auto endpoint = self->spawn(coap_endpoint, server);
+  st.children.push_back(caf::actor_cast<caf::actor>(endpoint));
+  for (auto& child : st.children)
+    self->monitor(child);
+  spdlog::info("supervisor: running with {} locks", gw.locks.size());
+}
+
+void stop_children(self_ptr self) {
+  for (auto& child : self->state.children) {
+    self->demonitor(child);
+    self->send_exit(child, caf::exit_reason::user_shutdown);
+  }
+  self->state.children.clear();
+}
+
+} // namespace
+
+supervisor_actor::behavior_type
+supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  const auto& gw = st.cfg.gateway;
+  st.env = std::make_unique<store::environment>(gw.store.state_dir,
+                                                map_size_for(gw.store.journal_max_bytes));
+  st.store = std::make_shared<store::journal>(*st.env,
+                                              store::journal_limits{gw.store.journal_max_bytes});
+  spawn_children(self);
+  if (st.cfg.on_ready) {
+    st.cfg.on_ready();
+    st.ready_sent = true;
+  }
+  self->set_down_handler([self](const caf::down_msg& msg) {
+    auto& st = self->state;
+    if (st.restarting)
+      return;
+    spdlog::error("supervisor: an actor failed ({}); restarting all of them",
+                  caf::to_string(msg.reason));
+    auto now = std::chrono::steady_clock::now();
+    std::erase_if(st.restarts, [&](auto t) { return now - t > st.cfg.restart_window; });
+    st.restarts.push_back(now);
+    stop_children(self);
+    if (st.restarts.size() > st.cfg.max_restarts) {
+      auto why = std::to_string(st.restarts.size()) + " restarts within "
+                 + std::to_string(st.cfg.restart_window.count()) + " s";
+      spdlog::critical("supervisor: giving up after {}", why);
+      if (st.cfg.on_fatal)
+        st.cfg.on_fatal(why);
+      self->quit(caf::exit_reason::unhandled_exception);
+      return;
+    }
+    st.restarting = true;
+    auto delay = std::chrono::milliseconds{500} * (1 << std::min<std::size_t>(st.restarts.size(), 5));
+    self->delayed_send(self, delay, atom::restart_v);
+  });
+  self->attach_functor([self] { stop_children(self); });
+  return {
+    [self](atom::restart) {
+      auto& st = self->state;
+      st.restarting = false;
+      try {
+        spawn_children(self);
+      } catch (const std::exception& e) {
+        spdlog::critical("supervisor: restart failed: {}", e.what());
+        if (st.cfg.on_fatal)
+          st.cfg.on_fatal(e.what());
+        self->quit(caf::exit_reason::unhandled_exception);
+      }
+    },
+  };
+}
+
+} // namespace lockbridge

@@ -1,0 +1,304 @@
+#include "actors/uplink.hpp"
+
+#include <random>
+
+#include <caf/all.hpp>
+#include <mqtt/async_client.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/error.hpp"
+
+namespace lockbridge {
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Paho wants tcp/ssl schemes; accept mqtts:// in the config as well.
+std::string paho_uri(std::string uri) {
+  if (uri.starts_with("mqtts://"))
+    uri = "ssl://" + uri.substr(8);
+  return uri;
+}
+
+} // namespace
+
+/// Paho's client and the listeners it calls on its own threads. They only
+/// send messages to the uplink (one-way); they never touch its state.
+struct paho_link : mqtt::callback {
+  caf::actor_system* system = nullptr;
+  caf::actor self; // the uplink, as an untyped handle for anon_send
+  std::unique_ptr<mqtt::async_client> client;
+  std::uint64_t generation = 0;
+
+  struct connect_listener : mqtt::iaction_listener {
+    paho_link* link = nullptr;
+    std::uint64_t generation = 0;
+    void on_success(const mqtt::token&) override {
+      caf::anon_send(link->self, atom::connected_v, generation);
+    }
+    void on_failure(const mqtt::token& tok) override {
+      auto rc = tok.get_return_code();
+      caf::anon_send(link->self, atom::lost_v, generation,
+                     "connect failed: " + mqtt::exception::error_str(rc) + " (code "
+                       + std::to_string(rc) + ", reason "
+                       + std::to_string(static_cast<int>(tok.get_reason_code())) + ")");
+    }
+  };
+
+  struct publish_listener : mqtt::iaction_listener {
+    paho_link* link = nullptr;
+    void on_success(const mqtt::token& tok) override {
+      auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+      caf::anon_send(link->self, atom::acked_v, static_cast<std::uint64_t>(number));
+    }
+    void on_failure(const mqtt::token& tok) override {
+      auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+      caf::anon_send(link->self, atom::nacked_v, static_cast<std::uint64_t>(number));
+    }
+  };
+
+  connect_listener on_connect;
+  publish_listener on_publish;
+
+  void connection_lost(const std::string& cause) override {
+    caf::anon_send(self, atom::lost_v, generation,
+                   "connection lost" + (cause.empty() ? std::string{} : ": " + cause));
+  }
+};
+
+caf::error validate(const uplink_config& cfg) {
+  if (!cfg.store)
+    return caf::make_error(ec::config_invalid, "uplink needs the journal store");
+  if (cfg.mqtt.inflight_window == 0 || cfg.mqtt.max_events_per_message == 0)
+    return caf::make_error(ec::config_invalid,
+                           "mqtt.inflight_window and max_events_per_message must be positive");
+  return caf::none;
+}
+
+namespace {
+
+using self_ptr = uplink_actor::stateful_pointer<uplink_state>;
+
+void publish_status(self_ptr self) {
+  auto& st = self->state;
+  if (!st.connected)
+    return;
+  protocol::gateway_status s;
+  s.site = st.cfg.site;
+  s.gateway = st.cfg.gateway;
+  s.version = st.cfg.version;
+  s.started_at = st.started_at;
+  s.now = now_ms();
+  s.locks_configured = st.cfg.locks_configured;
+  s.events_out = st.events_out;
+  self->request(st.journal, std::chrono::seconds{5}, atom::figures_v)
+    .then(
+      [self, s](const journal_figures& f) mutable {
+        auto& st = self->state;
+        if (!st.connected)
+          return;
+        s.journal = f;
+        try {
+          auto msg = mqtt::make_message(st.topics.status(), protocol::encode_status(s), 1, true);
+          st.link->client->publish(msg);
+        } catch (const mqtt::exception& e) {
+          spdlog::warn("uplink: status publish failed: {}", e.what());
+        }
+      },
+      [](const caf::error& err) { spdlog::warn("uplink: journal figures unavailable: {}", caf::to_string(err)); });
+}
+
+/// Publishes journal entries while the window has room.
+void pump(self_ptr self) {
+  auto& st = self->state;
+  while (st.connected && st.window.size() < st.cfg.mqtt.inflight_window) {
+    std::vector<std::uint64_t> damaged;
+    auto entries = st.cfg.store->read(st.next_key, st.cfg.mqtt.max_events_per_message, &damaged);
+    for (auto key : damaged)
+      spdlog::error("uplink: journal entry {} is damaged and cannot be sent; it stays until "
+                    "retention removes it", key);
+    if (entries.empty()) {
+      if (!damaged.empty())
+        st.next_key = damaged.back() + 1;
+      return;
+    }
+    std::vector<protocol::journal_record> records;
+    records.reserve(entries.size());
+    for (auto& e : entries)
+      records.push_back(std::move(e.record));
+    auto payload = protocol::encode_events(st.cfg.site, st.cfg.gateway, records);
+    auto number = st.next_number++;
+    auto last_key = entries.back().key;
+    try {
+      auto msg = mqtt::make_message(st.topics.events(), payload, 1, false);
+      st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
+                               st.link->on_publish);
+    } catch (const mqtt::exception& e) {
+      spdlog::warn("uplink: publish failed ({}); will resend after reconnecting", e.what());
+      return;
+    }
+    st.window.push_back({number, last_key, records.size(), false});
+    st.next_key = last_key + 1;
+    ++st.publishes;
+  }
+}
+
+void schedule_reconnect(self_ptr self, const std::string& reason) {
+  auto& st = self->state;
+  auto min = std::chrono::milliseconds{st.cfg.mqtt.reconnect_min_ms};
+  auto max = std::chrono::milliseconds{st.cfg.mqtt.reconnect_max_ms};
+  st.backoff = st.backoff.count() == 0 ? min : std::min(max, st.backoff * 2);
+  static thread_local std::minstd_rand rng{std::random_device{}()};
+  auto jitter = std::chrono::milliseconds{rng() % (st.backoff.count() / 4 + 1)};
+  auto delay = st.backoff + jitter;
+  spdlog::warn("uplink: broker {} unavailable ({}); events stay in the journal; retrying in "
+               "{} ms",
+               st.cfg.mqtt.broker_uri, reason, delay.count());
+  self->delayed_send(self, delay, atom::connect_v);
+}
+
+void start_connect(self_ptr self) {
+  auto& st = self->state;
+  if (st.connected || st.connecting)
+    return;
+  st.connecting = true;
+  auto& link = *st.link;
+  link.generation = ++st.generation;
+  link.on_connect.generation = st.generation;
+  try {
+    mqtt::ssl_options ssl;
+    ssl.set_trust_store(st.cfg.mqtt.ca_file.string());
+    ssl.set_key_store(st.cfg.mqtt.cert_file.string());
+    ssl.set_private_key(st.cfg.mqtt.key_file.string());
+    ssl.set_enable_server_cert_auth(true);
+    ssl.set_verify(true);
+    ssl.set_error_handler([](const std::string& text) {
+      spdlog::error("uplink: TLS: {}", text);
+    });
+    mqtt::connect_options opts;
+    opts.set_mqtt_version(MQTTVERSION_3_1_1);
+    opts.set_clean_session(true);
+    opts.set_keep_alive_interval(static_cast<int>(st.cfg.mqtt.keepalive_s));
+    opts.set_connect_timeout(10);
+    opts.set_max_inflight(static_cast<int>(st.cfg.mqtt.inflight_window) + 10);
+    opts.set_will(mqtt::will_options{st.topics.status(),
+                                     protocol::encode_offline_will(st.cfg.site, st.cfg.gateway), 1,
+                                     true});
+    opts.set_ssl(std::move(ssl));
+    link.client->connect(opts, nullptr, link.on_connect);
+  } catch (const mqtt::exception& e) {
+    st.connecting = false;
+    schedule_reconnect(self, e.what());
+  }
+}
+
+} // namespace
+
+uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
+                                   uplink_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
+  st.started_at = now_ms();
+  st.link = std::make_shared<paho_link>();
+  st.link->system = &self->system();
+  st.link->self = caf::actor_cast<caf::actor>(self);
+  st.link->on_connect.link = st.link.get();
+  st.link->on_publish.link = st.link.get();
+  mqtt::create_options create(MQTTVERSION_3_1_1,
+                              static_cast<int>(st.cfg.mqtt.inflight_window) * 2 + 20);
+  st.link->client = std::make_unique<mqtt::async_client>(paho_uri(st.cfg.mqtt.broker_uri),
+                                                         st.cfg.mqtt.client_id, create, nullptr);
+  st.link->client->set_callback(*st.link);
+  self->attach_functor([link = st.link, topic = st.topics.status(),
+                        offline = protocol::encode_offline_will(st.cfg.site, st.cfg.gateway)] {
+    // Say goodbye on a clean stop, so the retained status is right at once.
+    try {
+      if (link->client->is_connected()) {
+        link->client->publish(mqtt::make_message(topic, offline, 1, true))->wait_for(1000);
+        link->client->disconnect(1000)->wait_for(2000);
+      }
+    } catch (const mqtt::exception&) {
+    }
+  });
+  return {
+    [self](atom::connect, journal_actor journal) {
+      self->state.journal = std::move(journal);
+      self->state.next_key = 0;
+      start_connect(self);
+      self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
+                         atom::status_v);
+    },
+    [self](atom::connect) { start_connect(self); },
+    [self](atom::connected, std::uint64_t generation) {
+      auto& st = self->state;
+      if (generation != st.generation)
+        return;
+      st.connecting = false;
+      st.connected = true;
+      st.backoff = std::chrono::milliseconds{0};
+      auto depth = st.cfg.store->figures().depth;
+      spdlog::info("uplink: connected to {} over mutual TLS; {} events waiting in the journal",
+                   st.cfg.mqtt.broker_uri, depth);
+      publish_status(self);
+      pump(self);
+    },
+    [self](atom::lost, std::uint64_t generation, const std::string& reason) {
+      auto& st = self->state;
+      if (generation != st.generation)
+        return;
+      bool was_connected = st.connected;
+      st.connected = false;
+      st.connecting = false;
+      // Everything not acknowledged is read again from the journal.
+      st.window.clear();
+      st.next_key = st.acked_upto + 1;
+      if (was_connected)
+        spdlog::warn("uplink: {}", reason);
+      schedule_reconnect(self, reason);
+    },
+    [self](atom::committed, std::uint64_t) { pump(self); },
+    [self](atom::acked, std::uint64_t number) {
+      auto& st = self->state;
+      for (auto& f : st.window)
+        if (f.number == number)
+          f.acked = true;
+      std::uint64_t upto = 0;
+      while (!st.window.empty() && st.window.front().acked) {
+        upto = st.window.front().last_key;
+        st.events_out += st.window.front().events;
+        st.window.pop_front();
+      }
+      if (upto > 0) {
+        st.acked_upto = upto;
+        self->send(st.journal, atom::remove_v, upto);
+      }
+      pump(self);
+    },
+    [self](atom::nacked, std::uint64_t number) {
+      auto& st = self->state;
+      bool ours = false;
+      for (auto& f : st.window)
+        ours = ours || f.number == number;
+      if (!ours)
+        return; // from before a reconnect: already being resent
+      spdlog::warn("uplink: publish {} failed; resending from the first unacknowledged event",
+                   number);
+      st.window.clear();
+      st.next_key = st.acked_upto + 1;
+      pump(self);
+    },
+    [self](atom::status) {
+      publish_status(self);
+      self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
+                         atom::status_v);
+    },
+  };
+}
+
+} // namespace lockbridge

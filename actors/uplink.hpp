@@ -1,0 +1,67 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <caf/error.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/interfaces.hpp"
+#include "config/config.hpp"
+#include "protocols/cloud_messages.hpp"
+#include "store/journal.hpp"
+
+namespace lockbridge {
+
+struct uplink_config {
+  std::string site;
+  std::string gateway;
+  std::string version;
+  std::uint64_t locks_configured = 0;
+  config::mqtt_config mqtt;
+  std::shared_ptr<store::journal> store;
+};
+
+caf::error validate(const uplink_config& cfg);
+
+/// Paho's client and the callbacks it calls on its own threads; defined in
+/// uplink.cpp so that no Paho header reaches this one.
+struct paho_link;
+
+struct uplink_state {
+  static inline const char* name = "uplink";
+
+  /// A publish the broker has not acknowledged yet.
+  struct in_flight {
+    std::uint64_t number = 0;
+    std::uint64_t last_key = 0; ///< the last journal key it carries
+    std::uint64_t events = 0;
+    bool acked = false;
+  };
+
+  uplink_config cfg;
+  protocol::topics topics{"", ""};
+  journal_actor journal;
+  std::shared_ptr<paho_link> link;
+  bool connected = false;
+  bool connecting = false;
+  std::uint64_t generation = 0;
+  std::uint64_t next_number = 1;
+  std::uint64_t next_key = 0;   ///< the next journal key to read
+  std::uint64_t acked_upto = 0; ///< every key up to this one is acknowledged
+  std::deque<in_flight> window;
+  std::chrono::milliseconds backoff{0};
+  std::int64_t started_at = 0;
+  std::uint64_t events_out = 0;
+  std::uint64_t events_in_seen = 0;
+  std::uint64_t publishes = 0;
+};
+
+uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
+                                   uplink_config cfg);
+
+} // namespace lockbridge

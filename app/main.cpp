@@ -1,0 +1,151 @@
+// lockbridge: the on-site gateway between electronic door locks and the cloud.
+// Start in plain stages: config, logs, store and listeners (supervisor),
+// signals, sd_notify READY, wait; then an ordered teardown.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <caf/all.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include "actors/supervisor.hpp"
+#include "config/config.hpp"
+#include "config/defaults.hpp"
+
+namespace {
+
+/// Exit codes (docs/operations.md): sysexits.h values where one fits.
+constexpr int exit_ok = 0;
+constexpr int exit_failure = 1;
+constexpr int exit_usage = 64;  // EX_USAGE
+constexpr int exit_config = 78; // EX_CONFIG
+
+#ifndef LOCKBRIDGE_VERSION
+#define LOCKBRIDGE_VERSION "0.0.0"
+#endif
+
+void setup_logging(const std::string& level) {
+  auto logger = spdlog::stderr_logger_mt("lockbridge");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::flush_on(spdlog::level::info);
+}
+
+/// Loads the config or prints every error (file:line:column: key: message).
+std::optional<lockbridge::config::gateway_config> load_config(const std::string& file) {
+  auto result = lockbridge::config::load(file);
+  for (const auto& e : result.errors)
+    std::cerr << "lockbridge: " << e.to_string() << "\n";
+  if (!result.errors.empty())
+    std::cerr << "lockbridge: " << result.errors.size() << " error(s) in " << file
+              << "; nothing was started\n";
+  return result.config;
+}
+
+int run(const std::string& file) {
+  // Block the signals before any thread starts, so that only sigwait sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1})
+    sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  setup_logging(cfg->log_level);
+  spdlog::info("lockbridge {} starting: site {}, gateway {}, {} locks, {} environment",
+               LOCKBRIDGE_VERSION, cfg->site, cfg->gateway, cfg->locks.size(),
+               cfg->environment == lockbridge::config::run_environment::production
+                 ? "production"
+                 : "development");
+
+  caf::actor_system_config sys_cfg;
+  sys_cfg.set("logger.console", caf::atom("none"));
+  sys_cfg.set("logger.verbosity", caf::atom("quiet"));
+  int exit_code = exit_ok;
+  {
+    caf::actor_system sys{sys_cfg};
+    lockbridge::supervisor_config sup_cfg;
+    sup_cfg.gateway = *cfg;
+    sup_cfg.version = LOCKBRIDGE_VERSION;
+    sup_cfg.on_ready = [] {
+      sd_notify(0, "READY=1\nSTATUS=listening");
+      spdlog::info("lockbridge: ready");
+    };
+    sup_cfg.on_fatal = [](const std::string&) { ::kill(::getpid(), SIGUSR1); };
+    lockbridge::supervisor_actor sup;
+    try {
+      sup = sys.spawn(lockbridge::supervisor, sup_cfg);
+    } catch (const std::exception& e) {
+      spdlog::critical("lockbridge: cannot start: {}", e.what());
+      return exit_failure;
+    }
+    for (;;) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == SIGHUP) {
+        spdlog::warn("lockbridge: SIGHUP received; configuration reload is not available "
+                     "in this version, restart the service to apply changes");
+        continue;
+      }
+      if (sig == SIGUSR1) {
+        exit_code = exit_failure;
+        spdlog::critical("lockbridge: stopping after repeated failures");
+      } else {
+        spdlog::info("lockbridge: stopping on {}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      }
+      break;
+    }
+    sd_notify(0, "STOPPING=1");
+    caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+    sys.await_all_actors_done();
+  }
+  spdlog::info("lockbridge: stopped");
+  return exit_code;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"lockbridge: the on-site gateway between door locks and the cloud"};
+  app.require_subcommand(1);
+  std::string config_file = lockbridge::defaults::config_file;
+
+  auto run_cmd = app.add_subcommand("run", "run the gateway daemon");
+  run_cmd->add_option("-c,--config", config_file, "config file")->capture_default_str();
+
+  auto check_cmd = app.add_subcommand("check-config",
+                                      "validate a config file without starting anything");
+  std::string check_file = lockbridge::defaults::config_file;
+  check_cmd->add_option("file", check_file, "config file")->capture_default_str();
+
+  app.add_subcommand("version", "print the version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    auto rc = app.exit(e);
+    return rc == 0 ? exit_ok : exit_usage;
+  }
+  if (app.got_subcommand("version")) {
+    std::cout << "lockbridge " << LOCKBRIDGE_VERSION << "\n";
+    return exit_ok;
+  }
+  if (app.got_subcommand("check-config")) {
+    auto cfg = load_config(check_file);
+    if (!cfg)
+      return exit_config;
+    std::cout << check_file << ": OK (site " << cfg->site << ", gateway " << cfg->gateway
+              << ", " << cfg->locks.size() << " locks)\n";
+    return exit_ok;
+  }
+  return run(config_file);
+}

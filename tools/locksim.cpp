@@ -1,0 +1,354 @@
+// lockbridge-locksim: plays N door locks against a gateway over CoAP/DTLS-PSK
+// (libcoap), as real locks behave: each lock numbers its events, keeps every
+// event until the gateway acknowledges it, retries on timeout or 5.03 (after
+// Max-Age), and never sends more than one request at a time. Prints progress
+// to stderr and a JSON report on stdout at the end.
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <coap3/coap.h>
+#include <nlohmann/json.hpp>
+
+#include "config/secrets.hpp"
+#include "protocols/lock_messages.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using lockbridge::protocol::lock_event;
+
+volatile std::sig_atomic_t stop_requested = 0;
+
+struct options {
+  std::string gateway = "127.0.0.1:5684";
+  bool plain = false;
+  int locks = 5;
+  std::string prefix = "lock-";
+  int first_lock = 1;
+  std::string psk_dir;
+  std::uint64_t events_per_lock = 100;
+  double rate = 10;          // events per second per lock; 0 = as fast as acknowledged
+  std::size_t batch = 10;    // events per request at most
+  int timeout_ms = 3000;
+  double duration_s = 120;   // give up after this long
+  int max_backoff_ms = 2000; // cap on Max-Age waits (tests)
+  std::uint64_t start_seq = 1;
+  bool with_creds = true;
+  std::string acked_file;    // write per-lock acked seq here as events are acknowledged
+};
+
+struct lock_state {
+  std::string id;
+  std::vector<std::uint8_t> psk;
+  coap_session_t* session = nullptr;
+  std::deque<lock_event> pending;
+  std::uint64_t next_seq = 1;
+  std::uint64_t generated = 0;
+  std::uint64_t acked_seq = 0;
+  bool in_flight = false;
+  std::vector<std::uint8_t> token;
+  std::size_t sent_count = 0;
+  clock_type::time_point sent_at;
+  clock_type::time_point resume_at;
+  std::uint64_t retries = 0;
+  std::uint64_t refused_full = 0;
+  std::uint64_t errors = 0;
+  std::string last_error;
+};
+
+options opt;
+std::vector<lock_state> locks;
+std::vector<double> latencies_us;
+coap_context_t* ctx = nullptr;
+coap_address_t dst;
+std::uint64_t sessions_opened = 0;
+
+lock_state* lock_of(coap_session_t* s) {
+  return static_cast<lock_state*>(coap_session_get_app_data(s));
+}
+
+void open_session(lock_state& l) {
+  if (l.session != nullptr) {
+    coap_session_set_app_data(l.session, nullptr);
+    coap_session_release(l.session);
+    l.session = nullptr;
+  }
+  if (opt.plain) {
+    l.session = coap_new_client_session(ctx, nullptr, &dst, COAP_PROTO_UDP);
+  } else {
+    coap_dtls_cpsk_t setup{};
+    setup.version = COAP_DTLS_CPSK_SETUP_VERSION;
+    setup.psk_info.identity = {l.id.size(), reinterpret_cast<const std::uint8_t*>(l.id.data())};
+    setup.psk_info.key = {l.psk.size(), l.psk.data()};
+    l.session = coap_new_client_session_psk2(ctx, nullptr, &dst, COAP_PROTO_DTLS, &setup);
+  }
+  if (l.session == nullptr) {
+    std::cerr << "locksim: cannot create a session for " << l.id << "\n";
+    std::exit(2);
+  }
+  ++sessions_opened;
+  coap_session_set_app_data(l.session, &l);
+}
+
+void send_batch(lock_state& l) {
+  auto count = std::min(opt.batch, l.pending.size());
+  lockbridge::protocol::event_batch batch;
+  batch.events.assign(l.pending.begin(), l.pending.begin() + static_cast<long>(count));
+  auto body = lockbridge::protocol::encode_event_batch(batch);
+  auto pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST,
+                           coap_new_message_id(l.session), coap_session_max_pdu_size(l.session));
+  std::uint8_t token[8];
+  std::size_t token_len = 0;
+  coap_session_new_token(l.session, &token_len, token);
+  coap_add_token(pdu, token_len, token);
+  coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, reinterpret_cast<const std::uint8_t*>("v1"));
+  coap_add_option(pdu, COAP_OPTION_URI_PATH, 6, reinterpret_cast<const std::uint8_t*>("events"));
+  std::uint8_t fmt[4];
+  coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                  coap_encode_var_safe(fmt, sizeof fmt, COAP_MEDIATYPE_APPLICATION_CBOR), fmt);
+  if (opt.plain) {
+    auto q = "lock=" + l.id;
+    coap_add_option(pdu, COAP_OPTION_URI_QUERY, q.size(), reinterpret_cast<const std::uint8_t*>(q.data()));
+  }
+  coap_add_data(pdu, body.size(), body.data());
+  l.token.assign(token, token + token_len);
+  l.sent_count = count;
+  l.sent_at = clock_type::now();
+  l.in_flight = true;
+  if (coap_send(l.session, pdu) == COAP_INVALID_MID) {
+    l.in_flight = false;
+    l.resume_at = clock_type::now() + std::chrono::milliseconds{100};
+  }
+}
+
+coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const coap_pdu_t* received,
+                            const coap_mid_t) {
+  auto l = lock_of(session);
+  if (l == nullptr)
+    return COAP_RESPONSE_OK;
+  auto token = coap_pdu_get_token(received);
+  if (!l->in_flight || token.length != l->token.size()
+      || !std::equal(l->token.begin(), l->token.end(), token.s))
+    return COAP_RESPONSE_OK; // stale answer to a request already retried
+  l->in_flight = false;
+  auto now = clock_type::now();
+  auto code = coap_pdu_get_code(received);
+  std::size_t size = 0;
+  const std::uint8_t* data = nullptr;
+  coap_get_data(received, &size, &data);
+  if (code == COAP_RESPONSE_CODE_CHANGED) {
+    auto ack = lockbridge::protocol::decode_events_ack({data, size});
+    if (!ack) {
+      ++l->errors;
+      l->last_error = "bad ack: " + ack.error().to_string();
+      return COAP_RESPONSE_OK;
+    }
+    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
+    l->acked_seq = std::max(l->acked_seq, *ack);
+    while (!l->pending.empty() && l->pending.front().seq <= l->acked_seq)
+      l->pending.pop_front();
+  } else if (code == COAP_RESPONSE_CODE_SERVICE_UNAVAILABLE) {
+    ++l->refused_full;
+    std::uint32_t max_age = 60;
+    coap_opt_iterator_t it;
+    if (auto o = coap_check_option(received, COAP_OPTION_MAXAGE, &it))
+      max_age = coap_decode_var_bytes(coap_opt_value(o), coap_opt_length(o));
+    auto wait = std::min<std::int64_t>(max_age * 1000ll, opt.max_backoff_ms);
+    l->resume_at = now + std::chrono::milliseconds{wait};
+  } else {
+    ++l->errors;
+    l->last_error = std::to_string(COAP_RESPONSE_CLASS(code)) + "."
+                    + std::to_string(code & 0x1f) + " "
+                    + std::string(reinterpret_cast<const char*>(data), size);
+    std::cerr << "locksim: " << l->id << " got " << l->last_error << "\n";
+    l->resume_at = now + std::chrono::milliseconds{500};
+  }
+  return COAP_RESPONSE_OK;
+}
+
+void on_nack(coap_session_t* session, const coap_pdu_t*, const coap_nack_reason_t, const coap_mid_t) {
+  if (auto l = lock_of(session)) {
+    l->in_flight = false;
+    ++l->retries;
+    l->resume_at = clock_type::now() + std::chrono::milliseconds{200};
+    open_session(*l);
+  }
+}
+
+void generate(lock_state& l, double elapsed_s) {
+  std::uint64_t due = opt.rate <= 0 ? opt.events_per_lock
+                                    : std::min<std::uint64_t>(opt.events_per_lock,
+                                                              static_cast<std::uint64_t>(elapsed_s * opt.rate) + 1);
+  // Bound what is generated ahead of acknowledgements, as a lock's memory would.
+  while (l.generated < due && l.pending.size() < 10000) {
+    lock_event ev;
+    ev.seq = l.next_seq++;
+    ev.ts = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count();
+    static const char* types[] = {"access_granted", "door_open", "door_close", "access_denied"};
+    ev.type = types[ev.seq % 4];
+    ev.door = "door-" + l.id.substr(l.id.size() - 2);
+    if (opt.with_creds && (ev.seq % 4 == 0 || ev.seq % 4 == 3))
+      ev.cred = "CARD-" + l.id + "-" + std::to_string(ev.seq % 50);
+    l.pending.push_back(std::move(ev));
+    ++l.generated;
+  }
+}
+
+void write_acked() {
+  if (opt.acked_file.empty())
+    return;
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& l : locks)
+    j[l.id] = l.acked_seq;
+  auto tmp = opt.acked_file + ".tmp";
+  std::ofstream{tmp} << j.dump();
+  std::rename(tmp.c_str(), opt.acked_file.c_str());
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"lockbridge-locksim: simulated door locks speaking lock protocol v1"};
+  app.add_option("--gateway", opt.gateway, "gateway host:port")->capture_default_str();
+  app.add_flag("--plain", opt.plain, "plain CoAP (development gateways only)");
+  app.add_option("--locks", opt.locks, "number of locks")->capture_default_str()->check(CLI::Range(1, 1000));
+  app.add_option("--prefix", opt.prefix, "lock id prefix")->capture_default_str();
+  app.add_option("--first-lock", opt.first_lock, "number of the first lock")->capture_default_str();
+  app.add_option("--psk-dir", opt.psk_dir, "directory with <lock-id>.psk files");
+  app.add_option("--events", opt.events_per_lock, "events per lock")->capture_default_str();
+  app.add_option("--rate", opt.rate, "events/s per lock (0: as fast as acknowledged)")->capture_default_str();
+  app.add_option("--batch", opt.batch, "events per request at most")->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--timeout-ms", opt.timeout_ms, "retry a request after this")->capture_default_str();
+  app.add_option("--duration", opt.duration_s, "give up after this many seconds")->capture_default_str();
+  app.add_option("--max-backoff-ms", opt.max_backoff_ms, "cap on Max-Age waits")->capture_default_str();
+  app.add_option("--start-seq", opt.start_seq, "first seq of every lock")->capture_default_str();
+  app.add_option("--acked-file", opt.acked_file, "keep per-lock acked seq in this JSON file");
+  bool no_creds = false;
+  app.add_flag("--no-creds", no_creds, "send no credential identifiers");
+  CLI11_PARSE(app, argc, argv);
+  opt.with_creds = !no_creds;
+
+  std::signal(SIGINT, [](int) { stop_requested = 1; });
+  std::signal(SIGTERM, [](int) { stop_requested = 1; });
+
+  coap_startup();
+  coap_set_log_level(LOG_ERR);
+  coap_dtls_set_log_level(LOG_CRIT);
+  auto colon = opt.gateway.rfind(':');
+  auto host = opt.gateway.substr(0, colon);
+  if (host.starts_with("["))
+    host = host.substr(1, host.size() - 2);
+  coap_address_init(&dst);
+  auto port = static_cast<std::uint16_t>(std::stoi(opt.gateway.substr(colon + 1)));
+  if (inet_pton(AF_INET, host.c_str(), &dst.addr.sin.sin_addr) == 1) {
+    dst.addr.sin.sin_family = AF_INET;
+    dst.addr.sin.sin_port = htons(port);
+    dst.size = sizeof(dst.addr.sin);
+  } else if (inet_pton(AF_INET6, host.c_str(), &dst.addr.sin6.sin6_addr) == 1) {
+    dst.addr.sin6.sin6_family = AF_INET6;
+    dst.addr.sin6.sin6_port = htons(port);
+    dst.size = sizeof(dst.addr.sin6);
+  } else {
+    std::cerr << "locksim: --gateway needs a numeric address\n";
+    return 2;
+  }
+  ctx = coap_new_context(nullptr);
+  coap_register_response_handler(ctx, on_response);
+  coap_register_nack_handler(ctx, on_nack);
+
+  locks.resize(static_cast<std::size_t>(opt.locks));
+  for (int i = 0; i < opt.locks; ++i) {
+    auto& l = locks[static_cast<std::size_t>(i)];
+    char id[64];
+    std::snprintf(id, sizeof id, "%s%02d", opt.prefix.c_str(), opt.first_lock + i);
+    l.id = id;
+    l.next_seq = opt.start_seq;
+    if (!opt.plain) {
+      auto psk = lockbridge::config::read_psk(opt.psk_dir + "/" + l.id + ".psk");
+      if (!psk) {
+        std::cerr << "locksim: " << psk.error().to_string() << "\n";
+        return 2;
+      }
+      l.psk = *psk;
+    }
+    open_session(l);
+  }
+
+  auto start = clock_type::now();
+  auto last_report = start;
+  for (;;) {
+    auto now = clock_type::now();
+    double elapsed = std::chrono::duration<double>(now - start).count();
+    bool all_done = true;
+    for (auto& l : locks) {
+      generate(l, elapsed);
+      if (l.in_flight && now - l.sent_at > std::chrono::milliseconds{opt.timeout_ms}) {
+        // No answer: the gateway may be down or restarting. Start afresh.
+        l.in_flight = false;
+        ++l.retries;
+        open_session(l);
+      }
+      if (!l.in_flight && !l.pending.empty() && now >= l.resume_at)
+        send_batch(l);
+      all_done = all_done && l.generated >= opt.events_per_lock && l.pending.empty();
+    }
+    if (now - last_report > std::chrono::seconds{1}) {
+      write_acked();
+      std::uint64_t acked = 0, generated = 0;
+      for (const auto& l : locks) {
+        acked += l.acked_seq >= opt.start_seq ? l.acked_seq - opt.start_seq + 1 : 0;
+        generated += l.generated;
+      }
+      std::cerr << "locksim: " << static_cast<int>(elapsed) << " s: " << generated
+                << " generated, " << acked << " acknowledged\n";
+      last_report = now;
+    }
+    if (all_done || stop_requested || elapsed > opt.duration_s)
+      break;
+    coap_io_process(ctx, 1);
+  }
+  write_acked();
+
+  auto elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto pct = [&](double p) {
+    if (latencies_us.empty())
+      return 0.0;
+    return latencies_us[std::min(latencies_us.size() - 1,
+                                 static_cast<std::size_t>(p * static_cast<double>(latencies_us.size())))];
+  };
+  nlohmann::json report;
+  report["elapsed_s"] = elapsed;
+  report["requests_acked"] = latencies_us.size();
+  report["latency_us"] = {{"p50", pct(0.50)}, {"p99", pct(0.99)}, {"max", latencies_us.empty() ? 0.0 : latencies_us.back()}};
+  report["sessions_opened"] = sessions_opened;
+  bool complete = true;
+  for (const auto& l : locks) {
+    report["locks"][l.id] = {{"generated", l.generated}, {"acked_seq", l.acked_seq},
+                             {"pending", l.pending.size()}, {"retries", l.retries},
+                             {"refused_full", l.refused_full}, {"errors", l.errors},
+                             {"last_error", l.last_error}};
+    complete = complete && l.pending.empty() && l.generated >= opt.events_per_lock;
+  }
+  report["complete"] = complete;
+  std::cout << report.dump() << std::endl;
+  for (auto& l : locks)
+    if (l.session != nullptr)
+      coap_session_release(l.session);
+  coap_free_context(ctx);
+  coap_cleanup();
+  return complete ? 0 : 1;
+}
