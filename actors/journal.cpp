@@ -41,6 +41,7 @@ std::uint64_t journal_state::flush() {
                      batches[i].lock_id, counters.refused_full);
     }
     counters.duplicates += o.duplicates;
+    counters.stored += o.stored;
     cfg.reply(request_ids[i], o);
   }
   batches.clear();
@@ -98,6 +99,7 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
       f.refused_full = self->state.counters.refused_full;
       f.purged_retention = self->state.counters.purged_retention;
       f.duplicates = self->state.counters.duplicates;
+      f.stored = self->state.counters.stored;
       return f;
     },
   };

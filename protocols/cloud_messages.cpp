@@ -103,7 +103,7 @@ std::string encode_status(const gateway_status& s) {
     {"started_at", s.started_at},
     {"ts", s.now},
     {"locks", {{"configured", s.locks_configured}}},
-    {"events", {{"in", s.events_in}, {"out", s.events_out}}},
+    {"events", {{"in", s.journal.stored}, {"out", s.events_out}}},
     {"journal",
      {{"depth", s.journal.depth},
       {"bytes", s.journal.bytes},

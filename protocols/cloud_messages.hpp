@@ -70,7 +70,8 @@ struct journal_figures {
   std::int64_t oldest_received_at = 0; ///< 0 if empty
   std::uint64_t refused_full = 0;      ///< batches refused because full (since start)
   std::uint64_t purged_retention = 0;  ///< events purged by retention (since start)
-  std::uint64_t duplicates = 0;        ///< repeated events acknowledged, not stored
+  std::uint64_t duplicates = 0;        ///< repeated events acknowledged, not stored (since start)
+  std::uint64_t stored = 0;            ///< events stored (since start)
 };
 
 /// The gateway status: the retained birth message and its periodic refresh.
@@ -82,7 +83,6 @@ struct gateway_status {
   std::int64_t started_at = 0; ///< Unix ms
   std::int64_t now = 0;        ///< Unix ms
   std::uint64_t locks_configured = 0;
-  std::uint64_t events_in = 0;   ///< events stored since start
   std::uint64_t events_out = 0;  ///< events acknowledged by the broker since start
   journal_figures journal;
 };

@@ -1,0 +1,339 @@
+"""Real components for lockbridge's integration tests.
+
+Everything here starts real processes on loopback: a mosquitto broker with
+certificates made on the spot by openssl, the lockbridge daemon, the lock
+simulator (libcoap), libcoap's own coap-client-openssl and the cloud-side
+checker (Paho). Nothing is mocked. Tests use Debian's /usr/bin/python3.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+BUILD = os.environ.get("LOCKBRIDGE_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
+BUILD = os.path.abspath(BUILD)
+LOCKBRIDGE = os.path.join(BUILD, "app/lockbridge")
+LOCKSIM = os.path.join(BUILD, "tools/lockbridge-locksim")
+CHECKER = os.path.join(BUILD, "tools/lockbridge-checker")
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+def wait_for(predicate, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+class Pki:
+    """A CA with server and client certificates, made with openssl at test time."""
+
+    def __init__(self, directory, name="ca"):
+        self.dir = directory
+        self.name = name
+        os.makedirs(directory, exist_ok=True)
+        self.ca_key = self.path(f"{name}.key")
+        self.ca = self.path(f"{name}.pem")
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", "30",
+             "-subj", f"/CN=lockbridge test {name}"])
+
+    def path(self, f):
+        return os.path.join(self.dir, f)
+
+    def issue(self, cn, server=False):
+        """Issues a certificate; returns (cert, key) paths."""
+        key = self.path(f"{self.name}-{cn}.key")
+        csr = self.path(f"{self.name}-{cn}.csr")
+        cert = self.path(f"{self.name}-{cn}.pem")
+        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"])
+        ext = self.path(f"{cn}.ext")
+        with open(ext, "w") as f:
+            if server:
+                f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+            else:
+                f.write("extendedKeyUsage=clientAuth\n")
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+             "-CAcreateserial", "-out", cert, "-days", "30", "-extfile", ext])
+        os.chmod(key, 0o600)
+        return cert, key
+
+
+class Broker:
+    """A real mosquitto on 127.0.0.1 with TLS and required client certificates."""
+
+    def __init__(self, directory, ca, cert, key, port=None):
+        self.dir = directory
+        self.port = port or free_port()
+        self.log = os.path.join(directory, "mosquitto.log")
+        self.conf = os.path.join(directory, "mosquitto.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""per_listener_settings false
+user root
+persistence false
+log_dest file {self.log}
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+allow_anonymous false
+max_queued_messages 2000000
+max_inflight_messages 100
+listener {self.port} 127.0.0.1
+cafile {ca}
+certfile {cert}
+keyfile {key}
+require_certificate true
+use_identity_as_username true
+""")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mosquitto exited: {self.log_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        wait_for(listening, 10, "mosquitto to listen")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def log_text(self):
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def uri(self):
+        return f"ssl://127.0.0.1:{self.port}"
+
+
+class Process:
+    """A background process whose output goes to a file."""
+
+    def __init__(self, cmd, log_path, env=None):
+        self.cmd = cmd
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, env=env)
+
+    def output(self, timeout):
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.log_file.close()
+        return out.decode()
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(15)
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+class Site(unittest.TestCase):
+    """A test site: PKI, broker, config and helpers. Subclasses are test cases."""
+
+    locks = 3
+    extra_store = ""
+    extra_mqtt = ""
+    environment = "development"
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="lockbridge-it-")
+        self.pki = Pki(os.path.join(self.dir, "pki"))
+        self.server_cert, self.server_key = self.pki.issue("localhost", server=True)
+        self.gw_cert, self.gw_key = self.pki.issue("gw-1")
+        self.cloud_cert, self.cloud_key = self.pki.issue("cloud-checker")
+        self.broker = Broker(self.dir, self.pki.ca, self.server_cert, self.server_key)
+        self.broker.start()
+        self.coap_port = free_port(socket.SOCK_DGRAM)
+        self.psk_dir = os.path.join(self.dir, "psk")
+        os.makedirs(self.psk_dir)
+        self.lock_ids = [f"lock-{i:02d}" for i in range(1, self.locks + 1)]
+        for lock in self.lock_ids:
+            self.write_secret(os.path.join(self.psk_dir, f"{lock}.psk"), secrets.token_hex(16))
+        self.key_file = os.path.join(self.dir, "pseudonym.key")
+        self.write_secret(self.key_file, secrets.token_hex(32))
+        self.state_dir = os.path.join(self.dir, "state")
+        self.config = os.path.join(self.dir, "lockbridge.toml")
+        self.write_config()
+        self.gateway = None
+        self.gateway_log = os.path.join(self.dir, "lockbridge.log")
+        self.background = []
+
+    def tearDown(self):
+        for p in self.background:
+            try:
+                p.kill(signal.SIGTERM)
+            except Exception:
+                pass
+        if self.gateway:
+            self.gateway.kill()
+        self.broker.stop()
+        if os.environ.get("LOCKBRIDGE_KEEP_TEST_DIRS"):
+            print(f"kept {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def write_secret(path, text):
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+
+    def write_config(self, ca=None, cert=None, key=None, lock_ids=None, extra_store=None,
+                     extra_mqtt=None):
+        lock_ids = self.lock_ids if lock_ids is None else lock_ids
+        locks = "".join(f'\n[[locks]]\nid = "{l}"\npsk_file = "{self.psk_dir}/{l}.psk"\n'
+                        for l in lock_ids)
+        with open(self.config, "w") as f:
+            f.write(f"""[gateway]
+site = "site-1"
+id = "gw-1"
+environment = "{self.environment}"
+pseudonym_key_file = "{self.key_file}"
+log_level = "info"
+
+[store]
+state_dir = "{self.state_dir}"
+{self.extra_store if extra_store is None else extra_store}
+
+[coap]
+dtls_listen = ["127.0.0.1:{self.coap_port}"]
+
+[mqtt]
+broker = "{self.broker.uri}"
+ca_file = "{ca or self.pki.ca}"
+cert_file = "{cert or self.gw_cert}"
+key_file = "{key or self.gw_key}"
+reconnect_min_ms = 200
+reconnect_max_ms = 1000
+status_interval_s = 1
+{self.extra_mqtt if extra_mqtt is None else extra_mqtt}
+{locks}""")
+
+    # -- lockbridge ---------------------------------------------------------
+
+    def start_gateway(self, wait_ready=True):
+        self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log)
+        if wait_ready:
+            wait_for(lambda: self.gateway_ready(), 15, "lockbridge to be ready")
+        return self.gateway
+
+    def gateway_ready(self):
+        if self.gateway.proc.poll() is not None:
+            raise AssertionError(f"lockbridge exited early:\n{self.gateway.log()}")
+        return self.gateway.log().count("lockbridge: ready") > self.ready_seen
+
+    ready_seen = 0
+
+    def restart_gateway(self):
+        self.ready_seen = self.gateway.log().count("lockbridge: ready")
+        self.start_gateway()
+
+    def gateway_log_text(self):
+        try:
+            with open(self.gateway_log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    # -- peers --------------------------------------------------------------
+
+    def start_checker(self, expect=0, timeout=120, topics=None, idle_exit=0, capture=True):
+        ready = os.path.join(self.dir, f"checker-{len(self.background)}.ready")
+        cmd = [CHECKER, "--broker", self.broker.uri, "--ca", self.pki.ca, "--cert", self.cloud_cert,
+               "--key", self.cloud_key, "--timeout", str(timeout), "--ready-file", ready]
+        if expect:
+            cmd += ["--expect", str(expect)]
+        if idle_exit:
+            cmd += ["--idle-exit", str(idle_exit)]
+        for t in topics or []:
+            cmd += ["--topic", t]
+        self.capture = os.path.join(self.dir, f"capture-{len(self.background)}.jsonl")
+        if capture:
+            cmd += ["--capture", self.capture]
+        p = Process(cmd, os.path.join(self.dir, "checker.log"))
+        self.background.append(p)
+        wait_for(lambda: os.path.exists(ready), 15, "the checker to subscribe")
+        return p
+
+    def locksim(self, locks=None, events=100, rate=0, batch=10, duration=120, extra=None):
+        cmd = [LOCKSIM, "--gateway", f"127.0.0.1:{self.coap_port}", "--psk-dir", self.psk_dir,
+               "--locks", str(locks or self.locks), "--events", str(events), "--rate", str(rate),
+               "--batch", str(batch), "--duration", str(duration), "--timeout-ms", "2000",
+               "--max-backoff-ms", "500"]
+        cmd += extra or []
+        return Process(cmd, os.path.join(self.dir, "locksim.log"))
+
+    def coap_client(self, identity, key, payload_path, path="v1/events", method="post"):
+        """libcoap's own client: returns (exit code, stdout, stderr)."""
+        cmd = ["coap-client-openssl", "-m", method, "-B", "5", "-u", identity, "-k", key]
+        if payload_path:
+            cmd += ["-t", "60", "-f", payload_path]
+        cmd += [f"coaps://127.0.0.1:{self.coap_port}/{path}"]
+        p = subprocess.run(cmd, capture_output=True, timeout=30)
+        return p.returncode, p.stdout, p.stderr.decode(errors="replace")
+
+    def psk_of(self, lock):
+        with open(os.path.join(self.psk_dir, f"{lock}.psk")) as f:
+            return f.read().strip()
+
+    def captured(self):
+        with open(self.capture) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def assert_complete_delivery(self, report, expected_per_lock):
+        """Every event of every lock arrived, in seq order, duplicates only as repeats."""
+        self.assertEqual(report["bad_messages"], 0)
+        self.assertEqual(report["gaps"], 0, report)
+        self.assertEqual(report["order_violations"], 0, report)
+        for lock, n in expected_per_lock.items():
+            self.assertIn(lock, report["locks"], f"nothing from {lock}")
+            self.assertEqual(report["locks"][lock]["unique"], n, f"{lock}: {report['locks'][lock]}")
+            self.assertEqual(report["locks"][lock]["highest_seq"], n)
