@@ -50,12 +50,16 @@ int main(int argc, char** argv) {
   app.add_option("--idle-exit", idle_exit_s, "stop after this many seconds without messages (0: never)");
   app.add_option("--capture", capture, "write every message (JSON lines) here");
   app.add_option("--ready-file", ready_file, "touch this file once subscribed");
+  std::string session;
+  app.add_option("--session", session,
+                 "persistent session with this client id: reconnects and receives what the "
+                 "broker queued meanwhile");
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGINT, [](int) { stop_requested = 1; });
   std::signal(SIGTERM, [](int) { stop_requested = 1; });
 
-  auto client_id = "lockbridge-checker-" + std::to_string(::getpid());
+  auto client_id = session.empty() ? "lockbridge-checker-" + std::to_string(::getpid()) : session;
   mqtt::async_client client(broker, client_id, mqtt::create_options(MQTTVERSION_3_1_1));
   mqtt::ssl_options ssl;
   ssl.set_trust_store(ca);
@@ -64,8 +68,10 @@ int main(int argc, char** argv) {
   ssl.set_enable_server_cert_auth(true);
   ssl.set_verify(true);
   mqtt::connect_options opts;
-  opts.set_clean_session(true);
-  opts.set_keep_alive_interval(30);
+  opts.set_clean_session(session.empty());
+  opts.set_keep_alive_interval(5);
+  if (!session.empty())
+    opts.set_automatic_reconnect(1, 2);
   opts.set_ssl(ssl);
   client.start_consuming();
   try {

@@ -104,8 +104,17 @@ void open_session(lock_state& l) {
 void send_batch(lock_state& l) {
   auto count = std::min(opt.batch, l.pending.size());
   lockbridge::protocol::event_batch batch;
-  batch.events.assign(l.pending.begin(), l.pending.begin() + static_cast<long>(count));
-  auto body = lockbridge::protocol::encode_event_batch(batch);
+  std::vector<std::uint8_t> body;
+  // A request must fit one datagram (no block-wise transfer): shrink the
+  // batch until it does, as a lock with a small MTU would.
+  auto room = coap_session_max_pdu_size(l.session) - 64;
+  for (;;) {
+    batch.events.assign(l.pending.begin(), l.pending.begin() + static_cast<long>(count));
+    body = lockbridge::protocol::encode_event_batch(batch);
+    if (body.size() <= room || count == 1)
+      break;
+    count = std::max<std::size_t>(1, count * room / body.size());
+  }
   auto pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST,
                            coap_new_message_id(l.session), coap_session_max_pdu_size(l.session));
   std::uint8_t token[8];

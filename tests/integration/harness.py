@@ -92,7 +92,7 @@ class Pki:
 class Broker:
     """A real mosquitto on 127.0.0.1 with TLS and required client certificates."""
 
-    def __init__(self, directory, ca, cert, key, port=None):
+    def __init__(self, directory, ca, cert, key, port=None, persistence=False):
         self.dir = directory
         self.port = port or free_port()
         self.log = os.path.join(directory, "mosquitto.log")
@@ -100,7 +100,8 @@ class Broker:
         with open(self.conf, "w") as f:
             f.write(f"""per_listener_settings false
 user root
-persistence false
+persistence {"true" if persistence else "false"}
+persistence_location {directory}/
 log_dest file {self.log}
 log_type error
 log_type warning
@@ -182,6 +183,7 @@ class Site(unittest.TestCase):
     extra_store = ""
     extra_mqtt = ""
     environment = "development"
+    broker_persistence = False
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="lockbridge-it-")
@@ -189,7 +191,8 @@ class Site(unittest.TestCase):
         self.server_cert, self.server_key = self.pki.issue("localhost", server=True)
         self.gw_cert, self.gw_key = self.pki.issue("gw-1")
         self.cloud_cert, self.cloud_key = self.pki.issue("cloud-checker")
-        self.broker = Broker(self.dir, self.pki.ca, self.server_cert, self.server_key)
+        self.broker = Broker(self.dir, self.pki.ca, self.server_cert, self.server_key,
+                             persistence=self.broker_persistence)
         self.broker.start()
         self.coap_port = free_port(socket.SOCK_DGRAM)
         self.psk_dir = os.path.join(self.dir, "psk")
@@ -285,7 +288,8 @@ status_interval_s = 1
 
     # -- peers --------------------------------------------------------------
 
-    def start_checker(self, expect=0, timeout=120, topics=None, idle_exit=0, capture=True):
+    def start_checker(self, expect=0, timeout=120, topics=None, idle_exit=0, capture=True,
+                      session=None):
         ready = os.path.join(self.dir, f"checker-{len(self.background)}.ready")
         cmd = [CHECKER, "--broker", self.broker.uri, "--ca", self.pki.ca, "--cert", self.cloud_cert,
                "--key", self.cloud_key, "--timeout", str(timeout), "--ready-file", ready]
@@ -293,6 +297,8 @@ status_interval_s = 1
             cmd += ["--expect", str(expect)]
         if idle_exit:
             cmd += ["--idle-exit", str(idle_exit)]
+        if session:
+            cmd += ["--session", session]
         for t in topics or []:
             cmd += ["--topic", t]
         self.capture = os.path.join(self.dir, f"capture-{len(self.background)}.jsonl")
@@ -337,3 +343,13 @@ status_interval_s = 1
             self.assertIn(lock, report["locks"], f"nothing from {lock}")
             self.assertEqual(report["locks"][lock]["unique"], n, f"{lock}: {report['locks'][lock]}")
             self.assertEqual(report["locks"][lock]["highest_seq"], n)
+
+    def last_status(self):
+        """The last online status message captured by the checker."""
+        last = None
+        for m in self.captured():
+            if m["topic"].endswith("/status"):
+                doc = json.loads(m["payload"])
+                if doc.get("state") == "online":
+                    last = doc
+        return last
