@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/error.hpp"
+#include "transports/tls_probe.hpp"
 
 namespace lockbridge {
 
@@ -34,6 +35,9 @@ struct paho_link : mqtt::callback {
   caf::actor self; // the uplink, as an untyped handle for anon_send
   std::unique_ptr<mqtt::async_client> client;
   std::uint64_t generation = 0;
+  /// Kept for the client's lifetime: Paho calls the TLS error handler with a
+  /// pointer into these options long after connect() returned.
+  mqtt::connect_options options;
 
   struct connect_listener : mqtt::iaction_listener {
     paho_link* link = nullptr;
@@ -156,6 +160,14 @@ void schedule_reconnect(self_ptr self, const std::string& reason) {
   static thread_local std::minstd_rand rng{std::random_device{}()};
   auto jitter = std::chrono::milliseconds{rng() % (st.backoff.count() / 4 + 1)};
   auto delay = st.backoff + jitter;
+  if (st.first_failure) {
+    // Paho only says "connect failed": find out why, once per streak.
+    st.first_failure = false;
+    auto why = transport::probe_tls(st.cfg.mqtt.broker_uri, st.cfg.mqtt.ca_file,
+                                    st.cfg.mqtt.cert_file, st.cfg.mqtt.key_file, 1000);
+    if (!why.empty())
+      spdlog::error("uplink: TLS: {}", why);
+  }
   spdlog::warn("uplink: broker {} unavailable ({}); events stay in the journal; retrying in "
                "{} ms",
                st.cfg.mqtt.broker_uri, reason, delay.count());
@@ -177,10 +189,9 @@ void start_connect(self_ptr self) {
     ssl.set_private_key(st.cfg.mqtt.key_file.string());
     ssl.set_enable_server_cert_auth(true);
     ssl.set_verify(true);
-    ssl.set_error_handler([](const std::string& text) {
-      spdlog::error("uplink: TLS: {}", text);
-    });
-    mqtt::connect_options opts;
+    // Configure the kept options in place: Paho's C struct points into them,
+    // and a copy or move would leave it pointing at the old object.
+    auto& opts = link.options;
     opts.set_mqtt_version(MQTTVERSION_3_1_1);
     opts.set_clean_session(true);
     opts.set_keep_alive_interval(static_cast<int>(st.cfg.mqtt.keepalive_s));
@@ -189,8 +200,8 @@ void start_connect(self_ptr self) {
     opts.set_will(mqtt::will_options{st.topics.status(),
                                      protocol::encode_offline_will(st.cfg.site, st.cfg.gateway), 1,
                                      true});
-    opts.set_ssl(std::move(ssl));
-    link.client->connect(opts, nullptr, link.on_connect);
+    opts.set_ssl(ssl);
+    link.client->connect(link.options, nullptr, link.on_connect);
   } catch (const mqtt::exception& e) {
     st.connecting = false;
     schedule_reconnect(self, e.what());
@@ -242,6 +253,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       st.connecting = false;
       st.connected = true;
       st.backoff = std::chrono::milliseconds{0};
+      st.first_failure = true;
       auto depth = st.cfg.store->figures().depth;
       spdlog::info("uplink: connected to {} over mutual TLS; {} events waiting in the journal",
                    st.cfg.mqtt.broker_uri, depth);

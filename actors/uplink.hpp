@@ -55,6 +55,7 @@ struct uplink_state {
   std::uint64_t acked_upto = 0; ///< every key up to this one is acknowledged
   std::deque<in_flight> window;
   std::chrono::milliseconds backoff{0};
+  bool first_failure = true; ///< explain the next connect failure (TLS probe)
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;
   std::uint64_t events_in_seen = 0;
