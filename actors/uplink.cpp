@@ -248,8 +248,8 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     [self](atom::connect) { start_connect(self); },
     [self](atom::connected, std::uint64_t generation) {
       auto& st = self->state;
-      if (generation != st.generation)
-        return;
+      if (generation != st.generation || st.connected)
+        return; // stale, or Paho reporting the same connection twice
       st.connecting = false;
       st.connected = true;
       st.backoff = std::chrono::milliseconds{0};

@@ -322,9 +322,16 @@ status_interval_s = 1
         cmd = ["coap-client-openssl", "-m", method, "-B", "5", "-u", identity, "-k", key]
         if payload_path:
             cmd += ["-t", "60", "-f", payload_path]
-        cmd += [f"coaps://127.0.0.1:{self.coap_port}/{path}"]
+        out_path = os.path.join(self.dir, "coap-client.out")
+        if os.path.exists(out_path):
+            os.remove(out_path)
+        cmd += ["-o", out_path, f"coaps://127.0.0.1:{self.coap_port}/{path}"]
         p = subprocess.run(cmd, capture_output=True, timeout=30)
-        return p.returncode, p.stdout, p.stderr.decode(errors="replace")
+        body = b""
+        if os.path.exists(out_path):
+            with open(out_path, "rb") as f:
+                body = f.read()
+        return p.returncode, body + p.stdout, p.stderr.decode(errors="replace")
 
     def psk_of(self, lock):
         with open(os.path.join(self.psk_dir, f"{lock}.psk")) as f:
