@@ -111,10 +111,8 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
   st.store = std::make_shared<store::journal>(*st.env,
                                               store::journal_limits{gw.store.journal_max_bytes});
   spawn_children(self);
-  if (st.cfg.on_ready) {
+  if (st.cfg.on_ready)
     st.cfg.on_ready();
-    st.ready_sent = true;
-  }
   self->set_down_handler([self](const caf::down_msg& msg) {
     auto& st = self->state;
     if (st.restarting)

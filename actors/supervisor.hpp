@@ -41,7 +41,6 @@ struct supervisor_state {
   std::vector<caf::actor> children;
   std::vector<std::chrono::steady_clock::time_point> restarts;
   bool restarting = false;
-  bool ready_sent = false;
 };
 
 /// Opens the store, spawns the uplink, journal, one lock_session per lock and

@@ -31,7 +31,6 @@ std::string paho_uri(std::string uri) {
 /// Paho's client and the listeners it calls on its own threads. They only
 /// send messages to the uplink (one-way); they never touch its state.
 struct paho_link : mqtt::callback {
-  caf::actor_system* system = nullptr;
   caf::actor self; // the uplink, as an untyped handle for anon_send
   std::unique_ptr<mqtt::async_client> client;
   std::uint64_t generation = 0;
@@ -148,7 +147,6 @@ void pump(self_ptr self) {
     }
     st.window.push_back({number, last_key, records.size(), false});
     st.next_key = last_key + 1;
-    ++st.publishes;
   }
 }
 
@@ -217,7 +215,6 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
   st.started_at = now_ms();
   st.link = std::make_shared<paho_link>();
-  st.link->system = &self->system();
   st.link->self = caf::actor_cast<caf::actor>(self);
   st.link->on_connect.link = st.link.get();
   st.link->on_publish.link = st.link.get();

@@ -58,8 +58,6 @@ struct uplink_state {
   bool first_failure = true; ///< explain the next connect failure (TLS probe)
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;
-  std::uint64_t events_in_seen = 0;
-  std::uint64_t publishes = 0;
 };
 
 uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
