@@ -35,7 +35,9 @@ namespace lockbridge {
 using batch_ptr = std::shared_ptr<const protocol::event_batch>;
 
 /// A pseudonymised batch ready for the journal.
-using append_ptr = std::shared_ptr<const store::append_request>;
+/// Owned by the journal once sent: it moves the records out rather than
+/// copying them (the sender keeps no reference).
+using append_ptr = std::shared_ptr<store::append_request>;
 
 /// Counters of the journal actor since start, plus the store's figures.
 using journal_figures = protocol::journal_figures;
@@ -81,6 +83,9 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::acked, std::uint64_t>,
   /// Paho reports: the publish with this number failed.
   caf::reacts_to<atom::nacked, std::uint64_t>,
+  /// Tell the journal what the broker has acknowledged (sent to itself: at
+  /// most one removal per interval, not one per PUBACK).
+  caf::reacts_to<atom::remove>,
   /// Publish the status message now (also on its own timer).
   caf::reacts_to<atom::status>>;
 

@@ -79,7 +79,7 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
   return {
     [self, schedule_flush](atom::append, std::uint64_t request, append_ptr batch) {
       self->state.request_ids.push_back(request);
-      self->state.batches.push_back(*batch);
+      self->state.batches.push_back(std::move(*batch));
       schedule_flush();
     },
     [self, schedule_flush](atom::remove, std::uint64_t upto) {

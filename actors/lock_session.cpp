@@ -47,7 +47,7 @@ lock_session(lock_session_actor::stateful_pointer<lock_session_state> self,
   return {
     [self](atom::events, std::uint64_t request, batch_ptr batch) {
       ++self->state.batches;
-      auto req = std::make_shared<const store::append_request>(self->state.pseudonymise(*batch));
+      auto req = std::make_shared<store::append_request>(self->state.pseudonymise(*batch));
       self->send(self->state.journal, atom::append_v, request, append_ptr{std::move(req)});
     },
   };

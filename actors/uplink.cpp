@@ -87,6 +87,8 @@ namespace {
 
 using self_ptr = uplink_actor::stateful_pointer<uplink_state>;
 
+constexpr auto removal_interval = std::chrono::milliseconds{10};
+
 void publish_status(self_ptr self) {
   auto& st = self->state;
   if (!st.connected)
@@ -116,12 +118,16 @@ void publish_status(self_ptr self) {
       [](const caf::error& err) { spdlog::warn("uplink: journal figures unavailable: {}", caf::to_string(err)); });
 }
 
-/// Publishes journal entries while the window has room.
+/// Publishes journal entries while the window has room. One read
+/// transaction fetches what the free window can carry; it is then cut into
+/// messages of at most max_events_per_message events each.
 void pump(self_ptr self) {
   auto& st = self->state;
+  const auto per_message = static_cast<std::size_t>(st.cfg.mqtt.max_events_per_message);
   while (st.connected && st.window.size() < st.cfg.mqtt.inflight_window) {
+    auto room = st.cfg.mqtt.inflight_window - st.window.size();
     std::vector<std::uint64_t> damaged;
-    auto entries = st.cfg.store->read(st.next_key, st.cfg.mqtt.max_events_per_message, &damaged);
+    auto entries = st.cfg.store->read(st.next_key, room * per_message, &damaged);
     for (auto key : damaged)
       spdlog::error("uplink: journal entry {} is damaged and cannot be sent; it stays until "
                     "retention removes it", key);
@@ -131,22 +137,26 @@ void pump(self_ptr self) {
       return;
     }
     std::vector<protocol::journal_record> records;
-    records.reserve(entries.size());
-    for (auto& e : entries)
-      records.push_back(std::move(e.record));
-    auto payload = protocol::encode_events(st.cfg.site, st.cfg.gateway, records);
-    auto number = st.next_number++;
-    auto last_key = entries.back().key;
-    try {
-      auto msg = mqtt::make_message(st.topics.events(), payload, 1, false);
-      st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
-                               st.link->on_publish);
-    } catch (const mqtt::exception& e) {
-      spdlog::warn("uplink: publish failed ({}); will resend after reconnecting", e.what());
-      return;
+    records.reserve(std::min(per_message, entries.size()));
+    for (std::size_t first = 0; first < entries.size(); first += per_message) {
+      auto last = std::min(entries.size(), first + per_message);
+      records.clear();
+      for (auto i = first; i < last; ++i)
+        records.push_back(std::move(entries[i].record));
+      auto payload = protocol::encode_events(st.cfg.site, st.cfg.gateway, records);
+      auto number = st.next_number++;
+      auto last_key = entries[last - 1].key;
+      try {
+        auto msg = mqtt::make_message(st.topics.events(), std::move(payload), 1, false);
+        st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
+                                 st.link->on_publish);
+      } catch (const mqtt::exception& e) {
+        spdlog::warn("uplink: publish failed ({}); will resend after reconnecting", e.what());
+        return;
+      }
+      st.window.push_back({number, last_key, records.size(), false});
+      st.next_key = last_key + 1;
     }
-    st.window.push_back({number, last_key, records.size(), false});
-    st.next_key = last_key + 1;
   }
 }
 
@@ -285,9 +295,23 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       }
       if (upto > 0) {
         st.acked_upto = upto;
-        self->send(st.journal, atom::remove_v, upto);
+        // Removal is not urgent (a crash before it only re-sends events the
+        // cloud can drop by event_id), so gather it: one journal message per
+        // interval instead of one per PUBACK.
+        if (!st.removal_scheduled) {
+          st.removal_scheduled = true;
+          self->delayed_send(self, removal_interval, atom::remove_v);
+        }
       }
       pump(self);
+    },
+    [self](atom::remove) {
+      auto& st = self->state;
+      st.removal_scheduled = false;
+      if (st.acked_upto > st.removal_sent) {
+        st.removal_sent = st.acked_upto;
+        self->send(st.journal, atom::remove_v, st.acked_upto);
+      }
     },
     [self](atom::nacked, std::uint64_t number) {
       auto& st = self->state;

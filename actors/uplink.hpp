@@ -53,6 +53,8 @@ struct uplink_state {
   std::uint64_t next_number = 1;
   std::uint64_t next_key = 0;   ///< the next journal key to read
   std::uint64_t acked_upto = 0; ///< every key up to this one is acknowledged
+  std::uint64_t removal_sent = 0; ///< the journal was told to remove up to here
+  bool removal_scheduled = false;
   std::deque<in_flight> window;
   std::chrono::milliseconds backoff{0};
   bool first_failure = true; ///< explain the next connect failure (TLS probe)

@@ -70,6 +70,11 @@ int run(const std::string& file) {
   caf::actor_system_config sys_cfg;
   sys_cfg.set("logger.console", caf::atom("none"));
   sys_cfg.set("logger.verbosity", caf::atom("quiet"));
+  // Work sharing: idle workers block on a condition variable. CAF 0.17's
+  // work stealing polls with sleeps instead (up to 10 ms once relaxed), which
+  // burns CPU on a small box and adds that sleep to a lock's answer.
+  sys_cfg.set("scheduler.policy", caf::atom("sharing"));
+  sys_cfg.set("scheduler.max-threads", 1);
   int exit_code = exit_ok;
   {
     caf::actor_system sys{sys_cfg};

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -17,7 +18,8 @@ class pseudonymiser {
 public:
   using key_type = std::array<std::uint8_t, 32>;
 
-  pseudonymiser(const key_type& key, std::uint32_t epoch) : key_(key), epoch_(epoch) {}
+  /// Throws std::runtime_error if OpenSSL cannot set up HMAC-SHA-256.
+  pseudonymiser(const key_type& key, std::uint32_t epoch);
 
   /// The pseudonym of `identifier` under this key and epoch.
   [[nodiscard]] std::string operator()(std::string_view identifier) const;
@@ -25,7 +27,8 @@ public:
   [[nodiscard]] std::uint32_t epoch() const noexcept { return epoch_; }
 
 private:
-  key_type key_;
+  struct keyed_mac; // an HMAC context keyed once, duplicated per pseudonym
+  std::shared_ptr<keyed_mac> mac_;
   std::uint32_t epoch_;
 };
 

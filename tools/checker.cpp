@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
   auto last_message = start;
   auto first_event = start, last_event = start;
   bool any_event = false;
+  auto unix_s = [] {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  double first_event_unix = 0, last_event_unix = 0;
   while (!stop_requested) {
     auto now = std::chrono::steady_clock::now();
     if (std::chrono::duration<double>(now - start).count() > timeout_s)
@@ -144,10 +148,13 @@ int main(int argc, char** argv) {
       t.highest = std::max(t.highest, seq);
       ++t.unique;
       ++unique;
-      if (!any_event)
+      if (!any_event) {
         first_event = last_message;
+        first_event_unix = unix_s();
+      }
       any_event = true;
       last_event = last_message;
+      last_event_unix = unix_s();
     }
   }
   client.stop_consuming();
@@ -161,6 +168,8 @@ int main(int argc, char** argv) {
   report["bad_messages"] = bad_messages;
   report["unique_events"] = unique;
   report["events_span_s"] = std::chrono::duration<double>(last_event - first_event).count();
+  report["first_event_unix"] = first_event_unix;
+  report["last_event_unix"] = last_event_unix;
   report["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::uint64_t duplicates = 0, gaps = 0, violations = 0;
   for (auto& [lock, t] : tallies) {

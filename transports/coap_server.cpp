@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -404,7 +405,10 @@ coap_server::~coap_server() {
 
 void coap_server::start() {
   impl_->running = true;
-  impl_->thread = std::thread{[this] { impl_->loop(); }};
+  impl_->thread = std::thread{[this] {
+    ::pthread_setname_np(::pthread_self(), "lockbridge.coap");
+    impl_->loop();
+  }};
 }
 
 void coap_server::stop() {
@@ -417,12 +421,18 @@ void coap_server::stop() {
 }
 
 void coap_server::complete(request_id id, events_reply reply) {
+  bool first = false;
   {
     std::lock_guard guard{impl_->queue_mutex};
+    first = impl_->completions.empty();
     impl_->completions.emplace_back(id, std::move(reply));
   }
-  std::uint64_t one = 1;
-  [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
+  // One wake-up per drain: the loop takes the whole queue at once, so only
+  // the completion that finds it empty needs to knock.
+  if (first) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
+  }
 }
 
 const coap_counters& coap_server::counters() const noexcept {

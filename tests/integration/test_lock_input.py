@@ -38,7 +38,7 @@ class LockInput(Site):
 
         # Malformed, wrongly typed, incomplete, oversized, backwards: 4.xx with a diagnostic.
         bad = {
-            "malformed.cbor": (b"\xa1\x66events\x9f\x01", "malformed CBOR"),
+            "malformed.cbor": (b"\xa1\x66events\x81\xa1\x63se", "malformed CBOR"),
             "wrong-type.cbor": (enc({"events": [dict(ev(1), seq="one")]}), "events[0].seq"),
             "missing.cbor": (enc({"events": [{"seq": 1, "ts": 5, "type": "x"}]}), "events[0].door"),
             "oversized.cbor": (enc({"events": [ev(i) for i in range(1, 66)]}), "exceeds the limit"),

@@ -50,4 +50,44 @@ TEST_CASE("cloud_messages: events payload carries schema and stable event ids") 
   CHECK_FALSE(doc["events"][0].contains("cred"));
 }
 
+TEST_CASE("cloud_messages: journal records keep the bytes of schema version 1") {
+  journal_record r{"lock-1", 300, 1700000000000, "access_granted", "front", "p1.1.abc",
+                   "note", -5};
+  nlohmann::json doc = {{"l", r.lock}, {"s", r.seq}, {"t", r.ts}, {"y", r.type},
+                        {"d", r.door}, {"r", r.received_at}, {"c", *r.cred}, {"x", *r.detail}};
+  CHECK(encode_record(r) == nlohmann::json::to_cbor(doc));
+  auto back = decode_record(nlohmann::json::to_cbor(doc));
+  REQUIRE(back.ok());
+  CHECK(*back == r);
+}
+
+TEST_CASE("cloud_messages: damaged journal records are refused, never read past") {
+  journal_record r{"lock-1", 9, 1700000000000, "access_granted", "front", "p1.1.abc",
+                   "x", 1700000000123};
+  auto bytes = encode_record(r);
+  for (std::size_t n = 0; n < bytes.size(); ++n) {
+    std::vector<std::uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<long>(n));
+    CAPTURE(n);
+    CHECK_FALSE(decode_record(cut).ok());
+  }
+  auto twice = nlohmann::json::to_cbor(nlohmann::json{{"l", "a"}, {"s", 1}});
+  twice[0] = 0xa3; // claims a third entry: "l" again
+  twice.insert(twice.end(), {0x61, 'l', 0x61, 'b'});
+  CHECK_FALSE(decode_record(twice).ok());
+}
+
+TEST_CASE("cloud_messages: events JSON escapes what it must and stays valid") {
+  std::string nasty = "quote\" back\\slash\nnew\x01ctl \xc3\xa9t\xc3\xa9 \xff end";
+  std::vector<journal_record> rs{
+    {"lock-1", 1, 10, "door_open", "d1", std::nullopt, nasty, 11}};
+  auto text = encode_events("s", "g", rs);
+  auto doc = nlohmann::json::parse(text); // throws if not valid JSON (or not UTF-8)
+  CHECK(doc["events"][0]["detail"]
+        == "quote\" back\\slash\nnew\x01ctl \xc3\xa9t\xc3\xa9 \xef\xbf\xbd end");
+  CHECK(doc["events"][0]["seq"] == 1);
+  CHECK(doc["events"][0]["received_at"] == 11);
+  CHECK(doc["site"] == "s");
+  CHECK(doc["gateway"] == "g");
+}
+
 }

@@ -1,5 +1,7 @@
 #include "protocols/lock_messages.hpp"
 
+#include <algorithm>
+
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
@@ -47,8 +49,38 @@ TEST_CASE("lock_messages: invalid batches are refused naming the field") {
   auto valid = cbor(json{{"events", {event(1)}}});
   std::vector<std::uint8_t> truncated(valid.begin(), valid.end() - 3);
   std::vector<std::uint8_t> oversized(20000, 0x60);
-  std::vector<std::uint8_t> deep(2000, 0x81);
+  // {"events": [[[[...1]]]]}: 2000 levels where an event map belongs.
+  std::vector<std::uint8_t> deep{0xa1, 0x66, 'e', 'v', 'e', 'n', 't', 's', 0x81};
+  deep.insert(deep.end(), 2000, 0x81);
   deep.push_back(0x01);
+  auto with_trailing = valid;
+  with_trailing.push_back(0x00);
+  // {"events": [_ event ]} (indefinite-length array) with one event too many.
+  std::vector<std::uint8_t> indefinite_big{0xa1, 0x66, 'e', 'v', 'e', 'n', 't', 's', 0x9f};
+  for (int i = 1; i <= 65; ++i) {
+    auto e = cbor(event(i));
+    indefinite_big.insert(indefinite_big.end(), e.begin(), e.end());
+  }
+  indefinite_big.push_back(0xff);
+  // An event map that names seq twice: a1 "events" 81 a5 seq 1 seq 2 ts .. type .. door ..
+  auto twice = cbor(json{{"events", {event(1)}}});
+  twice[9] = 0xa5; // the event map now has five entries ...
+  auto extra = cbor(json{{"seq", 2}});
+  twice.insert(twice.begin() + 10, extra.begin() + 1, extra.end()); // ... the first "seq": 2
+  auto bad_utf8 = cbor(json{{"events", {event(1)}}});
+  {
+    auto d = event(1);
+    d["detail"] = "ok";
+    bad_utf8 = cbor(json{{"events", {d}}});
+    auto pos = std::search(bad_utf8.begin(), bad_utf8.end(), std::begin("ok"), std::end("ok") - 1);
+    *pos = 0xc3; // a lead byte followed by 'k': not UTF-8
+  }
+  auto tagged_ts = cbor(json{{"events", {event(1)}}});
+  {
+    const std::uint8_t key[] = {0x62, 't', 's'}; // the text string "ts"
+    auto pos = std::search(tagged_ts.begin(), tagged_ts.end(), std::begin(key), std::end(key));
+    tagged_ts.insert(pos + 3, 0xc1); // tag 1 (epoch time) before the value
+  }
   auto no_seq = event(1);
   no_seq.erase("seq");
   auto text_seq = event(1);
@@ -72,7 +104,13 @@ TEST_CASE("lock_messages: invalid batches are refused naming the field") {
     {"truncated", truncated, "", "malformed CBOR"},
     {"not a map", cbor(json::array({1, 2})), "", "expected a CBOR map"},
     {"oversized", oversized, "", "exceeds the limit"},
-    {"nested too deep", deep, "", "nested deeper"},
+    {"nested too deep", deep, "events[0]", "expected a map, got array"},
+    {"trailing bytes", with_trailing, "", "unexpected bytes after the CBOR map"},
+    {"indefinite too many", indefinite_big, "events", "exceeds the limit of 64"},
+    {"field twice", twice, "events[0].seq", "appears twice"},
+    {"detail not UTF-8", bad_utf8, "events[0].detail", "UTF-8"},
+    {"tagged ts", tagged_ts, "events[0].ts", "got tagged item"},
+    {"map key not text", std::vector<std::uint8_t>{0xa1, 0x01, 0x02}, "", "keys must be text"},
     {"no events", cbor(json{{"x", 1}}), "x", "unknown field"},
     {"events missing", cbor(json::object()), "events", "missing"},
     {"events not array", cbor(json{{"events", 3}}), "events", "expected an array"},
@@ -94,12 +132,49 @@ TEST_CASE("lock_messages: invalid batches are refused naming the field") {
      "strictly rising"},
   };
   for (const auto& r : rows) {
-    CAPTURE(r.what);
+    std::string what = r.what;
+    CAPTURE(what);
     auto out = decode_event_batch(r.bytes);
     REQUIRE_FALSE(out.ok());
     CHECK(out.error().field == r.field);
     CHECK(out.error().message.find(r.message_part) != std::string::npos);
   }
+}
+
+TEST_CASE("lock_messages: indefinite-length arrays and maps are accepted") {
+  // {_ "events": [_ {seq 1 ...} ] }
+  std::vector<std::uint8_t> bytes{0xbf, 0x66, 'e', 'v', 'e', 'n', 't', 's', 0x9f};
+  auto e = cbor(event(7));
+  bytes.insert(bytes.end(), e.begin(), e.end());
+  bytes.push_back(0xff);
+  bytes.push_back(0xff);
+  auto out = decode_event_batch(bytes);
+  REQUIRE(out.ok());
+  REQUIRE(out->events.size() == 1);
+  CHECK(out->events[0].seq == 7);
+  CHECK(out->events[0].door == "front");
+}
+
+TEST_CASE("lock_messages: every truncation of a valid batch is refused, never read past") {
+  event_batch in;
+  in.events.push_back({1, 1700000000000, "access_granted", "front", "04A1B2C3", "x"});
+  in.events.push_back({2, 1700000000500, "door_open", "front", std::nullopt, std::nullopt});
+  auto bytes = encode_event_batch(in);
+  for (std::size_t n = 1; n < bytes.size(); ++n) {
+    std::vector<std::uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<long>(n));
+    CAPTURE(n);
+    CHECK_FALSE(decode_event_batch(cut).ok());
+  }
+}
+
+TEST_CASE("lock_messages: our encoding is the one nlohmann's CBOR writer produces") {
+  event_batch in;
+  in.events.push_back({300, 1700000000000, "access_granted", "front", "04A1B2C3", "x"});
+  auto ours = encode_event_batch(in);
+  auto theirs = json::from_cbor(ours);
+  CHECK(theirs["events"][0]["seq"] == 300);
+  CHECK(theirs["events"][0]["ts"] == 1700000000000);
+  CHECK(theirs["events"][0]["cred"] == "04A1B2C3");
 }
 
 TEST_CASE("lock_messages: ack round-trips and damaged acks are refused") {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# lockbridge's end-to-end benchmark (not part of ctest): installs what is
+# missing, builds the release preset, then prints the figures.
+#   bench/run.sh              full run (about 3 minutes on 2 cores)
+#   bench/run.sh --quick      small counts, a smoke run
+#   bench/run.sh --json F     also write the figures to F
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install-deps.sh
+cmake --preset default >/dev/null
+cmake --build --preset default
+exec /usr/bin/python3 bench/e2e.py "$@"
