@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# lockbridge's end-to-end benchmark (not part of ctest): installs what is
-# missing, builds the release preset, then prints the figures.
+# lockbridge's benchmarks (not part of ctest): installs what is missing,
+# builds the release preset, then prints the figures of the codec
+# micro-benchmark and of the end-to-end benchmark (bench/e2e.py).
 #   bench/run.sh              full run (about 3 minutes on 2 cores)
 #   bench/run.sh --quick      small counts, a smoke run
 #   bench/run.sh --json F     also write the figures to F
@@ -9,4 +10,6 @@ cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 cmake --preset default >/dev/null
 cmake --build --preset default
+build/bench/lockbridge-codec-bench
+echo
 exec /usr/bin/python3 bench/e2e.py "$@"
