@@ -96,11 +96,35 @@ constexpr std::uint16_t server_nstart = 16;
 } // namespace
 
 struct coap_server::impl {
+  /// Lets one warning through per interval and counts the ones held back, so
+  /// a misbehaving lock or a scanner cannot flood the journal of the box.
+  struct warn_limiter {
+    std::chrono::steady_clock::time_point next{};
+    std::uint64_t held_back = 0;
+
+    /// True if this occurrence should be logged; `suppressed` gets how many
+    /// were held back since the last one logged.
+    bool allow(std::uint64_t& suppressed) {
+      auto now = std::chrono::steady_clock::now();
+      if (now < next) {
+        ++held_back;
+        return false;
+      }
+      next = now + std::chrono::seconds{10};
+      suppressed = held_back;
+      held_back = 0;
+      return true;
+    }
+  };
+
   struct lock_entry {
     std::string id;
     std::vector<std::uint8_t> psk;
     coap_bin_const_t psk_bin{};
+    mutable warn_limiter bad_batch_warnings; // only libcoap's thread uses it
   };
+
+  warn_limiter unknown_identity_warnings;
 
   struct pending_request {
     coap_session_t* session = nullptr; // referenced until answered
@@ -152,8 +176,14 @@ struct coap_server::impl {
     auto it = self->locks.find(id);
     if (it == self->locks.end()) {
       ++self->counters.handshake_refusals;
-      spdlog::warn("coap: DTLS handshake from {} refused: unknown PSK identity \"{}\"",
-                   peer_of(session), printable(identity->s, identity->length));
+      std::uint64_t suppressed = 0;
+      if (self->unknown_identity_warnings.allow(suppressed))
+        spdlog::warn("coap: DTLS handshake from {} refused: unknown PSK identity \"{}\"{}",
+                     peer_of(session), printable(identity->s, identity->length),
+                     suppressed > 0 ? fmt::format(" ({} more such refusals not logged in the "
+                                                  "last 10 s)",
+                                                  suppressed)
+                                    : std::string{});
       return nullptr;
     }
     coap_session_set_app_data(session, &it->second);
@@ -234,8 +264,14 @@ struct coap_server::impl {
     auto batch = protocol::decode_event_batch({data, size});
     if (!batch) {
       ++self->counters.bad_requests;
-      spdlog::warn("coap: lock {} sent a bad event batch: {}", lock->id,
-                   batch.error().to_string());
+      std::uint64_t suppressed = 0;
+      if (lock->bad_batch_warnings.allow(suppressed))
+        spdlog::warn("coap: lock {} sent a bad event batch: {}{}", lock->id,
+                     batch.error().to_string(),
+                     suppressed > 0 ? fmt::format(" ({} more bad batches from it not logged in "
+                                                  "the last 10 s)",
+                                                  suppressed)
+                                    : std::string{});
       answer_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, batch.error().to_string());
       return;
     }

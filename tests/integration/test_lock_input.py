@@ -70,6 +70,9 @@ class LockInput(Site):
         self.assertEqual(report["duplicates"], 0)
         log = self.gateway_log_text()
         self.assertIn('unknown PSK identity "lock-99"', log)
+        # Six bad batches from one lock within seconds: the first is logged with
+        # its diagnostic, the rest are held back (at most one warning per 10 s).
+        self.assertEqual(log.count("lock lock-01 sent a bad event batch"), 1, log)
         self.assertIsNone(self.gateway.proc.poll(), "lockbridge died")
 
     def test_time_resource(self):
