@@ -8,6 +8,7 @@ find_package(CLI11 REQUIRED)
 set(PAHO_WITH_SSL ON)
 find_package(PahoMqttCpp REQUIRED)
 find_package(doctest REQUIRED)
+find_package(date REQUIRED) # Howard Hinnant date/tz: site time zones for schedules
 
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
 pkg_check_modules(COAP REQUIRED IMPORTED_TARGET libcoap-3-openssl)

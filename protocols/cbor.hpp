@@ -36,6 +36,7 @@ public:
   void unsigned_integer(std::uint64_t value) { head(major::unsigned_integer, value); }
   void integer(std::int64_t value);
   void text(std::string_view value);
+  void boolean(bool value) { head(major::simple, value ? 21 : 20); }
 
 private:
   void head(major type, std::uint64_t argument);

@@ -1,13 +1,7 @@
 #include "protocols/pseudonym.hpp"
 
-#include <openssl/evp.h>
-#include <openssl/core_names.h>
-#include <openssl/params.h>
-
 #include <algorithm>
-#include <array>
-#include <mutex>
-#include <stdexcept>
+#include <string>
 
 namespace lockbridge::protocol {
 
@@ -45,50 +39,12 @@ std::string base64url(const std::uint8_t* data, std::size_t size) {
   return out;
 }
 
-/// OpenSSL 3's one-shot HMAC() fetches the algorithm and derives the key
-/// schedule on every call; keying one context up front and duplicating it per
-/// pseudonym does that work once.
-struct pseudonymiser::keyed_mac {
-  std::mutex mutex; // EVP_MAC_CTX_dup reads the base; serialise to be safe
-  EVP_MAC_CTX* base = nullptr;
-
-  ~keyed_mac() { EVP_MAC_CTX_free(base); }
-};
-
 pseudonymiser::pseudonymiser(const key_type& key, std::uint32_t epoch)
-  : mac_(std::make_shared<keyed_mac>()), epoch_(epoch) {
-  std::unique_ptr<EVP_MAC, decltype(&EVP_MAC_free)> hmac{EVP_MAC_fetch(nullptr, "HMAC", nullptr),
-                                                          &EVP_MAC_free};
-  if (!hmac)
-    throw std::runtime_error{"OpenSSL has no HMAC"};
-  mac_->base = EVP_MAC_CTX_new(hmac.get());
-  char digest[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
-                         OSSL_PARAM_construct_end()};
-  if (mac_->base == nullptr || EVP_MAC_init(mac_->base, key.data(), key.size(), params) != 1)
-    throw std::runtime_error{"HMAC-SHA-256 setup failed in OpenSSL"};
-}
+  : mac_(key, domain), epoch_(epoch) {}
 
 std::string pseudonymiser::operator()(std::string_view identifier) const {
-  EVP_MAC_CTX* ctx = nullptr;
-  {
-    std::lock_guard lock{mac_->mutex};
-    ctx = EVP_MAC_CTX_dup(mac_->base);
-  }
-  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> guard{ctx, &EVP_MAC_CTX_free};
-  static constexpr std::uint8_t separator = 0;
-  std::array<std::uint8_t, EVP_MAX_MD_SIZE> mac{};
-  std::size_t mac_size = 0;
-  if (ctx == nullptr
-      || EVP_MAC_update(ctx, reinterpret_cast<const std::uint8_t*>(domain.data()), domain.size())
-           != 1
-      || EVP_MAC_update(ctx, &separator, 1) != 1
-      || EVP_MAC_update(ctx, reinterpret_cast<const std::uint8_t*>(identifier.data()),
-                        identifier.size())
-           != 1
-      || EVP_MAC_final(ctx, mac.data(), &mac_size, mac.size()) != 1)
-    throw std::runtime_error{"HMAC-SHA-256 failed in OpenSSL"};
-  return "p1." + std::to_string(epoch_) + "." + base64url(mac.data(), mac_size);
+  auto mac = mac_(identifier);
+  return "p1." + std::to_string(epoch_) + "." + base64url(mac.data(), mac.size());
 }
 
 bool is_pseudonym(std::string_view text) {

@@ -2,9 +2,10 @@
 
 #include <array>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
+
+#include "protocols/keyed_hmac.hpp"
 
 namespace lockbridge::protocol {
 
@@ -27,8 +28,7 @@ public:
   [[nodiscard]] std::uint32_t epoch() const noexcept { return epoch_; }
 
 private:
-  struct keyed_mac; // an HMAC context keyed once, duplicated per pseudonym
-  std::shared_ptr<keyed_mac> mac_;
+  keyed_hmac mac_;
   std::uint32_t epoch_;
 };
 

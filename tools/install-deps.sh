@@ -11,7 +11,7 @@ packages=(
   doctest-dev nlohmann-json3-dev libtomlplusplus-dev libhowardhinnant-date-dev
   libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev
   # real peers and tools for tests and the demo
-  mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils
+  mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils tzdata faketime
   python3 python3-jsonschema python3-paho-mqtt
 )
 
