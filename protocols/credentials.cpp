@@ -512,8 +512,8 @@ result<credential_delta> decode_credential_delta(std::string_view text) {
   auto version = get_unsigned(doc, "", "version");
   if (!version)
     return version.error();
-  if (*version <= d.base_version)
-    return input_error{"version", "must be greater than base_version"};
+  if (*version < d.base_version)
+    return input_error{"version", "must not be below base_version"};
   d.version = *version;
   auto revoke = get_cred_list(doc, "revoke");
   if (!revoke)
@@ -527,6 +527,10 @@ result<credential_delta> decode_credential_delta(std::string_view text) {
   if (!upsert)
     return upsert.error();
   d.upsert = std::move(*upsert);
+  if (d.version == d.base_version && (!d.revoke.empty() || !d.remove.empty() || !d.upsert.empty()))
+    return input_error{"version", "must be greater than base_version when the delta changes "
+                                  "anything (an empty delta with version = base_version only "
+                                  "confirms the set is current)"};
   return d;
 }
 

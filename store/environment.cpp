@@ -71,6 +71,11 @@ environment::environment(const std::filesystem::path& dir, std::uint64_t map_siz
           "open journal database");
     check(mdb_dbi_open(t.get(), "progress", MDB_CREATE, &impl_->progress),
           "open progress database");
+    check(mdb_dbi_open(t.get(), "credentials", MDB_CREATE, &impl_->credentials),
+          "open credentials database");
+    check(mdb_dbi_open(t.get(), "subjects", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED,
+                       &impl_->subjects),
+          "open subjects database");
     auto version = get_u64(t.get(), impl_->meta, "schema_version", 0);
     if (version == 0)
       put_u64(t.get(), impl_->meta, "schema_version", schema_version);

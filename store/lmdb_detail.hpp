@@ -26,6 +26,8 @@ struct environment::impl {
   MDB_dbi meta = 0;
   MDB_dbi journal = 0;
   MDB_dbi progress = 0;
+  MDB_dbi credentials = 0; ///< lookup key -> credential
+  MDB_dbi subjects = 0;    ///< subject -> lookup keys (sorted duplicates)
   std::filesystem::path dir;
   int lock_fd = -1;
 };

@@ -151,6 +151,12 @@ TEST_CASE("credentials: deltas decode and refuse a version that does not advance
   auto bad = decode_credential_delta(d.dump());
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.error().field == "version");
+  d["version"] = 6;
+  CHECK(decode_credential_delta(d.dump()).error().field == "version");
+  // version == base_version with no change: a confirmation that the set is current.
+  json confirm = {{"schema", "lockbridge/credentials-delta/1"}, {"id", "cmd-3"},
+                  {"base_version", 7}, {"version", 7}};
+  CHECK(decode_credential_delta(confirm.dump()).ok());
   CHECK(command_id_of(d.dump()) == "cmd-2");
   CHECK_FALSE(command_id_of("{\"id\":\"a/b\"}").has_value());
 }
