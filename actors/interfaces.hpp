@@ -10,6 +10,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "protocols/cloud_messages.hpp"
+#include "protocols/credentials.hpp"
 #include "protocols/lock_messages.hpp"
 #include "store/journal.hpp"
 
@@ -26,6 +27,11 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, lost, "lost")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, acked, "acked")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, nacked, "nacked")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, status, "status")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, command, "command")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, result, "result")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, tick, "tick")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, decided, "decided")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, route, "route")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
 
 namespace lockbridge {
@@ -56,14 +62,34 @@ using journal_actor = caf::typed_actor<
   /// Report depth, bytes and counters.
   caf::replies_to<atom::figures>::with<journal_figures>>;
 
+/// An access decision made on libcoap's thread, to be journalled. The raw
+/// identifier is still in `request`: only the lock's session turns it into a
+/// pseudonym.
+struct access_record {
+  protocol::access_request request;
+  protocol::access_decision decision;
+  std::int64_t decided_at = 0; ///< the gateway's clock, Unix ms
+};
+using access_record_ptr = std::shared_ptr<const access_record>;
+
 /// One lock's session: everything a lock sends passes through it.
 using lock_session_actor = caf::typed_actor<
   /// A validated batch from the lock, waiting for its answer under this id.
-  caf::reacts_to<atom::events, std::uint64_t, batch_ptr>>;
+  caf::reacts_to<atom::events, std::uint64_t, batch_ptr>,
+  /// An access decision for this lock: journal it (stream "{lock}.access").
+  caf::reacts_to<atom::decided, access_record_ptr>>;
+
+/// The credential set's owner: applies the cloud's sync commands.
+using credentials_actor = caf::typed_actor<
+  /// A command from the cloud: its name under cmd/ and its JSON payload.
+  caf::reacts_to<atom::command, std::string, std::string>,
+  /// Periodic: save the clock's high-water mark, drop an abandoned snapshot.
+  caf::reacts_to<atom::tick>>;
 
 /// The journal as a message type (handed to the uplink at start).
 } // namespace lockbridge
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::journal_actor)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::credentials_actor)
 namespace lockbridge {
 
 /// The cloud link.
@@ -87,7 +113,13 @@ using uplink_actor = caf::typed_actor<
   /// most one removal per interval, not one per PUBACK).
   caf::reacts_to<atom::remove>,
   /// Publish the status message now (also on its own timer).
-  caf::reacts_to<atom::status>>;
+  caf::reacts_to<atom::status>,
+  /// Paho reports: a message on a subscribed cmd/ topic (topic, payload).
+  caf::reacts_to<atom::command, std::string, std::string>,
+  /// Publish this JSON on cmd_result (kept while offline, bounded).
+  caf::reacts_to<atom::result, std::string>,
+  /// Where credential commands go.
+  caf::reacts_to<atom::route, credentials_actor>>;
 
 /// The owner of libcoap's loop.
 using coap_endpoint_actor = caf::typed_actor<
@@ -98,4 +130,5 @@ using coap_endpoint_actor = caf::typed_actor<
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::append_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::access_record_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::protocol::journal_figures)

@@ -50,6 +50,25 @@ lock_session(lock_session_actor::stateful_pointer<lock_session_state> self,
       auto req = std::make_shared<store::append_request>(self->state.pseudonymise(*batch));
       self->send(self->state.journal, atom::append_v, request, append_ptr{std::move(req)});
     },
+    [self](atom::decided, access_record_ptr rec) {
+      // The gateway's own event: stream "{lock}.access", numbered by the
+      // journal; the answer already went to the lock, so nobody waits for
+      // this commit (request id 0 is never a lock's request).
+      auto& st = self->state;
+      auto req = std::make_shared<store::append_request>();
+      req->lock_id = st.cfg.lock_id + ".access";
+      req->assign_seq = true;
+      protocol::journal_record r;
+      r.lock = req->lock_id;
+      r.ts = rec->request.ts;
+      r.type = rec->decision.allow ? "access_granted" : "access_denied";
+      r.door = rec->request.door;
+      r.cred = (*st.cfg.pseudonyms)(rec->request.cred);
+      r.detail = std::string{protocol::to_string(rec->decision.reason)};
+      r.received_at = rec->decided_at;
+      req->records.push_back(std::move(r));
+      self->send(st.journal, atom::append_v, std::uint64_t{0}, append_ptr{std::move(req)});
+    },
   };
 }
 

@@ -3,7 +3,9 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/access_service.hpp"
 #include "actors/coap_endpoint.hpp"
+#include "actors/credentials.hpp"
 #include "actors/journal.hpp"
 #include "actors/lock_session.hpp"
 #include "actors/uplink.hpp"
@@ -19,8 +21,10 @@ using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 /// LMDB's map is a ceiling on the file size; leave room above the journal
 /// bound for the B-tree, free pages and the other tables.
+/// LMDB's map is address space, not disk: room for twice the journal's bound,
+/// 2 GiB for credentials (about 2 million with their index) and some slack.
 std::uint64_t map_size_for(std::uint64_t journal_max_bytes) {
-  return journal_max_bytes * 2 + (64ull << 20);
+  return journal_max_bytes * 2 + (2ull << 30) + (64ull << 20);
 }
 
 void spawn_children(self_ptr self) {
@@ -42,8 +46,28 @@ void spawn_children(self_ptr self) {
       throw std::runtime_error{"lock " + lock.id + ": " + psk.error().to_string()};
     coap_cfg.locks.push_back({lock.id, *psk});
   }
+  auto lookup_key = config::read_key32(gw.credentials.lookup_key_file);
+  if (!lookup_key)
+    throw std::runtime_error{"credential lookup key: " + lookup_key.error().to_string()};
+  auto credential_store = std::make_shared<store::credential_store>(
+    *st.env, protocol::keyed_hmac{*lookup_key, "lockbridge/credential-lookup/v1"});
+
   // Filled before the server starts; read-only afterwards (from libcoap's thread).
   auto sessions = std::make_shared<std::map<std::string, lock_session_actor>>();
+  auto access = std::make_shared<access_service>(
+    credential_store, gw,
+    [sessions](const std::string& lock, const protocol::access_request& request,
+               const protocol::access_decision& decision, std::int64_t decided_at) {
+      auto it = sessions->find(lock);
+      if (it != sessions->end())
+        caf::anon_send(it->second, atom::decided_v,
+                       access_record_ptr{std::make_shared<const access_record>(
+                         access_record{request, decision, decided_at})});
+    });
+  coap_cfg.on_access = [access](const std::string& lock, const protocol::access_request& request) {
+    return access->decide(lock, request);
+  };
+  coap_cfg.clock = [access] { return access->now(); };
   auto server = std::make_shared<transport::coap_server>(
     coap_cfg, [sessions](transport::request_id id, const std::string& lock,
                          protocol::event_batch batch) {
@@ -53,7 +77,8 @@ void spawn_children(self_ptr self) {
                        batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
     });
 
-  uplink_config up_cfg{gw.site, gw.gateway, st.cfg.version, gw.locks.size(), gw.mqtt, st.store};
+  uplink_config up_cfg{gw.site,   gw.gateway, st.cfg.version,   gw.locks.size(),
+                       gw.mqtt,   st.store,   credential_store, access};
   if (auto err = validate(up_cfg))
     throw std::runtime_error{"uplink: " + caf::to_string(err)};
   auto up = self->spawn(uplink, up_cfg);
@@ -73,9 +98,26 @@ void spawn_children(self_ptr self) {
   auto jr = self->spawn<caf::detached>(journal, j_cfg, up);
   self->send(up, atom::connect_v, jr);
 
+  lockbridge::credentials_config cr_cfg;
+  cr_cfg.store = credential_store;
+  cr_cfg.access = access;
+  cr_cfg.site = gw.site;
+  cr_cfg.gateway = gw.gateway;
+  cr_cfg.publish_result = [up](std::string payload) {
+    caf::anon_send(up, atom::result_v, std::move(payload));
+  };
+  if (auto err = validate(cr_cfg))
+    throw std::runtime_error{"credentials: " + caf::to_string(err)};
+  auto cr = self->spawn<caf::detached>(credentials, cr_cfg);
+  self->send(up, atom::route_v, cr);
+  auto f = credential_store->figures();
+  spdlog::info("credentials: {} in force at version {}{}", f.count, f.version,
+               f.synced_at == 0 ? " (never synced: doors follow their offline policy)" : "");
+
   st.children.clear();
   st.children.push_back(caf::actor_cast<caf::actor>(up));
   st.children.push_back(caf::actor_cast<caf::actor>(jr));
+  st.children.push_back(caf::actor_cast<caf::actor>(cr));
   for (const auto& lock : gw.locks) {
     lock_session_config ls_cfg{lock.id, pseudonyms};
     if (auto err = validate(ls_cfg))

@@ -68,6 +68,10 @@ struct paho_link : mqtt::callback {
   connect_listener on_connect;
   publish_listener on_publish;
 
+  void message_arrived(mqtt::const_message_ptr msg) override {
+    caf::anon_send(self, atom::command_v, msg->get_topic(), msg->get_payload_str());
+  }
+
   void connection_lost(const std::string& cause) override {
     caf::anon_send(self, atom::lost_v, generation,
                    "connection lost" + (cause.empty() ? std::string{} : ": " + cause));
@@ -101,6 +105,22 @@ void publish_status(self_ptr self) {
   s.now = now_ms();
   s.locks_configured = st.cfg.locks_configured;
   s.events_out = st.events_out;
+  if (st.cfg.credentials) {
+    auto f = st.cfg.credentials->figures();
+    protocol::gateway_status::credentials_part c;
+    c.count = f.count;
+    c.version = f.version;
+    c.synced_at = f.synced_at;
+    if (st.cfg.access) {
+      auto& a = *st.cfg.access;
+      c.stale = a.stale(a.now());
+      for (const auto& d : a.decisions)
+        c.decisions += d.load();
+      c.denied_stale = a.decisions[static_cast<std::size_t>(protocol::access_reason::stale_store)];
+      c.clock_behind_ms = a.clock_behind_ms;
+    }
+    s.credentials = c;
+  }
   self->request(st.journal, std::chrono::seconds{5}, atom::figures_v)
     .then(
       [self, s](const journal_figures& f) mutable {
@@ -116,6 +136,26 @@ void publish_status(self_ptr self) {
         }
       },
       [](const caf::error& err) { spdlog::warn("uplink: journal figures unavailable: {}", caf::to_string(err)); });
+}
+
+/// Publishes a command result, or keeps it (at most 1,000) until connected.
+void publish_result(self_ptr self, std::string payload) {
+  auto& st = self->state;
+  if (st.connected) {
+    try {
+      st.link->client->publish(mqtt::make_message(st.topics.cmd_result(), std::move(payload), 1,
+                                                  false));
+      return;
+    } catch (const mqtt::exception& e) {
+      spdlog::warn("uplink: cmd_result publish failed ({}); kept until reconnected", e.what());
+    }
+  }
+  if (st.pending_results.size() >= 1000) {
+    spdlog::warn("uplink: more than 1000 command results waiting for the broker; dropping the "
+                 "oldest");
+    st.pending_results.pop_front();
+  }
+  st.pending_results.push_back(std::move(payload));
 }
 
 /// Publishes journal entries while the window has room. One read
@@ -264,6 +304,15 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       auto depth = st.cfg.store->figures().depth;
       spdlog::info("uplink: connected to {} over mutual TLS; {} events waiting in the journal",
                    st.cfg.mqtt.broker_uri, depth);
+      try {
+        st.link->client->subscribe(st.topics.prefix() + "cmd/#", 1);
+      } catch (const mqtt::exception& e) {
+        spdlog::warn("uplink: cannot subscribe to commands: {}", e.what());
+      }
+      while (!st.pending_results.empty()) {
+        publish_result(self, std::move(st.pending_results.front()));
+        st.pending_results.pop_front();
+      }
       publish_status(self);
       pump(self);
     },
@@ -331,6 +380,28 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
                          atom::status_v);
     },
+    [self](atom::command, const std::string& topic, const std::string& payload) {
+      auto& st = self->state;
+      auto prefix = st.topics.prefix() + "cmd/";
+      if (!topic.starts_with(prefix))
+        return; // not ours: the subscription only covers our prefix
+      auto name = topic.substr(prefix.size());
+      if (name.starts_with("credentials/") && st.credentials) {
+        self->send(st.credentials, atom::command_v, name, payload);
+        return;
+      }
+      spdlog::warn("uplink: unknown command \"{}\" refused", name);
+      protocol::command_result r;
+      r.id = protocol::command_id_of(payload).value_or("");
+      r.command = name.size() <= 64 ? name : name.substr(0, 64);
+      r.status = "error";
+      r.error = input_error{"", "unknown command; this gateway accepts credentials/snapshot and "
+                                "credentials/delta"};
+      r.ts = now_ms();
+      publish_result(self, protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r));
+    },
+    [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },
+    [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
   };
 }
 

@@ -10,6 +10,7 @@
 #include <caf/error.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/access_service.hpp"
 #include "actors/interfaces.hpp"
 #include "config/config.hpp"
 #include "protocols/cloud_messages.hpp"
@@ -24,6 +25,8 @@ struct uplink_config {
   std::uint64_t locks_configured = 0;
   config::mqtt_config mqtt;
   std::shared_ptr<store::journal> store;
+  std::shared_ptr<store::credential_store> credentials; ///< for status (optional)
+  std::shared_ptr<access_service> access;               ///< for status (optional)
 };
 
 caf::error validate(const uplink_config& cfg);
@@ -60,6 +63,8 @@ struct uplink_state {
   bool first_failure = true; ///< explain the next connect failure (TLS probe)
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;
+  credentials_actor credentials;          ///< where credentials/ commands go
+  std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
 };
 
 uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,

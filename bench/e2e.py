@@ -56,6 +56,8 @@ class Bench:
             self.secret(os.path.join(self.psk_dir, f"{lock}.psk"), secrets.token_hex(16))
         self.key_file = os.path.join(self.dir, "pseudonym.key")
         self.secret(self.key_file, secrets.token_hex(32))
+        self.lookup_key_file = os.path.join(self.dir, "lookup.key")
+        self.secret(self.lookup_key_file, secrets.token_hex(32))
         self.gateway = None
         self.gateway_log = os.path.join(self.dir, "lockbridge.log")
         self.checker_count = 0
@@ -89,6 +91,9 @@ id = "gw-1"
 environment = "development"
 pseudonym_key_file = "{self.key_file}"
 log_level = "info"
+
+[credentials]
+lookup_key_file = "{self.lookup_key_file}"
 
 [store]
 state_dir = "{state}"

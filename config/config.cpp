@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <date/tz.h>
 #include <toml++/toml.h>
 
 #include "config/defaults.hpp"
@@ -247,11 +248,12 @@ private:
 };
 
 void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
-  r.only_keys(root, "", {"gateway", "store", "coap", "mqtt", "locks"});
+  r.only_keys(root, "", {"gateway", "store", "coap", "mqtt", "credentials", "locks", "doors"});
   bool production = true;
 
   if (auto gw = r.table(root, "", "gateway", true)) {
-    r.only_keys(*gw, "gateway", {"site", "id", "environment", "pseudonym_key_file", "log_level"});
+    r.only_keys(*gw, "gateway",
+                {"site", "id", "environment", "pseudonym_key_file", "log_level", "time_zone"});
     if (auto env = r.text(*gw, "gateway", "environment", "production")) {
       if (*env == "production") {
         cfg.environment = run_environment::production;
@@ -269,6 +271,17 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.gateway = *v;
     if (auto v = r.file(*gw, "gateway", "pseudonym_key_file", true, production))
       cfg.pseudonym_key_file = *v;
+    if (auto v = r.text(*gw, "gateway", "time_zone", defaults::time_zone)) {
+      try {
+        date::locate_zone(*v);
+        cfg.time_zone = *v;
+      } catch (const std::exception&) {
+        r.error(gw->get("time_zone")->source(), "gateway.time_zone",
+                "unknown time zone \"" + *v
+                  + "\"; expected an IANA name such as \"Europe/Rome\" (see "
+                    "/usr/share/zoneinfo; package tzdata)");
+      }
+    }
     if (auto v = r.text(*gw, "gateway", "log_level", "info")) {
       static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
       if (levels.contains(*v))
@@ -344,6 +357,52 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   if (cfg.mqtt.client_id.empty())
     cfg.mqtt.client_id = "lockbridge-" + cfg.site + "-" + cfg.gateway;
 
+  auto policy_of = [&](const toml::table& tbl, const std::string& path,
+                       const char* fallback) -> std::optional<offline_policy> {
+    auto v = r.text(tbl, path, "offline_policy", std::string{fallback});
+    if (!v)
+      return std::nullopt;
+    if (*v == "fail_secure")
+      return offline_policy::fail_secure;
+    if (*v == "keep_last_known")
+      return offline_policy::keep_last_known;
+    r.error(tbl.get("offline_policy")->source(), path + ".offline_policy",
+            "expected \"fail_secure\" or \"keep_last_known\", got \"" + *v + "\"");
+    return std::nullopt;
+  };
+  if (auto creds = r.table(root, "", "credentials", true)) {
+    r.only_keys(*creds, "credentials", {"lookup_key_file", "max_age_hours", "offline_policy"});
+    if (auto v = r.file(*creds, "credentials", "lookup_key_file", true, production))
+      cfg.credentials.lookup_key_file = *v;
+    if (auto v = r.integer(*creds, "credentials", "max_age_hours",
+                           defaults::credentials_max_age_hours, 1, 24 * 365))
+      cfg.credentials.max_age_hours = static_cast<std::uint32_t>(*v);
+    if (auto p = policy_of(*creds, "credentials", defaults::offline_policy))
+      cfg.credentials.default_policy = *p;
+  }
+  if (auto doors = root.get("doors")) {
+    if (!doors->is_array_of_tables()) {
+      r.error(doors->source(), "doors", "expected [[doors]] tables");
+    } else {
+      std::set<std::string> seen;
+      std::size_t i = 0;
+      for (auto& item : *doors->as_array()) {
+        auto path = "doors[" + std::to_string(i++) + "]";
+        const auto& tbl = *item.as_table();
+        r.only_keys(tbl, path, {"id", "offline_policy"});
+        door_config door;
+        if (auto v = r.id(tbl, path, "id")) {
+          door.id = *v;
+          if (!seen.insert(*v).second)
+            r.error(tbl.get("id")->source(), path + ".id", "duplicate door id \"" + *v + "\"");
+        }
+        if (auto p = policy_of(tbl, path, defaults::offline_policy))
+          door.policy = *p;
+        cfg.credentials.doors.push_back(std::move(door));
+      }
+    }
+  }
+
   auto locks = root.get("locks");
   if (locks == nullptr) {
     r.error("locks", "no [[locks]] configured; add one [[locks]] table per lock");
@@ -370,9 +429,21 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.locks.push_back(std::move(lock));
     }
   }
-  if (!cfg.pseudonym_key_file.empty())
+  std::optional<std::array<std::uint8_t, 32>> pseudonym_key;
+  if (!cfg.pseudonym_key_file.empty()) {
     if (auto key = read_key32(cfg.pseudonym_key_file); !key)
       r.error("gateway.pseudonym_key_file", key.error().message);
+    else
+      pseudonym_key = *key;
+  }
+  if (!cfg.credentials.lookup_key_file.empty()) {
+    if (auto key = read_key32(cfg.credentials.lookup_key_file); !key)
+      r.error("credentials.lookup_key_file", key.error().message);
+    else if (pseudonym_key && *key == *pseudonym_key)
+      r.error("credentials.lookup_key_file",
+              "holds the same key as gateway.pseudonym_key_file; the two must differ "
+              "(make one with: openssl rand -hex 32)");
+  }
 }
 
 } // namespace

@@ -41,6 +41,24 @@ struct mqtt_config {
   std::uint32_t reconnect_max_ms = 0;
 };
 
+/// What a door does when the credential set is older than its maximum age.
+enum class offline_policy {
+  fail_secure,     ///< deny everything with reason stale_store
+  keep_last_known, ///< keep answering from the old set
+};
+
+struct door_config {
+  std::string id;
+  offline_policy policy = offline_policy::fail_secure;
+};
+
+struct credentials_config {
+  std::filesystem::path lookup_key_file; ///< HMAC key for the store's lookup keys
+  std::uint32_t max_age_hours = 0;       ///< since the last successful sync
+  offline_policy default_policy = offline_policy::fail_secure;
+  std::vector<door_config> doors;        ///< doors with their own policy
+};
+
 struct store_config {
   std::filesystem::path state_dir;
   std::uint64_t journal_max_bytes = 0;
@@ -55,6 +73,8 @@ struct gateway_config {
   run_environment environment = run_environment::production;
   std::filesystem::path pseudonym_key_file;
   std::string log_level;
+  std::string time_zone;          ///< IANA name; schedules are evaluated in it
+  credentials_config credentials;
   store_config store;
   coap_config coap;
   mqtt_config mqtt;

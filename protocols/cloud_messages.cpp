@@ -255,6 +255,16 @@ std::string encode_status(const gateway_status& s) {
       {"purged_retention", s.journal.purged_retention},
       {"duplicates", s.journal.duplicates}}},
   };
+  if (s.credentials) {
+    const auto& c = *s.credentials;
+    doc["credentials"] = {{"count", c.count},
+                          {"version", c.version},
+                          {"synced_at", c.synced_at},
+                          {"stale", c.stale},
+                          {"decisions", c.decisions},
+                          {"denied_stale", c.denied_stale},
+                          {"clock_behind_ms", c.clock_behind_ms}};
+  }
   return doc.dump();
 }
 

@@ -85,6 +85,17 @@ struct gateway_status {
   std::uint64_t locks_configured = 0;
   std::uint64_t events_out = 0;  ///< events acknowledged by the broker since start
   journal_figures journal;
+  /// The credential set and access decisions (absent in a will).
+  struct credentials_part {
+    std::uint64_t count = 0;
+    std::uint64_t version = 0;
+    std::int64_t synced_at = 0;     ///< 0: never
+    bool stale = true;              ///< older than credentials.max_age_hours
+    std::uint64_t decisions = 0;    ///< since start
+    std::uint64_t denied_stale = 0; ///< denied with stale_store since start
+    std::int64_t clock_behind_ms = 0;
+  };
+  std::optional<credentials_part> credentials;
 };
 
 std::string encode_status(const gateway_status& status);

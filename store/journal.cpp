@@ -82,13 +82,18 @@ std::vector<append_outcome> journal::append(std::span<const append_request> batc
     std::uint64_t batch_bytes = 0;
     std::uint64_t highest = prog;
     for (const auto& rec : batch.records) {
-      if (rec.seq <= highest) {
+      if (batch.assign_seq) {
+        auto numbered = rec;
+        numbered.seq = highest + 1;
+        values.push_back(protocol::encode_record(numbered));
+      } else if (rec.seq <= highest) {
         ++out.duplicates;
         continue;
+      } else {
+        values.push_back(protocol::encode_record(rec));
       }
-      values.push_back(protocol::encode_record(rec));
       batch_bytes += accounted(values.back().size());
-      highest = rec.seq;
+      highest = batch.assign_seq ? highest + 1 : rec.seq;
     }
     if (!values.empty() && bytes + batch_bytes > limits_.max_bytes) {
       out.result = append_outcome::status::refused_full;

@@ -22,6 +22,10 @@ struct journal_limits {
 struct append_request {
   std::string lock_id;
   std::vector<protocol::journal_record> records;
+  /// The gateway's own events (access decisions, under the stream
+  /// "{lock}.access"): the store numbers them after the stream's progress,
+  /// ignoring the records' seq, inside the commit's transaction.
+  bool assign_seq = false;
 };
 
 /// What happened to one append_request in a group commit.

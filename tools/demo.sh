@@ -39,8 +39,9 @@ cert gateway gw-demo "extendedKeyUsage=clientAuth"
 cert cloud demo-cloud "extendedKeyUsage=clientAuth"
 chmod 644 pki/*.pem
 
-echo "== generating a pseudonym key and one random PSK per lock"
+echo "== generating the pseudonym and lookup keys and one random PSK per lock"
 openssl rand -hex 32 > secrets/pseudonym.key
+openssl rand -hex 32 > secrets/lookup.key
 lock_tables=""
 for i in $(seq 1 "$locks"); do
   id=$(printf 'lock-%02d' "$i")

@@ -317,13 +317,68 @@ struct coap_server::impl {
     delete reply;
   }
 
-  static void on_time_request(coap_resource_t*, coap_session_t*, const coap_pdu_t*,
+  static void on_time_request(coap_resource_t* resource, coap_session_t*, const coap_pdu_t*,
                               const coap_string_t*, coap_pdu_t* response) {
-    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
+    auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
+    auto now = self->cfg.clock ? self->cfg.clock()
+                               : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
     coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
     add_cbor(response, protocol::encode_time(now));
+  }
+
+  static void on_access_request(coap_resource_t* resource, coap_session_t* s,
+                                const coap_pdu_t* request, const coap_string_t* query,
+                                coap_pdu_t* response) {
+    auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
+    ++self->counters.access_queries;
+    auto lock = self->lock_of(s, query);
+    if (lock == nullptr) {
+      ++self->counters.bad_requests;
+      answer_error(response, COAP_RESPONSE_CODE_UNAUTHORIZED,
+                   "unknown lock; use DTLS with the lock's PSK identity");
+      return;
+    }
+    coap_opt_iterator_t it;
+    if (auto opt = coap_check_option(request, COAP_OPTION_CONTENT_FORMAT, &it)) {
+      auto format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+      if (format != COAP_MEDIATYPE_APPLICATION_CBOR) {
+        ++self->counters.bad_requests;
+        answer_error(response, COAP_RESPONSE_CODE_UNSUPPORTED_CONTENT_FORMAT,
+                     "expected Content-Format 60 (application/cbor)");
+        return;
+      }
+    }
+    std::size_t size = 0;
+    const std::uint8_t* data = nullptr;
+    if (!coap_get_data(request, &size, &data))
+      size = 0;
+    auto query_body = protocol::decode_access_request({data, size});
+    if (!query_body) {
+      ++self->counters.bad_requests;
+      std::uint64_t suppressed = 0;
+      if (lock->bad_batch_warnings.allow(suppressed))
+        spdlog::warn("coap: lock {} sent a bad access query: {}", lock->id,
+                     query_body.error().to_string());
+      answer_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, query_body.error().to_string());
+      return;
+    }
+    if (!self->cfg.on_access) {
+      answer_error(response, COAP_RESPONSE_CODE_SERVICE_UNAVAILABLE,
+                   "access decisions are not configured on this gateway");
+      return;
+    }
+    protocol::access_decision decision;
+    try {
+      decision = self->cfg.on_access(lock->id, *query_body);
+    } catch (const std::exception& e) {
+      spdlog::error("coap: access decision for lock {} failed: {}", lock->id, e.what());
+      answer_error(response, COAP_RESPONSE_CODE_INTERNAL_ERROR, "decision failed; retry");
+      return;
+    }
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
+    add_cbor(response, protocol::encode_access_answer(decision));
   }
 
   void drain_completions() {
@@ -432,7 +487,12 @@ coap_server::coap_server(coap_server_config cfg, events_handler on_events)
   coap_add_resource(in.ctx, events);
   auto time = coap_resource_init(coap_make_str_const("v1/time"), 0);
   coap_register_handler(time, COAP_REQUEST_GET, &impl::on_time_request);
+  coap_resource_set_userdata(time, &in);
   coap_add_resource(in.ctx, time);
+  auto access = coap_resource_init(coap_make_str_const("v1/access"), 0);
+  coap_register_handler(access, COAP_REQUEST_POST, &impl::on_access_request);
+  coap_resource_set_userdata(access, &in);
+  coap_add_resource(in.ctx, access);
 }
 
 coap_server::~coap_server() {

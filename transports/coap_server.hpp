@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "protocols/credentials.hpp"
 #include "protocols/lock_messages.hpp"
 
 namespace lockbridge::transport {
@@ -23,11 +24,23 @@ struct coap_lock {
   std::vector<std::uint8_t> psk;
 };
 
+/// Answers `POST /v1/access` on libcoap's thread, at once: it must read what
+/// it needs directly (an LMDB read transaction) and never wait on an actor.
+/// It may hand work on (journalling the decision) with one-way sends only.
+using access_handler = std::function<protocol::access_decision(
+  const std::string& lock_id, const protocol::access_request& request)>;
+
+/// The gateway's clock for `GET /v1/time` (Unix ms; never behind the
+/// highest time the gateway has seen).
+using clock_source = std::function<std::int64_t()>;
+
 struct coap_server_config {
   std::vector<config::listen_address> dtls_listen;
   std::vector<config::listen_address> plain_listen;
   std::vector<coap_lock> locks;
   std::uint32_t full_retry_after_s = 30;
+  access_handler on_access; ///< without it, /v1/access answers 5.03
+  clock_source clock;       ///< without it, the system clock
 };
 
 /// The answer to a pending `POST /v1/events`.
@@ -44,6 +57,7 @@ struct coap_counters {
   std::atomic<std::uint64_t> bad_requests{0};
   std::atomic<std::uint64_t> refused_full{0};
   std::atomic<std::uint64_t> handshake_refusals{0};
+  std::atomic<std::uint64_t> access_queries{0};
 };
 
 /// The lock-facing CoAP server (libcoap, DTLS-PSK; plain UDP only if

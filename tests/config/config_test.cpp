@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -24,6 +25,7 @@ struct fixture {
     write("psk-b", "fedcba9876543210fedcba9876543210", 0600);
     write("short.psk", "abc", 0600);
     write("pseudonym.key", std::string(64, 'a'), 0600);
+    write("lookup.key", std::string(64, 'b'), 0600);
     write("ca.pem", "x", 0644);
     write("client.pem", "x", 0644);
     write("client.key", "x", 0600);
@@ -47,6 +49,15 @@ site = "site-1"
 id = "gw-1"
 environment = "development"
 pseudonym_key_file = "pseudonym.key"
+time_zone = "Europe/Rome"
+
+[credentials]
+lookup_key_file = "lookup.key"
+max_age_hours = 72
+
+[[doors]]
+id = "front"
+offline_policy = "keep_last_known"
 
 [store]
 state_dir = "state"
@@ -99,6 +110,11 @@ TEST_CASE("config: a valid file loads with defaults filled in") {
   CHECK(c.mqtt.client_id == "lockbridge-site-1-gw-1");
   REQUIRE(c.locks.size() == 2);
   CHECK(c.locks[1].psk_file == f.dir / "psk-b");
+  CHECK(c.time_zone == "Europe/Rome");
+  CHECK(c.credentials.max_age_hours == 72);
+  CHECK(c.credentials.default_policy == offline_policy::fail_secure);
+  REQUIRE(c.credentials.doors.size() == 1);
+  CHECK(c.credentials.doors[0].policy == offline_policy::keep_last_known);
 }
 
 TEST_CASE("config: each broken file names file, line and key") {
@@ -117,6 +133,13 @@ TEST_CASE("config: each broken file names file, line and key") {
      "store.retention_days", "from 1 to 90"},
     {"missing file", replace(valid, "\"ca.pem\"", "\"nope.pem\""), "mqtt.ca_file",
      "does not exist"},
+    {"unknown zone", replace(valid, "Europe/Rome", "Europe/Atlantis"), "gateway.time_zone",
+     "IANA name"},
+    {"bad policy", replace(valid, "\"keep_last_known\"", "\"open\""), "doors[0].offline_policy",
+     "fail_secure"},
+    {"same keys", replace(valid, "\"lookup.key\"", "\"pseudonym.key\""),
+     "credentials.lookup_key_file", "must differ"},
+    {"no credentials", replace(valid, "[credentials]", "[unused]"), "unused", "unknown key"},
     {"duplicate lock", replace(valid, "id = \"lock-b\"", "id = \"lock-a\""), "locks[1].id",
      "duplicate lock id"},
     {"short psk", replace(valid, "\"psk-b\"", "\"short.psk\""), "locks[1].psk_file",
@@ -174,7 +197,8 @@ TEST_CASE("config: all errors are reported at once, with line numbers") {
                       "\"ca.pem\"", "\"nope.pem\"");
   auto out = f.load(text);
   REQUIRE(out.errors.size() == 2);
-  CHECK(out.errors[0].line == 10);
+  auto line_of_bound = 1 + std::count(text.begin(), text.begin() + static_cast<long>(text.find("journal_max_mb")), '\n');
+  CHECK(out.errors[0].line == line_of_bound);
   CHECK(out.errors[1].key == "mqtt.ca_file");
 }
 

@@ -182,6 +182,9 @@ class Site(unittest.TestCase):
     locks = 3
     extra_store = ""
     extra_mqtt = ""
+    time_zone = "UTC"
+    extra_credentials = ""
+    doors = ""
     environment = "development"
     broker_persistence = False
 
@@ -202,6 +205,8 @@ class Site(unittest.TestCase):
             self.write_secret(os.path.join(self.psk_dir, f"{lock}.psk"), secrets.token_hex(16))
         self.key_file = os.path.join(self.dir, "pseudonym.key")
         self.write_secret(self.key_file, secrets.token_hex(32))
+        self.lookup_key_file = os.path.join(self.dir, "lookup.key")
+        self.write_secret(self.lookup_key_file, secrets.token_hex(32))
         self.state_dir = os.path.join(self.dir, "state")
         self.config = os.path.join(self.dir, "lockbridge.toml")
         self.write_config()
@@ -241,6 +246,11 @@ id = "gw-1"
 environment = "{self.environment}"
 pseudonym_key_file = "{self.key_file}"
 log_level = "info"
+time_zone = "{self.time_zone}"
+
+[credentials]
+lookup_key_file = "{self.lookup_key_file}"
+{self.extra_credentials}
 
 [store]
 state_dir = "{self.state_dir}"
@@ -258,6 +268,7 @@ reconnect_min_ms = 200
 reconnect_max_ms = 1000
 status_interval_s = 1
 {self.extra_mqtt if extra_mqtt is None else extra_mqtt}
+{self.doors}
 {locks}""")
 
     # -- lockbridge ---------------------------------------------------------

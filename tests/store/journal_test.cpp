@@ -63,6 +63,32 @@ TEST_CASE("journal: appends are read back in order and survive reopening") {
   CHECK(j.figures().depth == 5);
 }
 
+TEST_CASE("journal: the gateway's own events are numbered after their stream's progress") {
+  temp_dir dir;
+  {
+    environment env{dir.path, map_size};
+    journal j{env, {}};
+    auto first = batch("a.access", 0, 1);  // seq 0 and 1 as given: ignored
+    first.assign_seq = true;
+    auto second = batch("a.access", 0, 0);
+    second.assign_seq = true;
+    std::vector<append_request> reqs{first, second};
+    auto out = j.append(reqs);
+    CHECK(out[0].acked_seq == 2);
+    CHECK(out[1].acked_seq == 3);
+  }
+  environment env{dir.path, map_size};
+  journal j{env, {}};
+  auto again = batch("a.access", 0, 0);
+  again.assign_seq = true;
+  std::vector<append_request> reqs{again};
+  CHECK(j.append(reqs)[0].acked_seq == 4);
+  auto entries = j.read(0, 100);
+  REQUIRE(entries.size() == 4);
+  for (std::size_t i = 0; i < entries.size(); ++i)
+    CHECK(entries[i].record.seq == i + 1);
+}
+
 TEST_CASE("journal: a repeated seq is stored once and acknowledged again") {
   temp_dir dir;
   environment env{dir.path, map_size};

@@ -1,0 +1,68 @@
+#include "actors/access_service.hpp"
+
+#include <date/tz.h>
+#include <spdlog/spdlog.h>
+
+namespace lockbridge {
+
+access_service::access_service(std::shared_ptr<store::credential_store> store,
+                               const config::gateway_config& cfg, decided_sink on_decided)
+  : store_(std::move(store)),
+    zone_(date::locate_zone(cfg.time_zone)),
+    max_age_ms_(std::int64_t{cfg.credentials.max_age_hours} * 3600 * 1000),
+    default_policy_(cfg.credentials.default_policy),
+    on_decided_(std::move(on_decided)),
+    clock_(store_->figures().time_high_water) {
+  for (const auto& d : cfg.credentials.doors)
+    door_policies_.emplace(d.id, d.policy);
+}
+
+bool access_service::stale(std::int64_t now_ms) const {
+  auto synced = store_->figures().synced_at;
+  return synced == 0 || now_ms - synced > max_age_ms_;
+}
+
+protocol::access_decision access_service::decide(const std::string& lock_id,
+                                                 const protocol::access_request& request) {
+  auto clock = clock_.read();
+  clock_behind_ms = clock.behind_ms;
+  auto steady = std::chrono::steady_clock::now();
+  if (clock.behind_ms > 2000 && steady >= next_clock_warning_) {
+    next_clock_warning_ = steady + std::chrono::minutes{1};
+    spdlog::warn("access: the system clock is {} s behind the latest time this gateway has "
+                 "seen; deciding with the latter so that no expired credential opens again "
+                 "(check NTP and the real-time clock)",
+                 clock.behind_ms / 1000);
+  }
+  protocol::access_decision decision;
+  auto policy = default_policy_;
+  if (auto it = door_policies_.find(request.door); it != door_policies_.end())
+    policy = it->second;
+  if (stale(clock.now)) {
+    if (steady >= next_stale_warning_) {
+      next_stale_warning_ = steady + std::chrono::minutes{10};
+      spdlog::warn("access: the credential set is stale (no successful sync within the "
+                   "configured maximum age); door {} follows its policy {}",
+                   request.door,
+                   policy == config::offline_policy::fail_secure ? "fail_secure (deny)"
+                                                                 : "keep_last_known");
+    }
+    if (policy == config::offline_policy::fail_secure)
+      decision = {false, protocol::access_reason::stale_store, std::nullopt};
+  }
+  if (decision.reason != protocol::access_reason::stale_store) {
+    auto found = store_->find(store_->key_of(request.cred));
+    if (found.damaged)
+      spdlog::error("access: a stored credential is damaged and was not used (lock {}, door "
+                    "{}); the next snapshot replaces it",
+                    lock_id, request.door);
+    decision = protocol::decide(found.credential ? &*found.credential : nullptr, request.door,
+                                clock.now, *static_cast<const date::time_zone*>(zone_));
+  }
+  ++decisions[static_cast<std::size_t>(decision.reason)];
+  if (on_decided_)
+    on_decided_(lock_id, request, decision, clock.now);
+  return decision;
+}
+
+} // namespace lockbridge

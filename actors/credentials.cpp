@@ -1,0 +1,252 @@
+#include "actors/credentials.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/error.hpp"
+
+namespace lockbridge {
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+constexpr const char* snapshot_command = "credentials/snapshot";
+constexpr const char* delta_command = "credentials/delta";
+
+} // namespace
+
+caf::error validate(const credentials_config& cfg) {
+  if (!cfg.store || !cfg.publish_result)
+    return caf::make_error(ec::config_invalid, "credentials needs a store and a result sink");
+  return caf::none;
+}
+
+void credentials_state::reply(protocol::command_result r) {
+  r.ts = now_ms();
+  cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+}
+
+void credentials_state::on_snapshot_chunk(const std::string& payload) {
+  protocol::command_result r;
+  r.command = snapshot_command;
+  r.id = protocol::command_id_of(payload).value_or("");
+  auto in_force = cfg.store->figures().version;
+  auto refuse = [&](input_error e, bool abandon) {
+    r.status = "error";
+    r.version = in_force;
+    if (abandon && staged) {
+      r.detail = "snapshot " + staged->id + " abandoned; nothing changed; send it again from "
+                 "chunk 1";
+      staged.reset();
+    } else {
+      r.detail = "nothing changed";
+    }
+    spdlog::warn("credentials: snapshot chunk refused: {}", e.to_string());
+    r.error = std::move(e);
+    reply(std::move(r));
+  };
+  auto chunk = protocol::decode_snapshot_chunk(payload);
+  if (!chunk) {
+    // A bad chunk of the snapshot being received ends it: never a mixture.
+    refuse(chunk.error(), true);
+    return;
+  }
+  if (staged && staged->id != chunk->snapshot) {
+    if (chunk->chunk != 1) {
+      refuse({"snapshot", "chunk " + std::to_string(chunk->chunk) + " of snapshot \""
+                            + chunk->snapshot + "\" while snapshot \"" + staged->id
+                            + "\" is being received; start a new snapshot with chunk 1"},
+             false);
+      return;
+    }
+    spdlog::warn("credentials: snapshot {} replaced by snapshot {} before it was complete",
+                 staged->id, chunk->snapshot);
+    staged.reset();
+  }
+  if (!staged) {
+    if (chunk->version < in_force) {
+      refuse({"version", "snapshot version " + std::to_string(chunk->version)
+                           + " is older than the version in force ("
+                           + std::to_string(in_force) + ")"},
+             false);
+      return;
+    }
+    if (chunk->version == in_force && in_force != 0) {
+      r.status = "ok";
+      r.version = in_force;
+      r.detail = "version already in force; nothing to do";
+      reply(std::move(r));
+      return;
+    }
+    staged.emplace();
+    staged->id = chunk->snapshot;
+    staged->version = chunk->version;
+    staged->chunks = chunk->chunks;
+    spdlog::info("credentials: receiving snapshot {} (version {}, {} chunks)", staged->id,
+                 staged->version, staged->chunks);
+  }
+  auto& s = *staged;
+  if (chunk->version != s.version || chunk->chunks != s.chunks) {
+    refuse({chunk->version != s.version ? "version" : "chunks",
+            "differs from chunk 1 of snapshot \"" + s.id + "\""},
+           true);
+    return;
+  }
+  if (s.received.contains(chunk->chunk)) {
+    r.status = "pending";
+    r.version = in_force;
+    r.detail = "chunk " + std::to_string(chunk->chunk) + " already received";
+    reply(std::move(r));
+    return;
+  }
+  if (s.entries.size() + chunk->credentials.size() > cfg.max_snapshot_credentials) {
+    refuse({"credentials", "snapshot exceeds " + std::to_string(cfg.max_snapshot_credentials)
+                             + " credentials"},
+           true);
+    return;
+  }
+  // Check the whole chunk before keeping any of it.
+  std::vector<store::credential_store::lookup_key> keys;
+  keys.reserve(chunk->credentials.size());
+  std::set<store::credential_store::lookup_key> in_chunk;
+  for (std::size_t i = 0; i < chunk->credentials.size(); ++i) {
+    auto key = cfg.store->key_of(chunk->credentials[i].cred);
+    if (s.keys.contains(key) || !in_chunk.insert(key).second) {
+      refuse({"credentials[" + std::to_string(i) + "].cred",
+              "this credential appears twice in the snapshot"},
+             true);
+      return;
+    }
+    keys.push_back(key);
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    s.keys.insert(keys[i]);
+    s.entries.emplace_back(keys[i], std::move(chunk->credentials[i].value));
+  }
+  s.received.insert(chunk->chunk);
+  s.last_chunk = std::chrono::steady_clock::now();
+  if (s.received.size() < s.chunks) {
+    r.status = "pending";
+    r.version = in_force;
+    r.detail = "chunk " + std::to_string(chunk->chunk) + " of " + std::to_string(s.chunks)
+               + " kept (" + std::to_string(s.received.size()) + " received)";
+    reply(std::move(r));
+    return;
+  }
+  auto count = s.entries.size();
+  auto started = std::chrono::steady_clock::now();
+  try {
+    cfg.store->replace_all(std::move(s.entries), s.version, now_ms());
+  } catch (const std::exception& e) {
+    spdlog::error("credentials: applying snapshot {} failed: {}; the old set stays", s.id,
+                  e.what());
+    refuse({"", std::string{"applying the snapshot failed: "} + e.what()}, true);
+    return;
+  }
+  auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  spdlog::info("credentials: snapshot {} applied: {} credentials, version {} now in force "
+               "({:.2f} s)",
+               s.id, count, s.version, took);
+  r.status = "ok";
+  r.version = s.version;
+  r.detail = "snapshot applied: " + std::to_string(count) + " credentials";
+  staged.reset();
+  reply(std::move(r));
+}
+
+void credentials_state::on_delta(const std::string& payload) {
+  protocol::command_result r;
+  r.command = delta_command;
+  r.id = protocol::command_id_of(payload).value_or("");
+  auto in_force = cfg.store->figures().version;
+  auto delta = protocol::decode_credential_delta(payload);
+  if (!delta) {
+    spdlog::warn("credentials: delta refused: {}", delta.error().to_string());
+    r.status = "error";
+    r.version = in_force;
+    r.error = delta.error();
+    r.detail = "nothing changed";
+    reply(std::move(r));
+    return;
+  }
+  std::optional<store::credential_store::delta_counts> counts;
+  try {
+    counts = cfg.store->apply(*delta, now_ms());
+  } catch (const std::exception& e) {
+    spdlog::error("credentials: applying delta {} failed: {}", delta->id, e.what());
+    r.status = "error";
+    r.version = in_force;
+    r.error = input_error{"", std::string{"applying the delta failed: "} + e.what()};
+    reply(std::move(r));
+    return;
+  }
+  if (!counts) {
+    spdlog::warn("credentials: delta {} is based on version {} but version {} is in force; "
+                 "asking for a snapshot",
+                 delta->id, delta->base_version, in_force);
+    r.status = "error";
+    r.version = in_force;
+    r.error = input_error{"base_version", "expected " + std::to_string(in_force)
+                                            + " (the version in force), got "
+                                            + std::to_string(delta->base_version)};
+    r.detail = "nothing changed; send a snapshot";
+    r.snapshot_requested = true;
+    reply(std::move(r));
+    return;
+  }
+  spdlog::info("credentials: delta {} applied: version {} now in force ({} revoked, {} deleted, "
+               "{} upserted, {} not found)",
+               delta->id, delta->version, counts->revoked, counts->deleted, counts->upserted,
+               counts->not_found);
+  r.status = "ok";
+  r.version = delta->version;
+  r.detail = std::to_string(counts->revoked) + " revoked, " + std::to_string(counts->deleted)
+             + " deleted, " + std::to_string(counts->upserted) + " upserted, "
+             + std::to_string(counts->not_found) + " not found";
+  reply(std::move(r));
+}
+
+credentials_actor::behavior_type
+credentials(credentials_actor::stateful_pointer<credentials_state> self, credentials_config cfg) {
+  self->state.cfg = std::move(cfg);
+  self->delayed_send(self, self->state.cfg.tick_interval, atom::tick_v);
+  return {
+    [self](atom::command, const std::string& name, const std::string& payload) {
+      auto& st = self->state;
+      if (name == snapshot_command) {
+        st.on_snapshot_chunk(payload);
+      } else if (name == delta_command) {
+        st.on_delta(payload);
+      } else {
+        protocol::command_result r;
+        r.id = protocol::command_id_of(payload).value_or("");
+        r.command = name;
+        r.status = "error";
+        r.error = input_error{"", "unknown command; expected credentials/snapshot or "
+                                  "credentials/delta"};
+        st.reply(std::move(r));
+      }
+    },
+    [self](atom::tick) {
+      auto& st = self->state;
+      if (st.cfg.access)
+        st.cfg.store->save_time_high_water(st.cfg.access->clock().high_water());
+      if (st.staged
+          && std::chrono::steady_clock::now() - st.staged->last_chunk > st.cfg.snapshot_timeout) {
+        spdlog::warn("credentials: snapshot {} abandoned after {} s without a chunk ({} of {} "
+                     "received); the old set stays",
+                     st.staged->id, st.cfg.snapshot_timeout.count(), st.staged->received.size(),
+                     st.staged->chunks);
+        st.staged.reset();
+      }
+      self->delayed_send(self, st.cfg.tick_interval, atom::tick_v);
+    },
+  };
+}
+
+} // namespace lockbridge
