@@ -31,6 +31,16 @@ void credentials_state::reply(protocol::command_result r) {
   cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
 }
 
+void credentials_state::save_clock() {
+  if (!cfg.access)
+    return;
+  try {
+    cfg.store->save_time_high_water(cfg.access->clock().high_water());
+  } catch (const std::exception& e) {
+    spdlog::warn("credentials: cannot save the clock's high-water mark: {}", e.what());
+  }
+}
+
 void credentials_state::on_snapshot_chunk(const std::string& payload) {
   protocol::command_result r;
   r.command = snapshot_command;
@@ -140,6 +150,9 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
   }
   auto count = s.entries.size();
   auto started = std::chrono::steady_clock::now();
+  spdlog::info("credentials: applying snapshot {} ({} credentials, version {}) in one "
+               "transaction",
+               s.id, count, s.version);
   try {
     cfg.store->replace_all(std::move(s.entries), s.version, now_ms());
   } catch (const std::exception& e) {
@@ -156,6 +169,7 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
   r.version = s.version;
   r.detail = "snapshot applied: " + std::to_string(count) + " credentials";
   staged.reset();
+  save_clock();
   reply(std::move(r));
 }
 
@@ -203,6 +217,7 @@ void credentials_state::on_delta(const std::string& payload) {
                "{} upserted, {} not found)",
                delta->id, delta->version, counts->revoked, counts->deleted, counts->upserted,
                counts->not_found);
+  save_clock();
   r.status = "ok";
   r.version = delta->version;
   r.detail = std::to_string(counts->revoked) + " revoked, " + std::to_string(counts->deleted)
@@ -215,6 +230,7 @@ credentials_actor::behavior_type
 credentials(credentials_actor::stateful_pointer<credentials_state> self, credentials_config cfg) {
   self->state.cfg = std::move(cfg);
   self->delayed_send(self, self->state.cfg.tick_interval, atom::tick_v);
+  self->attach_functor([self] { self->state.save_clock(); });
   return {
     [self](atom::command, const std::string& name, const std::string& payload) {
       auto& st = self->state;
@@ -234,8 +250,7 @@ credentials(credentials_actor::stateful_pointer<credentials_state> self, credent
     },
     [self](atom::tick) {
       auto& st = self->state;
-      if (st.cfg.access)
-        st.cfg.store->save_time_high_water(st.cfg.access->clock().high_water());
+      st.save_clock();
       if (st.staged
           && std::chrono::steady_clock::now() - st.staged->last_chunk > st.cfg.snapshot_timeout) {
         spdlog::warn("credentials: snapshot {} abandoned after {} s without a chunk ({} of {} "

@@ -53,6 +53,9 @@ struct credentials_state {
   void on_snapshot_chunk(const std::string& payload);
   void on_delta(const std::string& payload);
   void reply(protocol::command_result r);
+  /// Saves the clock's high-water mark (so a clock set back cannot re-open
+  /// expired credentials after a restart either).
+  void save_clock();
 };
 
 /// Spawned detached: a snapshot of 100,000 credentials is one long write

@@ -21,11 +21,6 @@ using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 /// LMDB's map is a ceiling on the file size; leave room above the journal
 /// bound for the B-tree, free pages and the other tables.
-/// LMDB's map is address space, not disk: room for twice the journal's bound,
-/// 2 GiB for credentials (about 2 million with their index) and some slack.
-std::uint64_t map_size_for(std::uint64_t journal_max_bytes) {
-  return journal_max_bytes * 2 + (2ull << 30) + (64ull << 20);
-}
 
 void spawn_children(self_ptr self) {
   auto& st = self->state;
@@ -64,6 +59,11 @@ void spawn_children(self_ptr self) {
                        access_record_ptr{std::make_shared<const access_record>(
                          access_record{request, decision, decided_at})});
     });
+  if (auto reading = access->clock().read(); reading.behind_ms > 2000)
+    spdlog::warn("access: the system clock is {} s behind the latest time this gateway saved; "
+                 "deciding with the latter until it catches up (check NTP and the real-time "
+                 "clock)",
+                 reading.behind_ms / 1000);
   coap_cfg.on_access = [access](const std::string& lock, const protocol::access_request& request) {
     return access->decide(lock, request);
   };
@@ -149,7 +149,7 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
   st.cfg = std::move(cfg);
   const auto& gw = st.cfg.gateway;
   st.env = std::make_unique<store::environment>(gw.store.state_dir,
-                                                map_size_for(gw.store.journal_max_bytes));
+                                                store::map_size_for(gw.store.journal_max_bytes));
   st.store = std::make_shared<store::journal>(*st.env,
                                               store::journal_limits{gw.store.journal_max_bytes});
   spawn_children(self);

@@ -65,8 +65,21 @@ struct paho_link : mqtt::callback {
     }
   };
 
+  struct subscribe_listener : mqtt::iaction_listener {
+    std::string filter;
+    void on_success(const mqtt::token&) override {
+      spdlog::info("uplink: receiving commands on {}", filter);
+    }
+    void on_failure(const mqtt::token& tok) override {
+      spdlog::error("uplink: the broker refused the subscription to {} (code {}); commands "
+                    "and credential updates cannot arrive; check the broker's ACL",
+                    filter, tok.get_return_code());
+    }
+  };
+
   connect_listener on_connect;
   publish_listener on_publish;
+  subscribe_listener on_subscribe;
 
   void message_arrived(mqtt::const_message_ptr msg) override {
     caf::anon_send(self, atom::command_v, msg->get_topic(), msg->get_payload_str());
@@ -305,7 +318,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       spdlog::info("uplink: connected to {} over mutual TLS; {} events waiting in the journal",
                    st.cfg.mqtt.broker_uri, depth);
       try {
-        st.link->client->subscribe(st.topics.prefix() + "cmd/#", 1);
+        st.link->on_subscribe.filter = st.topics.prefix() + "cmd/#";
+        st.link->client->subscribe(st.link->on_subscribe.filter, 1, nullptr,
+                                   st.link->on_subscribe);
       } catch (const mqtt::exception& e) {
         spdlog::warn("uplink: cannot subscribe to commands: {}", e.what());
       }

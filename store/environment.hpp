@@ -41,6 +41,12 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+/// LMDB's map is address space, not disk: room for twice the journal's bound,
+/// 2 GiB for credentials (about 2 million with their index) and some slack.
+inline std::uint64_t map_size_for(std::uint64_t journal_max_bytes) {
+  return journal_max_bytes * 2 + (2ull << 30) + (64ull << 20);
+}
+
 /// The version of the on-disk layout this build reads and writes.
 inline constexpr std::uint32_t schema_version = 1;
 

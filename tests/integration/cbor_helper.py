@@ -67,4 +67,6 @@ def _decode(d):
             x, d = _decode(d)
             out[k] = x
         return out, d
+    if major == 7 and n in (20, 21, 22):
+        return {20: False, 21: True, 22: None}[n], d
     raise ValueError(f"unsupported major type {major}")

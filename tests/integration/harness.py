@@ -8,6 +8,7 @@ checker (Paho). Nothing is mocked. Tests use Debian's /usr/bin/python3.
 
 import json
 import os
+import threading
 import secrets
 import shutil
 import signal
@@ -150,6 +151,68 @@ use_identity_as_username true
     @property
     def uri(self):
         return f"ssl://127.0.0.1:{self.port}"
+
+
+class Cloud:
+    """The cloud side of commands: publishes on a gateway's cmd/ topics over
+    mutual TLS (python3-paho-mqtt, not the project's code) and collects what
+    comes back on cmd_result."""
+
+    def __init__(self, broker, ca, cert, key, prefix):
+        import paho.mqtt.client as mqtt
+        self.prefix = prefix
+        self.results = []
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(client_id=f"cloud-{os.getpid()}-{secrets.token_hex(3)}",
+                                  clean_session=True)
+        self.client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port, keepalive=30)
+        self.client.loop_start()
+        self.client.subscribe(prefix + "cmd_result", qos=1)
+        if not subscribed.wait(10):
+            raise AssertionError("the cloud client could not subscribe to cmd_result")
+
+    def _on_message(self, client, userdata, msg):
+        with self.cond:
+            self.results.append(json.loads(msg.payload))
+            self.cond.notify_all()
+
+    def send(self, name, doc):
+        payload = doc if isinstance(doc, (str, bytes)) else json.dumps(doc)
+        info = self.client.publish(self.prefix + "cmd/" + name, payload, qos=1)
+        info.wait_for_publish()
+
+    def wait_result(self, command_id, status=None, timeout=60, skip=0):
+        """The first result for `command_id` (with `status`, if given) after `skip` of them."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                matches = [r for r in self.results
+                           if r.get("id") == command_id and (status is None or r["status"] == status)]
+                if len(matches) > skip:
+                    return matches[skip]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no result for {command_id} ({status}) within {timeout} s; "
+                                         f"got {self.results[-5:]}")
+                self.cond.wait(left)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def snapshot_chunks(snapshot_id, version, credentials, per_chunk, command_prefix="snap"):
+    """Splits a credential list into snapshot chunk documents."""
+    chunks = max(1, (len(credentials) + per_chunk - 1) // per_chunk)
+    for i in range(chunks):
+        yield {"schema": "lockbridge/credentials-snapshot/1",
+               "id": f"{command_prefix}-{snapshot_id}-{i + 1}", "snapshot": snapshot_id,
+               "version": version, "chunk": i + 1, "chunks": chunks,
+               "credentials": credentials[i * per_chunk:(i + 1) * per_chunk]}
 
 
 class Process:
@@ -343,6 +406,35 @@ status_interval_s = 1
             with open(out_path, "rb") as f:
                 body = f.read()
         return p.returncode, body + p.stdout, p.stderr.decode(errors="replace")
+
+    def cloud(self):
+        """The cloud's command client, once the gateway listens for commands."""
+        wait_for(lambda: "uplink: receiving commands" in self.gateway_log_text(), 30,
+                 "lockbridge to subscribe to its commands")
+        c = Cloud(self.broker, self.pki.ca, self.cloud_cert, self.cloud_key,
+                  "lockbridge/v1/site-1/gw-1/")
+        self.addCleanup(c.close)
+        return c
+
+    def access(self, lock, cred, door, ts=None):
+        """Asks the gateway for an access decision with libcoap's own client."""
+        import cbor_helper
+        body = cbor_helper.encode({"cred": cred, "door": door,
+                                   "ts": ts or int(time.time() * 1000)})
+        path = os.path.join(self.dir, "access.cbor")
+        with open(path, "wb") as f:
+            f.write(body)
+        rc, out, err = self.coap_client(lock, self.psk_of(lock), path, path="v1/access")
+        if rc != 0 or not out:
+            raise AssertionError(f"access query failed: rc={rc} out={out!r} err={err}")
+        try:
+            return cbor_helper.decode(out)
+        except Exception:
+            raise AssertionError(f"access answer is not CBOR: {out!r} {err}")
+
+    def credentials_stats(self):
+        out = run([LOCKBRIDGE, "credentials", "stats", "--config", self.config, "--json"])
+        return json.loads(out.stdout)
 
     def psk_of(self, lock):
         with open(os.path.join(self.psk_dir, f"{lock}.psk")) as f:

@@ -1,0 +1,195 @@
+"""Offline access decisions (issue 3): credential sync over MQTT, POST /v1/access
+answered from LMDB with the broker down, decisions journalled and delivered,
+sync errors refused with the field named, no raw identifier on disk or in logs.
+
+Real components: mosquitto (mTLS), lockbridge, python3-paho-mqtt as the cloud,
+libcoap's coap-client-openssl as the lock, the project's checker.
+"""
+
+import datetime
+import json
+import os
+import time
+import unittest
+import zoneinfo
+
+from harness import Site, snapshot_chunks
+
+# Raw identifiers used below: none may appear in the LMDB file or the log.
+KNOWN, REVOKED, EXPIRED, FUTURE, OFF_DAY, UNKNOWN = (
+    "04A1B2C3D4", "04DEAD0001", "04EXP00002", "04FUT00003", "04DAY00004", "04NONE0005")
+PIN = "739164"
+
+
+def cred(raw, **extra):
+    doc = {"cred": raw, "subject": "sub-" + raw[-4:], "doors": ["door-01"]}
+    doc.update(extra)
+    return doc
+
+
+class OfflineAccess(Site):
+    locks = 2
+    time_zone = "Europe/Rome"
+    broker_persistence = True
+
+    def snapshot(self, cloud, version, creds, snapshot_id="s1"):
+        for doc in snapshot_chunks(snapshot_id, version, creds, per_chunk=1000):
+            cloud.send("credentials/snapshot", doc)
+        return cloud.wait_result(doc["id"], timeout=60)
+
+    def test_decisions_with_the_broker_down_and_their_delivery_later(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        now_ms = int(time.time() * 1000)
+        rome = zoneinfo.ZoneInfo("Europe/Rome")
+        today = datetime.datetime.now(rome).weekday()  # Monday = 0
+        other_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][(today + 3) % 7]
+        result = self.snapshot(cloud, 1, [
+            cred(KNOWN, valid_until=now_ms + 86400000),
+            cred(REVOKED, revoked=True),
+            cred(EXPIRED, valid_until=now_ms - 3600000),
+            cred(FUTURE, valid_from=now_ms + 3600000),
+            cred(OFF_DAY, schedule=[{"days": [other_day], "from": "00:00", "to": "24:00"}]),
+            cred(PIN, doors=["*"]),
+        ])
+        self.assertEqual(result["status"], "ok", result)
+        self.assertEqual(result["version"], 1)
+        self.assertEqual(self.credentials_stats()["count"], 6)
+
+        # The cloud side subscribes with a persistent session, then the broker goes away.
+        checker = self.start_checker(expect=8, timeout=120, session="cloud-access",
+                                     topics=["lockbridge/v1/site-1/gw-1/events"])
+        time.sleep(0.5)
+        self.broker.stop()
+
+        expected = [
+            (KNOWN, "door-01", True, "allowed"),
+            (UNKNOWN, "door-01", False, "unknown_credential"),
+            (REVOKED, "door-01", False, "revoked"),
+            (EXPIRED, "door-01", False, "expired"),
+            (FUTURE, "door-01", False, "not_yet_valid"),
+            (OFF_DAY, "door-01", False, "outside_schedule"),
+            (KNOWN, "door-02", False, "wrong_door"),
+            (PIN, "door-02", True, "allowed"),
+        ]
+        for raw, door, allow, reason in expected:
+            answer = self.access("lock-01", raw, door)
+            self.assertEqual((answer["allow"], answer["reason"]), (allow, reason), raw)
+            # "until" only when the permission ends (validity or schedule); PIN has neither.
+            self.assertEqual("until" in answer, raw == KNOWN and allow, answer)
+        # The allowed answer for KNOWN lasts to its validity end.
+        self.assertEqual(self.access("lock-01", KNOWN, "door-01")["until"], now_ms + 86400000)
+
+        self.broker.start()
+        report = json.loads(checker.output(timeout=150))
+        self.assertEqual(report["bad_messages"], 0)
+        stream = report["locks"]["lock-01.access"]
+        self.assertEqual(stream["unique"], 9, report)  # the eight above and the repeat
+        self.assertEqual(report["gaps"], 0)
+        events = [e for m in self.captured() if m["topic"].endswith("/events")
+                  for e in json.loads(m["payload"])["events"]]
+        by_seq = {e["seq"]: e for e in events if e["lock"] == "lock-01.access"}
+        for seq, (raw, door, allow, reason) in enumerate(expected, start=1):
+            e = by_seq[seq]
+            self.assertEqual(e["detail"], reason)
+            self.assertEqual(e["type"], "access_granted" if allow else "access_denied")
+            self.assertEqual(e["door"], door)
+            self.assertRegex(e["cred"], r"^p1\.1\.[A-Za-z0-9_-]{43}$")
+        self.assertEqual(by_seq[1]["cred"], by_seq[7]["cred"])  # same card, same pseudonym
+
+        # No raw card UID or PIN in the LMDB file, the log or what reached the cloud.
+        self.gateway.kill(15)
+        self.gateway = None
+        with open(os.path.join(self.state_dir, "data.mdb"), "rb") as f:
+            data = f.read()
+        self.assertIn(b"sub-", data)  # the scan reads real content
+        log = self.gateway_log_text()
+        cloud_side = json.dumps(self.captured())
+        for raw in [KNOWN, REVOKED, EXPIRED, FUTURE, OFF_DAY, UNKNOWN, PIN]:
+            self.assertNotIn(raw.encode(), data, raw)
+            self.assertNotIn(raw, log, raw)
+            self.assertNotIn(raw, cloud_side, raw)
+
+    def test_sync_errors_are_refused_naming_the_field_and_change_nothing(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        self.assertEqual(self.snapshot(cloud, 3, [cred(KNOWN)])["status"], "ok")
+
+        # A delta against another version: refused, a snapshot requested.
+        cloud.send("credentials/delta", {"schema": "lockbridge/credentials-delta/1", "id": "d-gap",
+                                         "base_version": 2, "version": 4,
+                                         "upsert": [cred(UNKNOWN)]})
+        r = cloud.wait_result("d-gap")
+        self.assertEqual((r["status"], r["error"]["field"], r["version"]), ("error", "base_version", 3))
+        self.assertEqual(r["request"], "snapshot")
+
+        # Personal fields: refused, naming the field.
+        for field, value in [("name", "Maria"), ("surname", "Rossi"), ("email", "m@rossi.it"),
+                             ("phone", "+39 06 000")]:
+            cid = f"p-{field}"
+            cloud.send("credentials/delta", {"schema": "lockbridge/credentials-delta/1", "id": cid,
+                                             "base_version": 3, "version": 4,
+                                             "upsert": [cred(UNKNOWN, **{field: value})]})
+            r = cloud.wait_result(cid)
+            self.assertEqual(r["status"], "error")
+            self.assertEqual(r["error"]["field"], f"upsert[0].{field}")
+            self.assertNotIn(value, json.dumps(r))
+            self.assertNotIn(value, self.gateway_log_text())
+
+        # A malformed chunk, and a chunk of another snapshot while one is received.
+        cloud.send("credentials/snapshot", '{"schema": "lockbridge/credentials-snapshot/1", "id": "bad-1",')
+        chunks = list(snapshot_chunks("s2", 4, [cred(UNKNOWN), cred(EXPIRED)], per_chunk=1))
+        cloud.send("credentials/snapshot", chunks[0])
+        self.assertEqual(cloud.wait_result(chunks[0]["id"])["status"], "pending")
+        stray = list(snapshot_chunks("s3", 5, [cred(FUTURE), cred(REVOKED)], per_chunk=1))[1]
+        cloud.send("credentials/snapshot", stray)
+        r = cloud.wait_result(stray["id"])
+        self.assertEqual((r["status"], r["error"]["field"]), ("error", "snapshot"))
+        # A chunk carrying a personal field ends snapshot s2: never a mixture.
+        bad = dict(chunks[1])
+        bad["credentials"] = [cred(EXPIRED, email="x@y.z")]
+        cloud.send("credentials/snapshot", bad)
+        r = cloud.wait_result(bad["id"])
+        self.assertEqual((r["status"], r["error"]["field"]), ("error", "credentials[0].email"))
+
+        # Nothing changed: version 3 with its one credential.
+        stats = self.credentials_stats()
+        self.assertEqual((stats["version"], stats["count"]), (3, 1))
+        self.assertEqual(self.access("lock-01", UNKNOWN, "door-01")["reason"], "unknown_credential")
+        self.assertTrue(self.access("lock-01", KNOWN, "door-01")["allow"])
+
+        # A delta on the right base applies, revocations included.
+        cloud.send("credentials/delta", {"schema": "lockbridge/credentials-delta/1", "id": "d-ok",
+                                         "base_version": 3, "version": 4, "revoke": [KNOWN],
+                                         "upsert": [cred(UNKNOWN)]})
+        r = cloud.wait_result("d-ok")
+        self.assertEqual((r["status"], r["version"]), ("ok", 4), r)
+        self.assertEqual(self.access("lock-01", KNOWN, "door-01")["reason"], "revoked")
+        self.assertTrue(self.access("lock-01", UNKNOWN, "door-01")["allow"])
+
+        # An unknown command gets an error result too.
+        cloud.send("credentials/rotate", {"id": "x-1"})
+        self.assertEqual(cloud.wait_result("x-1")["status"], "error")
+
+
+class StaleStore(Site):
+    locks = 1
+    extra_credentials = 'max_age_hours = 1\noffline_policy = "fail_secure"'
+    doors = '[[doors]]\nid = "lobby"\noffline_policy = "keep_last_known"\n'
+
+    def test_doors_follow_their_policy_when_the_set_is_stale(self):
+        self.start_gateway()
+        # Never synced: stale. A fail_secure door denies; a keep_last_known door answers
+        # from the (empty) set.
+        self.assertEqual(self.access("lock-01", KNOWN, "door-01")["reason"], "stale_store")
+        self.assertEqual(self.access("lock-01", KNOWN, "lobby")["reason"], "unknown_credential")
+        cloud = self.cloud()
+        for doc in snapshot_chunks("s1", 1, [cred(KNOWN, doors=["*"])], per_chunk=10):
+            cloud.send("credentials/snapshot", doc)
+        self.assertEqual(cloud.wait_result(doc["id"])["status"], "ok")
+        self.assertTrue(self.access("lock-01", KNOWN, "door-01")["allow"])
+        self.assertIn("credential set is stale", self.gateway_log_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
