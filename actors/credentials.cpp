@@ -35,7 +35,7 @@ void credentials_state::save_clock() {
   if (!cfg.access)
     return;
   try {
-    cfg.store->save_time_high_water(cfg.access->clock().high_water());
+    cfg.store->save_time_high_water(cfg.access->now());
   } catch (const std::exception& e) {
     spdlog::warn("credentials: cannot save the clock's high-water mark: {}", e.what());
   }
@@ -230,7 +230,17 @@ credentials_actor::behavior_type
 credentials(credentials_actor::stateful_pointer<credentials_state> self, credentials_config cfg) {
   self->state.cfg = std::move(cfg);
   self->delayed_send(self, self->state.cfg.tick_interval, atom::tick_v);
-  self->attach_functor([self] { self->state.save_clock(); });
+  // On the way out, save the clock once more. The functor holds what it needs
+  // (the store keeps the LMDB environment alive), not the actor's state.
+  self->attach_functor([store = self->state.cfg.store, access = self->state.cfg.access] {
+    if (!access)
+      return;
+    try {
+      store->save_time_high_water(access->now());
+    } catch (const std::exception& e) {
+      spdlog::warn("credentials: cannot save the clock's high-water mark: {}", e.what());
+    }
+  });
   return {
     [self](atom::command, const std::string& name, const std::string& payload) {
       auto& st = self->state;

@@ -46,6 +46,7 @@ void spawn_children(self_ptr self) {
     throw std::runtime_error{"credential lookup key: " + lookup_key.error().to_string()};
   auto credential_store = std::make_shared<store::credential_store>(
     *st.env, protocol::keyed_hmac{*lookup_key, "lockbridge/credential-lookup/v1"});
+  credential_store->keep_alive(st.env);
 
   // Filled before the server starts; read-only afterwards (from libcoap's thread).
   auto sessions = std::make_shared<std::map<std::string, lock_session_actor>>();
@@ -148,10 +149,11 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
   auto& st = self->state;
   st.cfg = std::move(cfg);
   const auto& gw = st.cfg.gateway;
-  st.env = std::make_unique<store::environment>(gw.store.state_dir,
+  st.env = std::make_shared<store::environment>(gw.store.state_dir,
                                                 store::map_size_for(gw.store.journal_max_bytes));
   st.store = std::make_shared<store::journal>(*st.env,
                                               store::journal_limits{gw.store.journal_max_bytes});
+  st.store->keep_alive(st.env);
   spawn_children(self);
   if (st.cfg.on_ready)
     st.cfg.on_ready();

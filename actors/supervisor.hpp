@@ -36,7 +36,7 @@ struct supervisor_state {
   static inline const char* name = "supervisor";
 
   supervisor_config cfg;
-  std::unique_ptr<store::environment> env;
+  std::shared_ptr<store::environment> env;
   std::shared_ptr<store::journal> store;
   std::vector<caf::actor> children;
   std::vector<std::chrono::steady_clock::time_point> restarts;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -28,7 +29,14 @@ struct credential_figures {
 /// One writer (the credentials actor) calls the mutating members; `find` and
 /// `figures` may be called from any thread (each opens a read transaction).
 class credential_store {
+  // Declared first, destroyed last: what keeps the environment alive.
+  std::shared_ptr<const void> owner_;
+
 public:
+  /// Keeps `owner` (the environment's owner) alive as long as this object:
+  /// actors that outlive their supervisor's state still have a valid store.
+  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
+
   using lookup_key = protocol::keyed_hmac::mac_type;
 
   credential_store(environment& env, protocol::keyed_hmac lookup);

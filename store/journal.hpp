@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <map>
 #include <optional>
 #include <span>
@@ -48,7 +49,14 @@ struct journal_entry {
 /// again but never stored twice. One writer (the journal actor) calls the
 /// mutating members; `read` and `figures` may be called from any thread.
 class journal {
+  // Declared first, destroyed last: what keeps the environment alive.
+  std::shared_ptr<const void> owner_;
+
 public:
+  /// Keeps `owner` (the environment's owner) alive as long as this object:
+  /// actors that outlive their supervisor's state still have a valid store.
+  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
+
   journal(environment& env, journal_limits limits);
 
   /// Appends several locks' batches in one durable transaction (group commit).

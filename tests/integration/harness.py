@@ -409,8 +409,10 @@ status_interval_s = 1
 
     def cloud(self):
         """The cloud's command client, once the gateway listens for commands."""
-        wait_for(lambda: "uplink: receiving commands" in self.gateway_log_text(), 30,
-                 "lockbridge to subscribe to its commands")
+        def subscribed():  # since the gateway's latest start
+            log = self.gateway_log_text()
+            return log.count("uplink: receiving commands") >= log.count("lockbridge: ready")
+        wait_for(subscribed, 30, "lockbridge to subscribe to its commands")
         c = Cloud(self.broker, self.pki.ca, self.cloud_cert, self.cloud_key,
                   "lockbridge/v1/site-1/gw-1/")
         self.addCleanup(c.close)

@@ -13,7 +13,7 @@ import time
 import unittest
 import zoneinfo
 
-from harness import Site, snapshot_chunks
+from harness import Process, Site, snapshot_chunks, wait_for, LOCKBRIDGE
 
 # Raw identifiers used below: none may appear in the LMDB file or the log.
 KNOWN, REVOKED, EXPIRED, FUTURE, OFF_DAY, UNKNOWN = (
@@ -170,6 +170,88 @@ class OfflineAccess(Site):
         # An unknown command gets an error result too.
         cloud.send("credentials/rotate", {"id": "x-1"})
         self.assertEqual(cloud.wait_result("x-1")["status"], "error")
+
+
+class SnapshotCrash(Site):
+    locks = 1
+
+    def test_sigkill_while_applying_a_100000_credential_snapshot_leaves_one_whole_set(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        old = [cred(f"A{i:08d}") for i in range(1000)]
+        for doc in snapshot_chunks("old", 1, old, per_chunk=1000):
+            cloud.send("credentials/snapshot", doc)
+        self.assertEqual(cloud.wait_result(doc["id"])["status"], "ok")
+
+        new = [cred(f"B{i:08d}") for i in range(100000)]
+        chunks = list(snapshot_chunks("new", 2, new, per_chunk=10000))
+        for doc in chunks[:-1]:
+            cloud.send("credentials/snapshot", doc)
+            self.assertEqual(cloud.wait_result(doc["id"], timeout=120)["status"], "pending")
+        applying = "credentials: applying snapshot new"
+        cloud.send("credentials/snapshot", chunks[-1])
+        wait_for(lambda: applying in self.gateway_log_text(), 60, "the snapshot to be applied")
+        self.gateway.kill()  # SIGKILL, mid-transaction if it has not committed yet
+        finished = "snapshot new applied" in self.gateway_log_text()
+
+        stats = self.credentials_stats()
+        self.assertIn((stats["version"], stats["count"]), [(1, 1000), (2, 100000)], stats)
+        self.restart_gateway()
+        a, b = self.access("lock-01", "A00000500", "door-01"), self.access("lock-01", "B00099999", "door-01")
+        if stats["version"] == 1:
+            self.assertTrue(a["allow"])
+            self.assertEqual(b["reason"], "unknown_credential")
+        else:
+            self.assertEqual(a["reason"], "unknown_credential")
+            self.assertTrue(b["allow"])
+        print(f"\nkilled {'after' if finished else 'before'} the commit was logged; "
+              f"version {stats['version']} in force with {stats['count']} credentials")
+
+        # The cloud sends the snapshot again: it applies whole.
+        if stats["version"] == 1:
+            cloud2 = self.cloud()
+            for doc in chunks:
+                cloud2.send("credentials/snapshot", doc)
+            r = cloud2.wait_result(chunks[-1]["id"], status="ok", timeout=120)
+            self.assertEqual(r["version"], 2)
+            self.gateway.kill(15)
+            self.gateway = None
+            stats = self.credentials_stats()
+            self.assertEqual((stats["version"], stats["count"]), (2, 100000))
+
+
+class ClockSetBack(Site):
+    locks = 1
+
+    def test_a_clock_set_back_a_day_does_not_reopen_an_expired_credential(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        now_ms = int(time.time() * 1000)
+        creds = [cred(EXPIRED, valid_until=now_ms - 3600000),  # expired an hour ago
+                 cred(KNOWN)]
+        for doc in snapshot_chunks("s1", 1, creds, per_chunk=10):
+            cloud.send("credentials/snapshot", doc)
+        self.assertEqual(cloud.wait_result(doc["id"])["status"], "ok")
+        self.assertEqual(self.access("lock-01", EXPIRED, "door-01")["reason"], "expired")
+        self.gateway.kill(15)  # a clean stop saves the clock's high-water mark too
+
+        # The box comes back with its clock a day behind (no RTC, NTP not yet synced).
+        env = dict(os.environ, LD_PRELOAD="/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                   FAKETIME="-1d", DONT_FAKE_MONOTONIC="1")
+        self.ready_seen = self.gateway_log_text().count("lockbridge: ready")
+        self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log, env=env)
+        wait_for(lambda: self.gateway_ready(), 15, "lockbridge to be ready under faketime")
+        answer = self.access("lock-01", EXPIRED, "door-01")
+        self.assertEqual(answer["reason"], "expired", answer)
+        self.assertTrue(self.access("lock-01", KNOWN, "door-01")["allow"])
+        # GET /v1/time answers the guarded clock, not the day-old one.
+        rc, out, err = self.coap_client("lock-01", self.psk_of("lock-01"), None, path="v1/time",
+                                        method="get")
+        import cbor_helper
+        self.assertGreater(cbor_helper.decode(out)["now"], now_ms)
+        log = self.gateway_log_text()
+        self.assertIn("system clock is 86", log)  # "... is 86399 s behind ..." or so
+        self.assertIn("behind the latest time this gateway", log)
 
 
 class StaleStore(Site):
