@@ -1,5 +1,11 @@
 #include "actors/journal.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -68,6 +74,11 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
                                      journal_config cfg, uplink_actor uplink) {
   self->state.cfg = std::move(cfg);
   self->state.uplink = std::move(uplink);
+  // Detached: this runs on the journal's own thread. Locks wait for its
+  // commits, so ask the scheduler to prefer it (needs CAP_SYS_NICE or root;
+  // without, it keeps the process's priority).
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), -10) != 0)
+    spdlog::debug("journal: could not raise the thread's priority: {}", std::strerror(errno));
   self->state.purge();
   self->delayed_send(self, self->state.cfg.purge_interval, atom::purge_v);
   auto schedule_flush = [self] {

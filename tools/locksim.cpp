@@ -13,6 +13,7 @@
 #include <deque>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,9 @@ struct options {
   std::uint64_t start_seq = 1;
   bool with_creds = true;
   std::string acked_file;    // write per-lock acked seq here as events are acknowledged
+  std::uint64_t access_creds = 0;  // > 0: ask POST /v1/access instead of sending events
+  std::string access_prefix = "B"; // credentials are <prefix><8-digit index below access_creds>
+  std::string access_door = "door-01";
 };
 
 struct lock_state {
@@ -73,6 +77,9 @@ std::vector<double> latencies_us;
 coap_context_t* ctx = nullptr;
 coap_address_t dst;
 std::uint64_t sessions_opened = 0;
+std::uint64_t access_allowed = 0;
+std::uint64_t access_denied = 0;
+std::minstd_rand access_rng{12345};
 
 lock_state* lock_of(coap_session_t* s) {
   return static_cast<lock_state*>(coap_session_get_app_data(s));
@@ -101,7 +108,40 @@ void open_session(lock_state& l) {
   coap_session_set_app_data(l.session, &l);
 }
 
+/// Access mode: one query per pending item, for a credential drawn at random.
+void send_access(lock_state& l) {
+  char cred[64];
+  std::snprintf(cred, sizeof cred, "%s%08llu", opt.access_prefix.c_str(),
+                static_cast<unsigned long long>(access_rng() % opt.access_creds));
+  auto body = nlohmann::json::to_cbor(nlohmann::json{
+    {"cred", cred}, {"door", opt.access_door}, {"ts", l.pending.front().ts}});
+  auto pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST,
+                           coap_new_message_id(l.session), coap_session_max_pdu_size(l.session));
+  std::uint8_t token[8];
+  std::size_t token_len = 0;
+  coap_session_new_token(l.session, &token_len, token);
+  coap_add_token(pdu, token_len, token);
+  coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, reinterpret_cast<const std::uint8_t*>("v1"));
+  coap_add_option(pdu, COAP_OPTION_URI_PATH, 6, reinterpret_cast<const std::uint8_t*>("access"));
+  std::uint8_t fmt[4];
+  coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                  coap_encode_var_safe(fmt, sizeof fmt, COAP_MEDIATYPE_APPLICATION_CBOR), fmt);
+  coap_add_data(pdu, body.size(), body.data());
+  l.token.assign(token, token + token_len);
+  l.sent_count = 1;
+  l.sent_at = clock_type::now();
+  l.in_flight = true;
+  if (coap_send(l.session, pdu) == COAP_INVALID_MID) {
+    l.in_flight = false;
+    l.resume_at = clock_type::now() + std::chrono::milliseconds{100};
+  }
+}
+
 void send_batch(lock_state& l) {
+  if (opt.access_creds > 0) {
+    send_access(l);
+    return;
+  }
   auto count = std::min(opt.batch, l.pending.size());
   lockbridge::protocol::event_batch batch;
   std::vector<std::uint8_t> body;
@@ -156,7 +196,18 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
   std::size_t size = 0;
   const std::uint8_t* data = nullptr;
   coap_get_data(received, &size, &data);
-  if (code == COAP_RESPONSE_CODE_CHANGED) {
+  if (opt.access_creds > 0 && code == COAP_RESPONSE_CODE_CONTENT) {
+    auto answer = nlohmann::json::from_cbor(data, data + size, true, false);
+    if (answer.is_discarded() || !answer.contains("allow")) {
+      ++l->errors;
+      l->last_error = "bad access answer";
+      return COAP_RESPONSE_OK;
+    }
+    ++(answer["allow"].get<bool>() ? access_allowed : access_denied);
+    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
+    l->acked_seq = l->pending.front().seq;
+    l->pending.pop_front();
+  } else if (code == COAP_RESPONSE_CODE_CHANGED) {
     auto ack = lockbridge::protocol::decode_events_ack({data, size});
     if (!ack) {
       ++l->errors;
@@ -245,6 +296,13 @@ int main(int argc, char** argv) {
   app.add_option("--max-backoff-ms", opt.max_backoff_ms, "cap on Max-Age waits")->capture_default_str();
   app.add_option("--start-seq", opt.start_seq, "first seq of every lock")->capture_default_str();
   app.add_option("--acked-file", opt.acked_file, "keep per-lock acked seq in this JSON file");
+  app.add_option("--access-creds", opt.access_creds,
+                 "ask POST /v1/access (at --rate per lock) for credentials drawn from this many "
+                 "instead of sending events");
+  app.add_option("--access-prefix", opt.access_prefix, "credential id prefix (access mode)")
+    ->capture_default_str();
+  app.add_option("--access-door", opt.access_door, "door asked for (access mode)")
+    ->capture_default_str();
   bool no_creds = false;
   app.add_flag("--no-creds", no_creds, "send no credential identifiers");
   CLI11_PARSE(app, argc, argv);
@@ -344,6 +402,8 @@ int main(int argc, char** argv) {
   report["requests_acked"] = latencies_us.size();
   report["latency_us"] = {{"p50", pct(0.50)}, {"p99", pct(0.99)}, {"max", latencies_us.empty() ? 0.0 : latencies_us.back()}};
   report["sessions_opened"] = sessions_opened;
+  if (opt.access_creds > 0)
+    report["access"] = {{"allowed", access_allowed}, {"denied", access_denied}};
   bool complete = true;
   for (const auto& l : locks) {
     report["locks"][l.id] = {{"generated", l.generated}, {"acked_seq", l.acked_seq},

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -503,6 +504,11 @@ void coap_server::start() {
   impl_->running = true;
   impl_->thread = std::thread{[this] {
     ::pthread_setname_np(::pthread_self(), "lockbridge.coap");
+    // Locks wait on this thread's answers (an access decision is made here):
+    // ask the scheduler to prefer it. Needs CAP_SYS_NICE (or
+    // root); without, the thread runs at the process's priority.
+    if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), -10) != 0)
+      spdlog::debug("coap: could not raise the I/O thread's priority: {}", std::strerror(errno));
     impl_->loop();
   }};
 }
