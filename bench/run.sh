@@ -5,11 +5,16 @@
 #   bench/run.sh              full run (about 3 minutes on 2 cores)
 #   bench/run.sh --quick      small counts, a smoke run
 #   bench/run.sh --json F     also write the figures to F
+#   bench/run.sh --access     the access-decision benchmark (bench/access.py) instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 cmake --preset default >/dev/null
 cmake --build --preset default
+if [ "${1:-}" = "--access" ]; then
+  shift
+  exec /usr/bin/python3 bench/access.py "$@"
+fi
 build/bench/lockbridge-codec-bench
 echo
 exec /usr/bin/python3 bench/e2e.py "$@"

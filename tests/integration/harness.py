@@ -153,6 +153,20 @@ use_identity_as_username true
         return f"ssl://127.0.0.1:{self.port}"
 
 
+def schema_validator(name):
+    """A validator for docs/schemas/<name>, with the other schemas resolvable by $id."""
+    import jsonschema
+    store = {}
+    for f in os.listdir(os.path.join(SOURCE, "docs/schemas")):
+        with open(os.path.join(SOURCE, "docs/schemas", f)) as fh:
+            doc = json.load(fh)
+        store[doc["$id"]] = doc
+    with open(os.path.join(SOURCE, "docs/schemas", name)) as fh:
+        schema = json.load(fh)
+    resolver = jsonschema.RefResolver(schema["$id"], schema, store=store)
+    return jsonschema.Draft202012Validator(schema, resolver=resolver)
+
+
 class Cloud:
     """The cloud side of commands: publishes on a gateway's cmd/ topics over
     mutual TLS (python3-paho-mqtt, not the project's code) and collects what

@@ -13,7 +13,7 @@ import time
 import unittest
 import zoneinfo
 
-from harness import Process, Site, snapshot_chunks, wait_for, LOCKBRIDGE
+from harness import LOCKBRIDGE, Process, Site, schema_validator, snapshot_chunks, wait_for
 
 # Raw identifiers used below: none may appear in the LMDB file or the log.
 KNOWN, REVOKED, EXPIRED, FUTURE, OFF_DAY, UNKNOWN = (
@@ -34,6 +34,7 @@ class OfflineAccess(Site):
 
     def snapshot(self, cloud, version, creds, snapshot_id="s1"):
         for doc in snapshot_chunks(snapshot_id, version, creds, per_chunk=1000):
+            schema_validator("credentials-snapshot.schema.json").validate(doc)
             cloud.send("credentials/snapshot", doc)
         return cloud.wait_result(doc["id"], timeout=60)
 
@@ -170,6 +171,14 @@ class OfflineAccess(Site):
         # An unknown command gets an error result too.
         cloud.send("credentials/rotate", {"id": "x-1"})
         self.assertEqual(cloud.wait_result("x-1")["status"], "error")
+
+        # Every result matches the documented schema; the deltas sent as valid match theirs.
+        results = schema_validator("cmd-result.schema.json")
+        for r in cloud.results:
+            results.validate(r)
+        schema_validator("credentials-delta.schema.json").validate(
+            {"schema": "lockbridge/credentials-delta/1", "id": "d-ok", "base_version": 3,
+             "version": 4, "revoke": [KNOWN], "upsert": [cred(UNKNOWN)]})
 
 
 class SnapshotCrash(Site):
