@@ -6,12 +6,11 @@
 namespace lockbridge {
 
 access_service::access_service(std::shared_ptr<store::credential_store> store,
-                               const config::gateway_config& cfg, decided_sink on_decided)
+                               const config::gateway_config& cfg)
   : store_(std::move(store)),
     zone_(date::locate_zone(cfg.time_zone)),
     max_age_ms_(std::int64_t{cfg.credentials.max_age_hours} * 3600 * 1000),
     default_policy_(cfg.credentials.default_policy),
-    on_decided_(std::move(on_decided)),
     clock_(store_->figures().time_high_water) {
   for (const auto& d : cfg.credentials.doors)
     door_policies_.emplace(d.id, d.policy);
@@ -60,8 +59,6 @@ protocol::access_decision access_service::decide(const std::string& lock_id,
                                 clock.now, *static_cast<const date::time_zone*>(zone_));
   }
   ++decisions[static_cast<std::size_t>(decision.reason)];
-  if (on_decided_)
-    on_decided_(lock_id, request, decision, clock.now);
   return decision;
 }
 

@@ -17,17 +17,13 @@ namespace lockbridge {
 
 /// Decides `POST /v1/access` on libcoap's thread, from LMDB directly (a read
 /// transaction; no actor in the way, so a decision never waits on a queue).
-/// Plain code, no CAF: the supervisor wires `on_decided` to the lock's
-/// session, which journals the decision.
+/// Plain code, no CAF. Journalling the decision is the caller's business
+/// (the CoAP server reports it once the answer is sent).
 class access_service {
 public:
-  using decided_sink = std::function<void(
-    const std::string& lock_id, const protocol::access_request& request,
-    const protocol::access_decision& decision, std::int64_t decided_at)>;
-
   /// Throws std::runtime_error if the time zone is unknown.
-  access_service(std::shared_ptr<store::credential_store> store, const config::gateway_config& cfg,
-                 decided_sink on_decided);
+  access_service(std::shared_ptr<store::credential_store> store,
+                 const config::gateway_config& cfg);
 
   protocol::access_decision decide(const std::string& lock_id,
                                    const protocol::access_request& request);
@@ -51,7 +47,6 @@ private:
   std::int64_t max_age_ms_;
   config::offline_policy default_policy_;
   std::map<std::string, config::offline_policy, std::less<>> door_policies_;
-  decided_sink on_decided_;
   protocol::clock_guard clock_;
   std::chrono::steady_clock::time_point next_clock_warning_{};
   std::chrono::steady_clock::time_point next_stale_warning_{};

@@ -50,16 +50,16 @@ void spawn_children(self_ptr self) {
 
   // Filled before the server starts; read-only afterwards (from libcoap's thread).
   auto sessions = std::make_shared<std::map<std::string, lock_session_actor>>();
-  auto access = std::make_shared<access_service>(
-    credential_store, gw,
-    [sessions](const std::string& lock, const protocol::access_request& request,
-               const protocol::access_decision& decision, std::int64_t decided_at) {
-      auto it = sessions->find(lock);
-      if (it != sessions->end())
-        caf::anon_send(it->second, atom::decided_v,
-                       access_record_ptr{std::make_shared<const access_record>(
-                         access_record{request, decision, decided_at})});
-    });
+  auto access = std::make_shared<access_service>(credential_store, gw);
+  coap_cfg.on_decided = [sessions, access](const std::string& lock,
+                                           const protocol::access_request& request,
+                                           const protocol::access_decision& decision) {
+    auto it = sessions->find(lock);
+    if (it != sessions->end())
+      caf::anon_send(it->second, atom::decided_v,
+                     access_record_ptr{std::make_shared<const access_record>(
+                       access_record{request, decision, access->now()})});
+  };
   if (auto reading = access->clock().read(); reading.behind_ms > 2000)
     spdlog::warn("access: the system clock is {} s behind the latest time this gateway saved; "
                  "deciding with the latter until it catches up (check NTP and the real-time "

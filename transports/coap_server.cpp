@@ -380,6 +380,22 @@ struct coap_server::impl {
     }
     coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
     add_cbor(response, protocol::encode_access_answer(decision));
+    // Journalling waits until the answer is on its way (after this pass).
+    if (self->cfg.on_decided)
+      self->decided.push_back({lock->id, std::move(*query_body), decision});
+  }
+
+  struct decided_item {
+    std::string lock;
+    protocol::access_request request;
+    protocol::access_decision decision;
+  };
+  std::vector<decided_item> decided;
+
+  void report_decisions() {
+    for (auto& d : decided)
+      cfg.on_decided(d.lock, d.request, d.decision);
+    decided.clear();
   }
 
   void drain_completions() {
@@ -423,6 +439,8 @@ struct coap_server::impl {
         spdlog::error("coap: libcoap's I/O loop failed");
         break;
       }
+      if (!decided.empty())
+        report_decisions();
     }
   }
 };

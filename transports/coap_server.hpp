@@ -30,6 +30,12 @@ struct coap_lock {
 using access_handler = std::function<protocol::access_decision(
   const std::string& lock_id, const protocol::access_request& request)>;
 
+/// Told of each access decision after its answer went out (on libcoap's
+/// thread, after the loop's pass): may only hand work on, one-way.
+using decided_handler = std::function<void(
+  const std::string& lock_id, const protocol::access_request& request,
+  const protocol::access_decision& decision)>;
+
 /// The gateway's clock for `GET /v1/time` (Unix ms; never behind the
 /// highest time the gateway has seen).
 using clock_source = std::function<std::int64_t()>;
@@ -40,6 +46,7 @@ struct coap_server_config {
   std::vector<coap_lock> locks;
   std::uint32_t full_retry_after_s = 30;
   access_handler on_access; ///< without it, /v1/access answers 5.03
+  decided_handler on_decided;
   clock_source clock;       ///< without it, the system clock
 };
 
