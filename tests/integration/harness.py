@@ -24,6 +24,7 @@ LOCKBRIDGE = os.path.join(BUILD, "app/lockbridge")
 LOCKSIM = os.path.join(BUILD, "tools/lockbridge-locksim")
 CHECKER = os.path.join(BUILD, "tools/lockbridge-checker")
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -58,15 +59,22 @@ def run(cmd, **kw):
 class Pki:
     """A CA with server and client certificates, made with openssl at test time."""
 
-    def __init__(self, directory, name="ca"):
+    def __init__(self, directory, name="ca", not_before=None):
+        """`not_before` ("YYYY-MM-DD HH:MM:SS"): issue as if on that date (via libfaketime),
+        valid for 400 days from then, for tests that run the daemon at other dates."""
         self.dir = directory
         self.name = name
+        self.days = "30"
+        self.env = None
+        if not_before:
+            self.days = "400"
+            self.env = dict(os.environ, LD_PRELOAD=FAKETIME_LIB, FAKETIME="@" + not_before)
         os.makedirs(directory, exist_ok=True)
         self.ca_key = self.path(f"{name}.key")
         self.ca = self.path(f"{name}.pem")
         run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", "30",
-             "-subj", f"/CN=lockbridge test {name}"])
+             "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", self.days,
+             "-subj", f"/CN=lockbridge test {name}"], env=self.env)
 
     def path(self, f):
         return os.path.join(self.dir, f)
@@ -77,7 +85,7 @@ class Pki:
         csr = self.path(f"{self.name}-{cn}.csr")
         cert = self.path(f"{self.name}-{cn}.pem")
         run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"])
+             "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"], env=self.env)
         ext = self.path(f"{cn}.ext")
         with open(ext, "w") as f:
             if server:
@@ -85,7 +93,7 @@ class Pki:
             else:
                 f.write("extendedKeyUsage=clientAuth\n")
         run(["openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
-             "-CAcreateserial", "-out", cert, "-days", "30", "-extfile", ext])
+             "-CAcreateserial", "-out", cert, "-days", self.days, "-extfile", ext], env=self.env)
         os.chmod(key, 0o600)
         return cert, key
 
@@ -260,6 +268,7 @@ class Site(unittest.TestCase):
     extra_store = ""
     extra_mqtt = ""
     time_zone = "UTC"
+    pki_not_before = None
     extra_credentials = ""
     doors = ""
     environment = "development"
@@ -267,7 +276,7 @@ class Site(unittest.TestCase):
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="lockbridge-it-")
-        self.pki = Pki(os.path.join(self.dir, "pki"))
+        self.pki = Pki(os.path.join(self.dir, "pki"), not_before=self.pki_not_before)
         self.server_cert, self.server_key = self.pki.issue("localhost", server=True)
         self.gw_cert, self.gw_key = self.pki.issue("gw-1")
         self.cloud_cert, self.cloud_key = self.pki.issue("cloud-checker")
@@ -350,8 +359,13 @@ status_interval_s = 1
 
     # -- lockbridge ---------------------------------------------------------
 
-    def start_gateway(self, wait_ready=True):
-        self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log)
+    def start_gateway(self, wait_ready=True, faketime=None):
+        """`faketime`: run the daemon with its clock set by libfaketime (e.g. "@2026-03-29 07:59:50")."""
+        env = None
+        if faketime:
+            env = dict(os.environ, LD_PRELOAD=FAKETIME_LIB, FAKETIME=faketime,
+                       DONT_FAKE_MONOTONIC="1")
+        self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log, env=env)
         if wait_ready:
             wait_for(lambda: self.gateway_ready(), 15, "lockbridge to be ready")
         return self.gateway

@@ -263,6 +263,82 @@ class ClockSetBack(Site):
         self.assertIn("behind the latest time this gateway", log)
 
 
+def utc_ms(text):
+    return int(datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
+               .timestamp() * 1000)
+
+
+class DaylightSaving(Site):
+    """The real daemon, its clock set by libfaketime to just before a schedule or
+    validity boundary on a DST change day; certificates issued as of 2026-01-01 so
+    that both the broker (real time) and the daemon (fake time) accept them."""
+    locks = 1
+    pki_not_before = "2026-01-01 00:00:00"
+    extra_credentials = "max_age_hours = 8760"
+
+    def start_at(self, zone, utc_start):
+        self.time_zone = zone
+        self.write_config()
+        self.ready_seen = self.gateway_log_text().count("lockbridge: ready")
+        self.start_gateway(faketime="@" + utc_start)
+
+    def gateway_now(self):
+        import cbor_helper
+        rc, out, err = self.coap_client("lock-01", self.psk_of("lock-01"), None, path="v1/time",
+                                        method="get")
+        return cbor_helper.decode(out)["now"]
+
+    def cross(self, boundary_utc):
+        """Waits until the daemon's clock is past the boundary."""
+        boundary = utc_ms(boundary_utc)
+        self.assertLess(self.gateway_now(), boundary, "too slow: the boundary passed already")
+        wait_for(lambda: self.gateway_now() > boundary + 300, 30, f"the daemon's clock to pass {boundary_utc}")
+
+    def stop(self):
+        self.gateway.kill(15)
+        self.gateway = None
+
+    def test_schedules_and_local_midnight_across_dst_changes(self):
+        sched, midnight = "04SCHED0001", "04MIDN0002"
+        # New York, 2026-03-08: clocks went 02:00 -> 03:00 (EST -> EDT, UTC-4).
+        self.start_at("America/New_York", "2026-03-08 11:59:50")  # 07:59:50 EDT
+        cloud = self.cloud()
+        creds = [cred(sched, doors=["*"], schedule=[{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                                    "from": "08:00", "to": "18:00"}]),
+                 cred(midnight, doors=["*"], valid_until="2026-03-29T00:00")]
+        for doc in snapshot_chunks("dst", 1, creds, per_chunk=10):
+            cloud.send("credentials/snapshot", doc)
+        self.assertEqual(cloud.wait_result(doc["id"])["status"], "ok")
+        self.assertEqual(self.access("lock-01", sched, "door-01")["reason"], "outside_schedule")
+        self.cross("2026-03-08 12:00:00")  # 08:00 EDT
+        answer = self.access("lock-01", sched, "door-01")
+        self.assertEqual((answer["allow"], answer["until"]), (True, utc_ms("2026-03-08 22:00:00")))
+        self.stop()
+
+        # Rome, the night before 2026-03-29: midnight local is 23:00 UTC (still CET).
+        self.start_at("Europe/Rome", "2026-03-28 22:59:54")
+        answer = self.access("lock-01", midnight, "door-01")
+        self.assertEqual((answer["allow"], answer["until"]), (True, utc_ms("2026-03-28 23:00:00")))
+        self.cross("2026-03-28 23:00:00")
+        self.assertEqual(self.access("lock-01", midnight, "door-01")["reason"], "expired")
+        self.stop()
+
+        # Rome, 2026-03-29 after the change to CEST (UTC+2): 08:00 local is 06:00 UTC.
+        self.start_at("Europe/Rome", "2026-03-29 05:59:54")
+        self.assertEqual(self.access("lock-01", sched, "door-01")["reason"], "outside_schedule")
+        self.cross("2026-03-29 06:00:00")
+        answer = self.access("lock-01", sched, "door-01")
+        self.assertEqual((answer["allow"], answer["until"]), (True, utc_ms("2026-03-29 16:00:00")))
+        self.stop()
+
+        # Rome, 2026-10-25 after the change back to CET (UTC+1): 08:00 local is 07:00 UTC.
+        self.start_at("Europe/Rome", "2026-10-25 06:59:54")
+        self.assertEqual(self.access("lock-01", sched, "door-01")["reason"], "outside_schedule")
+        self.cross("2026-10-25 07:00:00")
+        answer = self.access("lock-01", sched, "door-01")
+        self.assertEqual((answer["allow"], answer["until"]), (True, utc_ms("2026-10-25 17:00:00")))
+
+
 class StaleStore(Site):
     locks = 1
     extra_credentials = 'max_age_hours = 1\noffline_policy = "fail_secure"'
