@@ -180,8 +180,23 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
     auto delay = std::chrono::milliseconds{500} * (1 << std::min<std::size_t>(st.restarts.size(), 5));
     self->delayed_send(self, delay, atom::restart_v);
   });
-  self->attach_functor([self] { stop_children(self); });
+  // Stop the children while the state still exists (an attached functor
+  // would run after CAF destroyed the state: it crashed on every SIGTERM).
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    stop_children(self);
+    self->quit(msg.reason);
+  });
+  if (st.cfg.on_watchdog && st.cfg.watchdog_interval.count() > 0)
+    self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
   return {
+    [self](atom::tick) {
+      auto& st = self->state;
+      // Healthy means: every child is running. While they restart, the
+      // watchdog starves; if restarts never succeed, systemd steps in.
+      if (!st.restarting && !st.children.empty())
+        st.cfg.on_watchdog();
+      self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
+    },
     [self](atom::restart) {
       auto& st = self->state;
       st.restarting = false;

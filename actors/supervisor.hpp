@@ -24,13 +24,19 @@ struct supervisor_config {
   /// Called when the supervisor gives up (too many restarts): the process
   /// should exit non-zero so that systemd restarts it.
   std::function<void(const std::string&)> on_fatal;
+  /// Called every `watchdog_interval` while every child runs (not while they
+  /// restart): sd_notify WATCHDOG=1. Unset: no watchdog.
+  std::function<void()> on_watchdog;
+  std::chrono::milliseconds watchdog_interval{0};
   std::uint32_t max_restarts = 5;
   std::chrono::seconds restart_window{60};
 };
 
 using supervisor_actor = caf::typed_actor<
   /// Start (or restart) every child.
-  caf::reacts_to<atom::restart>>;
+  caf::reacts_to<atom::restart>,
+  /// Feed the watchdog if healthy (its own timer).
+  caf::reacts_to<atom::tick>>;
 
 struct supervisor_state {
   static inline const char* name = "supervisor";

@@ -84,6 +84,13 @@ int run(const std::string& file) {
     lockbridge::supervisor_config sup_cfg;
     sup_cfg.gateway = *cfg;
     sup_cfg.version = LOCKBRIDGE_VERSION;
+    std::uint64_t watchdog_us = 0;
+    if (sd_watchdog_enabled(0, &watchdog_us) > 0 && watchdog_us > 0) {
+      sup_cfg.watchdog_interval = std::chrono::milliseconds{watchdog_us / 2000};
+      sup_cfg.on_watchdog = [] { sd_notify(0, "WATCHDOG=1"); };
+      spdlog::info("lockbridge: feeding the systemd watchdog every {} ms",
+                   sup_cfg.watchdog_interval.count());
+    }
     sup_cfg.on_ready = [] {
       sd_notify(0, "READY=1\nSTATUS=listening");
       spdlog::info("lockbridge: ready");

@@ -1,0 +1,69 @@
+"""The systemd side (issue 6): the shipped unit's exposure score, and the
+daemon speaking systemd's notify protocol (READY, WATCHDOG, STOPPING) to a
+real notify socket, the way systemd would receive it.
+
+systemd itself is not PID 1 on the test machines, so the unit is checked with
+`systemd-analyze security --offline=true` and the protocol with a socket of
+our own; running the daemon under the unit's sandbox needs a booted systemd.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import SOURCE, Site, wait_for
+
+UNIT = os.path.join(SOURCE, "systemd/lockbridge.service")
+
+
+class Unit(unittest.TestCase):
+    def test_exposure_of_the_shipped_unit_is_at_most_1_5(self):
+        out = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", UNIT],
+                             capture_output=True, text=True)
+        m = re.search(r"Overall exposure level for lockbridge.service: ([0-9.]+)", out.stdout)
+        self.assertIsNotNone(m, out.stdout + out.stderr)
+        self.assertLessEqual(float(m.group(1)), 1.5, out.stdout)
+
+
+class Notify(Site):
+    locks = 1
+
+    def test_ready_watchdog_and_stopping_reach_the_notify_socket(self):
+        path = os.path.join(self.dir, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(0.2)
+        self.addCleanup(sock.close)
+        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
+        from harness import LOCKBRIDGE, Process
+        self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log, env=env)
+        messages = []
+
+        def receive(until, timeout):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    messages.append((time.monotonic(), sock.recv(4096).decode()))
+                except socket.timeout:
+                    pass
+                if until():
+                    return
+            raise AssertionError(f"notify messages so far: {[m for _, m in messages]}")
+
+        receive(lambda: any("READY=1" in m for _, m in messages), 15)
+        receive(lambda: sum("WATCHDOG=1" in m for _, m in messages) >= 4, 10)
+        beats = [t for t, m in messages if "WATCHDOG=1" in m]
+        gaps = [b - a for a, b in zip(beats, beats[1:])]
+        self.assertTrue(all(g < 0.9 for g in gaps), gaps)  # half of WATCHDOG_USEC
+        self.gateway.proc.send_signal(signal.SIGTERM)
+        receive(lambda: any("STOPPING=1" in m for _, m in messages), 15)
+        self.assertEqual(self.gateway.proc.wait(15), 0)
+        self.gateway = None
+
+
+if __name__ == "__main__":
+    unittest.main()
