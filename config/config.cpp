@@ -13,6 +13,7 @@
 
 #include "config/defaults.hpp"
 #include "config/secrets.hpp"
+#include "config/tls_check.hpp"
 #include "protocols/cloud_messages.hpp"
 
 namespace lockbridge::config {
@@ -351,6 +352,9 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.mqtt.reconnect_min_ms = static_cast<std::uint32_t>(*v);
     if (auto v = r.integer(*mq, "mqtt", "reconnect_max_ms", defaults::reconnect_max_ms, 10, 3600000))
       cfg.mqtt.reconnect_max_ms = static_cast<std::uint32_t>(*v);
+    if (!cfg.mqtt.ca_file.empty() && !cfg.mqtt.cert_file.empty() && !cfg.mqtt.key_file.empty())
+      for (const auto& p : check_tls_files(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file))
+        r.error(mq->get(p.which)->source(), "mqtt." + p.which, p.message);
     if (cfg.mqtt.reconnect_max_ms < cfg.mqtt.reconnect_min_ms)
       r.error(mq->source(), "mqtt.reconnect_max_ms", "must not be below mqtt.reconnect_min_ms");
   }

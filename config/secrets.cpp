@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 
@@ -37,6 +38,31 @@ int hex_value(std::uint8_t c) {
   return -1;
 }
 
+/// Secrets nobody should ship or keep: one repeated byte, a counting
+/// sequence, or a word from an example. Compared on the file's text.
+bool is_placeholder(const std::vector<std::uint8_t>& bytes) {
+  if (bytes.empty())
+    return true;
+  if (std::all_of(bytes.begin(), bytes.end(), [&](std::uint8_t b) { return b == bytes[0]; }))
+    return true;
+  std::string text(bytes.begin(), bytes.end());
+  std::string lower;
+  for (char c : text)
+    lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  for (const char* word : {"changeme", "change-me", "change_me", "secret", "password", "example",
+                           "placeholder", "insecure", "default"})
+    if (lower.find(word) != std::string::npos)
+      return true;
+  static const std::string counting = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  return counting.starts_with(lower) || lower == std::string(lower.size(), '0');
+}
+
+input_error placeholder_error(const std::filesystem::path& file) {
+  return {file.string(), "holds a placeholder or trivial secret (a repeated byte, a counting "
+                         "sequence or a word like \"changeme\"); make a random one, e.g. "
+                         "openssl rand -hex 32 > FILE (or lockbridge provision lock --id ID)"};
+}
+
 } // namespace
 
 result<std::vector<std::uint8_t>> read_psk(const std::filesystem::path& file) {
@@ -49,6 +75,8 @@ result<std::vector<std::uint8_t>> read_psk(const std::filesystem::path& file) {
                                         + std::to_string(defaults::max_psk_bytes)
                                         + " bytes, the file holds "
                                         + std::to_string(bytes->size())};
+  if (is_placeholder(*bytes))
+    return placeholder_error(file);
   return bytes;
 }
 
@@ -56,6 +84,8 @@ result<std::array<std::uint8_t, 32>> read_key32(const std::filesystem::path& fil
   auto bytes = read_all(file, 4096);
   if (!bytes)
     return bytes.error();
+  if (is_placeholder(*bytes))
+    return placeholder_error(file);
   std::array<std::uint8_t, 32> key{};
   if (bytes->size() == 64) {
     for (std::size_t i = 0; i < 32; ++i) {

@@ -2,6 +2,9 @@
 #include "config/secrets.hpp"
 
 #include <doctest/doctest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <sys/stat.h>
 
@@ -14,6 +17,43 @@ using namespace lockbridge::config;
 
 namespace {
 
+// Fixed, non-trivial test keys (trivial ones are refused as placeholders).
+const std::string key_a = "c4ca4238a0b923820dcc509a6f75849bc81e728d9d4c2f636f067f89cc14862c";
+const std::string key_b = "eccbc87e4b5ce2fe28308fd9f2a7baf3a87ff679a2f3e71d9181a67b7542122c";
+
+/// A self-signed P-256 certificate and its key, valid from `from_days` to
+/// `to_days` around now (OpenSSL, made at test time), as PEM text.
+std::pair<std::string, std::string> make_cert(long from_days = -1, long to_days = 30) {
+  auto key = EVP_EC_gen("P-256");
+  auto cert = X509_new();
+  X509_set_version(cert, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert), from_days * 86400);
+  X509_gmtime_adj(X509_getm_notAfter(cert), to_days * 86400);
+  X509_set_pubkey(cert, key);
+  auto name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("lockbridge test"), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509_sign(cert, key, EVP_sha256());
+  auto pem = [](auto write) {
+    auto bio = BIO_new(BIO_s_mem());
+    write(bio);
+    char* data = nullptr;
+    auto len = BIO_get_mem_data(bio, &data);
+    std::string text(data, static_cast<std::size_t>(len));
+    BIO_free(bio);
+    return text;
+  };
+  auto cert_pem = pem([&](BIO* b) { PEM_write_bio_X509(b, cert); });
+  auto key_pem = pem([&](BIO* b) {
+    PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
+  });
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return {cert_pem, key_pem};
+}
+
 struct fixture {
   std::filesystem::path dir;
   fixture() {
@@ -21,15 +61,23 @@ struct fixture {
     dir = std::filesystem::temp_directory_path()
           / ("lockbridge-cfg-" + std::to_string(rd()) + std::to_string(rd()));
     std::filesystem::create_directories(dir);
-    write("psk-a", "0123456789abcdef0123456789abcdef", 0600);
+    write("psk-a", "8f14e45fceea167a5a36dedd4bea2543", 0600);
     write("psk-b", "fedcba9876543210fedcba9876543210", 0600);
     write("short.psk", "abc", 0600);
-    write("pseudonym.key", std::string(64, 'a'), 0600);
-    write("lookup.key", std::string(64, 'b'), 0600);
-    write("ca.pem", "x", 0644);
-    write("client.pem", "x", 0644);
-    write("client.key", "x", 0600);
-    write("open.key", "x", 0644);
+    write("pseudonym.key", key_a, 0600);
+    write("lookup.key", key_b, 0600);
+    auto [ca, ca_key] = make_cert();
+    auto [cert, key] = make_cert();
+    auto [other_cert, other_key] = make_cert();
+    auto [expired_cert, expired_key] = make_cert(-60, -1);
+    write("ca.pem", ca, 0644);
+    write("client.pem", cert, 0644);
+    write("client.key", key, 0600);
+    write("open.key", key, 0644);
+    write("other.key", other_key, 0600);
+    write("expired.pem", expired_cert, 0644);
+    write("expired.key", expired_key, 0600);
+    write("garbage.pem", "not a certificate", 0644);
   }
   ~fixture() { std::filesystem::remove_all(dir); }
 
@@ -154,10 +202,68 @@ TEST_CASE("config: each broken file names file, line and key") {
      "gateway.environment", "production"},
     {"plain coap in production", replace(valid, "environment = \"development\"\n", ""),
      "coap.plain_listen", "refused in production"},
+    {"garbage certificate", replace(valid, "\"client.pem\"", "\"garbage.pem\""),
+     "mqtt.cert_file", "not a PEM certificate"},
+    {"garbage CA", replace(valid, "\"ca.pem\"", "\"garbage.pem\""), "mqtt.ca_file",
+     "not a PEM certificate"},
+    {"key of another certificate", replace(valid, "\"client.key\"", "\"other.key\""),
+     "mqtt.key_file", "does not belong"},
+    {"expired certificate",
+     replace(replace(valid, "\"client.pem\"", "\"expired.pem\""), "\"client.key\"",
+             "\"expired.key\""),
+     "mqtt.cert_file", "expired on"},
+    {"key that is not a key", replace(valid, "\"client.key\"", "\"psk-a\""), "mqtt.key_file",
+     "private key"},
+    {"placeholder psk", replace(valid, "\"psk-b\"", "\"weak.psk\""), "locks[1].psk_file",
+     "placeholder"},
+    {"placeholder key", replace(valid, "\"pseudonym.key\"", "\"weak.key\""),
+     "gateway.pseudonym_key_file", "placeholder"},
+    {"missing psk file", replace(valid, "\"psk-b\"", "\"nope.psk\""), "locks[1].psk_file",
+     "does not exist"},
+    {"psk too long", replace(valid, "\"psk-b\"", "\"long.psk\""), "locks[1].psk_file",
+     "16 to 64 bytes"},
+    {"psk is a directory", replace(valid, "\"psk-b\"", "\"adir\""), "locks[1].psk_file",
+     "regular file"},
+    {"no locks", valid.substr(0, valid.find("[[locks]]")), "locks", "no [[locks]]"},
+    {"lock without psk", replace(valid, "psk_file = \"psk-b\"\n", ""), "locks[1].psk_file",
+     "missing"},
+    {"lock id too long", replace(valid, "\"lock-b\"", "\"" + std::string(65, 'l') + "\""),
+     "locks[1].id", "1 to 64"},
+    {"unknown lock key", replace(valid, "id = \"lock-b\"", "id = \"lock-b\"\npin = 1234"),
+     "locks[1].pin", "unknown key"},
+    {"unknown section", valid + "\n[extras]\nx = 1\n", "extras", "unknown key"},
+    {"window zero", replace(valid, "key_file = \"client.key\"", "key_file = \"client.key\"\ninflight_window = 0"),
+     "mqtt.inflight_window", "from 1"},
+    {"reconnect order",
+     replace(valid, "key_file = \"client.key\"",
+             "key_file = \"client.key\"\nreconnect_min_ms = 5000\nreconnect_max_ms = 1000"),
+     "mqtt.reconnect_max_ms", "must not be below"},
+    {"max age zero", replace(valid, "max_age_hours = 72", "max_age_hours = 0"),
+     "credentials.max_age_hours", "from 1"},
+    {"max age type", replace(valid, "max_age_hours = 72", "max_age_hours = \"3d\""),
+     "credentials.max_age_hours", "expected an integer"},
+    {"duplicate door", replace(valid, "[store]", "[[doors]]\nid = \"front\"\n\n[store]"),
+     "doors[1].id", "duplicate door id"},
+    {"bad door id", replace(valid, "id = \"front\"", "id = \"front door\""), "doors[0].id",
+     "letters"},
+    {"log level", replace(valid, "pseudonym_key_file", "log_level = \"loud\"\npseudonym_key_file"),
+     "gateway.log_level", "trace, debug"},
+    {"missing site", replace(valid, "site = \"site-1\"\n", ""), "gateway.site", "missing"},
+    {"retention type", replace(valid, "journal_max_mb = 64", "retention_days = 30.5"),
+     "store.retention_days", "expected an integer"},
+    {"full retry range",
+     replace(valid, "plain_listen = [\"127.0.0.1:5683\"]", "plain_listen = [\"127.0.0.1:5683\"]\nfull_retry_after_s = 0"),
+     "coap.full_retry_after_s", "from 1"},
   };
+  REQUIRE(rows.size() >= 30);
   for (const auto& r : rows) {
-    CAPTURE(r.what);
+    std::string what = r.what;
+    CAPTURE(what);
     fixture f;
+    f.write("weak.psk", "changeme-changeme-changeme", 0600);
+    f.write("weak.key", std::string(64, '0'), 0600);
+    f.write("long.psk", "3a7bd3e2360a3d29eea436fcfb7e44c73a7bd3e2360a3d29eea436fcfb7e44c7a", 0600);
+    std::filesystem::create_directories(f.dir / "adir");
     auto out = f.load(r.text);
     CHECK_FALSE(out.config.has_value());
     REQUIRE_FALSE(out.errors.empty());
@@ -220,15 +326,34 @@ TEST_CASE("config: no locks is an error") {
 
 TEST_CASE("secrets: keys are read as hex or raw, bad sizes refused") {
   fixture f;
-  f.write("hex.key", std::string(64, 'f') + "\n", 0600);
+  f.write("hex.key", key_a + "\n", 0600);
   auto key = read_key32(f.dir / "hex.key");
   REQUIRE(key.ok());
-  CHECK((*key)[0] == 0xff);
+  CHECK((*key)[0] == 0xc4);
   f.write("bad.key", std::string(63, 'f'), 0600);
   CHECK_FALSE(read_key32(f.dir / "bad.key").ok());
   f.write("nonhex.key", std::string(64, 'z'), 0600);
   CHECK_FALSE(read_key32(f.dir / "nonhex.key").ok());
   CHECK_FALSE(read_psk(f.dir / "missing").ok());
+}
+
+TEST_CASE("secrets: placeholders and trivial secrets are refused") {
+  fixture f;
+  for (const auto& text : {std::string(64, 'f'), std::string(64, '0'),
+                           std::string{"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+                           std::string{"changemechangemechangemechangeme"},
+                           std::string{"my-SECRET-psk-for-the-front-door"}}) {
+    CAPTURE(text);
+    f.write("weak", text, 0600);
+    auto key = read_key32(f.dir / "weak");
+    auto psk = read_psk(f.dir / "weak");
+    REQUIRE_FALSE(psk.ok());
+    CHECK(psk.error().message.find("placeholder") != std::string::npos);
+    if (text.size() == 64)
+      CHECK_FALSE(key.ok());
+  }
+  f.write("empty", "\n", 0600);
+  CHECK_FALSE(read_psk(f.dir / "empty").ok());
 }
 
 }

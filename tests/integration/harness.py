@@ -61,13 +61,13 @@ class Pki:
 
     def __init__(self, directory, name="ca", not_before=None):
         """`not_before` ("YYYY-MM-DD HH:MM:SS"): issue as if on that date (via libfaketime),
-        valid for 400 days from then, for tests that run the daemon at other dates."""
+        valid for ten years from then, for tests that run the daemon at other dates."""
         self.dir = directory
         self.name = name
         self.days = "30"
         self.env = None
         if not_before:
-            self.days = "400"
+            self.days = "3650"
             self.env = dict(os.environ, LD_PRELOAD=FAKETIME_LIB, FAKETIME="@" + not_before)
         os.makedirs(directory, exist_ok=True)
         self.ca_key = self.path(f"{name}.key")

@@ -1,0 +1,69 @@
+#include "config/tls_check.hpp"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <memory>
+
+namespace lockbridge::config {
+
+namespace {
+
+using bio_ptr = std::unique_ptr<BIO, decltype(&BIO_free)>;
+using x509_ptr = std::unique_ptr<X509, decltype(&X509_free)>;
+using pkey_ptr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+
+x509_ptr read_cert(const std::filesystem::path& file) {
+  bio_ptr in{BIO_new_file(file.c_str(), "r"), &BIO_free};
+  if (!in)
+    return {nullptr, &X509_free};
+  return {PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr), &X509_free};
+}
+
+std::string when(const ASN1_TIME* t) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> out{BIO_new(BIO_s_mem()), &BIO_free};
+  ASN1_TIME_print(out.get(), t);
+  char* data = nullptr;
+  auto len = BIO_get_mem_data(out.get(), &data);
+  return std::string(data, static_cast<std::size_t>(len));
+}
+
+} // namespace
+
+std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
+                                         const std::filesystem::path& cert_file,
+                                         const std::filesystem::path& key_file) {
+  std::vector<tls_problem> problems;
+  if (!read_cert(ca_file))
+    problems.push_back({"ca_file", "is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"});
+  auto cert = read_cert(cert_file);
+  if (!cert)
+    problems.push_back({"cert_file", "is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"});
+  pkey_ptr key{nullptr, &EVP_PKEY_free};
+  {
+    bio_ptr in{BIO_new_file(key_file.c_str(), "r"), &BIO_free};
+    if (in)
+      key.reset(PEM_read_bio_PrivateKey(in.get(), nullptr, nullptr, nullptr));
+  }
+  if (!key)
+    problems.push_back({"key_file", "is not an unencrypted PEM private key"});
+  ERR_clear_error();
+  if (cert) {
+    if (key && X509_check_private_key(cert.get(), key.get()) != 1)
+      problems.push_back({"key_file", "does not belong to mqtt.cert_file (the certificate's public "
+                                      "key differs); use the key the certificate was issued for"});
+    if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0)
+      problems.push_back({"cert_file", "expired on " + when(X509_get0_notAfter(cert.get()))
+                                         + "; have a new one issued"});
+    if (X509_cmp_current_time(X509_get0_notBefore(cert.get())) >= 0)
+      problems.push_back({"cert_file", "is not valid before "
+                                         + when(X509_get0_notBefore(cert.get()))
+                                         + " (check this machine's clock)"});
+  }
+  ERR_clear_error();
+  return problems;
+}
+
+} // namespace lockbridge::config
