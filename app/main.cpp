@@ -2,10 +2,18 @@
 // Start in plain stages: config, logs, store and listeners (supervisor),
 // signals, sd_notify READY, wait; then an ordered teardown.
 
+#include <fcntl.h>
+#include <grp.h>
+#include <openssl/rand.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 
@@ -19,6 +27,7 @@
 #include "config/config.hpp"
 #include "config/defaults.hpp"
 #include "config/secrets.hpp"
+#include "protocols/cloud_messages.hpp"
 #include "store/credentials.hpp"
 
 namespace {
@@ -174,6 +183,62 @@ int credentials_stats(const std::string& file, bool as_json) {
   }
 }
 
+/// `lockbridge provision lock --id ID`: a random per-lock PSK in a secret
+/// file (no default passwords: UK PSTI, ETSI EN 303 645 5.1).
+int provision_lock(const std::string& id, const std::filesystem::path& dir, bool force) {
+  if (!lockbridge::protocol::is_valid_id(id)) {
+    std::cerr << "lockbridge: --id: expected 1-64 of letters, digits, '_' and '-'\n";
+    return exit_usage;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  auto file = dir / (id + ".psk");
+  if (std::filesystem::exists(file) && !force) {
+    std::cerr << "lockbridge: " << file.string()
+              << " exists; the lock already has a key (use --force to replace it, then "
+                 "program the new key into the lock)\n";
+    return exit_failure;
+  }
+  std::array<unsigned char, 16> key{};
+  if (RAND_bytes(key.data(), static_cast<int>(key.size())) != 1) {
+    std::cerr << "lockbridge: OpenSSL could not produce random bytes\n";
+    return exit_failure;
+  }
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string text;
+  for (auto b : key) {
+    text += hex[b >> 4];
+    text += hex[b & 15];
+  }
+  auto tmp = file;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, (text + "\n").data(), text.size() + 1)
+                  != static_cast<ssize_t>(text.size() + 1)
+      || ::fsync(fd) != 0) {
+    std::cerr << "lockbridge: cannot write " << tmp.string() << ": " << std::strerror(errno) << "\n";
+    if (fd >= 0)
+      ::close(fd);
+    return exit_failure;
+  }
+  // Readable by the service's group if it exists (the Debian package makes it).
+  if (auto group = ::getgrnam("lockbridge"); group != nullptr && ::fchown(fd, 0, group->gr_gid) == 0)
+    ::fchmod(fd, 0640);
+  ::close(fd);
+  std::filesystem::rename(tmp, file);
+  std::cout << "Lock " << id << " provisioned.\n\n"
+            << "Program into the lock (its DTLS 1.2 PSK credentials for the gateway):\n"
+            << "  PSK identity: " << id << "\n"
+            << "  PSK:          " << text << "\n"
+            << "                (these " << text.size()
+            << " ASCII characters are the key, exactly as in the file; "
+               "from 128 random bits)\n\n"
+            << "Add to the config (nothing secret goes there):\n"
+            << "  [[locks]]\n  id = \"" << id << "\"\n  psk_file = \"" << file.string() << "\"\n\n"
+            << "Then: lockbridge check-config, and systemctl reload lockbridge (or restart).\n";
+  return exit_ok;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -198,6 +263,19 @@ int main(int argc, char** argv) {
   stats_cmd->add_option("-c,--config", stats_config, "config file")->capture_default_str();
   stats_cmd->add_flag("--json", stats_json, "print one JSON object");
 
+  auto provision_cmd = app.add_subcommand("provision", "make secrets for new equipment");
+  provision_cmd->require_subcommand(1);
+  auto provision_lock_cmd = provision_cmd->add_subcommand(
+    "lock", "make a random PSK for a lock and print what to program into it");
+  std::string provision_id;
+  std::string provision_dir = "/etc/lockbridge/locks";
+  bool provision_force = false;
+  provision_lock_cmd->add_option("--id", provision_id, "the lock's id (its PSK identity)")
+    ->required();
+  provision_lock_cmd->add_option("--dir", provision_dir, "where the PSK file goes")
+    ->capture_default_str();
+  provision_lock_cmd->add_flag("--force", provision_force, "replace an existing key");
+
   app.add_subcommand("version", "print the version");
 
   try {
@@ -218,6 +296,8 @@ int main(int argc, char** argv) {
               << ", " << cfg->locks.size() << " locks)\n";
     return exit_ok;
   }
+  if (provision_lock_cmd->parsed())
+    return provision_lock(provision_id, provision_dir, provision_force);
   if (stats_cmd->parsed())
     return credentials_stats(stats_config, stats_json);
   return run(config_file);
