@@ -5,13 +5,13 @@ set -euo pipefail
 
 packages=(
   # build
-  cmake ninja-build ccache g++ pkg-config
+  cmake ninja-build ccache g++ pkg-config dpkg-dev
   # libraries (DESIGN.md's stack table)
   libcaf-dev libpaho-mqttpp-dev libpaho-mqtt-dev libcoap3-dev liblmdb-dev libssl-dev
   doctest-dev nlohmann-json3-dev libtomlplusplus-dev libhowardhinnant-date-dev
   libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev
   # real peers and tools for tests and the demo
-  mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils tzdata faketime
+  mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils tzdata faketime systemd
   python3 python3-jsonschema python3-paho-mqtt
 )
 
