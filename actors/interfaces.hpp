@@ -32,6 +32,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, result, "result")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, tick, "tick")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, decided, "decided")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, route, "route")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, reload, "reload")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
 
 namespace lockbridge {

@@ -13,6 +13,9 @@
 #include "protocols/pseudonym.hpp"
 #include "transports/coap_server.hpp"
 
+#include <filesystem>
+#include <map>
+
 namespace lockbridge {
 
 namespace {
@@ -48,15 +51,13 @@ void spawn_children(self_ptr self) {
     *st.env, protocol::keyed_hmac{*lookup_key, "lockbridge/credential-lookup/v1"});
   credential_store->keep_alive(st.env);
 
-  // Filled before the server starts; read-only afterwards (from libcoap's thread).
-  auto sessions = std::make_shared<std::map<std::string, lock_session_actor>>();
+  auto sessions = std::make_shared<session_table>();
   auto access = std::make_shared<access_service>(credential_store, gw);
   coap_cfg.on_decided = [sessions, access](const std::string& lock,
                                            const protocol::access_request& request,
                                            const protocol::access_decision& decision) {
-    auto it = sessions->find(lock);
-    if (it != sessions->end())
-      caf::anon_send(it->second, atom::decided_v,
+    if (auto session = sessions->find(lock))
+      caf::anon_send(*session, atom::decided_v,
                      access_record_ptr{std::make_shared<const access_record>(
                        access_record{request, decision, access->now()})});
   };
@@ -72,9 +73,8 @@ void spawn_children(self_ptr self) {
   auto server = std::make_shared<transport::coap_server>(
     coap_cfg, [sessions](transport::request_id id, const std::string& lock,
                          protocol::event_batch batch) {
-      auto it = sessions->find(lock);
-      if (it != sessions->end())
-        caf::anon_send(it->second, atom::events_v, id,
+      if (auto session = sessions->find(lock))
+        caf::anon_send(*session, atom::events_v, id,
                        batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
     });
 
@@ -124,9 +124,17 @@ void spawn_children(self_ptr self) {
     if (auto err = validate(ls_cfg))
       throw std::runtime_error{"lock " + lock.id + ": " + caf::to_string(err)};
     auto session = self->spawn(lock_session, ls_cfg, jr);
-    (*sessions)[lock.id] = session;
+    {
+      std::lock_guard guard{sessions->mutex};
+      sessions->sessions[lock.id] = session;
+    }
     st.children.push_back(caf::actor_cast<caf::actor>(session));
+    st.lock_sessions[lock.id] = caf::actor_cast<caf::actor>(session);
   }
+  st.server = server;
+  st.sessions = sessions;
+  st.pseudonyms = pseudonyms;
+  st.journal = jr;
   auto endpoint = self->spawn(coap_endpoint, server);
   st.children.push_back(caf::actor_cast<caf::actor>(endpoint));
   for (auto& child : st.children)
@@ -140,6 +148,124 @@ void stop_children(self_ptr self) {
     self->send_exit(child, caf::exit_reason::user_shutdown);
   }
   self->state.children.clear();
+  self->state.lock_sessions.clear();
+  self->state.server.reset();
+}
+
+/// Sections whose change a reload does not apply (they need a restart).
+std::vector<std::string> restart_only_changes(const config::gateway_config& a,
+                                              const config::gateway_config& b) {
+  std::vector<std::string> out;
+  auto addresses = [](const std::vector<config::listen_address>& v) {
+    std::string s;
+    for (const auto& x : v)
+      s += x.host + ":" + std::to_string(x.port) + ",";
+    return s;
+  };
+  if (a.site != b.site || a.gateway != b.gateway || a.environment != b.environment
+      || a.pseudonym_key_file != b.pseudonym_key_file || a.time_zone != b.time_zone
+      || a.log_level != b.log_level)
+    out.push_back("[gateway]");
+  if (a.store.state_dir != b.store.state_dir || a.store.journal_max_bytes != b.store.journal_max_bytes
+      || a.store.retention_days != b.store.retention_days)
+    out.push_back("[store]");
+  if (addresses(a.coap.dtls_listen) != addresses(b.coap.dtls_listen)
+      || addresses(a.coap.plain_listen) != addresses(b.coap.plain_listen)
+      || a.coap.full_retry_after_s != b.coap.full_retry_after_s)
+    out.push_back("[coap]");
+  const auto& m = a.mqtt;
+  const auto& n = b.mqtt;
+  if (m.broker_uri != n.broker_uri || m.client_id != n.client_id || m.ca_file != n.ca_file
+      || m.cert_file != n.cert_file || m.key_file != n.key_file
+      || m.inflight_window != n.inflight_window
+      || m.max_events_per_message != n.max_events_per_message || m.keepalive_s != n.keepalive_s
+      || m.status_interval_s != n.status_interval_s || m.reconnect_min_ms != n.reconnect_min_ms
+      || m.reconnect_max_ms != n.reconnect_max_ms)
+    out.push_back("[mqtt]");
+  auto doors = [](const config::credentials_config& c) {
+    std::string s;
+    for (const auto& d : c.doors)
+      s += d.id + "=" + std::to_string(static_cast<int>(d.policy)) + ",";
+    return s;
+  };
+  if (a.credentials.lookup_key_file != b.credentials.lookup_key_file
+      || a.credentials.max_age_hours != b.credentials.max_age_hours
+      || a.credentials.default_policy != b.credentials.default_policy
+      || doors(a.credentials) != doors(b.credentials))
+    out.push_back("[credentials]/[[doors]]");
+  return out;
+}
+
+/// A reload: the lock set changes in place; nothing else is touched.
+void reload(self_ptr self, const config::gateway_config& next) {
+  auto& st = self->state;
+  auto later = restart_only_changes(st.cfg.gateway, next);
+  for (const auto& section : later)
+    spdlog::warn("reload: changes to {} need a restart (systemctl restart lockbridge); they "
+                 "are not applied now",
+                 section);
+  if (!st.server || st.restarting) {
+    spdlog::warn("reload: the gateway is restarting its actors; the new locks apply when they "
+                 "are back");
+    st.cfg.gateway.locks = next.locks;
+    return;
+  }
+  std::vector<transport::coap_lock> locks;
+  for (const auto& lock : next.locks) {
+    auto psk = config::read_psk(lock.psk_file);
+    if (!psk) {
+      spdlog::error("reload: lock {}: {}; the running configuration stays in force", lock.id,
+                    psk.error().to_string());
+      return;
+    }
+    locks.push_back({lock.id, *psk});
+  }
+  std::map<std::string, std::filesystem::path> before, after;
+  for (const auto& l : st.cfg.gateway.locks)
+    before[l.id] = l.psk_file;
+  for (const auto& l : next.locks)
+    after[l.id] = l.psk_file;
+  std::vector<std::string> added, removed, kept;
+  for (const auto& [id, file] : after)
+    (before.contains(id) ? kept : added).push_back(id);
+  for (const auto& [id, file] : before)
+    if (!after.contains(id))
+      removed.push_back(id);
+  // New sessions first, then the server accepts them; the server refuses
+  // removed locks first, then their sessions stop.
+  for (const auto& id : added) {
+    lock_session_config ls_cfg{id, st.pseudonyms};
+    auto session = self->spawn(lock_session, ls_cfg, st.journal);
+    self->monitor(session);
+    auto handle = caf::actor_cast<caf::actor>(session);
+    st.children.push_back(handle);
+    st.lock_sessions[id] = handle;
+    std::lock_guard guard{st.sessions->mutex};
+    st.sessions->sessions[id] = session;
+  }
+  st.server->set_locks(std::move(locks));
+  for (const auto& id : removed) {
+    {
+      std::lock_guard guard{st.sessions->mutex};
+      st.sessions->sessions.erase(id);
+    }
+    auto it = st.lock_sessions.find(id);
+    if (it != st.lock_sessions.end()) {
+      self->demonitor(it->second);
+      self->send_exit(it->second, caf::exit_reason::user_shutdown);
+      std::erase(st.children, it->second);
+      st.lock_sessions.erase(it);
+    }
+  }
+  st.cfg.gateway.locks = next.locks;
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v)
+      s += (s.empty() ? "" : ", ") + x;
+    return s.empty() ? std::string{"none"} : s;
+  };
+  spdlog::info("reload: {} locks now; added: {}; removed: {}; the others kept their sessions",
+               next.locks.size(), join(added), join(removed));
 }
 
 } // namespace
@@ -189,6 +315,7 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
   if (st.cfg.on_watchdog && st.cfg.watchdog_interval.count() > 0)
     self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
   return {
+    [self](atom::reload, const config_ptr& next) { reload(self, *next); },
     [self](atom::tick) {
       auto& st = self->state;
       // Healthy means: every child is running. While they restart, the

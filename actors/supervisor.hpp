@@ -3,10 +3,14 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/stateful_actor.hpp>
 
 #include "actors/interfaces.hpp"
@@ -14,7 +18,33 @@
 #include "store/environment.hpp"
 #include "store/journal.hpp"
 
+namespace lockbridge::transport {
+class coap_server;
+}
+
+namespace lockbridge::protocol {
+class pseudonymiser;
+}
+
 namespace lockbridge {
+
+/// A configuration handed to the supervisor on reload (SIGHUP).
+using config_ptr = std::shared_ptr<const config::gateway_config>;
+
+/// Lock id -> its session, read by libcoap's thread, changed by reloads.
+struct session_table {
+  std::mutex mutex;
+  std::map<std::string, lock_session_actor, std::less<>> sessions;
+
+  /// The session of `lock`, if it has one (thread-safe).
+  std::optional<lock_session_actor> find(std::string_view lock) {
+    std::lock_guard guard{mutex};
+    auto it = sessions.find(lock);
+    if (it == sessions.end())
+      return std::nullopt;
+    return it->second;
+  }
+};
 
 struct supervisor_config {
   config::gateway_config gateway;
@@ -32,9 +62,16 @@ struct supervisor_config {
   std::chrono::seconds restart_window{60};
 };
 
+} // namespace lockbridge
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::config_ptr)
+namespace lockbridge {
+
 using supervisor_actor = caf::typed_actor<
   /// Start (or restart) every child.
   caf::reacts_to<atom::restart>,
+  /// Apply a new configuration: locks added, removed or re-keyed take effect
+  /// without touching the others; other changes need a restart (logged).
+  caf::reacts_to<atom::reload, config_ptr>,
   /// Feed the watchdog if healthy (its own timer).
   caf::reacts_to<atom::tick>>;
 
@@ -45,6 +82,12 @@ struct supervisor_state {
   std::shared_ptr<store::environment> env;
   std::shared_ptr<store::journal> store;
   std::vector<caf::actor> children;
+  // What a reload needs of the running children:
+  std::shared_ptr<transport::coap_server> server;
+  std::shared_ptr<session_table> sessions;
+  std::shared_ptr<const protocol::pseudonymiser> pseudonyms;
+  journal_actor journal;
+  std::map<std::string, caf::actor> lock_sessions; ///< lock id -> its session
   std::vector<std::chrono::steady_clock::time_point> restarts;
   bool restarting = false;
 };

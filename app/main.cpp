@@ -51,8 +51,14 @@ void setup_logging(const std::string& level) {
 }
 
 /// Loads the config or prints every error (file:line:column: key: message).
-std::optional<lockbridge::config::gateway_config> load_config(const std::string& file) {
+std::optional<lockbridge::config::gateway_config> load_config(const std::string& file,
+                                                             bool reloading = false) {
   auto result = lockbridge::config::load(file);
+  if (reloading) {
+    for (const auto& e : result.errors)
+      spdlog::error("reload: {}", e.to_string());
+    return result.config;
+  }
   for (const auto& e : result.errors)
     std::cerr << "lockbridge: " << e.to_string() << "\n";
   if (!result.errors.empty())
@@ -116,8 +122,18 @@ int run(const std::string& file) {
       int sig = 0;
       sigwait(&signals, &sig);
       if (sig == SIGHUP) {
-        spdlog::warn("lockbridge: SIGHUP received; configuration reload is not available "
-                     "in this version, restart the service to apply changes");
+        sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
+        spdlog::info("reload: reading {}", file);
+        if (auto next = load_config(file, true)) {
+          caf::anon_send(sup, lockbridge::atom::reload_v,
+                         lockbridge::config_ptr{
+                           std::make_shared<const lockbridge::config::gateway_config>(*next)});
+        } else {
+          spdlog::error("reload: {} has errors (listed above); the running configuration stays "
+                        "in force",
+                        file);
+        }
+        sd_notify(0, "READY=1\nSTATUS=listening");
         continue;
       }
       if (sig == SIGUSR1) {
@@ -194,7 +210,7 @@ int provision_lock(const std::string& id, const std::filesystem::path& dir, bool
   std::filesystem::create_directories(dir, ec);
   auto file = dir / (id + ".psk");
   if (std::filesystem::exists(file) && !force) {
-    std::cerr << "lockbridge: " << file.string()
+    std::cerr << "lockbridge: " << file
               << " exists; the lock already has a key (use --force to replace it, then "
                  "program the new key into the lock)\n";
     return exit_failure;
@@ -234,7 +250,7 @@ int provision_lock(const std::string& id, const std::filesystem::path& dir, bool
             << " ASCII characters are the key, exactly as in the file; "
                "from 128 random bits)\n\n"
             << "Add to the config (nothing secret goes there):\n"
-            << "  [[locks]]\n  id = \"" << id << "\"\n  psk_file = \"" << file.string() << "\"\n\n"
+            << "  [[locks]]\n  id = \"" << id << "\"\n  psk_file = \"" << file << "\"\n\n"
             << "Then: lockbridge check-config, and systemctl reload lockbridge (or restart).\n";
   return exit_ok;
 }

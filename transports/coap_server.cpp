@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include <coap3/coap.h>
@@ -123,6 +124,9 @@ struct coap_server::impl {
     std::vector<std::uint8_t> psk;
     coap_bin_const_t psk_bin{};
     mutable warn_limiter bad_batch_warnings; // only libcoap's thread uses it
+    /// False once a reload removed the lock. Entries are never erased: live
+    /// DTLS sessions point at them.
+    bool active = true;
   };
 
   warn_limiter unknown_identity_warnings;
@@ -143,6 +147,27 @@ struct coap_server::impl {
   int wake_fd = -1;
   std::mutex queue_mutex;
   std::deque<std::pair<request_id, events_reply>> completions;
+  std::optional<std::vector<coap_lock>> new_locks; // under queue_mutex
+
+  /// On libcoap's thread: applies a reload's lock set.
+  void apply_new_locks() {
+    std::optional<std::vector<coap_lock>> update;
+    {
+      std::lock_guard guard{queue_mutex};
+      update.swap(new_locks);
+    }
+    if (!update)
+      return;
+    for (auto& [id, e] : locks)
+      e.active = false;
+    for (auto& l : *update) {
+      auto& e = locks[l.id];
+      e.id = l.id;
+      e.psk = std::move(l.psk);
+      e.psk_bin = coap_bin_const_t{e.psk.size(), e.psk.data()};
+      e.active = true;
+    }
+  }
   std::atomic<bool> running{false};
   std::thread thread;
 
@@ -175,7 +200,7 @@ struct coap_server::impl {
     auto self = static_cast<impl*>(arg);
     std::string_view id{reinterpret_cast<const char*>(identity->s), identity->length};
     auto it = self->locks.find(id);
-    if (it == self->locks.end()) {
+    if (it == self->locks.end() || !it->second.active) {
       ++self->counters.handshake_refusals;
       std::uint64_t suppressed = 0;
       if (self->unknown_identity_warnings.allow(suppressed))
@@ -213,15 +238,17 @@ struct coap_server::impl {
   /// The lock a request speaks for: its DTLS identity, or `?lock=ID` on plain
   /// CoAP (development only).
   const lock_entry* lock_of(coap_session_t* s, const coap_string_t* query) {
-    if (coap_session_get_proto(s) == COAP_PROTO_DTLS)
-      return static_cast<lock_entry*>(coap_session_get_app_data(s));
+    if (coap_session_get_proto(s) == COAP_PROTO_DTLS) {
+      auto lock = static_cast<lock_entry*>(coap_session_get_app_data(s));
+      return lock != nullptr && lock->active ? lock : nullptr;
+    }
     if (query == nullptr)
       return nullptr;
     std::string_view q{reinterpret_cast<const char*>(query->s), query->length};
     if (!q.starts_with("lock="))
       return nullptr;
     auto it = locks.find(q.substr(5));
-    return it == locks.end() ? nullptr : &it->second;
+    return it == locks.end() || !it->second.active ? nullptr : &it->second;
   }
 
   static void on_events_request(coap_resource_t* resource, coap_session_t* s,
@@ -433,6 +460,7 @@ struct coap_server::impl {
       if (fds[1].revents & POLLIN) {
         std::uint64_t n;
         [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof n);
+        apply_new_locks();
         drain_completions();
       }
       if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0) {
@@ -553,6 +581,15 @@ void coap_server::complete(request_id id, events_reply reply) {
     std::uint64_t one = 1;
     [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
   }
+}
+
+void coap_server::set_locks(std::vector<coap_lock> locks) {
+  {
+    std::lock_guard guard{impl_->queue_mutex};
+    impl_->new_locks = std::move(locks);
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
 }
 
 const coap_counters& coap_server::counters() const noexcept {

@@ -95,6 +95,12 @@ public:
   /// Answers a pending request. Thread-safe; wakes the loop.
   void complete(request_id id, events_reply reply);
 
+  /// Replaces the set of locks accepted (a config reload). Thread-safe; the
+  /// loop applies it between passes. A lock no longer listed is refused from
+  /// its next handshake or request (4.01); a lock whose key changed keeps its
+  /// current DTLS session until it reconnects; other locks are untouched.
+  void set_locks(std::vector<coap_lock> locks);
+
   [[nodiscard]] const coap_counters& counters() const noexcept;
 
   struct impl;
