@@ -29,6 +29,7 @@
 #include "config/secrets.hpp"
 #include "protocols/cloud_messages.hpp"
 #include "store/credentials.hpp"
+#include "store/journal.hpp"
 
 namespace {
 
@@ -199,6 +200,44 @@ int credentials_stats(const std::string& file, bool as_json) {
   }
 }
 
+/// `lockbridge journal stats`: what waits for the broker, read from the store
+/// without the daemon (or beside it).
+int journal_stats(const std::string& file, bool as_json) {
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  try {
+    auto env = std::make_shared<lockbridge::store::environment>(
+      cfg->store.state_dir, lockbridge::store::map_size_for(cfg->store.journal_max_bytes), false);
+    lockbridge::store::journal journal{*env, {cfg->store.journal_max_bytes}};
+    auto f = journal.figures();
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+    auto age_s = f.oldest_received_at == 0 ? 0 : (now - f.oldest_received_at) / 1000;
+    if (as_json) {
+      std::cout << "{\"depth\":" << f.depth << ",\"bytes\":" << f.bytes
+                << ",\"limit_bytes\":" << f.limit_bytes
+                << ",\"oldest_received_at\":" << f.oldest_received_at
+                << ",\"oldest_age_s\":" << age_s << "}\n";
+    } else {
+      std::cout << "waiting for the broker: " << f.depth << " events, " << f.bytes << " of "
+                << f.limit_bytes << " bytes ("
+                << (f.limit_bytes ? 100.0 * static_cast<double>(f.bytes)
+                                      / static_cast<double>(f.limit_bytes)
+                                  : 0.0)
+                << " %)\n";
+      if (f.depth > 0)
+        std::cout << "oldest:                 received " << age_s << " s ago\n";
+    }
+    return exit_ok;
+  } catch (const std::exception& e) {
+    std::cerr << "lockbridge: cannot read the store in " << cfg->store.state_dir.string() << ": "
+              << e.what() << "\n";
+    return exit_failure;
+  }
+}
+
 /// `lockbridge provision lock --id ID`: a random per-lock PSK in a secret
 /// file (no default passwords: UK PSTI, ETSI EN 303 645 5.1).
 int provision_lock(const std::string& id, const std::filesystem::path& dir, bool force) {
@@ -279,6 +318,15 @@ int main(int argc, char** argv) {
   stats_cmd->add_option("-c,--config", stats_config, "config file")->capture_default_str();
   stats_cmd->add_flag("--json", stats_json, "print one JSON object");
 
+  auto journal_cmd = app.add_subcommand("journal", "inspect the event journal (outbox)");
+  journal_cmd->require_subcommand(1);
+  auto journal_stats_cmd = journal_cmd->add_subcommand(
+    "stats", "events waiting for the broker, bytes against the bound, oldest (without the daemon)");
+  std::string journal_config = lockbridge::defaults::config_file;
+  bool journal_json = false;
+  journal_stats_cmd->add_option("-c,--config", journal_config, "config file")->capture_default_str();
+  journal_stats_cmd->add_flag("--json", journal_json, "print one JSON object");
+
   auto provision_cmd = app.add_subcommand("provision", "make secrets for new equipment");
   provision_cmd->require_subcommand(1);
   auto provision_lock_cmd = provision_cmd->add_subcommand(
@@ -312,6 +360,8 @@ int main(int argc, char** argv) {
               << ", " << cfg->locks.size() << " locks)\n";
     return exit_ok;
   }
+  if (journal_stats_cmd->parsed())
+    return journal_stats(journal_config, journal_json);
   if (provision_lock_cmd->parsed())
     return provision_lock(provision_id, provision_dir, provision_force);
   if (stats_cmd->parsed())

@@ -462,6 +462,10 @@ status_interval_s = 1
         except Exception:
             raise AssertionError(f"access answer is not CBOR: {out!r} {err}")
 
+    def journal_stats(self):
+        out = run([LOCKBRIDGE, "journal", "stats", "--config", self.config, "--json"])
+        return json.loads(out.stdout)
+
     def credentials_stats(self):
         out = run([LOCKBRIDGE, "credentials", "stats", "--config", self.config, "--json"])
         return json.loads(out.stdout)

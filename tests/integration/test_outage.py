@@ -47,6 +47,11 @@ class StorageFull(Site):
         while "journal: full" not in self.gateway_log_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         self.assertTrue("journal: full" in self.gateway_log_text(), "the journal never filled")
+        # Beside the running daemon, `journal stats` shows the backlog near its bound.
+        stats = self.journal_stats()
+        self.assertGreater(stats["depth"], 1000, stats)
+        self.assertLessEqual(stats["bytes"], stats["limit_bytes"])
+        self.assertGreater(stats["bytes"], stats["limit_bytes"] * 0.9, stats)
         self.broker.start()
         checker = self.start_checker(expect=20000, timeout=150, session="cloud-full",
                                      topics=["lockbridge/v1/site-1/gw-1/#"])
