@@ -15,19 +15,26 @@
 #include <cstring>
 #include <filesystem>
 #include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string_view>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-journal.h>
+#include <sys/uio.h>
 
 #include "actors/supervisor.hpp"
 #include "config/config.hpp"
 #include "config/defaults.hpp"
 #include "config/secrets.hpp"
 #include "protocols/cloud_messages.hpp"
+#include "protocols/log_fields.hpp"
 #include "store/credentials.hpp"
 #include "store/journal.hpp"
 
@@ -43,7 +50,61 @@ constexpr int exit_config = 78; // EX_CONFIG
 #define LOCKBRIDGE_VERSION "0.0.0"
 #endif
 
+/// Sends each line to journald with structured fields: PRIORITY,
+/// SYSLOG_IDENTIFIER, LOCKBRIDGE_COMPONENT and LOCKBRIDGE_LOCK (taken from the
+/// line's wording; see protocols/log_fields.hpp).
+class journald_sink final : public spdlog::sinks::base_sink<std::mutex> {
+protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    std::string_view text{msg.payload.data(), msg.payload.size()};
+    auto fields = lockbridge::protocol::fields_of(text);
+    int priority = 6;
+    switch (msg.level) {
+    case spdlog::level::trace:
+    case spdlog::level::debug: priority = 7; break;
+    case spdlog::level::info: priority = 6; break;
+    case spdlog::level::warn: priority = 4; break;
+    case spdlog::level::err: priority = 3; break;
+    case spdlog::level::critical: priority = 2; break;
+    default: break;
+    }
+    std::string message = "MESSAGE=" + std::string{text};
+    std::string prio = "PRIORITY=" + std::to_string(priority);
+    std::string ident = "SYSLOG_IDENTIFIER=lockbridge";
+    std::string component = "LOCKBRIDGE_COMPONENT=" + fields.component;
+    std::string lock = "LOCKBRIDGE_LOCK=" + fields.lock;
+    iovec iov[5];
+    int n = 0;
+    for (auto* f : {&message, &prio, &ident})
+      iov[n++] = {f->data(), f->size()};
+    if (!fields.component.empty())
+      iov[n++] = {component.data(), component.size()};
+    if (!fields.lock.empty())
+      iov[n++] = {lock.data(), lock.size()};
+    sd_journal_sendv(iov, n);
+  }
+  void flush_() override {}
+};
+
+/// True if stderr is connected to journald (systemd sets JOURNAL_STREAM).
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  if (stream == nullptr)
+    return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2)
+    return false;
+  struct stat st {};
+  return ::fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
 void setup_logging(const std::string& level) {
+  if (stderr_is_journal()) {
+    auto logger = std::make_shared<spdlog::logger>("lockbridge", std::make_shared<journald_sink>());
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::from_str(level));
+    return;
+  }
   auto logger = spdlog::stderr_logger_mt("lockbridge");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_default_logger(logger);

@@ -1,4 +1,5 @@
 #include "protocols/cloud_messages.hpp"
+#include "protocols/log_fields.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -88,6 +89,18 @@ TEST_CASE("cloud_messages: events JSON escapes what it must and stays valid") {
   CHECK(doc["events"][0]["received_at"] == 11);
   CHECK(doc["site"] == "s");
   CHECK(doc["gateway"] == "g");
+}
+
+TEST_CASE("log_fields: component and lock id are taken from the line") {
+  auto f = fields_of("coap: lock lock-07 sent a bad event batch: events[0].seq: missing");
+  CHECK(f.component == "coap");
+  CHECK(f.lock == "lock-07");
+  auto g = fields_of("uplink: connected to ssl://127.0.0.1:8883 over mutual TLS");
+  CHECK(g.component == "uplink");
+  CHECK(g.lock.empty());
+  CHECK(fields_of("journal: unlock the door").lock.empty());
+  CHECK(fields_of("Something: odd").component.empty());
+  CHECK(fields_of("reload: 3 locks now; added: lock-04").lock.empty());
 }
 
 }
