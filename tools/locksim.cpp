@@ -10,6 +10,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <iostream>
@@ -108,13 +109,9 @@ void open_session(lock_state& l) {
   coap_session_set_app_data(l.session, &l);
 }
 
-/// Access mode: one query per pending item, for a credential drawn at random.
-void send_access(lock_state& l) {
-  char cred[64];
-  std::snprintf(cred, sizeof cred, "%s%08llu", opt.access_prefix.c_str(),
-                static_cast<unsigned long long>(access_rng() % opt.access_creds));
-  auto body = nlohmann::json::to_cbor(nlohmann::json{
-    {"cred", cred}, {"door", opt.access_door}, {"ts", l.pending.front().ts}});
+/// POSTs a CBOR body to /v1/<resource> as the lock's one request in flight.
+void post(lock_state& l, const char* resource, const std::vector<std::uint8_t>& body,
+          std::size_t events) {
   auto pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST,
                            coap_new_message_id(l.session), coap_session_max_pdu_size(l.session));
   std::uint8_t token[8];
@@ -122,19 +119,34 @@ void send_access(lock_state& l) {
   coap_session_new_token(l.session, &token_len, token);
   coap_add_token(pdu, token_len, token);
   coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, reinterpret_cast<const std::uint8_t*>("v1"));
-  coap_add_option(pdu, COAP_OPTION_URI_PATH, 6, reinterpret_cast<const std::uint8_t*>("access"));
+  coap_add_option(pdu, COAP_OPTION_URI_PATH, std::strlen(resource),
+                  reinterpret_cast<const std::uint8_t*>(resource));
   std::uint8_t fmt[4];
   coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
                   coap_encode_var_safe(fmt, sizeof fmt, COAP_MEDIATYPE_APPLICATION_CBOR), fmt);
+  if (opt.plain) {
+    auto q = "lock=" + l.id;
+    coap_add_option(pdu, COAP_OPTION_URI_QUERY, q.size(), reinterpret_cast<const std::uint8_t*>(q.data()));
+  }
   coap_add_data(pdu, body.size(), body.data());
   l.token.assign(token, token + token_len);
-  l.sent_count = 1;
+  l.sent_count = events;
   l.sent_at = clock_type::now();
   l.in_flight = true;
   if (coap_send(l.session, pdu) == COAP_INVALID_MID) {
     l.in_flight = false;
     l.resume_at = clock_type::now() + std::chrono::milliseconds{100};
   }
+}
+
+/// Access mode: one query per pending item, for a credential drawn at random.
+void send_access(lock_state& l) {
+  char cred[64];
+  std::snprintf(cred, sizeof cred, "%s%08llu", opt.access_prefix.c_str(),
+                static_cast<unsigned long long>(access_rng() % opt.access_creds));
+  auto body = nlohmann::json::to_cbor(nlohmann::json{
+    {"cred", cred}, {"door", opt.access_door}, {"ts", l.pending.front().ts}});
+  post(l, "access", body, 1);
 }
 
 void send_batch(lock_state& l) {
@@ -155,30 +167,7 @@ void send_batch(lock_state& l) {
       break;
     count = std::max<std::size_t>(1, count * room / body.size());
   }
-  auto pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST,
-                           coap_new_message_id(l.session), coap_session_max_pdu_size(l.session));
-  std::uint8_t token[8];
-  std::size_t token_len = 0;
-  coap_session_new_token(l.session, &token_len, token);
-  coap_add_token(pdu, token_len, token);
-  coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, reinterpret_cast<const std::uint8_t*>("v1"));
-  coap_add_option(pdu, COAP_OPTION_URI_PATH, 6, reinterpret_cast<const std::uint8_t*>("events"));
-  std::uint8_t fmt[4];
-  coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
-                  coap_encode_var_safe(fmt, sizeof fmt, COAP_MEDIATYPE_APPLICATION_CBOR), fmt);
-  if (opt.plain) {
-    auto q = "lock=" + l.id;
-    coap_add_option(pdu, COAP_OPTION_URI_QUERY, q.size(), reinterpret_cast<const std::uint8_t*>(q.data()));
-  }
-  coap_add_data(pdu, body.size(), body.data());
-  l.token.assign(token, token + token_len);
-  l.sent_count = count;
-  l.sent_at = clock_type::now();
-  l.in_flight = true;
-  if (coap_send(l.session, pdu) == COAP_INVALID_MID) {
-    l.in_flight = false;
-    l.resume_at = clock_type::now() + std::chrono::milliseconds{100};
-  }
+  post(l, "events", body, count);
 }
 
 coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const coap_pdu_t* received,

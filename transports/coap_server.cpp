@@ -235,6 +235,30 @@ struct coap_server::impl {
     return 0;
   }
 
+  /// The lock of a POST with a CBOR body, or nullptr once `response` says
+  /// why not (4.01 unknown lock, 4.15 another Content-Format).
+  const lock_entry* admit(coap_session_t* s, const coap_pdu_t* request, const coap_string_t* query,
+                          coap_pdu_t* response) {
+    auto lock = lock_of(s, query);
+    if (lock == nullptr) {
+      ++counters.bad_requests;
+      answer_error(response, COAP_RESPONSE_CODE_UNAUTHORIZED,
+                   "unknown lock; use DTLS with the lock's PSK identity");
+      return nullptr;
+    }
+    coap_opt_iterator_t it;
+    if (auto opt = coap_check_option(request, COAP_OPTION_CONTENT_FORMAT, &it)) {
+      auto format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+      if (format != COAP_MEDIATYPE_APPLICATION_CBOR) {
+        ++counters.bad_requests;
+        answer_error(response, COAP_RESPONSE_CODE_UNSUPPORTED_CONTENT_FORMAT,
+                     "expected Content-Format 60 (application/cbor)");
+        return nullptr;
+      }
+    }
+    return lock;
+  }
+
   /// The lock a request speaks for: its DTLS identity, or `?lock=ID` on plain
   /// CoAP (development only).
   const lock_entry* lock_of(coap_session_t* s, const coap_string_t* query) {
@@ -261,23 +285,9 @@ struct coap_server::impl {
       return;
     }
     ++self->counters.requests;
-    auto lock = self->lock_of(s, query);
-    if (lock == nullptr) {
-      ++self->counters.bad_requests;
-      answer_error(response, COAP_RESPONSE_CODE_UNAUTHORIZED,
-                   "unknown lock; use DTLS with the lock's PSK identity");
+    auto lock = self->admit(s, request, query, response);
+    if (lock == nullptr)
       return;
-    }
-    coap_opt_iterator_t it;
-    if (auto opt = coap_check_option(request, COAP_OPTION_CONTENT_FORMAT, &it)) {
-      auto format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
-      if (format != COAP_MEDIATYPE_APPLICATION_CBOR) {
-        ++self->counters.bad_requests;
-        answer_error(response, COAP_RESPONSE_CODE_UNSUPPORTED_CONTENT_FORMAT,
-                     "expected Content-Format 60 (application/cbor)");
-        return;
-      }
-    }
     std::size_t size = 0, offset = 0, total = 0;
     const std::uint8_t* data = nullptr;
     if (!coap_get_data_large(request, &size, &data, &offset, &total))
@@ -361,23 +371,9 @@ struct coap_server::impl {
                                 coap_pdu_t* response) {
     auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
     ++self->counters.access_queries;
-    auto lock = self->lock_of(s, query);
-    if (lock == nullptr) {
-      ++self->counters.bad_requests;
-      answer_error(response, COAP_RESPONSE_CODE_UNAUTHORIZED,
-                   "unknown lock; use DTLS with the lock's PSK identity");
+    auto lock = self->admit(s, request, query, response);
+    if (lock == nullptr)
       return;
-    }
-    coap_opt_iterator_t it;
-    if (auto opt = coap_check_option(request, COAP_OPTION_CONTENT_FORMAT, &it)) {
-      auto format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
-      if (format != COAP_MEDIATYPE_APPLICATION_CBOR) {
-        ++self->counters.bad_requests;
-        answer_error(response, COAP_RESPONSE_CODE_UNSUPPORTED_CONTENT_FORMAT,
-                     "expected Content-Format 60 (application/cbor)");
-        return;
-      }
-    }
     std::size_t size = 0;
     const std::uint8_t* data = nullptr;
     if (!coap_get_data(request, &size, &data))
