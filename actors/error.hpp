@@ -13,6 +13,7 @@ enum class ec : std::uint8_t {
   config_invalid,   ///< a config value was refused
   listen_failed,    ///< a listener could not bind
   tls_failure,      ///< the MQTT TLS setup failed (files unreadable, mismatched)
+  restarting,       ///< the supervisor is restarting its children
 };
 
 } // namespace lockbridge

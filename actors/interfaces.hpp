@@ -33,6 +33,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, tick, "tick")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, decided, "decided")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, route, "route")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, reload, "reload")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, get, "get")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
 
 namespace lockbridge {
@@ -120,7 +121,9 @@ using uplink_actor = caf::typed_actor<
   /// Publish this JSON on cmd_result (kept while offline, bounded).
   caf::reacts_to<atom::result, std::string>,
   /// Where credential commands go.
-  caf::reacts_to<atom::route, credentials_actor>>;
+  caf::reacts_to<atom::route, credentials_actor>,
+  /// The local status (JSON): the status message's figures and the link's state.
+  caf::replies_to<atom::get>::with<std::string>>;
 
 /// The owner of libcoap's loop.
 using coap_endpoint_actor = caf::typed_actor<

@@ -6,6 +6,7 @@
 #include "actors/access_service.hpp"
 #include "actors/coap_endpoint.hpp"
 #include "actors/credentials.hpp"
+#include "actors/error.hpp"
 #include "actors/journal.hpp"
 #include "actors/lock_session.hpp"
 #include "actors/uplink.hpp"
@@ -135,6 +136,7 @@ void spawn_children(self_ptr self) {
   st.sessions = sessions;
   st.pseudonyms = pseudonyms;
   st.journal = jr;
+  st.uplink = up;
   auto endpoint = self->spawn(coap_endpoint, server);
   st.children.push_back(caf::actor_cast<caf::actor>(endpoint));
   for (auto& child : st.children)
@@ -316,6 +318,12 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
     self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
   return {
     [self](atom::reload, const config_ptr& next) { reload(self, *next); },
+    [self](atom::get) -> caf::result<std::string> {
+      auto& st = self->state;
+      if (!st.uplink || st.restarting)
+        return caf::make_error(ec::restarting, "the gateway is restarting its actors");
+      return self->delegate(st.uplink, atom::get_v);
+    },
     [self](atom::tick) {
       auto& st = self->state;
       // Healthy means: every child is running. While they restart, the

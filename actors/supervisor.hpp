@@ -14,6 +14,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/interfaces.hpp"
+#include "actors/uplink.hpp"
 #include "config/config.hpp"
 #include "store/environment.hpp"
 #include "store/journal.hpp"
@@ -73,7 +74,9 @@ using supervisor_actor = caf::typed_actor<
   /// without touching the others; other changes need a restart (logged).
   caf::reacts_to<atom::reload, config_ptr>,
   /// Feed the watchdog if healthy (its own timer).
-  caf::reacts_to<atom::tick>>;
+  caf::reacts_to<atom::tick>,
+  /// The local status (JSON), from the uplink (`lockbridge status`).
+  caf::replies_to<atom::get>::with<std::string>>;
 
 struct supervisor_state {
   static inline const char* name = "supervisor";
@@ -87,6 +90,7 @@ struct supervisor_state {
   std::shared_ptr<session_table> sessions;
   std::shared_ptr<const protocol::pseudonymiser> pseudonyms;
   journal_actor journal;
+  uplink_actor uplink;
   std::map<std::string, caf::actor> lock_sessions; ///< lock id -> its session
   std::vector<std::chrono::steady_clock::time_point> restarts;
   bool restarting = false;

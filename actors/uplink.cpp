@@ -4,6 +4,7 @@
 
 #include <caf/all.hpp>
 #include <mqtt/async_client.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/error.hpp"
@@ -106,10 +107,9 @@ using self_ptr = uplink_actor::stateful_pointer<uplink_state>;
 
 constexpr auto removal_interval = std::chrono::milliseconds{10};
 
-void publish_status(self_ptr self) {
+/// The status without the journal's figures (they come from its actor).
+protocol::gateway_status status_now(self_ptr self) {
   auto& st = self->state;
-  if (!st.connected)
-    return;
   protocol::gateway_status s;
   s.site = st.cfg.site;
   s.gateway = st.cfg.gateway;
@@ -134,9 +134,16 @@ void publish_status(self_ptr self) {
     }
     s.credentials = c;
   }
+  return s;
+}
+
+void publish_status(self_ptr self) {
+  auto& st = self->state;
+  if (!st.connected)
+    return;
   self->request(st.journal, std::chrono::seconds{5}, atom::figures_v)
     .then(
-      [self, s](const journal_figures& f) mutable {
+      [self, s = status_now(self)](const journal_figures& f) mutable {
         auto& st = self->state;
         if (!st.connected)
           return;
@@ -417,6 +424,25 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     },
     [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },
     [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
+    [self](atom::get) -> caf::result<std::string> {
+      // The same figures as the status message, plus the link's state, for
+      // `lockbridge status` on the box (answered with the broker down too).
+      auto rp = self->make_response_promise<std::string>();
+      self->request(self->state.journal, std::chrono::seconds{5}, atom::figures_v)
+        .then(
+          [self, rp, s = status_now(self)](const journal_figures& f) mutable {
+            auto& st = self->state;
+            s.journal = f;
+            auto doc = nlohmann::json::parse(protocol::encode_status(s));
+            doc["broker"] = {{"uri", st.cfg.mqtt.broker_uri},
+                             {"connected", st.connected},
+                             {"in_flight", st.window.size()},
+                             {"results_waiting", st.pending_results.size()}};
+            rp.deliver(doc.dump());
+          },
+          [rp](const caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
   };
 }
 

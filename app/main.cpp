@@ -21,6 +21,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <caf/all.hpp>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -37,12 +38,14 @@
 #include "protocols/log_fields.hpp"
 #include "store/credentials.hpp"
 #include "store/journal.hpp"
+#include "status_socket.hpp"
 
 namespace {
 
 /// Exit codes (docs/operations.md): sysexits.h values where one fits.
 constexpr int exit_ok = 0;
 constexpr int exit_failure = 1;
+constexpr int exit_not_running = 3; // LSB: program is not running (`status`)
 constexpr int exit_usage = 64;  // EX_USAGE
 constexpr int exit_config = 78; // EX_CONFIG
 
@@ -180,6 +183,22 @@ int run(const std::string& file) {
       spdlog::critical("lockbridge: cannot start: {}", e.what());
       return exit_failure;
     }
+    std::unique_ptr<lockbridge::status_socket> status;
+    try {
+      status = std::make_unique<lockbridge::status_socket>(cfg->status_socket, [&sys, sup] {
+        caf::scoped_actor self{sys};
+        std::string out;
+        self->request(sup, std::chrono::seconds{5}, lockbridge::atom::get_v)
+          .receive([&](std::string& text) { out = std::move(text); },
+                   [&](caf::error& err) {
+                     out = nlohmann::json{{"error", caf::to_string(err)}}.dump();
+                   });
+        return out;
+      });
+    } catch (const std::exception& e) {
+      spdlog::warn("lockbridge: no local status ({}); `lockbridge status` will not answer",
+                   e.what());
+    }
     for (;;) {
       int sig = 0;
       sigwait(&signals, &sig);
@@ -207,6 +226,7 @@ int run(const std::string& file) {
       break;
     }
     sd_notify(0, "STOPPING=1");
+    status.reset();
     caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
     sys.await_all_actors_done();
   }
@@ -259,6 +279,48 @@ int credentials_stats(const std::string& file, bool as_json) {
               << e.what() << "\n";
     return exit_failure;
   }
+}
+
+/// `lockbridge status`: the running daemon's figures, over its local socket.
+/// Exit 3 (LSB "not running") when nothing listens; never waits more than 5 s.
+int show_status(const std::string& file, bool as_json) {
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  auto reply = lockbridge::query_status(cfg->status_socket, 5);
+  if (!reply.ok) {
+    std::cerr << "lockbridge: " << reply.text << "\n";
+    return reply.not_running ? exit_not_running : exit_failure;
+  }
+  if (as_json) {
+    std::cout << reply.text;
+    return exit_ok;
+  }
+  auto doc = nlohmann::json::parse(reply.text, nullptr, false);
+  if (doc.is_discarded() || doc.contains("error")) {
+    std::cerr << "lockbridge: the daemon answered: " << reply.text;
+    return exit_failure;
+  }
+  auto now = doc.value("ts", std::int64_t{0});
+  std::cout << "lockbridge " << doc.value("version", "") << " on " << doc.value("site", "") << "/"
+            << doc.value("gateway", "") << ", up " << (now - doc.value("started_at", now)) / 1000
+            << " s\n";
+  const auto& b = doc["broker"];
+  std::cout << "broker:      " << b.value("uri", "") << " "
+            << (b.value("connected", false) ? "connected" : "NOT connected") << "\n";
+  const auto& j = doc["journal"];
+  std::cout << "journal:     " << j.value("depth", 0) << " events waiting, "
+            << j.value("bytes", 0) << " of " << j.value("limit_bytes", 0) << " bytes; refused "
+            << j.value("refused_full", 0) << " batches when full\n";
+  std::cout << "events:      " << doc["events"].value("in", 0) << " in, "
+            << doc["events"].value("out", 0) << " out since start\n";
+  if (doc.contains("credentials")) {
+    const auto& c = doc["credentials"];
+    std::cout << "credentials: " << c.value("count", 0) << " at version " << c.value("version", 0)
+              << (c.value("stale", true) ? " (STALE: doors follow their offline policy)" : "")
+              << "; " << c.value("decisions", 0) << " decisions since start\n";
+  }
+  return exit_ok;
 }
 
 /// `lockbridge journal stats`: what waits for the broker, read from the store
@@ -379,6 +441,14 @@ int main(int argc, char** argv) {
   stats_cmd->add_option("-c,--config", stats_config, "config file")->capture_default_str();
   stats_cmd->add_flag("--json", stats_json, "print one JSON object");
 
+  auto status_cmd = app.add_subcommand(
+    "status", "the running daemon's figures (local socket); exit 3 if it is not running");
+  std::string status_config = lockbridge::defaults::config_file;
+  bool status_json = false;
+  status_cmd->add_option("-c,--config", status_config, "config file (for the socket's path)")
+    ->capture_default_str();
+  status_cmd->add_flag("--json", status_json, "print the JSON document");
+
   auto journal_cmd = app.add_subcommand("journal", "inspect the event journal (outbox)");
   journal_cmd->require_subcommand(1);
   auto journal_stats_cmd = journal_cmd->add_subcommand(
@@ -421,6 +491,8 @@ int main(int argc, char** argv) {
               << ", " << cfg->locks.size() << " locks)\n";
     return exit_ok;
   }
+  if (status_cmd->parsed())
+    return show_status(status_config, status_json);
   if (journal_stats_cmd->parsed())
     return journal_stats(journal_config, journal_json);
   if (provision_lock_cmd->parsed())

@@ -91,6 +91,7 @@ id = "gw-1"
 environment = "development"
 pseudonym_key_file = "{self.key_file}"
 log_level = "info"
+status_socket = "{self.dir}/status.sock"
 
 [credentials]
 lookup_key_file = "{self.lookup_key_file}"

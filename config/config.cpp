@@ -254,7 +254,12 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
 
   if (auto gw = r.table(root, "", "gateway", true)) {
     r.only_keys(*gw, "gateway",
-                {"site", "id", "environment", "pseudonym_key_file", "log_level", "time_zone"});
+                {"site", "id", "environment", "pseudonym_key_file", "log_level", "time_zone",
+                 "status_socket"});
+    if (auto v = r.text(*gw, "gateway", "status_socket", defaults::status_socket)) {
+      std::filesystem::path p{*v};
+      cfg.status_socket = p.is_relative() ? r.base() / p : p;
+    }
     if (auto env = r.text(*gw, "gateway", "environment", "production")) {
       if (*env == "production") {
         cfg.environment = run_environment::production;

@@ -74,6 +74,7 @@ struct gateway_config {
   std::filesystem::path pseudonym_key_file;
   std::string log_level;
   std::string time_zone;          ///< IANA name; schedules are evaluated in it
+  std::filesystem::path status_socket; ///< `lockbridge status` asks here
   credentials_config credentials;
   store_config store;
   coap_config coap;

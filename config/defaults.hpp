@@ -20,6 +20,7 @@ inline constexpr std::uint32_t reconnect_min_ms = 500;
 inline constexpr std::uint32_t reconnect_max_ms = 30000;
 inline constexpr std::uint32_t full_retry_after_s = 30;
 inline constexpr const char* time_zone = "UTC";
+inline constexpr const char* status_socket = "/run/lockbridge/status.sock";
 inline constexpr std::uint32_t credentials_max_age_hours = 168;
 inline constexpr const char* offline_policy = "fail_secure";
 inline constexpr std::uint32_t min_psk_bytes = 16;

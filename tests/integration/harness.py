@@ -333,6 +333,7 @@ environment = "{self.environment}"
 pseudonym_key_file = "{self.key_file}"
 log_level = "info"
 time_zone = "{self.time_zone}"
+status_socket = "{self.dir}/status.sock"
 
 [credentials]
 lookup_key_file = "{self.lookup_key_file}"
@@ -461,6 +462,12 @@ status_interval_s = 1
             return cbor_helper.decode(out)
         except Exception:
             raise AssertionError(f"access answer is not CBOR: {out!r} {err}")
+
+    def status(self):
+        """`lockbridge status --json`: (exit code, parsed document or stderr)."""
+        out = subprocess.run([LOCKBRIDGE, "status", "--config", self.config, "--json"],
+                             capture_output=True, text=True, timeout=20)
+        return out.returncode, (json.loads(out.stdout) if out.returncode == 0 else out.stderr)
 
     def journal_stats(self):
         out = run([LOCKBRIDGE, "journal", "stats", "--config", self.config, "--json"])

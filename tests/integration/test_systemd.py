@@ -15,7 +15,7 @@ import subprocess
 import time
 import unittest
 
-from harness import SOURCE, Site, wait_for
+from harness import LOCKBRIDGE, SOURCE, Site, wait_for
 
 UNIT = os.path.join(SOURCE, "systemd/lockbridge.service")
 
@@ -63,6 +63,46 @@ class Notify(Site):
         receive(lambda: any("STOPPING=1" in m for _, m in messages), 15)
         self.assertEqual(self.gateway.proc.wait(15), 0)
         self.gateway = None
+
+
+class Status(Site):
+    locks = 2
+
+    def test_status_answers_while_running_and_says_so_when_not(self):
+        self.start_gateway()
+        wait_for(lambda: "uplink: connected" in self.gateway_log_text(), 15, "the uplink")
+        sim = self.locksim(events=50, rate=0, batch=10)
+        json_report = sim.output(timeout=60)
+        self.assertIn('"complete":true', json_report.replace(" ", ""))
+        rc, doc = self.status()
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["state"], "online")
+        self.assertEqual(doc["locks"]["configured"], 2)
+        self.assertEqual(doc["events"]["in"], 100)
+        self.assertTrue(doc["broker"]["connected"])
+        self.assertEqual(doc["credentials"]["version"], 0)
+        self.assertEqual(stat_mode(os.path.join(self.dir, "status.sock")), 0o660)
+        # The broker away: status still answers, and says so.
+        self.broker.stop()
+        wait_for(lambda: not self.status()[1]["broker"]["connected"], 15, "the broker to be seen gone")
+        human = subprocess.run([LOCKBRIDGE, "status", "--config", self.config], capture_output=True,
+                               text=True, timeout=20)
+        self.assertEqual(human.returncode, 0, human.stderr)
+        self.assertIn("NOT connected", human.stdout)
+        # The daemon down: exit 3, promptly, no hang.
+        self.gateway.kill(signal.SIGTERM)
+        self.gateway = None
+        started = time.monotonic()
+        rc, err = self.status()
+        self.assertEqual(rc, 3, err)
+        self.assertIn("not running", err)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "status.sock")))
+
+
+def stat_mode(path):
+    import stat
+    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 if __name__ == "__main__":
