@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/error.hpp"
+#include "config/tls_check.hpp"
 #include "transports/tls_probe.hpp"
 
 namespace lockbridge {
@@ -118,6 +119,7 @@ protocol::gateway_status status_now(self_ptr self) {
   s.now = now_ms();
   s.locks_configured = st.cfg.locks_configured;
   s.events_out = st.events_out;
+  s.client_cert_expires_at = st.cert_expires_at;
   if (st.cfg.credentials) {
     auto f = st.cfg.credentials->figures();
     protocol::gateway_status::credentials_part c;
@@ -284,6 +286,14 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.cfg = std::move(cfg);
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
   st.started_at = now_ms();
+  if (auto end = config::certificate_not_after(st.cfg.mqtt.cert_file)) {
+    st.cert_expires_at = *end * 1000;
+    auto days = (*end * 1000 - now_ms()) / 86400000;
+    if (days < 30)
+      spdlog::warn("uplink: the client certificate {} expires in {} days; have a new one issued "
+                   "and reload (the journal keeps events while the broker refuses us)",
+                   st.cfg.mqtt.cert_file.string(), days);
+  }
   st.link = std::make_shared<paho_link>();
   st.link->self = caf::actor_cast<caf::actor>(self);
   st.link->on_connect.link = st.link.get();

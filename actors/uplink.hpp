@@ -5,6 +5,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <caf/error.hpp>
@@ -64,6 +65,7 @@ struct uplink_state {
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;
   credentials_actor credentials;          ///< where credentials/ commands go
+  std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
   std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
 };
 

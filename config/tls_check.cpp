@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <ctime>
 #include <memory>
 
 namespace lockbridge::config {
@@ -64,6 +65,16 @@ std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
   }
   ERR_clear_error();
   return problems;
+}
+
+std::optional<std::int64_t> certificate_not_after(const std::filesystem::path& cert_file) {
+  auto cert = read_cert(cert_file);
+  if (!cert)
+    return std::nullopt;
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1)
+    return std::nullopt;
+  return static_cast<std::int64_t>(::timegm(&tm));
 }
 
 } // namespace lockbridge::config

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,5 +21,8 @@ struct tls_problem {
 std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
                                          const std::filesystem::path& cert_file,
                                          const std::filesystem::path& key_file);
+
+/// When the PEM certificate in `cert_file` expires (Unix seconds), if it parses.
+std::optional<std::int64_t> certificate_not_after(const std::filesystem::path& cert_file);
 
 } // namespace lockbridge::config

@@ -255,6 +255,12 @@ std::string encode_status(const gateway_status& s) {
       {"purged_retention", s.journal.purged_retention},
       {"duplicates", s.journal.duplicates}}},
   };
+  if (s.client_cert_expires_at) {
+    auto left_ms = *s.client_cert_expires_at - s.now;
+    doc["tls"] = {{"client_cert_expires_at", *s.client_cert_expires_at},
+                  {"client_cert_days_left", left_ms < 0 ? -((-left_ms) / 86400000 + 1)
+                                                        : left_ms / 86400000}};
+  }
   if (s.credentials) {
     const auto& c = *s.credentials;
     doc["credentials"] = {{"count", c.count},

@@ -96,6 +96,7 @@ struct gateway_status {
     std::int64_t clock_behind_ms = 0;
   };
   std::optional<credentials_part> credentials;
+  std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
 };
 
 std::string encode_status(const gateway_status& status);

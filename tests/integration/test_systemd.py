@@ -81,6 +81,10 @@ class Status(Site):
         self.assertEqual(doc["events"]["in"], 100)
         self.assertTrue(doc["broker"]["connected"])
         self.assertEqual(doc["credentials"]["version"], 0)
+        # The test certificates last 30 days: reported, and warned about.
+        self.assertIn(doc["tls"]["client_cert_days_left"], (28, 29, 30))
+        self.assertIn("the client certificate", self.gateway_log_text())
+        self.assertIn("expires in 29 days", self.gateway_log_text())
         self.assertEqual(stat_mode(os.path.join(self.dir, "status.sock")), 0o660)
         # The broker away: status still answers, and says so.
         self.broker.stop()
