@@ -364,8 +364,9 @@ status_interval_s = 1
         """`faketime`: run the daemon with its clock set by libfaketime (e.g. "@2026-03-29 07:59:50")."""
         env = None
         if faketime:
+            # (ASAN_OPTIONS: the sanitizer build tolerates the preloaded libfaketime.)
             env = dict(os.environ, LD_PRELOAD=FAKETIME_LIB, FAKETIME=faketime,
-                       DONT_FAKE_MONOTONIC="1")
+                       DONT_FAKE_MONOTONIC="1", ASAN_OPTIONS="verify_asan_link_order=0")
         self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log, env=env)
         if wait_ready:
             wait_for(lambda: self.gateway_ready(), 15, "lockbridge to be ready")

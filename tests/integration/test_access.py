@@ -13,7 +13,7 @@ import time
 import unittest
 import zoneinfo
 
-from harness import LOCKBRIDGE, Process, Site, schema_validator, snapshot_chunks, wait_for
+from harness import Site, schema_validator, snapshot_chunks, wait_for
 
 # Raw identifiers used below: none may appear in the LMDB file or the log.
 KNOWN, REVOKED, EXPIRED, FUTURE, OFF_DAY, UNKNOWN = (
@@ -249,11 +249,8 @@ class ClockSetBack(Site):
         self.gateway.kill(15)  # a clean stop saves the clock's high-water mark too
 
         # The box comes back with its clock a day behind (no RTC, NTP not yet synced).
-        env = dict(os.environ, LD_PRELOAD="/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-                   FAKETIME="-1d", DONT_FAKE_MONOTONIC="1")
         self.ready_seen = self.gateway_log_text().count("lockbridge: ready")
-        self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log, env=env)
-        wait_for(lambda: self.gateway_ready(), 15, "lockbridge to be ready under faketime")
+        self.start_gateway(faketime="-1d")
         answer = self.access("lock-01", EXPIRED, "door-01")
         self.assertEqual(answer["reason"], "expired", answer)
         self.assertTrue(self.access("lock-01", KNOWN, "door-01")["allow"])

@@ -8,7 +8,6 @@ simulator, the checker, `lockbridge status` and `journal stats`.
 
 import datetime
 import json
-import time
 import unittest
 
 from harness import Site, wait_for
