@@ -123,7 +123,10 @@ using uplink_actor = caf::typed_actor<
   /// Where credential commands go.
   caf::reacts_to<atom::route, credentials_actor>,
   /// The local status (JSON): the status message's figures and the link's state.
-  caf::replies_to<atom::get>::with<std::string>>;
+  caf::replies_to<atom::get>::with<std::string>,
+  /// A reload: if the CA, certificate or key files changed on disk (same
+  /// paths), check them and reconnect with them; otherwise nothing.
+  caf::reacts_to<atom::reload>>;
 
 /// The owner of libcoap's loop.
 using coap_endpoint_actor = caf::typed_actor<

@@ -206,6 +206,9 @@ void reload(self_ptr self, const config::gateway_config& next) {
     spdlog::warn("reload: changes to {} need a restart (systemctl restart lockbridge); they "
                  "are not applied now",
                  section);
+  // TLS files rotated in place (same paths): the uplink checks and reconnects.
+  if (st.uplink)
+    self->send(st.uplink, atom::reload_v);
   if (!st.server || st.restarting) {
     spdlog::warn("reload: the gateway is restarting its actors; the new locks apply when they "
                  "are back");

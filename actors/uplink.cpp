@@ -1,5 +1,7 @@
 #include "actors/uplink.hpp"
 
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include <caf/all.hpp>
@@ -107,6 +109,31 @@ namespace {
 using self_ptr = uplink_actor::stateful_pointer<uplink_state>;
 
 constexpr auto removal_interval = std::chrono::milliseconds{10};
+
+/// A fingerprint of the TLS files' contents, to notice a rotation in place.
+std::size_t tls_fingerprint(const config::mqtt_config& m) {
+  std::string all;
+  for (const auto& path : {m.ca_file, m.cert_file, m.key_file}) {
+    std::ifstream in{path, std::ios::binary};
+    all.append(std::istreambuf_iterator<char>{in}, {});
+    all.push_back('\0');
+  }
+  return std::hash<std::string>{}(all);
+}
+
+/// Reads when the client certificate ends; warns below 30 days.
+void read_cert_expiry(self_ptr self) {
+  auto& st = self->state;
+  st.cert_expires_at.reset();
+  if (auto end = config::certificate_not_after(st.cfg.mqtt.cert_file)) {
+    st.cert_expires_at = *end * 1000;
+    auto days = (*end * 1000 - now_ms()) / 86400000;
+    if (days < 30)
+      spdlog::warn("uplink: the client certificate {} expires in {} days; have a new one issued "
+                   "and reload (the journal keeps events while the broker refuses us)",
+                   st.cfg.mqtt.cert_file.string(), days);
+  }
+}
 
 /// The status without the journal's figures (they come from its actor).
 protocol::gateway_status status_now(self_ptr self) {
@@ -286,14 +313,8 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.cfg = std::move(cfg);
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
   st.started_at = now_ms();
-  if (auto end = config::certificate_not_after(st.cfg.mqtt.cert_file)) {
-    st.cert_expires_at = *end * 1000;
-    auto days = (*end * 1000 - now_ms()) / 86400000;
-    if (days < 30)
-      spdlog::warn("uplink: the client certificate {} expires in {} days; have a new one issued "
-                   "and reload (the journal keeps events while the broker refuses us)",
-                   st.cfg.mqtt.cert_file.string(), days);
-  }
+  read_cert_expiry(self);
+  st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
   st.link = std::make_shared<paho_link>();
   st.link->self = caf::actor_cast<caf::actor>(self);
   st.link->on_connect.link = st.link.get();
@@ -434,6 +455,38 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     },
     [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },
     [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
+    [self](atom::reload) {
+      auto& st = self->state;
+      auto fingerprint = tls_fingerprint(st.cfg.mqtt);
+      if (fingerprint == st.tls_fingerprint)
+        return;
+      auto problems = config::check_tls_files(st.cfg.mqtt.ca_file, st.cfg.mqtt.cert_file,
+                                              st.cfg.mqtt.key_file);
+      if (!problems.empty()) {
+        for (const auto& p : problems)
+          spdlog::error("uplink: the new TLS files are not usable: mqtt.{}: {}; keeping the "
+                        "current connection",
+                        p.which, p.message);
+        return;
+      }
+      st.tls_fingerprint = fingerprint;
+      read_cert_expiry(self);
+      spdlog::info("uplink: the TLS files changed; reconnecting with them (nothing is lost: "
+                   "unacknowledged events are sent again)");
+      // Leave the current connection as if it were lost: later callbacks of
+      // its generation are ignored; the journal is read again from the last
+      // acknowledged event.
+      ++st.generation;
+      st.connected = false;
+      st.connecting = false;
+      st.window.clear();
+      st.next_key = st.acked_upto + 1;
+      try {
+        st.link->client->disconnect(0)->wait_for(2000);
+      } catch (const mqtt::exception&) {
+      }
+      start_connect(self);
+    },
     [self](atom::get) -> caf::result<std::string> {
       // The same figures as the status message, plus the link's state, for
       // `lockbridge status` on the box (answered with the broker down too).

@@ -66,6 +66,7 @@ struct uplink_state {
   std::uint64_t events_out = 0;
   credentials_actor credentials;          ///< where credentials/ commands go
   std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
+  std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
   std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
 };
 

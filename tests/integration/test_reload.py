@@ -6,6 +6,7 @@ Real components: mosquitto, lockbridge, two lock simulators, the checker.
 """
 
 import json
+import shutil
 import signal
 import time
 import unittest
@@ -68,6 +69,45 @@ class Reload(Site):
         # The broken file's error names file, line and key; lock-04 (from the good
         # reload) kept working through it.
         self.assertRegex(log, r"reload: \S+lockbridge.toml:\d+:\d+: mqtt.nonsense: unknown key")
+
+
+class CertificateRotation(Site):
+    locks = 3
+
+    def test_sighup_reconnects_with_a_rotated_client_certificate_losing_nothing(self):
+        checker = self.start_checker(expect=900, timeout=120,
+                                     topics=["lockbridge/v1/site-1/gw-1/events"])
+        self.start_gateway()
+        wait_for(lambda: "uplink: connected" in self.gateway_log_text(), 15, "the uplink")
+        sim = self.locksim(events=300, rate=30, batch=5, duration=120)
+        time.sleep(3)
+
+        # The installer puts a newly issued certificate and key in place, same paths.
+        cert, key = self.pki.issue("gw-1-rotated")
+        shutil.copy(cert, self.gw_cert)
+        shutil.copy(key, self.gw_key)
+        self.gateway.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "the TLS files changed; reconnecting" in self.gateway_log_text(), 15,
+                 "the uplink to notice the new files")
+        wait_for(lambda: self.gateway_log_text().count("uplink: connected") >= 2, 15,
+                 "the uplink to reconnect")
+        wait_for(lambda: "gw-1-rotated" in self.broker.log_text(), 10,
+                 "the broker to see the new certificate")
+
+        # A broken key on the next reload: the config check refuses it, the
+        # connection stays.
+        with open(self.gw_key, "w") as f:
+            f.write("not a key\n")
+        self.gateway.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "the running configuration stays in force" in self.gateway_log_text(), 15,
+                 "the broken key to be refused")
+        self.assertIn("mqtt.key_file: is not an unencrypted PEM private key", self.gateway_log_text())
+
+        self.assertTrue(json.loads(sim.output(timeout=120))["complete"])
+        report = json.loads(checker.output(timeout=120))
+        self.assert_complete_delivery(report, {l: 300 for l in self.lock_ids})
+        self.assertEqual(self.gateway_log_text().count("uplink: connected"), 2)
+        self.assertIsNone(self.gateway.proc.poll())
 
 
 if __name__ == "__main__":
