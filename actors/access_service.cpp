@@ -14,10 +14,11 @@ access_service::access_service(std::shared_ptr<store::credential_store> store,
     clock_(store_->figures().time_high_water) {
   for (const auto& d : cfg.credentials.doors)
     door_policies_.emplace(d.id, d.policy);
+  synced_at_ = store_->figures().synced_at;
 }
 
 bool access_service::stale(std::int64_t now_ms) const {
-  auto synced = store_->figures().synced_at;
+  auto synced = synced_at_.load();
   return synced == 0 || now_ms - synced > max_age_ms_;
 }
 

@@ -37,12 +37,17 @@ public:
   /// True if the set is older than credentials.max_age_hours (or never synced).
   bool stale(std::int64_t now_ms) const;
 
+  /// The credentials actor says a sync succeeded (so that a decision need not
+  /// read the set's metadata every time).
+  void synced(std::int64_t at_ms) { synced_at_ = at_ms; }
+
   /// Decisions since start, by reason (index: protocol::access_reason).
   std::array<std::atomic<std::uint64_t>, 8> decisions{};
   std::atomic<std::int64_t> clock_behind_ms{0};
 
 private:
   std::shared_ptr<store::credential_store> store_;
+  std::atomic<std::int64_t> synced_at_{0};
   const void* zone_; // const date::time_zone*, kept opaque here
   std::int64_t max_age_ms_;
   config::offline_policy default_policy_;

@@ -4,16 +4,13 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/error.hpp"
+#include "protocols/clock_guard.hpp"
 
 namespace lockbridge {
 
 namespace {
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
+using protocol::unix_ms_now;
 
 constexpr const char* snapshot_command = "credentials/snapshot";
 constexpr const char* delta_command = "credentials/delta";
@@ -27,7 +24,7 @@ caf::error validate(const credentials_config& cfg) {
 }
 
 void credentials_state::reply(protocol::command_result r) {
-  r.ts = now_ms();
+  r.ts = unix_ms_now();
   cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
 }
 
@@ -154,7 +151,7 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
                "transaction",
                s.id, count, s.version);
   try {
-    cfg.store->replace_all(std::move(s.entries), s.version, now_ms());
+    cfg.store->replace_all(std::move(s.entries), s.version, unix_ms_now());
   } catch (const std::exception& e) {
     spdlog::error("credentials: applying snapshot {} failed: {}; the old set stays", s.id,
                   e.what());
@@ -170,6 +167,8 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
   r.detail = "snapshot applied: " + std::to_string(count) + " credentials";
   staged.reset();
   save_clock();
+  if (cfg.access)
+    cfg.access->synced(cfg.store->figures().synced_at);
   reply(std::move(r));
 }
 
@@ -190,7 +189,7 @@ void credentials_state::on_delta(const std::string& payload) {
   }
   std::optional<store::credential_store::delta_counts> counts;
   try {
-    counts = cfg.store->apply(*delta, now_ms());
+    counts = cfg.store->apply(*delta, unix_ms_now());
   } catch (const std::exception& e) {
     spdlog::error("credentials: applying delta {} failed: {}", delta->id, e.what());
     r.status = "error";
@@ -218,6 +217,8 @@ void credentials_state::on_delta(const std::string& payload) {
                delta->id, delta->version, counts->revoked, counts->deleted, counts->upserted,
                counts->not_found);
   save_clock();
+  if (cfg.access)
+    cfg.access->synced(cfg.store->figures().synced_at);
   r.status = "ok";
   r.version = delta->version;
   r.detail = std::to_string(counts->revoked) + " revoked, " + std::to_string(counts->deleted)

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/error.hpp"
+#include "protocols/clock_guard.hpp"
 #include "config/tls_check.hpp"
 #include "transports/tls_probe.hpp"
 
@@ -17,11 +18,7 @@ namespace lockbridge {
 
 namespace {
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
+using protocol::unix_ms_now;
 
 /// Paho wants tcp/ssl schemes; accept mqtts:// in the config as well.
 std::string paho_uri(std::string uri) {
@@ -127,7 +124,7 @@ void read_cert_expiry(self_ptr self) {
   st.cert_expires_at.reset();
   if (auto end = config::certificate_not_after(st.cfg.mqtt.cert_file)) {
     st.cert_expires_at = *end * 1000;
-    auto days = (*end * 1000 - now_ms()) / 86400000;
+    auto days = (*end * 1000 - unix_ms_now()) / 86400000;
     if (days < 30)
       spdlog::warn("uplink: the client certificate {} expires in {} days; have a new one issued "
                    "and reload (the journal keeps events while the broker refuses us)",
@@ -143,7 +140,7 @@ protocol::gateway_status status_now(self_ptr self) {
   s.gateway = st.cfg.gateway;
   s.version = st.cfg.version;
   s.started_at = st.started_at;
-  s.now = now_ms();
+  s.now = unix_ms_now();
   s.locks_configured = st.cfg.locks_configured;
   s.events_out = st.events_out;
   s.client_cert_expires_at = st.cert_expires_at;
@@ -312,7 +309,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
-  st.started_at = now_ms();
+  st.started_at = unix_ms_now();
   read_cert_expiry(self);
   st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
   st.link = std::make_shared<paho_link>();
@@ -450,7 +447,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       r.status = "error";
       r.error = input_error{"", "unknown command; this gateway accepts credentials/snapshot and "
                                 "credentials/delta"};
-      r.ts = now_ms();
+      r.ts = unix_ms_now();
       publish_result(self, protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r));
     },
     [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },

@@ -6,6 +6,14 @@
 
 namespace lockbridge::protocol {
 
+/// The system clock in Unix milliseconds (for records and status; decisions
+/// use clock_guard).
+inline std::int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
 /// The gateway's notion of "now" for access decisions and `GET /v1/time`.
 /// It never goes backwards: a box without a real-time clock may boot with a
 /// clock in the past (before NTP syncs), or the clock may be set back; either
@@ -23,12 +31,7 @@ public:
   };
 
   /// Reads the clocks. Thread-safe.
-  reading read() {
-    return read(std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::system_clock::now().time_since_epoch())
-                  .count(),
-                std::chrono::steady_clock::now());
-  }
+  reading read() { return read(unix_ms_now(), std::chrono::steady_clock::now()); }
 
   /// The same with given clock readings (tests).
   reading read(std::int64_t system_ms, std::chrono::steady_clock::time_point steady) {
