@@ -124,9 +124,10 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::route, credentials_actor>,
   /// The local status (JSON): the status message's figures and the link's state.
   caf::replies_to<atom::get>::with<std::string>,
-  /// A reload: if the CA, certificate or key files changed on disk (same
-  /// paths), check them and reconnect with them; otherwise nothing.
-  caf::reacts_to<atom::reload>>;
+  /// A reload (with the number of locks now configured): if the CA,
+  /// certificate or key files changed on disk (same paths), check them and
+  /// reconnect with them.
+  caf::reacts_to<atom::reload, std::uint64_t>>;
 
 /// The owner of libcoap's loop.
 using coap_endpoint_actor = caf::typed_actor<

@@ -208,7 +208,7 @@ void reload(self_ptr self, const config::gateway_config& next) {
                  section);
   // TLS files rotated in place (same paths): the uplink checks and reconnects.
   if (st.uplink)
-    self->send(st.uplink, atom::reload_v);
+    self->send(st.uplink, atom::reload_v, std::uint64_t{next.locks.size()});
   if (!st.server || st.restarting) {
     spdlog::warn("reload: the gateway is restarting its actors; the new locks apply when they "
                  "are back");

@@ -452,8 +452,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     },
     [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },
     [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
-    [self](atom::reload) {
+    [self](atom::reload, std::uint64_t locks) {
       auto& st = self->state;
+      st.cfg.locks_configured = locks;
       auto fingerprint = tls_fingerprint(st.cfg.mqtt);
       if (fingerprint == st.tls_fingerprint)
         return;
