@@ -234,12 +234,24 @@ int run(const std::string& file) {
   return exit_code;
 }
 
+/// The stats commands read an existing store and create nothing (a store
+/// made by root here would later be unwritable for the service's user).
+bool state_exists(const lockbridge::config::gateway_config& cfg) {
+  if (std::filesystem::exists(cfg.store.state_dir / "data.mdb"))
+    return true;
+  std::cerr << "lockbridge: no state yet in " << cfg.store.state_dir.string()
+            << " (the daemon has not run there)\n";
+  return false;
+}
+
 /// `lockbridge credentials stats`: reads the store without starting anything
 /// (the daemon may be running: LMDB readers do not disturb it).
 int credentials_stats(const std::string& file, bool as_json) {
   auto cfg = load_config(file);
   if (!cfg)
     return exit_config;
+  if (!state_exists(*cfg))
+    return exit_failure;
   try {
     lockbridge::store::environment env{cfg->store.state_dir,
                                        lockbridge::store::map_size_for(cfg->store.journal_max_bytes),
@@ -329,6 +341,8 @@ int journal_stats(const std::string& file, bool as_json) {
   auto cfg = load_config(file);
   if (!cfg)
     return exit_config;
+  if (!state_exists(*cfg))
+    return exit_failure;
   try {
     auto env = std::make_shared<lockbridge::store::environment>(
       cfg->store.state_dir, lockbridge::store::map_size_for(cfg->store.journal_max_bytes), false);

@@ -88,9 +88,10 @@ class DebianPackage(unittest.TestCase):
         stats = sh(["/usr/bin/lockbridge", "credentials", "stats", "--config",
                     "/etc/lockbridge/lockbridge.toml", "--json"])
         # No state yet (/var/lib/lockbridge is made by systemd's StateDirectory=):
-        # the command says so and fails, it does not hang.
-        if stats.returncode != 0:
-            self.assertIn("cannot read the store", stats.stderr)
+        # the command says so, creates nothing and does not hang.
+        self.assertEqual(stats.returncode, 1, stats.stdout)
+        self.assertIn("no state yet", stats.stderr)
+        self.assertFalse(os.path.exists("/var/lib/lockbridge/data.mdb"))
 
         out = sh(["dpkg", "--purge", "lockbridge"])
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
