@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -34,6 +35,7 @@
 #include "config/config.hpp"
 #include "config/defaults.hpp"
 #include "config/secrets.hpp"
+#include "protocols/clock_guard.hpp"
 #include "protocols/cloud_messages.hpp"
 #include "protocols/log_fields.hpp"
 #include "store/credentials.hpp"
@@ -234,29 +236,37 @@ int run(const std::string& file) {
   return exit_code;
 }
 
-/// The stats commands read an existing store and create nothing (a store
-/// made by root here would later be unwritable for the service's user).
-bool state_exists(const lockbridge::config::gateway_config& cfg) {
-  if (std::filesystem::exists(cfg.store.state_dir / "data.mdb"))
-    return true;
-  std::cerr << "lockbridge: no state yet in " << cfg.store.state_dir.string()
-            << " (the daemon has not run there)\n";
-  return false;
+/// Runs `body` on the store named by the config in `file`, without starting
+/// anything (a running daemon is not disturbed: LMDB readers). Creates nothing:
+/// a store made by root here would later be unwritable for the service's user.
+int with_store(const std::string& file,
+               const std::function<int(const lockbridge::config::gateway_config&,
+                                       lockbridge::store::environment&)>& body) {
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  if (!std::filesystem::exists(cfg->store.state_dir / "data.mdb")) {
+    std::cerr << "lockbridge: no state yet in " << cfg->store.state_dir.string()
+              << " (the daemon has not run there)\n";
+    return exit_failure;
+  }
+  try {
+    lockbridge::store::environment env{
+      cfg->store.state_dir, lockbridge::store::map_size_for(cfg->store.journal_max_bytes), false};
+    return body(*cfg, env);
+  } catch (const std::exception& e) {
+    std::cerr << "lockbridge: cannot read the store in " << cfg->store.state_dir.string() << ": "
+              << e.what() << "\n";
+    return exit_failure;
+  }
 }
 
 /// `lockbridge credentials stats`: reads the store without starting anything
 /// (the daemon may be running: LMDB readers do not disturb it).
 int credentials_stats(const std::string& file, bool as_json) {
-  auto cfg = load_config(file);
-  if (!cfg)
-    return exit_config;
-  if (!state_exists(*cfg))
-    return exit_failure;
-  try {
-    lockbridge::store::environment env{cfg->store.state_dir,
-                                       lockbridge::store::map_size_for(cfg->store.journal_max_bytes),
-                                       false};
-    auto key = lockbridge::config::read_key32(cfg->credentials.lookup_key_file);
+  return with_store(file, [as_json](const lockbridge::config::gateway_config& cfg,
+                                    lockbridge::store::environment& env) {
+    auto key = lockbridge::config::read_key32(cfg.credentials.lookup_key_file);
     if (!key) {
       std::cerr << "lockbridge: credentials.lookup_key_file: " << key.error().message << "\n";
       return exit_config;
@@ -264,17 +274,15 @@ int credentials_stats(const std::string& file, bool as_json) {
     lockbridge::store::credential_store store{
       env, lockbridge::protocol::keyed_hmac{*key, "lockbridge/credential-lookup/v1"}};
     auto f = store.figures();
-    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
-    auto max_age_ms = std::int64_t{cfg->credentials.max_age_hours} * 3600 * 1000;
+    auto now = lockbridge::protocol::unix_ms_now();
+    auto max_age_ms = std::int64_t{cfg.credentials.max_age_hours} * 3600 * 1000;
     bool stale = f.synced_at == 0 || now - f.synced_at > max_age_ms;
     if (as_json) {
       std::cout << "{\"count\":" << f.count << ",\"version\":" << f.version
                 << ",\"synced_at\":" << f.synced_at << ",\"age_s\":"
                 << (f.synced_at == 0 ? -1 : (now - f.synced_at) / 1000)
                 << ",\"stale\":" << (stale ? "true" : "false")
-                << ",\"max_age_hours\":" << cfg->credentials.max_age_hours << "}\n";
+                << ",\"max_age_hours\":" << cfg.credentials.max_age_hours << "}\n";
     } else {
       std::cout << "credentials:   " << f.count << "\n"
                 << "version:       " << f.version << (f.version == 0 ? " (never synced)" : "")
@@ -282,15 +290,11 @@ int credentials_stats(const std::string& file, bool as_json) {
       if (f.synced_at != 0)
         std::cout << "last sync:     " << (now - f.synced_at) / 1000 << " s ago\n";
       std::cout << "stale:         " << (stale ? "yes" : "no") << " (maximum age "
-                << cfg->credentials.max_age_hours << " h; then doors follow their offline "
+                << cfg.credentials.max_age_hours << " h; then doors follow their offline "
                 << "policy)\n";
     }
     return exit_ok;
-  } catch (const std::exception& e) {
-    std::cerr << "lockbridge: cannot read the store in " << cfg->store.state_dir.string() << ": "
-              << e.what() << "\n";
-    return exit_failure;
-  }
+  });
 }
 
 /// `lockbridge status`: the running daemon's figures, over its local socket.
@@ -338,20 +342,13 @@ int show_status(const std::string& file, bool as_json) {
 /// `lockbridge journal stats`: what waits for the broker, read from the store
 /// without the daemon (or beside it).
 int journal_stats(const std::string& file, bool as_json) {
-  auto cfg = load_config(file);
-  if (!cfg)
-    return exit_config;
-  if (!state_exists(*cfg))
-    return exit_failure;
-  try {
-    auto env = std::make_shared<lockbridge::store::environment>(
-      cfg->store.state_dir, lockbridge::store::map_size_for(cfg->store.journal_max_bytes), false);
-    lockbridge::store::journal journal{*env, {cfg->store.journal_max_bytes}};
+  return with_store(file, [as_json](const lockbridge::config::gateway_config& cfg,
+                                    lockbridge::store::environment& env) {
+    lockbridge::store::journal journal{env, {cfg.store.journal_max_bytes}};
     auto f = journal.figures();
-    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
-    auto age_s = f.oldest_received_at == 0 ? 0 : (now - f.oldest_received_at) / 1000;
+    auto age_s = f.oldest_received_at == 0
+                   ? 0
+                   : (lockbridge::protocol::unix_ms_now() - f.oldest_received_at) / 1000;
     if (as_json) {
       std::cout << "{\"depth\":" << f.depth << ",\"bytes\":" << f.bytes
                 << ",\"limit_bytes\":" << f.limit_bytes
@@ -368,11 +365,7 @@ int journal_stats(const std::string& file, bool as_json) {
         std::cout << "oldest:                 received " << age_s << " s ago\n";
     }
     return exit_ok;
-  } catch (const std::exception& e) {
-    std::cerr << "lockbridge: cannot read the store in " << cfg->store.state_dir.string() << ": "
-              << e.what() << "\n";
-    return exit_failure;
-  }
+  });
 }
 
 /// `lockbridge provision lock --id ID`: a random per-lock PSK in a secret
