@@ -47,6 +47,35 @@ class ConfigErrors(Site):
             self.assertFalse(os.path.exists(os.path.join(self.state_dir, "data.mdb")))
         self.assertTrue(lines)
 
+    def test_bad_command_lines_are_refused_and_change_nothing(self):
+        locks = os.path.join(self.dir, "provisioned")
+        cases = [
+            (["frobnicate"], 64, "subcommand"),
+            (["provision", "lock"], 64, "--id"),
+            (["provision", "lock", "--id", "a/b", "--dir", locks], 64, "--id: expected"),
+            (["status", "--config", os.path.join(self.dir, "missing.toml")], 78, "cannot read"),
+            (["journal", "stats", "--config", self.config], 1, "no state yet"),
+            (["credentials"], 64, "subcommand is required"),
+        ]
+        for args, code, part in cases:
+            out = subprocess.run([LOCKBRIDGE, *args], capture_output=True, text=True, timeout=20)
+            self.assertEqual(out.returncode, code, (args, out.stdout, out.stderr))
+            self.assertIn(part, out.stdout + out.stderr, args)
+        self.assertFalse(os.path.exists(locks), "a refused provision wrote something")
+        self.assertFalse(os.path.exists(self.state_dir), "a stats command created the state")
+        # A lock's key is never overwritten by accident.
+        ok = subprocess.run([LOCKBRIDGE, "provision", "lock", "--id", "lock-09", "--dir", locks],
+                            capture_output=True, text=True, timeout=20)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        with open(os.path.join(locks, "lock-09.psk")) as f:
+            key = f.read()
+        again = subprocess.run([LOCKBRIDGE, "provision", "lock", "--id", "lock-09", "--dir", locks],
+                               capture_output=True, text=True, timeout=20)
+        self.assertEqual(again.returncode, 1)
+        self.assertIn("--force", again.stderr)
+        with open(os.path.join(locks, "lock-09.psk")) as f:
+            self.assertEqual(f.read(), key)
+
     def test_check_config_accepts_the_good_file_and_the_examples_parse(self):
         p = subprocess.run([LOCKBRIDGE, "check-config", self.config], capture_output=True,
                            text=True, timeout=20)
