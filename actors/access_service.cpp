@@ -3,11 +3,14 @@
 #include <date/tz.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/keeper.hpp"
+
 namespace lockbridge {
 
-access_service::access_service(std::shared_ptr<store::credential_store> store,
+access_service::access_service(std::shared_ptr<store::vault> vault,
                                const config::gateway_config& cfg)
-  : store_(std::move(store)),
+  : vault_(std::move(vault)),
+    store_(vault_->credentials),
     zone_(date::locate_zone(cfg.time_zone)),
     max_age_ms_(std::int64_t{cfg.credentials.max_age_hours} * 3600 * 1000),
     default_policy_(cfg.credentials.default_policy),
@@ -51,11 +54,23 @@ protocol::access_decision access_service::decide(const std::string& lock_id,
       decision = {false, protocol::access_reason::stale_store, std::nullopt};
   }
   if (decision.reason != protocol::access_reason::stale_store) {
-    auto found = store_->find(store_->key_of(request.cred));
-    if (found.damaged)
-      spdlog::error("access: a stored credential is damaged and was not used (lock {}, door "
-                    "{}); the next snapshot replaces it",
+    auto key = store_->key_of(request.cred);
+    auto found = store_->find(key);
+    if (found.damaged) {
+      // Never used, never a crash: the door gets "unknown credential", the
+      // value goes to quarantine, and the event is counted and audited.
+      spdlog::error("access: a stored credential does not open (altered or moved; lock {}, "
+                    "door {}); it was not used and is quarantined; the next snapshot replaces it",
                     lock_id, request.door);
+      try {
+        if (store_->quarantine(key)) {
+          ++vault_->quarantined;
+          audit(*vault_, "quarantine", {{"table", "credentials"}, {"lock", lock_id}});
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("access: quarantine failed: {}", e.what());
+      }
+    }
     decision = protocol::decide(found.credential ? &*found.credential : nullptr, request.door,
                                 clock.now, *static_cast<const date::time_zone*>(zone_));
   }

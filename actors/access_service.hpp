@@ -11,7 +11,7 @@
 #include "config/config.hpp"
 #include "protocols/clock_guard.hpp"
 #include "protocols/credentials.hpp"
-#include "store/credentials.hpp"
+#include "store/vault.hpp"
 
 namespace lockbridge {
 
@@ -22,8 +22,7 @@ namespace lockbridge {
 class access_service {
 public:
   /// Throws std::runtime_error if the time zone is unknown.
-  access_service(std::shared_ptr<store::credential_store> store,
-                 const config::gateway_config& cfg);
+  access_service(std::shared_ptr<store::vault> vault, const config::gateway_config& cfg);
 
   protocol::access_decision decide(const std::string& lock_id,
                                    const protocol::access_request& request);
@@ -46,6 +45,7 @@ public:
   std::atomic<std::int64_t> clock_behind_ms{0};
 
 private:
+  std::shared_ptr<store::vault> vault_;
   std::shared_ptr<store::credential_store> store_;
   std::atomic<std::int64_t> synced_at_{0};
   const void* zone_; // const date::time_zone*, kept opaque here

@@ -35,6 +35,8 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, route, "route")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, reload, "reload")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, get, "get")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, reseal, "reseal")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, audit, "audit")
 
 namespace lockbridge {
 
@@ -88,10 +90,21 @@ using credentials_actor = caf::typed_actor<
   /// Periodic: save the clock's high-water mark, drop an abandoned snapshot.
   caf::reacts_to<atom::tick>>;
 
+/// The keeper of data protection: pseudonym epochs, data keys, erasure,
+/// retention of the audit trail and the quarantine.
+using keeper_actor = caf::typed_actor<
+  /// A command from the cloud (erase_subject, rotate_keys) and its payload.
+  caf::reacts_to<atom::command, std::string, std::string>,
+  /// Periodic: epoch rotation and destruction, retention (also at start).
+  caf::reacts_to<atom::tick>,
+  /// One step of re-sealing after a data-key rotation (sent to itself).
+  caf::reacts_to<atom::reseal>>;
+
 /// The journal as a message type (handed to the uplink at start).
 } // namespace lockbridge
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::journal_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::credentials_actor)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::keeper_actor)
 namespace lockbridge {
 
 /// The cloud link.
@@ -122,6 +135,10 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::result, std::string>,
   /// Where credential commands go.
   caf::reacts_to<atom::route, credentials_actor>,
+  /// Where erase_subject and rotate_keys go.
+  caf::reacts_to<atom::route, keeper_actor>,
+  /// Publish audit records waiting in the store (also on its own timer).
+  caf::reacts_to<atom::audit>,
   /// The local status (JSON): the status message's figures and the link's state.
   caf::replies_to<atom::get>::with<std::string>,
   /// A reload (with the number of locks now configured): if the CA,

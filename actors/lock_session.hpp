@@ -7,13 +7,13 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/interfaces.hpp"
-#include "protocols/pseudonym.hpp"
+#include "store/pseudonyms.hpp"
 
 namespace lockbridge {
 
 struct lock_session_config {
   std::string lock_id;
-  std::shared_ptr<const protocol::pseudonymiser> pseudonyms;
+  std::shared_ptr<const store::pseudonym_source> pseudonyms;
 };
 
 caf::error validate(const lock_session_config& cfg);

@@ -8,11 +8,14 @@
 #include "actors/credentials.hpp"
 #include "actors/error.hpp"
 #include "actors/journal.hpp"
+#include "actors/keeper.hpp"
 #include "actors/lock_session.hpp"
 #include "actors/uplink.hpp"
 #include "config/secrets.hpp"
-#include "protocols/pseudonym.hpp"
+#include "protocols/clock_guard.hpp"
 #include "transports/coap_server.hpp"
+
+#include <openssl/crypto.h>
 
 #include <filesystem>
 #include <map>
@@ -30,10 +33,8 @@ void spawn_children(self_ptr self) {
   auto& st = self->state;
   const auto& gw = st.cfg.gateway;
 
-  auto key = config::read_key32(gw.pseudonym_key_file);
-  if (!key)
-    throw std::runtime_error{"pseudonym key: " + key.error().to_string()};
-  auto pseudonyms = std::make_shared<const protocol::pseudonymiser>(*key, 1);
+  auto& vault = st.vault;
+  auto pseudonyms = std::shared_ptr<const store::pseudonym_source>{vault->pseudonyms};
 
   transport::coap_server_config coap_cfg;
   coap_cfg.dtls_listen = gw.coap.dtls_listen;
@@ -45,15 +46,10 @@ void spawn_children(self_ptr self) {
       throw std::runtime_error{"lock " + lock.id + ": " + psk.error().to_string()};
     coap_cfg.locks.push_back({lock.id, *psk});
   }
-  auto lookup_key = config::read_key32(gw.credentials.lookup_key_file);
-  if (!lookup_key)
-    throw std::runtime_error{"credential lookup key: " + lookup_key.error().to_string()};
-  auto credential_store = std::make_shared<store::credential_store>(
-    *st.env, protocol::keyed_hmac{*lookup_key, "lockbridge/credential-lookup/v1"});
-  credential_store->keep_alive(st.env);
+  auto credential_store = vault->credentials;
 
   auto sessions = std::make_shared<session_table>();
-  auto access = std::make_shared<access_service>(credential_store, gw);
+  auto access = std::make_shared<access_service>(vault, gw);
   coap_cfg.on_decided = [sessions, access](const std::string& lock,
                                            const protocol::access_request& request,
                                            const protocol::access_decision& decision) {
@@ -79,14 +75,23 @@ void spawn_children(self_ptr self) {
                        batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
     });
 
-  uplink_config up_cfg{gw.site,   gw.gateway, st.cfg.version,   gw.locks.size(),
-                       gw.mqtt,   st.store,   credential_store, access};
+  uplink_config up_cfg;
+  up_cfg.site = gw.site;
+  up_cfg.gateway = gw.gateway;
+  up_cfg.version = st.cfg.version;
+  up_cfg.locks_configured = gw.locks.size();
+  up_cfg.mqtt = gw.mqtt;
+  up_cfg.store = vault->events;
+  up_cfg.credentials = credential_store;
+  up_cfg.access = access;
+  up_cfg.vault = vault;
+  up_cfg.retention_days = gw.store.retention_days;
   if (auto err = validate(up_cfg))
     throw std::runtime_error{"uplink: " + caf::to_string(err)};
   auto up = self->spawn(uplink, up_cfg);
 
   journal_config j_cfg;
-  j_cfg.store = st.store;
+  j_cfg.store = vault->events;
   j_cfg.retention_days = gw.store.retention_days;
   j_cfg.reply = [server](std::uint64_t request, const store::append_outcome& o) {
     transport::events_reply reply;
@@ -112,6 +117,17 @@ void spawn_children(self_ptr self) {
     throw std::runtime_error{"credentials: " + caf::to_string(err)};
   auto cr = self->spawn<caf::detached>(credentials, cr_cfg);
   self->send(up, atom::route_v, cr);
+  keeper_config k_cfg;
+  k_cfg.vault = vault;
+  k_cfg.site = gw.site;
+  k_cfg.gateway = gw.gateway;
+  k_cfg.retention_days = gw.store.retention_days;
+  k_cfg.epoch_days = gw.security.pseudonym_epoch_days;
+  k_cfg.publish_result = cr_cfg.publish_result;
+  if (auto err = validate(k_cfg))
+    throw std::runtime_error{"keeper: " + caf::to_string(err)};
+  auto kp = self->spawn<caf::detached>(keeper, k_cfg);
+  self->send(up, atom::route_v, kp);
   auto f = credential_store->figures();
   spdlog::info("credentials: {} in force at version {}{}", f.count, f.version,
                f.synced_at == 0 ? " (never synced: doors follow their offline policy)" : "");
@@ -120,6 +136,7 @@ void spawn_children(self_ptr self) {
   st.children.push_back(caf::actor_cast<caf::actor>(up));
   st.children.push_back(caf::actor_cast<caf::actor>(jr));
   st.children.push_back(caf::actor_cast<caf::actor>(cr));
+  st.children.push_back(caf::actor_cast<caf::actor>(kp));
   for (const auto& lock : gw.locks) {
     lock_session_config ls_cfg{lock.id, pseudonyms};
     if (auto err = validate(ls_cfg))
@@ -134,7 +151,6 @@ void spawn_children(self_ptr self) {
   }
   st.server = server;
   st.sessions = sessions;
-  st.pseudonyms = pseudonyms;
   st.journal = jr;
   st.uplink = up;
   auto endpoint = self->spawn(coap_endpoint, server);
@@ -165,7 +181,7 @@ std::vector<std::string> restart_only_changes(const config::gateway_config& a,
     return s;
   };
   if (a.site != b.site || a.gateway != b.gateway || a.environment != b.environment
-      || a.pseudonym_key_file != b.pseudonym_key_file || a.time_zone != b.time_zone
+      || a.time_zone != b.time_zone
       || a.log_level != b.log_level)
     out.push_back("[gateway]");
   if (a.store.state_dir != b.store.state_dir || a.store.journal_max_bytes != b.store.journal_max_bytes
@@ -190,6 +206,8 @@ std::vector<std::string> restart_only_changes(const config::gateway_config& a,
       s += d.id + "=" + std::to_string(static_cast<int>(d.policy)) + ",";
     return s;
   };
+  if (a.security.pseudonym_epoch_days != b.security.pseudonym_epoch_days)
+    out.push_back("[security]");
   if (a.credentials.lookup_key_file != b.credentials.lookup_key_file
       || a.credentials.max_age_hours != b.credentials.max_age_hours
       || a.credentials.default_policy != b.credentials.default_policy
@@ -206,6 +224,26 @@ void reload(self_ptr self, const config::gateway_config& next) {
     spdlog::warn("reload: changes to {} need a restart (systemctl restart lockbridge); they "
                  "are not applied now",
                  section);
+  // A new key-encryption key (rotated in place or under a new path): re-wrap
+  // the data keys under it. Nothing else changes: values stay as they are.
+  if (auto kek = config::read_key32(next.security.kek_file); !kek) {
+    spdlog::error("reload: key-encryption key: {}; the current one stays in force",
+                  kek.error().to_string());
+  } else if (!st.vault->keys->is_kek(*kek)) {
+    try {
+      st.vault->keys->rewrap(*kek);
+      spdlog::info("keys: data keys re-wrapped under the new key-encryption key ({}); the old "
+                   "one is no longer needed",
+                   next.security.kek_file.string());
+      audit(*st.vault, "kek_rotated", {{"data_keys", st.vault->keys->ids().size()}});
+    } catch (const std::exception& e) {
+      spdlog::error("reload: re-wrapping the data keys failed: {}; the old key-encryption key "
+                    "stays in force",
+                    e.what());
+    }
+    OPENSSL_cleanse(kek->data(), kek->size());
+  }
+  st.cfg.gateway.security.kek_file = next.security.kek_file;
   // TLS files rotated in place (same paths): the uplink checks and reconnects.
   if (st.uplink)
     self->send(st.uplink, atom::reload_v, std::uint64_t{next.locks.size()});
@@ -239,7 +277,7 @@ void reload(self_ptr self, const config::gateway_config& next) {
   // New sessions first, then the server accepts them; the server refuses
   // removed locks first, then their sessions stop.
   for (const auto& id : added) {
-    lock_session_config ls_cfg{id, st.pseudonyms};
+    lock_session_config ls_cfg{id, st.vault->pseudonyms};
     auto session = self->spawn(lock_session, ls_cfg, st.journal);
     self->monitor(session);
     auto handle = caf::actor_cast<caf::actor>(session);
@@ -271,20 +309,44 @@ void reload(self_ptr self, const config::gateway_config& next) {
   };
   spdlog::info("reload: {} locks now; added: {}; removed: {}; the others kept their sessions",
                next.locks.size(), join(added), join(removed));
+  audit(*st.vault, "config_reloaded",
+        {{"file", next.source.string()}, {"locks", next.locks.size()}, {"added", added},
+         {"removed", removed}, {"needs_restart", later}});
 }
 
 } // namespace
+
+std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive) {
+  store::vault_keys keys;
+  auto kek = config::read_key32(gw.security.kek_file);
+  if (!kek)
+    throw std::runtime_error{"key-encryption key: " + kek.error().to_string()};
+  keys.kek = *kek;
+  if (!gw.security.previous_kek_file.empty()) {
+    auto previous = config::read_key32(gw.security.previous_kek_file);
+    if (!previous)
+      throw std::runtime_error{"previous key-encryption key: " + previous.error().to_string()};
+    keys.previous_kek = *previous;
+  }
+  auto lookup = config::read_key32(gw.credentials.lookup_key_file);
+  if (!lookup)
+    throw std::runtime_error{"credential lookup key: " + lookup.error().to_string()};
+  keys.lookup = *lookup;
+  auto v = store::open_vault(gw.store.state_dir, gw.store.journal_max_bytes, keys,
+                             protocol::unix_ms_now(), exclusive);
+  OPENSSL_cleanse(keys.kek.data(), keys.kek.size());
+  OPENSSL_cleanse(keys.lookup.data(), keys.lookup.size());
+  if (keys.previous_kek)
+    OPENSSL_cleanse(keys.previous_kek->data(), keys.previous_kek->size());
+  return v;
+}
 
 supervisor_actor::behavior_type
 supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   const auto& gw = st.cfg.gateway;
-  st.env = std::make_shared<store::environment>(gw.store.state_dir,
-                                                store::map_size_for(gw.store.journal_max_bytes));
-  st.store = std::make_shared<store::journal>(*st.env,
-                                              store::journal_limits{gw.store.journal_max_bytes});
-  st.store->keep_alive(st.env);
+  st.vault = open_state(gw);
   spawn_children(self);
   if (st.cfg.on_ready)
     st.cfg.on_ready();

@@ -16,15 +16,10 @@
 #include "actors/interfaces.hpp"
 #include "actors/uplink.hpp"
 #include "config/config.hpp"
-#include "store/environment.hpp"
-#include "store/journal.hpp"
+#include "store/vault.hpp"
 
 namespace lockbridge::transport {
 class coap_server;
-}
-
-namespace lockbridge::protocol {
-class pseudonymiser;
 }
 
 namespace lockbridge {
@@ -82,19 +77,21 @@ struct supervisor_state {
   static inline const char* name = "supervisor";
 
   supervisor_config cfg;
-  std::shared_ptr<store::environment> env;
-  std::shared_ptr<store::journal> store;
+  std::shared_ptr<store::vault> vault;
   std::vector<caf::actor> children;
   // What a reload needs of the running children:
   std::shared_ptr<transport::coap_server> server;
   std::shared_ptr<session_table> sessions;
-  std::shared_ptr<const protocol::pseudonymiser> pseudonyms;
   journal_actor journal;
   uplink_actor uplink;
   std::map<std::string, caf::actor> lock_sessions; ///< lock id -> its session
   std::vector<std::chrono::steady_clock::time_point> restarts;
   bool restarting = false;
 };
+
+/// Reads the key files named in `gw` and opens the state (store/vault.hpp).
+/// Throws std::runtime_error or store::store_error saying what is wrong.
+std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive = true);
 
 /// Opens the store, spawns the uplink, journal, one lock_session per lock and
 /// the CoAP endpoint, monitors them and restarts them all, with backoff, when

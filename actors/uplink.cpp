@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/error.hpp"
+#include "actors/keeper.hpp"
+#include "store/quarantine.hpp"
 #include "protocols/clock_guard.hpp"
 #include "config/tls_check.hpp"
 #include "transports/tls_probe.hpp"
@@ -160,6 +162,32 @@ protocol::gateway_status status_now(self_ptr self) {
     }
     s.credentials = c;
   }
+  if (st.cfg.vault) {
+    auto& v = *st.cfg.vault;
+    protocol::gateway_status::privacy_part p;
+    try {
+      auto epochs = v.epochs->all();
+      p.pseudonym_epoch = epochs.back().epoch;
+      p.pseudonym_epoch_since = epochs.back().created_at;
+      p.pseudonym_epochs_live = epochs.size();
+      p.data_key = v.keys->current();
+      p.data_keys_live = v.keys->ids().size();
+      p.resealing = v.resealing;
+      p.quarantined = store::quarantine_stats(*v.env).count;
+      p.quarantined_since_start = v.quarantined;
+      auto a = v.audit->figures();
+      p.audit_pending = a.count;
+      p.audit_next_seq = a.next_seq;
+      p.audit_purged = v.audit_purged;
+      p.quarantine_purged = v.quarantine_purged;
+      p.epochs_destroyed = v.epochs_destroyed;
+      p.erasures = v.erasures;
+      p.retention_days = st.cfg.retention_days;
+      s.privacy = p;
+    } catch (const std::exception& e) {
+      spdlog::warn("uplink: privacy figures unavailable: {}", e.what());
+    }
+  }
   return s;
 }
 
@@ -204,6 +232,52 @@ void publish_result(self_ptr self, std::string payload) {
   st.pending_results.push_back(std::move(payload));
 }
 
+/// Publishes the audit records waiting in the store on `audit` (at most two
+/// messages of 100 records in flight); the store removes them once the broker
+/// acknowledged them.
+void pump_audit(self_ptr self) {
+  auto& st = self->state;
+  if (!st.connected || !st.cfg.vault)
+    return;
+  while (st.audit_window.size() < 2) {
+    std::vector<std::uint64_t> damaged;
+    auto entries = st.cfg.vault->audit->read(st.audit_next, 100, &damaged);
+    for (auto seq : damaged)
+      spdlog::error("uplink: audit record {} does not open; `lockbridge audit verify` reports "
+                    "the broken link", seq);
+    if (entries.empty()) {
+      if (!damaged.empty())
+        st.audit_next = damaged.back() + 1;
+      return;
+    }
+    nlohmann::json records = nlohmann::json::array();
+    for (const auto& e : entries) {
+      auto record = nlohmann::json::parse(e.json, nullptr, false);
+      if (record.is_discarded())
+        continue;
+      record["hash"] = e.hash;
+      records.push_back(std::move(record));
+    }
+    nlohmann::json doc{{"schema", "lockbridge/audit/1"},
+                       {"site", st.cfg.site},
+                       {"gateway", st.cfg.gateway},
+                       {"records", std::move(records)}};
+    auto number = st.next_number++;
+    try {
+      auto msg = mqtt::make_message(st.topics.audit(), doc.dump(), 1, false);
+      st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
+                               st.link->on_publish);
+    } catch (const mqtt::exception& e) {
+      spdlog::warn("uplink: audit publish failed ({}); will resend after reconnecting", e.what());
+      return;
+    }
+    st.audit_window.push_back({number, entries.back().seq, false});
+    st.audit_next = entries.back().seq + 1;
+    if (!damaged.empty())
+      st.audit_next = std::max(st.audit_next, damaged.back() + 1);
+  }
+}
+
 /// Publishes journal entries while the window has room. One read
 /// transaction fetches what the free window can carry; it is then cut into
 /// messages of at most max_events_per_message events each.
@@ -214,9 +288,22 @@ void pump(self_ptr self) {
     auto room = st.cfg.mqtt.inflight_window - st.window.size();
     std::vector<std::uint64_t> damaged;
     auto entries = st.cfg.store->read(st.next_key, room * per_message, &damaged);
-    for (auto key : damaged)
-      spdlog::error("uplink: journal entry {} is damaged and cannot be sent; it stays until "
-                    "retention removes it", key);
+    if (!damaged.empty()) {
+      // Never sent, never used, never a crash: moved aside, counted, audited.
+      for (auto key : damaged)
+        spdlog::error("uplink: journal entry {} does not open (altered or moved); it is "
+                      "quarantined and not sent", key);
+      try {
+        auto moved = st.cfg.store->quarantine(damaged);
+        if (st.cfg.vault && moved > 0) {
+          st.cfg.vault->quarantined += moved;
+          audit(*st.cfg.vault, "quarantine",
+                {{"table", "journal"}, {"entries", moved}, {"first_key", damaged.front()}});
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("uplink: quarantine failed: {}", e.what());
+      }
+    }
     if (entries.empty()) {
       if (!damaged.empty())
         st.next_key = damaged.back() + 1;
@@ -339,6 +426,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       start_connect(self);
       self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
                          atom::status_v);
+      self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
     },
     [self](atom::connect) { start_connect(self); },
     [self](atom::connected, std::uint64_t generation) {
@@ -365,6 +453,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       }
       publish_status(self);
       pump(self);
+      pump_audit(self);
     },
     [self](atom::lost, std::uint64_t generation, const std::string& reason) {
       auto& st = self->state;
@@ -376,6 +465,8 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       // Everything not acknowledged is read again from the journal.
       st.window.clear();
       st.next_key = st.acked_upto + 1;
+      st.audit_window.clear();
+      st.audit_next = 0;
       if (was_connected)
         spdlog::warn("uplink: {}", reason);
       schedule_reconnect(self, reason);
@@ -383,6 +474,28 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     [self](atom::committed, std::uint64_t) { pump(self); },
     [self](atom::acked, std::uint64_t number) {
       auto& st = self->state;
+      bool audit_ack = false;
+      for (auto& f : st.audit_window)
+        if (f.number == number) {
+          f.acked = true;
+          audit_ack = true;
+        }
+      if (audit_ack) {
+        std::uint64_t upto = 0;
+        while (!st.audit_window.empty() && st.audit_window.front().acked) {
+          upto = st.audit_window.front().last_seq;
+          st.audit_window.pop_front();
+        }
+        if (upto > 0) {
+          try {
+            st.cfg.vault->audit->remove_upto(upto);
+          } catch (const std::exception& e) {
+            spdlog::error("uplink: removing delivered audit records failed: {}", e.what());
+          }
+        }
+        pump_audit(self);
+        return;
+      }
       for (auto& f : st.window)
         if (f.number == number)
           f.acked = true;
@@ -414,6 +527,14 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     },
     [self](atom::nacked, std::uint64_t number) {
       auto& st = self->state;
+      for (const auto& f : st.audit_window)
+        if (f.number == number) {
+          spdlog::warn("uplink: audit publish {} failed; resending", number);
+          st.audit_window.clear();
+          st.audit_next = 0;
+          pump_audit(self);
+          return;
+        }
       bool ours = false;
       for (auto& f : st.window)
         ours = ours || f.number == number;
@@ -440,18 +561,27 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         self->send(st.credentials, atom::command_v, name, payload);
         return;
       }
+      if ((name == "erase_subject" || name == "rotate_keys") && st.keeper) {
+        self->send(st.keeper, atom::command_v, name, payload);
+        return;
+      }
       spdlog::warn("uplink: unknown command \"{}\" refused", name);
       protocol::command_result r;
       r.id = protocol::command_id_of(payload).value_or("");
       r.command = name.size() <= 64 ? name : name.substr(0, 64);
       r.status = "error";
-      r.error = input_error{"", "unknown command; this gateway accepts credentials/snapshot and "
-                                "credentials/delta"};
+      r.error = input_error{"", "unknown command; this gateway accepts credentials/snapshot, "
+                                "credentials/delta, erase_subject and rotate_keys"};
       r.ts = unix_ms_now();
       publish_result(self, protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r));
     },
     [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },
     [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
+    [self](atom::route, keeper_actor target) { self->state.keeper = std::move(target); },
+    [self](atom::audit) {
+      pump_audit(self);
+      self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
+    },
     [self](atom::reload, std::uint64_t locks) {
       auto& st = self->state;
       st.cfg.locks_configured = locks;

@@ -16,6 +16,7 @@
 #include "config/config.hpp"
 #include "protocols/cloud_messages.hpp"
 #include "store/journal.hpp"
+#include "store/vault.hpp"
 
 namespace lockbridge {
 
@@ -28,6 +29,9 @@ struct uplink_config {
   std::shared_ptr<store::journal> store;
   std::shared_ptr<store::credential_store> credentials; ///< for status (optional)
   std::shared_ptr<access_service> access;               ///< for status (optional)
+  std::shared_ptr<store::vault> vault; ///< the audit trail to publish, privacy figures (optional)
+  std::chrono::milliseconds audit_interval{2000};
+  std::uint32_t retention_days = 90; ///< reported in status
 };
 
 caf::error validate(const uplink_config& cfg);
@@ -65,6 +69,15 @@ struct uplink_state {
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;
   credentials_actor credentials;          ///< where credentials/ commands go
+  keeper_actor keeper;                    ///< where erase_subject and rotate_keys go
+  /// Audit records published and not yet acknowledged.
+  struct audit_flight {
+    std::uint64_t number = 0;
+    std::uint64_t last_seq = 0;
+    bool acked = false;
+  };
+  std::deque<audit_flight> audit_window;
+  std::uint64_t audit_next = 0; ///< the next audit seq to read
   std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
   std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
   std::deque<std::string> pending_results; ///< cmd_result messages kept while offline

@@ -241,7 +241,7 @@ int run(const std::string& file) {
 /// a store made by root here would later be unwritable for the service's user.
 int with_store(const std::string& file,
                const std::function<int(const lockbridge::config::gateway_config&,
-                                       lockbridge::store::environment&)>& body) {
+                                       lockbridge::store::vault&)>& body) {
   auto cfg = load_config(file);
   if (!cfg)
     return exit_config;
@@ -251,9 +251,8 @@ int with_store(const std::string& file,
     return exit_failure;
   }
   try {
-    lockbridge::store::environment env{
-      cfg->store.state_dir, lockbridge::store::map_size_for(cfg->store.journal_max_bytes), false};
-    return body(*cfg, env);
+    auto vault = lockbridge::open_state(*cfg, false);
+    return body(*cfg, *vault);
   } catch (const std::exception& e) {
     std::cerr << "lockbridge: cannot read the store in " << cfg->store.state_dir.string() << ": "
               << e.what() << "\n";
@@ -265,15 +264,8 @@ int with_store(const std::string& file,
 /// (the daemon may be running: LMDB readers do not disturb it).
 int credentials_stats(const std::string& file, bool as_json) {
   return with_store(file, [as_json](const lockbridge::config::gateway_config& cfg,
-                                    lockbridge::store::environment& env) {
-    auto key = lockbridge::config::read_key32(cfg.credentials.lookup_key_file);
-    if (!key) {
-      std::cerr << "lockbridge: credentials.lookup_key_file: " << key.error().message << "\n";
-      return exit_config;
-    }
-    lockbridge::store::credential_store store{
-      env, lockbridge::protocol::keyed_hmac{*key, "lockbridge/credential-lookup/v1"}};
-    auto f = store.figures();
+                                    lockbridge::store::vault& vault) {
+    auto f = vault.credentials->figures();
     auto now = lockbridge::protocol::unix_ms_now();
     auto max_age_ms = std::int64_t{cfg.credentials.max_age_hours} * 3600 * 1000;
     bool stale = f.synced_at == 0 || now - f.synced_at > max_age_ms;
@@ -342,10 +334,9 @@ int show_status(const std::string& file, bool as_json) {
 /// `lockbridge journal stats`: what waits for the broker, read from the store
 /// without the daemon (or beside it).
 int journal_stats(const std::string& file, bool as_json) {
-  return with_store(file, [as_json](const lockbridge::config::gateway_config& cfg,
-                                    lockbridge::store::environment& env) {
-    lockbridge::store::journal journal{env, {cfg.store.journal_max_bytes}};
-    auto f = journal.figures();
+  return with_store(file, [as_json](const lockbridge::config::gateway_config&,
+                                    lockbridge::store::vault& vault) {
+    auto f = vault.events->figures();
     auto age_s = f.oldest_received_at == 0
                    ? 0
                    : (lockbridge::protocol::unix_ms_now() - f.oldest_received_at) / 1000;

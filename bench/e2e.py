@@ -54,7 +54,7 @@ class Bench:
         self.lock_ids = [f"lock-{i:02d}" for i in range(1, args.locks + 1)]
         for lock in self.lock_ids:
             self.secret(os.path.join(self.psk_dir, f"{lock}.psk"), secrets.token_hex(16))
-        self.key_file = os.path.join(self.dir, "pseudonym.key")
+        self.key_file = os.path.join(self.dir, "kek.key")
         self.secret(self.key_file, secrets.token_hex(32))
         self.lookup_key_file = os.path.join(self.dir, "lookup.key")
         self.secret(self.lookup_key_file, secrets.token_hex(32))
@@ -89,9 +89,11 @@ class Bench:
 site = "site-1"
 id = "gw-1"
 environment = "development"
-pseudonym_key_file = "{self.key_file}"
 log_level = "info"
 status_socket = "{self.dir}/status.sock"
+
+[security]
+key_encryption_key_file = "{self.key_file}"
 
 [credentials]
 lookup_key_file = "{self.lookup_key_file}"

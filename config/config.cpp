@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <cstdlib>
 #include <charconv>
 #include <fstream>
 #include <set>
@@ -249,7 +250,8 @@ private:
 };
 
 void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
-  r.only_keys(root, "", {"gateway", "store", "coap", "mqtt", "credentials", "locks", "doors"});
+  r.only_keys(root, "",
+              {"gateway", "store", "coap", "mqtt", "credentials", "security", "locks", "doors"});
   bool production = true;
 
   if (auto gw = r.table(root, "", "gateway", true)) {
@@ -275,8 +277,10 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.site = *v;
     if (auto v = r.id(*gw, "gateway", "id"))
       cfg.gateway = *v;
-    if (auto v = r.file(*gw, "gateway", "pseudonym_key_file", true, production))
-      cfg.pseudonym_key_file = *v;
+    if (auto node = gw->get("pseudonym_key_file"))
+      r.error(node->source(), "gateway.pseudonym_key_file",
+              "no longer used: pseudonym keys are generated, sealed in the state and rotated by "
+              "the gateway (security.pseudonym_epoch_days); delete this line");
     if (auto v = r.text(*gw, "gateway", "time_zone", defaults::time_zone)) {
       try {
         date::locate_zone(*v);
@@ -389,6 +393,41 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     if (auto p = policy_of(*creds, "credentials", defaults::offline_policy))
       cfg.credentials.default_policy = *p;
   }
+  if (auto sec = r.table(root, "", "security", false)) {
+    r.only_keys(*sec, "security",
+                {"key_encryption_key_file", "previous_key_encryption_key_file",
+                 "pseudonym_epoch_days"});
+    // The key-encryption key must not be readable by others in any environment.
+    if (sec->get("key_encryption_key_file") != nullptr)
+      if (auto v = r.file(*sec, "security", "key_encryption_key_file", true, true))
+        cfg.security.kek_file = *v;
+    if (sec->get("previous_key_encryption_key_file") != nullptr)
+      if (auto v = r.file(*sec, "security", "previous_key_encryption_key_file", true, true))
+        cfg.security.previous_kek_file = *v;
+    if (auto v = r.integer(*sec, "security", "pseudonym_epoch_days", defaults::pseudonym_epoch_days,
+                           1, defaults::max_retention_days))
+      cfg.security.pseudonym_epoch_days = static_cast<std::uint32_t>(*v);
+  } else {
+    cfg.security.pseudonym_epoch_days = defaults::pseudonym_epoch_days;
+  }
+  if (cfg.security.kek_file.empty()
+      && (root.get("security") == nullptr
+          || root.get("security")->as_table()->get("key_encryption_key_file") == nullptr)) {
+    const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
+    std::filesystem::path from_systemd;
+    if (dir != nullptr && *dir != '\0')
+      from_systemd = std::filesystem::path{dir} / defaults::kek_credential;
+    std::error_code ec;
+    if (!from_systemd.empty() && std::filesystem::is_regular_file(from_systemd, ec))
+      cfg.security.kek_file = from_systemd;
+    else
+      r.error("security.key_encryption_key_file",
+              std::string{"missing: the key-encryption key that protects the state at rest. "
+                          "Make one (umask 077; openssl rand -hex 32 > /etc/lockbridge/secrets/kek.key) "
+                          "and give its path here, or under systemd pass it as the credential "}
+                + defaults::kek_credential + " (LoadCredential=" + defaults::kek_credential
+                + ":/etc/lockbridge/secrets/kek.key)");
+  }
   if (auto doors = root.get("doors")) {
     if (!doors->is_array_of_tables()) {
       r.error(doors->source(), "doors", "expected [[doors]] tables");
@@ -438,19 +477,31 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.locks.push_back(std::move(lock));
     }
   }
-  std::optional<std::array<std::uint8_t, 32>> pseudonym_key;
-  if (!cfg.pseudonym_key_file.empty()) {
-    if (auto key = read_key32(cfg.pseudonym_key_file); !key)
-      r.error("gateway.pseudonym_key_file", key.error().message);
+  std::optional<std::array<std::uint8_t, 32>> kek;
+  if (!cfg.security.kek_file.empty()) {
+    if (auto key = read_key32(cfg.security.kek_file); !key)
+      r.error("security.key_encryption_key_file", key.error().message);
+    else if (world_readable(cfg.security.kek_file))
+      r.error("security.key_encryption_key_file",
+              "secret file " + cfg.security.kek_file.string()
+                + " is readable by others; run: chmod o-rwx " + cfg.security.kek_file.string());
     else
-      pseudonym_key = *key;
+      kek = *key;
+  }
+  if (!cfg.security.previous_kek_file.empty()) {
+    if (auto key = read_key32(cfg.security.previous_kek_file); !key)
+      r.error("security.previous_key_encryption_key_file", key.error().message);
+    else if (kek && *key == *kek)
+      r.error("security.previous_key_encryption_key_file",
+              "holds the same key as security.key_encryption_key_file; give the key it "
+              "replaced, or remove this line");
   }
   if (!cfg.credentials.lookup_key_file.empty()) {
     if (auto key = read_key32(cfg.credentials.lookup_key_file); !key)
       r.error("credentials.lookup_key_file", key.error().message);
-    else if (pseudonym_key && *key == *pseudonym_key)
+    else if (kek && *key == *kek)
       r.error("credentials.lookup_key_file",
-              "holds the same key as gateway.pseudonym_key_file; the two must differ "
+              "holds the same key as the key-encryption key; the two must differ "
               "(make one with: openssl rand -hex 32)");
   }
 }

@@ -59,6 +59,16 @@ struct credentials_config {
   std::vector<door_config> doors;        ///< doors with their own policy
 };
 
+/// Keys at rest (docs/security.md).
+struct security_config {
+  /// The key-encryption key that wraps the data keys: from
+  /// security.key_encryption_key_file, else $CREDENTIALS_DIRECTORY/lockbridge.kek.
+  std::filesystem::path kek_file;
+  /// The one it replaces, for the first start after a rotation done offline.
+  std::filesystem::path previous_kek_file;
+  std::uint32_t pseudonym_epoch_days = 0; ///< a new pseudonym epoch this often
+};
+
 struct store_config {
   std::filesystem::path state_dir;
   std::uint64_t journal_max_bytes = 0;
@@ -71,11 +81,11 @@ struct gateway_config {
   std::string site;
   std::string gateway;
   run_environment environment = run_environment::production;
-  std::filesystem::path pseudonym_key_file;
   std::string log_level;
   std::string time_zone;          ///< IANA name; schedules are evaluated in it
   std::filesystem::path status_socket; ///< `lockbridge status` asks here
   credentials_config credentials;
+  security_config security;
   store_config store;
   coap_config coap;
   mqtt_config mqtt;

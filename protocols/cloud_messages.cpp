@@ -271,6 +271,26 @@ std::string encode_status(const gateway_status& s) {
                           {"denied_stale", c.denied_stale},
                           {"clock_behind_ms", c.clock_behind_ms}};
   }
+  if (s.privacy) {
+    const auto& p = *s.privacy;
+    doc["privacy"] = {
+      {"pseudonym_epoch", p.pseudonym_epoch},
+      {"pseudonym_epochs_live", p.pseudonym_epochs_live},
+      {"pseudonym_epoch_since", p.pseudonym_epoch_since},
+      {"data_key", p.data_key},
+      {"data_keys_live", p.data_keys_live},
+      {"resealing", p.resealing},
+      {"quarantined", p.quarantined},
+      {"quarantined_since_start", p.quarantined_since_start},
+      {"audit_pending", p.audit_pending},
+      {"audit_next_seq", p.audit_next_seq},
+      {"retention_days", p.retention_days},
+      {"purged", {{"journal", s.journal.purged_retention},
+                  {"audit", p.audit_purged},
+                  {"quarantine", p.quarantine_purged}}},
+      {"epochs_destroyed", p.epochs_destroyed},
+      {"erasures", p.erasures}};
+  }
   return doc.dump();
 }
 

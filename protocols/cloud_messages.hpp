@@ -96,6 +96,25 @@ struct gateway_status {
     std::int64_t clock_behind_ms = 0;
   };
   std::optional<credentials_part> credentials;
+  /// Data protection at rest (absent in a will).
+  struct privacy_part {
+    std::uint32_t pseudonym_epoch = 0;
+    std::uint64_t pseudonym_epochs_live = 0;  ///< epoch keys still held
+    std::int64_t pseudonym_epoch_since = 0;   ///< Unix ms the epoch in force began
+    std::uint32_t data_key = 0;               ///< the data key that seals
+    std::uint64_t data_keys_live = 0;
+    bool resealing = false;
+    std::uint64_t quarantined = 0;            ///< values held in quarantine now
+    std::uint64_t quarantined_since_start = 0;
+    std::uint64_t audit_pending = 0;          ///< audit records not yet acknowledged
+    std::uint64_t audit_next_seq = 0;
+    std::uint64_t audit_purged = 0;           ///< purged by retention since start
+    std::uint64_t quarantine_purged = 0;      ///< purged by retention since start
+    std::uint64_t epochs_destroyed = 0;       ///< since start
+    std::uint64_t erasures = 0;               ///< erase_subject commands done since start
+    std::uint32_t retention_days = 0;
+  };
+  std::optional<privacy_part> privacy;
   std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
 };
 

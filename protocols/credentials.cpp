@@ -19,6 +19,8 @@ using nlohmann::json;
 constexpr std::string_view snapshot_schema = "lockbridge/credentials-snapshot/1";
 constexpr std::string_view delta_schema = "lockbridge/credentials-delta/1";
 constexpr std::string_view result_schema = "lockbridge/cmd-result/1";
+constexpr std::string_view erase_schema = "lockbridge/erase-subject/1";
+constexpr std::string_view rotate_schema = "lockbridge/rotate-keys/1";
 
 constexpr const char* day_names[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
 
@@ -536,6 +538,56 @@ result<credential_delta> decode_credential_delta(std::string_view text) {
 
 // -- the lock's query and the answer ---------------------------------------------
 
+result<erase_subject_request> decode_erase_subject(std::string_view text) {
+  json_reader r{text};
+  if (r.error)
+    return *r.error;
+  const auto& doc = r.doc;
+  if (auto e = only_known(doc, "", {"schema", "id", "subject"}, "expected schema, id, subject"))
+    return *e;
+  if (auto e = check_schema(doc, erase_schema))
+    return *e;
+  erase_subject_request out;
+  auto id = get_text(doc, "", "id", 64, true);
+  if (!id)
+    return id.error();
+  out.id = std::move(*id);
+  auto subject = get_text(doc, "", "subject", credential_limits::max_subject_length, true);
+  if (!subject)
+    return subject.error();
+  out.subject = std::move(*subject);
+  return out;
+}
+
+result<rotate_keys_request> decode_rotate_keys(std::string_view text) {
+  json_reader r{text};
+  if (r.error)
+    return *r.error;
+  const auto& doc = r.doc;
+  if (auto e = only_known(doc, "", {"schema", "id", "pseudonym_epoch", "data_key"},
+                          "expected schema, id, pseudonym_epoch, data_key"))
+    return *e;
+  if (auto e = check_schema(doc, rotate_schema))
+    return *e;
+  rotate_keys_request out;
+  auto id = get_text(doc, "", "id", 64, true);
+  if (!id)
+    return id.error();
+  out.id = std::move(*id);
+  for (auto [key, flag] : {std::pair{"pseudonym_epoch", &out.pseudonym_epoch},
+                           std::pair{"data_key", &out.data_key}}) {
+    auto it = doc.find(key);
+    if (it == doc.end())
+      continue;
+    if (!it->is_boolean())
+      return input_error{key, std::string{"expected true or false, got "} + it->type_name()};
+    *flag = it->get<bool>();
+  }
+  if (!out.pseudonym_epoch && !out.data_key)
+    return input_error{"", "nothing to rotate: set pseudonym_epoch and/or data_key to true"};
+  return out;
+}
+
 result<access_request> decode_access_request(std::span<const std::uint8_t> payload) {
   if (payload.empty())
     return input_error{"", "empty payload; expected a CBOR map {cred, door, ts}"};
@@ -745,6 +797,8 @@ std::string encode_command_result(std::string_view site, std::string_view gatewa
     doc["detail"] = r.detail;
   if (r.snapshot_requested)
     doc["request"] = "snapshot";
+  if (r.receipt)
+    doc["receipt"] = json::parse(*r.receipt, nullptr, false);
   return doc.dump();
 }
 

@@ -94,6 +94,22 @@ struct credential_delta {
   std::vector<credential_update> upsert;
 };
 
+/// `cmd/erase_subject`: remove every local trace of a subject.
+struct erase_subject_request {
+  std::string id;
+  std::string subject;
+};
+
+/// `cmd/rotate_keys`: start a new pseudonym epoch and/or a new data key now.
+struct rotate_keys_request {
+  std::string id;
+  bool pseudonym_epoch = false;
+  bool data_key = false;
+};
+
+result<erase_subject_request> decode_erase_subject(std::string_view json);
+result<rotate_keys_request> decode_rotate_keys(std::string_view json);
+
 /// The command id of a cloud message, if it has a usable one (so that even a
 /// refused message can be answered under its id).
 std::optional<std::string> command_id_of(std::string_view json);
@@ -156,6 +172,7 @@ struct command_result {
   std::string detail;
   bool snapshot_requested = false;
   std::int64_t ts = 0;
+  std::optional<std::string> receipt; ///< a JSON object (erase_subject's receipt)
 };
 
 std::string encode_command_result(std::string_view site, std::string_view gateway,

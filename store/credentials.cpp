@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "protocols/clock_guard.hpp"
 #include "store/lmdb_detail.hpp"
 
 namespace lockbridge::store {
@@ -17,19 +18,19 @@ MDB_val key_val(const credential_store::lookup_key& key) {
   return MDB_val{key.size(), const_cast<std::uint8_t*>(key.data())};
 }
 
-/// The subject index: subject -> lookup keys (sorted duplicates).
-void index_put(MDB_txn* t, MDB_dbi subjects, const std::string& subject,
+/// The subject index: HMAC(subject) -> lookup keys (sorted duplicates).
+void index_put(MDB_txn* t, MDB_dbi subjects, const credential_store::lookup_key& subject,
                const credential_store::lookup_key& key) {
-  MDB_val k = as_val(std::string_view{subject});
+  MDB_val k = key_val(subject);
   MDB_val v = key_val(key);
   int rc = mdb_put(t, subjects, &k, &v, MDB_NODUPDATA);
   if (rc != MDB_KEYEXIST)
     check(rc, "write subject index");
 }
 
-void index_del(MDB_txn* t, MDB_dbi subjects, const std::string& subject,
+void index_del(MDB_txn* t, MDB_dbi subjects, const credential_store::lookup_key& subject,
                const credential_store::lookup_key& key) {
-  MDB_val k = as_val(std::string_view{subject});
+  MDB_val k = key_val(subject);
   MDB_val v = key_val(key);
   int rc = mdb_del(t, subjects, &k, &v);
   if (rc != MDB_NOTFOUND)
@@ -38,7 +39,20 @@ void index_del(MDB_txn* t, MDB_dbi subjects, const std::string& subject,
 
 /// The stored credential under `key`, if any (damaged records count as absent
 /// for the writer: it overwrites them).
-std::optional<protocol::credential> get(MDB_txn* t, MDB_dbi dbi,
+std::optional<protocol::credential> open_value(const keyring& keys,
+                                               const credential_store::lookup_key& key,
+                                               const MDB_val& v) {
+  auto plain = keys.open(table::credentials, key,
+                         {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
+  if (!plain)
+    return std::nullopt;
+  auto c = protocol::decode_credential(*plain);
+  if (!c)
+    return std::nullopt;
+  return std::move(*c);
+}
+
+std::optional<protocol::credential> get(MDB_txn* t, MDB_dbi dbi, const keyring& keys,
                                         const credential_store::lookup_key& key) {
   MDB_val k = key_val(key);
   MDB_val v;
@@ -46,15 +60,12 @@ std::optional<protocol::credential> get(MDB_txn* t, MDB_dbi dbi,
   if (rc == MDB_NOTFOUND)
     return std::nullopt;
   check(rc, "read credential");
-  auto c = protocol::decode_credential({static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
-  if (!c)
-    return std::nullopt;
-  return std::move(*c);
+  return open_value(keys, key, v);
 }
 
-void put(MDB_txn* t, MDB_dbi dbi, const credential_store::lookup_key& key,
+void put(MDB_txn* t, MDB_dbi dbi, const keyring& keys, const credential_store::lookup_key& key,
          const protocol::credential& c, unsigned flags = 0) {
-  auto bytes = protocol::encode_credential(c);
+  auto bytes = keys.seal(table::credentials, key, protocol::encode_credential(c));
   MDB_val k = key_val(key);
   MDB_val v = as_val(std::span<const std::uint8_t>{bytes});
   check(mdb_put(t, dbi, &k, &v, flags), "write credential");
@@ -68,8 +79,10 @@ std::uint64_t count_of(MDB_txn* t, MDB_dbi dbi) {
 
 } // namespace
 
-credential_store::credential_store(environment& env, protocol::keyed_hmac lookup)
-  : env_(env), lookup_(std::move(lookup)) {}
+credential_store::credential_store(environment& env, std::shared_ptr<const keyring> keys,
+                                   const key256& lookup_key)
+  : env_(env), keys_(std::move(keys)), lookup_(lookup_key, "lockbridge/credential-lookup/v1"),
+    subject_index_(lookup_key, "lockbridge/subject-index/v1") {}
 
 credential_store::found credential_store::find(const lookup_key& key) const {
   auto& in = env_.internals();
@@ -80,7 +93,7 @@ credential_store::found credential_store::find(const lookup_key& key) const {
   if (rc == MDB_NOTFOUND)
     return {};
   check(rc, "read credential");
-  auto c = protocol::decode_credential({static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
+  auto c = open_value(*keys_, key, v);
   if (!c)
     return {std::nullopt, true};
   return {std::move(*c), false};
@@ -106,10 +119,10 @@ void credential_store::replace_all(std::vector<std::pair<lookup_key, protocol::c
   for (std::size_t i = 1; i < entries.size(); ++i)
     if (entries[i].first == entries[i - 1].first)
       throw store_error{"snapshot holds the same credential twice"};
-  std::vector<std::pair<std::string_view, const lookup_key*>> index;
+  std::vector<std::pair<lookup_key, const lookup_key*>> index;
   index.reserve(entries.size());
   for (const auto& [key, c] : entries)
-    index.emplace_back(c.subject, &key);
+    index.emplace_back(subject_key_of(c.subject), &key);
   std::sort(index.begin(), index.end(), [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first < b.first : *a.second < *b.second;
   });
@@ -119,9 +132,9 @@ void credential_store::replace_all(std::vector<std::pair<lookup_key, protocol::c
   check(mdb_drop(t.get(), in.credentials, 0), "empty credentials");
   check(mdb_drop(t.get(), in.subjects, 0), "empty subject index");
   for (const auto& [key, c] : entries)
-    put(t.get(), in.credentials, key, c, MDB_APPEND);
+    put(t.get(), in.credentials, *keys_, key, c, MDB_APPEND);
   for (const auto& [subject, key] : index) {
-    MDB_val k = as_val(subject);
+    MDB_val k = key_val(subject);
     MDB_val v = key_val(*key);
     check(mdb_put(t.get(), in.subjects, &k, &v, MDB_APPENDDUP), "write subject index");
   }
@@ -140,19 +153,19 @@ credential_store::apply(const protocol::credential_delta& delta, std::int64_t no
   delta_counts counts;
   for (const auto& raw : delta.revoke) {
     auto key = key_of(raw);
-    auto c = get(t.get(), in.credentials, key);
+    auto c = get(t.get(), in.credentials, *keys_, key);
     if (!c) {
       ++counts.not_found;
       continue;
     }
     c->revoked = true;
     c->version = delta.version;
-    put(t.get(), in.credentials, key, *c);
+    put(t.get(), in.credentials, *keys_, key, *c);
     ++counts.revoked;
   }
   for (const auto& raw : delta.remove) {
     auto key = key_of(raw);
-    auto c = get(t.get(), in.credentials, key);
+    auto c = get(t.get(), in.credentials, *keys_, key);
     MDB_val k = key_val(key);
     int rc = mdb_del(t.get(), in.credentials, &k, nullptr);
     if (rc == MDB_NOTFOUND) {
@@ -161,15 +174,16 @@ credential_store::apply(const protocol::credential_delta& delta, std::int64_t no
     }
     check(rc, "delete credential");
     if (c)
-      index_del(t.get(), in.subjects, c->subject, key);
+      index_del(t.get(), in.subjects, subject_key_of(c->subject), key);
     ++counts.deleted;
   }
   for (const auto& u : delta.upsert) {
     auto key = key_of(u.cred);
-    if (auto old = get(t.get(), in.credentials, key); old && old->subject != u.value.subject)
-      index_del(t.get(), in.subjects, old->subject, key);
-    put(t.get(), in.credentials, key, u.value);
-    index_put(t.get(), in.subjects, u.value.subject, key);
+    if (auto old = get(t.get(), in.credentials, *keys_, key);
+        old && old->subject != u.value.subject)
+      index_del(t.get(), in.subjects, subject_key_of(old->subject), key);
+    put(t.get(), in.credentials, *keys_, key, u.value);
+    index_put(t.get(), in.subjects, subject_key_of(u.value.subject), key);
     ++counts.upserted;
   }
   put_u64(t.get(), in.meta, version_key, delta.version);
@@ -177,6 +191,97 @@ credential_store::apply(const protocol::credential_delta& delta, std::int64_t no
   put_u64(t.get(), in.meta, count_key, count_of(t.get(), in.credentials));
   t.commit();
   return counts;
+}
+
+bool credential_store::quarantine(const lookup_key& key) {
+  auto& in = env_.internals();
+  txn t{in.env, true};
+  MDB_val k = key_val(key);
+  MDB_val v;
+  int rc = mdb_get(t.get(), in.credentials, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return false;
+  check(rc, "read credential");
+  if (open_value(*keys_, key, v))
+    return false;
+  quarantine_value(t.get(), in, table::credentials, key, v, "does not open",
+                   protocol::unix_ms_now());
+  check(mdb_del(t.get(), in.credentials, &k, nullptr), "delete credential");
+  put_u64(t.get(), in.meta, count_key, count_of(t.get(), in.credentials));
+  t.commit();
+  return true;
+}
+
+std::vector<credential_store::lookup_key> credential_store::erase_subject(std::string_view subject) {
+  auto& in = env_.internals();
+  auto index_key = subject_key_of(subject);
+  txn t{in.env, true};
+  std::vector<lookup_key> keys;
+  {
+    cursor c{t.get(), in.subjects};
+    MDB_val k = key_val(index_key), v;
+    int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_KEY);
+    while (rc == MDB_SUCCESS) {
+      if (v.mv_size == sizeof(lookup_key)) {
+        lookup_key key;
+        std::memcpy(key.data(), v.mv_data, key.size());
+        keys.push_back(key);
+      }
+      rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT_DUP);
+    }
+    if (rc != MDB_NOTFOUND)
+      check(rc, "read subject index");
+  }
+  MDB_val k = key_val(index_key);
+  int rc = mdb_del(t.get(), in.subjects, &k, nullptr);
+  if (rc != MDB_NOTFOUND)
+    check(rc, "erase subject index");
+  for (const auto& key : keys) {
+    MDB_val ck = key_val(key);
+    rc = mdb_del(t.get(), in.credentials, &ck, nullptr);
+    if (rc != MDB_NOTFOUND)
+      check(rc, "erase credential");
+  }
+  put_u64(t.get(), in.meta, count_key, count_of(t.get(), in.credentials));
+  t.commit();
+  return keys;
+}
+
+std::optional<credential_store::lookup_key>
+credential_store::reseal(const std::optional<lookup_key>& from, std::size_t max) {
+  auto& in = env_.internals();
+  auto current = keys_->current();
+  txn t{in.env, true};
+  cursor c{t.get(), in.credentials};
+  lookup_key start{};
+  if (from)
+    start = *from;
+  MDB_val k = key_val(start), v;
+  std::size_t seen = 0;
+  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && seen < max) {
+    ++seen;
+    std::span<const std::uint8_t> value{static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
+    if (keyring::key_id_of(value) != current && k.mv_size == sizeof(lookup_key)) {
+      lookup_key key;
+      std::memcpy(key.data(), k.mv_data, key.size());
+      if (auto plain = keys_->open(table::credentials, key, value)) {
+        auto sealed = keys_->seal(table::credentials, key, *plain);
+        MDB_val nv = as_val(std::span<const std::uint8_t>{sealed});
+        check(mdb_cursor_put(c.get(), &k, &nv, MDB_CURRENT), "re-seal credential");
+      }
+    }
+    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
+  }
+  std::optional<lookup_key> next;
+  if (rc == MDB_SUCCESS && k.mv_size == sizeof(lookup_key)) {
+    next.emplace();
+    std::memcpy(next->data(), k.mv_data, next->size());
+  } else if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+    check(rc, "walk credentials");
+  }
+  t.commit();
+  return next;
 }
 
 void credential_store::save_time_high_water(std::int64_t ms) {

@@ -10,6 +10,7 @@
 #include "protocols/credentials.hpp"
 #include "protocols/keyed_hmac.hpp"
 #include "store/environment.hpp"
+#include "store/sealing.hpp"
 
 namespace lockbridge::store {
 
@@ -23,8 +24,9 @@ struct credential_figures {
 
 /// The credentials a site's locks accept, keyed by a keyed HMAC of what the
 /// lock reads (the "lookup key", under a key kept apart from the pseudonym
-/// key): a copy of the file reveals no card number or PIN. An index by
-/// subject supports erasure (issue 4).
+/// keys): a copy of the file reveals no card number or PIN. Values are sealed
+/// (store/sealing.hpp). An index by a keyed HMAC of the subject (under the
+/// same key, another domain) supports erasure without naming the subject.
 ///
 /// One writer (the credentials actor) calls the mutating members; `find` and
 /// `figures` may be called from any thread (each opens a read transaction).
@@ -39,10 +41,15 @@ public:
 
   using lookup_key = protocol::keyed_hmac::mac_type;
 
-  credential_store(environment& env, protocol::keyed_hmac lookup);
+  credential_store(environment& env, std::shared_ptr<const keyring> keys,
+                   const key256& lookup_key);
 
   /// The key a raw identifier is stored under.
   [[nodiscard]] lookup_key key_of(std::string_view raw) const { return lookup_(raw); }
+  /// The key a subject is indexed under.
+  [[nodiscard]] lookup_key subject_key_of(std::string_view subject) const {
+    return subject_index_(subject);
+  }
 
   /// What a lookup found. A record that fails to decode is reported as
   /// damaged, never used.
@@ -71,12 +78,27 @@ public:
   /// its base and carries no change only confirms that the set is current.
   std::optional<delta_counts> apply(const protocol::credential_delta& delta, std::int64_t now_ms);
 
+  /// Moves the value under `key`, if it still fails to open, into the
+  /// quarantine table. Returns whether it did.
+  bool quarantine(const lookup_key& key);
+
+  /// Removes every credential of `subject` and its index entries in one
+  /// durable transaction. Returns the lookup keys removed.
+  std::vector<lookup_key> erase_subject(std::string_view subject);
+
+  /// Re-seals, with the data key in force, up to `max` values from `from`
+  /// (a lookup key; empty: the start) that an older data key sealed. Returns
+  /// the key to continue from, or nothing at the end.
+  std::optional<lookup_key> reseal(const std::optional<lookup_key>& from, std::size_t max);
+
   /// Saves the highest clock reading seen (Unix ms) if above the saved one.
   void save_time_high_water(std::int64_t ms);
 
 private:
   environment& env_;
+  std::shared_ptr<const keyring> keys_;
   protocol::keyed_hmac lookup_;
+  protocol::keyed_hmac subject_index_;
 };
 
 } // namespace lockbridge::store

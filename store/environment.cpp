@@ -57,7 +57,7 @@ environment::environment(const std::filesystem::path& dir, std::uint64_t map_siz
   }
   check(mdb_env_create(&impl_->env), "create environment");
   try {
-    check(mdb_env_set_maxdbs(impl_->env, 8), "set max databases");
+    check(mdb_env_set_maxdbs(impl_->env, 16), "set max databases");
     check(mdb_env_set_mapsize(impl_->env, map_size), "set map size");
     // NOTLS: read transactions are not bound to threads (CAF moves actors
     // between threads). Full sync on commit: acknowledged means on disk.
@@ -76,9 +76,19 @@ environment::environment(const std::filesystem::path& dir, std::uint64_t map_siz
     check(mdb_dbi_open(t.get(), "subjects", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED,
                        &impl_->subjects),
           "open subjects database");
+    check(mdb_dbi_open(t.get(), "keys", MDB_CREATE, &impl_->keys), "open keys database");
+    check(mdb_dbi_open(t.get(), "epochs", MDB_CREATE, &impl_->epochs), "open epochs database");
+    check(mdb_dbi_open(t.get(), "audit", MDB_CREATE, &impl_->audit), "open audit database");
+    check(mdb_dbi_open(t.get(), "quarantine", MDB_CREATE, &impl_->quarantine),
+          "open quarantine database");
     auto version = get_u64(t.get(), impl_->meta, "schema_version", 0);
     if (version == 0)
       put_u64(t.get(), impl_->meta, "schema_version", schema_version);
+    else if (version == 1)
+      throw store_error{"state in " + dir.string() + " was written by an earlier lockbridge "
+                        "(schema 1, values not sealed); this build seals every value (schema 2) "
+                        "and does not convert it: deliver its backlog with the old version, "
+                        "then move the directory away (docs/operations.md, Upgrade)"};
     else if (version != schema_version)
       throw store_error{"state in " + dir.string() + " has schema version "
                         + std::to_string(version) + ", this build reads version "

@@ -48,6 +48,6 @@ inline std::uint64_t map_size_for(std::uint64_t journal_max_bytes) {
 }
 
 /// The version of the on-disk layout this build reads and writes.
-inline constexpr std::uint32_t schema_version = 1;
+inline constexpr std::uint32_t schema_version = 2;
 
 } // namespace lockbridge::store

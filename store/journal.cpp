@@ -1,5 +1,6 @@
 #include "store/journal.hpp"
 
+#include "protocols/clock_guard.hpp"
 #include "store/lmdb_detail.hpp"
 
 namespace lockbridge::store {
@@ -14,6 +15,22 @@ constexpr std::string_view key_bytes = "journal.bytes";
 /// close to LMDB's node header, so the bound tracks the file's growth.
 std::uint64_t accounted(std::size_t value_size) {
   return 8 + value_size + 16;
+}
+
+std::span<const std::uint8_t> bytes_of(const MDB_val& v) {
+  return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
+}
+
+/// The record in a sealed journal value, if it opens and decodes.
+std::optional<protocol::journal_record> open_record(const keyring& keys, const MDB_val& k,
+                                                    const MDB_val& v) {
+  auto plain = keys.open(table::journal, bytes_of(k), bytes_of(v));
+  if (!plain)
+    return std::nullopt;
+  auto rec = protocol::decode_record(*plain);
+  if (!rec)
+    return std::nullopt;
+  return std::move(*rec);
 }
 
 /// Deletes entries from the start while `keep_going(key, value)` holds.
@@ -39,7 +56,8 @@ std::pair<std::uint64_t, std::uint64_t> delete_front(MDB_txn* t, MDB_dbi dbi,
 
 } // namespace
 
-journal::journal(environment& env, journal_limits limits) : env_(env), limits_(limits) {
+journal::journal(environment& env, std::shared_ptr<const keyring> keys, journal_limits limits)
+  : env_(env), keys_(std::move(keys)), limits_(limits) {
   auto& in = env_.internals();
   txn t{in.env, false};
   next_key_ = get_u64(t.get(), in.meta, key_next, 1);
@@ -58,6 +76,7 @@ journal::journal(environment& env, journal_limits limits) : env_(env), limits_(l
 
 std::vector<append_outcome> journal::append(std::span<const append_request> batches,
                                             std::uint64_t remove_upto) {
+  std::lock_guard writer{write_mutex_};
   auto& in = env_.internals();
   std::vector<append_outcome> outcomes(batches.size());
   txn t{in.env, true};
@@ -92,7 +111,7 @@ std::vector<append_outcome> journal::append(std::span<const append_request> batc
       } else {
         values.push_back(protocol::encode_record(rec));
       }
-      batch_bytes += accounted(values.back().size());
+      batch_bytes += accounted(values.back().size() + keyring::overhead);
       highest = batch.assign_seq ? highest + 1 : rec.seq;
     }
     if (!values.empty() && bytes + batch_bytes > limits_.max_bytes) {
@@ -104,7 +123,8 @@ std::vector<append_outcome> journal::append(std::span<const append_request> batc
     for (const auto& value : values) {
       put_be64(key_buf, next);
       MDB_val k{8, key_buf};
-      MDB_val v = as_val(std::span<const std::uint8_t>{value});
+      auto sealed = keys_->seal(table::journal, key_buf, value);
+      MDB_val v = as_val(std::span<const std::uint8_t>{sealed});
       int rc = mdb_put(t.get(), in.journal, &k, &v, MDB_APPEND);
       if (rc == MDB_MAP_FULL) {
         // The file itself is full: refuse the whole group, nothing is written.
@@ -163,8 +183,7 @@ std::vector<journal_entry> journal::read(std::uint64_t from, std::size_t max,
   int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
   while (rc == MDB_SUCCESS && out.size() < max) {
     auto key = get_be64(k.mv_data);
-    auto rec = protocol::decode_record(
-      std::span<const std::uint8_t>{static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
+    auto rec = open_record(*keys_, k, v);
     if (rec)
       out.push_back(journal_entry{key, std::move(*rec)});
     else if (damaged != nullptr)
@@ -177,11 +196,13 @@ std::vector<journal_entry> journal::read(std::uint64_t from, std::size_t max,
 }
 
 std::uint64_t journal::purge_received_before(std::int64_t cutoff_ms) {
+  std::lock_guard writer{write_mutex_};
   auto& in = env_.internals();
   txn t{in.env, true};
-  auto [removed, freed] = delete_front(t.get(), in.journal, [&](std::uint64_t, const MDB_val& v) {
-    auto rec = protocol::decode_record(
-      std::span<const std::uint8_t>{static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
+  std::uint8_t key_buf[8];
+  auto [removed, freed] = delete_front(t.get(), in.journal, [&](std::uint64_t key, const MDB_val& v) {
+    put_be64(key_buf, key);
+    auto rec = open_record(*keys_, MDB_val{8, key_buf}, v);
     // A damaged entry cannot be delivered; retention removes it like any other.
     return !rec || rec->received_at < cutoff_ms;
   });
@@ -196,6 +217,107 @@ std::uint64_t journal::purge_received_before(std::int64_t cutoff_ms) {
   count_ = count;
   bytes_ = bytes;
   return removed;
+}
+
+std::uint64_t journal::quarantine(std::span<const std::uint64_t> keys) {
+  std::lock_guard writer{write_mutex_};
+  auto& in = env_.internals();
+  txn t{in.env, true};
+  std::uint64_t moved = 0, freed = 0;
+  auto now = protocol::unix_ms_now();
+  for (auto key : keys) {
+    std::uint8_t key_buf[8];
+    put_be64(key_buf, key);
+    MDB_val k{8, key_buf}, v;
+    int rc = mdb_get(t.get(), in.journal, &k, &v);
+    if (rc == MDB_NOTFOUND)
+      continue;
+    check(rc, "read journal entry");
+    if (open_record(*keys_, k, v))
+      continue; // it opens now (a data key came back): not damaged
+    quarantine_value(t.get(), in, table::journal, key_buf, v, "does not open", now);
+    freed += accounted(v.mv_size);
+    check(mdb_del(t.get(), in.journal, &k, nullptr), "delete journal entry");
+    ++moved;
+  }
+  if (moved == 0)
+    return 0;
+  std::uint64_t count = count_, bytes = bytes_;
+  count -= std::min(count, moved);
+  bytes -= std::min(bytes, freed);
+  put_u64(t.get(), in.meta, key_count, count);
+  put_u64(t.get(), in.meta, key_bytes, bytes);
+  t.commit();
+  count_ = count;
+  bytes_ = bytes;
+  return moved;
+}
+
+std::uint64_t
+journal::erase_matching(const std::function<bool(const protocol::journal_record&)>& match) {
+  std::lock_guard writer{write_mutex_};
+  auto& in = env_.internals();
+  txn t{in.env, true};
+  cursor c{t.get(), in.journal};
+  MDB_val k, v;
+  std::uint64_t removed = 0, freed = 0;
+  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST);
+  while (rc == MDB_SUCCESS) {
+    auto rec = open_record(*keys_, k, v);
+    if (rec && match(*rec)) {
+      freed += accounted(v.mv_size);
+      check(mdb_cursor_del(c.get(), 0), "erase journal entry");
+      ++removed;
+    }
+    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    check(rc, "walk journal");
+  if (removed == 0)
+    return 0;
+  std::uint64_t count = count_, bytes = bytes_;
+  count -= std::min(count, removed);
+  bytes -= std::min(bytes, freed);
+  put_u64(t.get(), in.meta, key_count, count);
+  put_u64(t.get(), in.meta, key_bytes, bytes);
+  t.commit();
+  count_ = count;
+  bytes_ = bytes;
+  return removed;
+}
+
+std::uint64_t journal::reseal(std::uint64_t from, std::size_t max) {
+  std::lock_guard writer{write_mutex_};
+  auto& in = env_.internals();
+  auto current = keys_->current();
+  txn t{in.env, true};
+  cursor c{t.get(), in.journal};
+  std::uint8_t key_buf[8];
+  put_be64(key_buf, from);
+  MDB_val k{8, key_buf}, v;
+  std::size_t seen = 0;
+  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && seen < max) {
+    ++seen;
+    auto value = bytes_of(v);
+    if (keyring::key_id_of(value) != current) {
+      std::uint8_t key_copy[8];
+      std::memcpy(key_copy, k.mv_data, 8);
+      if (auto plain = keys_->open(table::journal, key_copy, value)) {
+        auto sealed = keys_->seal(table::journal, key_copy, *plain);
+        MDB_val nv = as_val(std::span<const std::uint8_t>{sealed});
+        check(mdb_cursor_put(c.get(), &k, &nv, MDB_CURRENT), "re-seal journal entry");
+      }
+    }
+    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
+  }
+  std::uint64_t next = 0;
+  if (rc == MDB_SUCCESS)
+    next = get_be64(k.mv_data);
+  else if (rc != MDB_NOTFOUND)
+    check(rc, "walk journal");
+  t.commit();
+  return next;
 }
 
 std::uint64_t journal::progress(const std::string& lock) const {

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <map>
@@ -11,6 +13,7 @@
 
 #include "protocols/cloud_messages.hpp"
 #include "store/environment.hpp"
+#include "store/sealing.hpp"
 
 namespace lockbridge::store {
 
@@ -57,7 +60,8 @@ public:
   /// actors that outlive their supervisor's state still have a valid store.
   void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
 
-  journal(environment& env, journal_limits limits);
+  /// Values are sealed with `keys` (store/sealing.hpp).
+  journal(environment& env, std::shared_ptr<const keyring> keys, journal_limits limits);
 
   /// Appends several locks' batches in one durable transaction (group commit).
   /// Events whose seq is not above the lock's progress are counted as
@@ -70,14 +74,29 @@ public:
   /// Removes every entry with key <= `key` (the broker acknowledged them).
   void remove_upto(std::uint64_t key);
 
-  /// Up to `max` entries with key >= `from`, in key order. Damaged values are
-  /// reported via `damaged` (their keys) and skipped, never returned.
+  /// Up to `max` entries with key >= `from`, in key order. Values that fail
+  /// to open or decode are reported via `damaged` (their keys) and skipped,
+  /// never returned.
   std::vector<journal_entry> read(std::uint64_t from, std::size_t max,
                                   std::vector<std::uint64_t>* damaged = nullptr) const;
 
   /// Removes entries received before `cutoff_ms`, oldest first, even if not
   /// delivered. Returns how many were removed.
   std::uint64_t purge_received_before(std::int64_t cutoff_ms);
+
+  /// Moves the entries under `keys` that still fail to open into the
+  /// quarantine table. Returns how many were moved.
+  std::uint64_t quarantine(std::span<const std::uint64_t> keys);
+
+  /// Removes every entry whose record satisfies `match` (erasure of a
+  /// subject). Entries that fail to open are left to quarantine. Returns how
+  /// many were removed.
+  std::uint64_t erase_matching(const std::function<bool(const protocol::journal_record&)>& match);
+
+  /// Re-seals, with the data key in force, up to `max` entries from key
+  /// `from` that an older data key sealed. Returns the key to continue from,
+  /// or 0 once the end is reached.
+  std::uint64_t reseal(std::uint64_t from, std::size_t max);
 
   /// The highest durable seq of `lock`, 0 if none.
   [[nodiscard]] std::uint64_t progress(const std::string& lock) const;
@@ -91,7 +110,11 @@ public:
 
 private:
   environment& env_;
+  std::shared_ptr<const keyring> keys_;
   journal_limits limits_;
+  // Writers (the journal actor, erasure, re-sealing) take turns: the cached
+  // figures below are read-modify-written by each.
+  std::mutex write_mutex_;
   // Written by the single writer, read by anyone (figures).
   std::atomic<std::uint64_t> next_key_ = 1;
   std::atomic<std::uint64_t> count_ = 0;

@@ -27,7 +27,11 @@ struct environment::impl {
   MDB_dbi journal = 0;
   MDB_dbi progress = 0;
   MDB_dbi credentials = 0; ///< lookup key -> credential
-  MDB_dbi subjects = 0;    ///< subject -> lookup keys (sorted duplicates)
+  MDB_dbi subjects = 0;    ///< HMAC of subject -> lookup keys (sorted duplicates)
+  MDB_dbi keys = 0;        ///< wrapped data keys
+  MDB_dbi epochs = 0;      ///< pseudonym epoch (u32 BE) -> sealed epoch key
+  MDB_dbi audit = 0;       ///< audit seq (u64 BE) -> sealed, hash-chained record
+  MDB_dbi quarantine = 0;  ///< quarantine seq (u64 BE) -> what failed to open
   std::filesystem::path dir;
   int lock_fd = -1;
 };
@@ -100,5 +104,11 @@ inline std::uint64_t get_be64(const void* p) {
 /// Reads a u64 stored as 8 big-endian bytes; `fallback` if absent.
 std::uint64_t get_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t fallback);
 void put_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t value);
+
+/// Moves a value that failed to open into the quarantine table (store/quarantine.hpp).
+/// The caller deletes it from its own table in the same transaction.
+void quarantine_value(MDB_txn* t, environment::impl& in, std::string_view table,
+                      std::span<const std::uint8_t> key, const MDB_val& value,
+                      std::string_view reason, std::int64_t now_ms);
 
 } // namespace lockbridge::store

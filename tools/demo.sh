@@ -39,8 +39,8 @@ cert gateway gw-demo "extendedKeyUsage=clientAuth"
 cert cloud demo-cloud "extendedKeyUsage=clientAuth"
 chmod 644 pki/*.pem
 
-echo "== generating the pseudonym and lookup keys and one random PSK per lock"
-openssl rand -hex 32 > secrets/pseudonym.key
+echo "== generating the key-encryption and lookup keys and one random PSK per lock"
+(umask 077 && openssl rand -hex 32 > secrets/kek.key)
 openssl rand -hex 32 > secrets/lookup.key
 lock_tables=""
 for i in $(seq 1 "$locks"); do

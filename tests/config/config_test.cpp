@@ -64,7 +64,8 @@ struct fixture {
     write("psk-a", "8f14e45fceea167a5a36dedd4bea2543", 0600);
     write("psk-b", "fedcba9876543210fedcba9876543210", 0600);
     write("short.psk", "abc", 0600);
-    write("pseudonym.key", key_a, 0600);
+    write("kek.key", key_a, 0600);
+    write("open-kek.key", key_a, 0644);
     write("lookup.key", key_b, 0600);
     auto [ca, ca_key] = make_cert();
     auto [cert, key] = make_cert();
@@ -96,8 +97,11 @@ const std::string valid = R"(
 site = "site-1"
 id = "gw-1"
 environment = "development"
-pseudonym_key_file = "pseudonym.key"
 time_zone = "Europe/Rome"
+
+[security]
+key_encryption_key_file = "kek.key"
+pseudonym_epoch_days = 30
 
 [credentials]
 lookup_key_file = "lookup.key"
@@ -185,7 +189,7 @@ TEST_CASE("config: each broken file names file, line and key") {
      "IANA name"},
     {"bad policy", replace(valid, "\"keep_last_known\"", "\"open\""), "doors[0].offline_policy",
      "fail_secure"},
-    {"same keys", replace(valid, "\"lookup.key\"", "\"pseudonym.key\""),
+    {"same keys", replace(valid, "\"lookup.key\"", "\"kek.key\""),
      "credentials.lookup_key_file", "must differ"},
     {"no credentials", replace(valid, "[credentials]", "[unused]"), "unused", "unknown key"},
     {"duplicate lock", replace(valid, "id = \"lock-b\"", "id = \"lock-a\""), "locks[1].id",
@@ -216,8 +220,18 @@ TEST_CASE("config: each broken file names file, line and key") {
      "private key"},
     {"placeholder psk", replace(valid, "\"psk-b\"", "\"weak.psk\""), "locks[1].psk_file",
      "placeholder"},
-    {"placeholder key", replace(valid, "\"pseudonym.key\"", "\"weak.key\""),
-     "gateway.pseudonym_key_file", "placeholder"},
+    {"placeholder key", replace(valid, "\"kek.key\"", "\"weak.key\""),
+     "security.key_encryption_key_file", "placeholder"},
+    {"readable kek even in development", replace(valid, "\"kek.key\"", "\"open-kek.key\""),
+     "security.key_encryption_key_file", "readable by others"},
+    {"no kek", replace(valid, "key_encryption_key_file = \"kek.key\"\n", ""),
+     "security.key_encryption_key_file", "LoadCredential"},
+    {"old pseudonym key", replace(valid, "time_zone = ", "pseudonym_key_file = \"kek.key\"\ntime_zone = "),
+     "gateway.pseudonym_key_file", "no longer used"},
+    {"epoch too long", replace(valid, "pseudonym_epoch_days = 30", "pseudonym_epoch_days = 91"),
+     "security.pseudonym_epoch_days", "from 1 to 90"},
+    {"previous kek same", replace(valid, "pseudonym_epoch_days = 30", "pseudonym_epoch_days = 30\nprevious_key_encryption_key_file = \"kek.key\""),
+     "security.previous_key_encryption_key_file", "same key"},
     {"missing psk file", replace(valid, "\"psk-b\"", "\"nope.psk\""), "locks[1].psk_file",
      "does not exist"},
     {"psk too long", replace(valid, "\"psk-b\"", "\"long.psk\""), "locks[1].psk_file",
@@ -246,7 +260,7 @@ TEST_CASE("config: each broken file names file, line and key") {
      "doors[1].id", "duplicate door id"},
     {"bad door id", replace(valid, "id = \"front\"", "id = \"front door\""), "doors[0].id",
      "letters"},
-    {"log level", replace(valid, "pseudonym_key_file", "log_level = \"loud\"\npseudonym_key_file"),
+    {"log level", replace(valid, "time_zone = ", "log_level = \"loud\"\ntime_zone = "),
      "gateway.log_level", "trace, debug"},
     {"missing site", replace(valid, "site = \"site-1\"\n", ""), "gateway.site", "missing"},
     {"retention type", replace(valid, "journal_max_mb = 64", "retention_days = 30.5"),

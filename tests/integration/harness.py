@@ -270,6 +270,7 @@ class Site(unittest.TestCase):
     time_zone = "UTC"
     pki_not_before = None
     extra_credentials = ""
+    extra_security = ""
     doors = ""
     environment = "development"
     broker_persistence = False
@@ -289,8 +290,8 @@ class Site(unittest.TestCase):
         self.lock_ids = [f"lock-{i:02d}" for i in range(1, self.locks + 1)]
         for lock in self.lock_ids:
             self.write_secret(os.path.join(self.psk_dir, f"{lock}.psk"), secrets.token_hex(16))
-        self.key_file = os.path.join(self.dir, "pseudonym.key")
-        self.write_secret(self.key_file, secrets.token_hex(32))
+        self.kek_file = os.path.join(self.dir, "kek.key")
+        self.write_secret(self.kek_file, secrets.token_hex(32))
         self.lookup_key_file = os.path.join(self.dir, "lookup.key")
         self.write_secret(self.lookup_key_file, secrets.token_hex(32))
         self.state_dir = os.path.join(self.dir, "state")
@@ -330,10 +331,13 @@ class Site(unittest.TestCase):
 site = "site-1"
 id = "gw-1"
 environment = "{self.environment}"
-pseudonym_key_file = "{self.key_file}"
 log_level = "info"
 time_zone = "{self.time_zone}"
 status_socket = "{self.dir}/status.sock"
+
+[security]
+key_encryption_key_file = "{self.kek_file}"
+{self.extra_security}
 
 [credentials]
 lookup_key_file = "{self.lookup_key_file}"

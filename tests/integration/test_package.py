@@ -62,7 +62,7 @@ class DebianPackage(unittest.TestCase):
         self.assertEqual(sh(["/usr/bin/lockbridge", "version"]).stdout.strip(), "lockbridge 0.1.0")
 
         # The installer's steps from docs/operations.md, with the installed binary.
-        for name in ["pseudonym.key", "lookup.key"]:
+        for name in ["kek.key", "lookup.key"]:
             out = sh(["openssl", "rand", "-hex", "32"])
             path = f"/etc/lockbridge/secrets/{name}"
             with open(path, "w") as f:
@@ -82,11 +82,23 @@ class DebianPackage(unittest.TestCase):
         os.chmod("/etc/lockbridge/tls/gateway.key", 0o640)
         shutil.copy("/usr/share/doc/lockbridge/examples/lockbridge.example.toml",
                     "/etc/lockbridge/lockbridge.toml")
+        os.chmod("/etc/lockbridge/secrets/kek.key", 0o600)  # root only: systemd passes it
+        os.chown("/etc/lockbridge/secrets/kek.key", 0, 0)
         out = sh(["/usr/bin/lockbridge", "check-config", "/etc/lockbridge/lockbridge.toml"])
+        # Outside systemd there is no credential: the error says how to give it.
+        self.assertEqual(out.returncode, 78, out.stdout + out.stderr)
+        self.assertIn("LoadCredential=lockbridge.kek", out.stderr)
+        # As systemd runs ExecStartPre= (LoadCredential=lockbridge.kek:...).
+        creds = os.path.join(self.tmp, "credentials")
+        os.makedirs(creds)
+        shutil.copy("/etc/lockbridge/secrets/kek.key", os.path.join(creds, "lockbridge.kek"))
+        out = sh(["/usr/bin/lockbridge", "check-config", "/etc/lockbridge/lockbridge.toml"],
+                 env=dict(os.environ, CREDENTIALS_DIRECTORY=creds))
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("OK", out.stdout)
         stats = sh(["/usr/bin/lockbridge", "credentials", "stats", "--config",
-                    "/etc/lockbridge/lockbridge.toml", "--json"])
+                    "/etc/lockbridge/lockbridge.toml", "--json"],
+                   env=dict(os.environ, CREDENTIALS_DIRECTORY=creds))
         # No state yet (/var/lib/lockbridge is made by systemd's StateDirectory=):
         # the command says so, creates nothing and does not hang.
         self.assertEqual(stats.returncode, 1, stats.stdout)

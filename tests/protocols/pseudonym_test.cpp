@@ -49,3 +49,24 @@ TEST_CASE("pseudonym: base64url vectors of RFC 4648") {
 }
 
 }
+
+TEST_SUITE("protocols") {
+
+TEST_CASE("pseudonym: known answer for the epoch construction over the lookup key") {
+  // What the gateway emits for a raw identifier: the pseudonymiser of the
+  // epoch key over the credential's lookup key. Computed independently:
+  // lookup = HMAC(bytes([7])*32, b'lockbridge/credential-lookup/v1\x00' + b'04A1B2C3D4')
+  // p1.3. + b64url(HMAC(bytes(range(32)), b'lockbridge/credential-pseudonym/v1\x00' + lookup))
+  keyed_hmac::key_type lookup_key;
+  lookup_key.fill(7);
+  keyed_hmac lookup{lookup_key, "lockbridge/credential-lookup/v1"};
+  pseudonymiser::key_type epoch_key{};
+  for (std::size_t i = 0; i < epoch_key.size(); ++i)
+    epoch_key[i] = static_cast<std::uint8_t>(i);
+  pseudonymiser p{epoch_key, 3};
+  auto mac = lookup("04A1B2C3D4");
+  CHECK(p(std::string_view{reinterpret_cast<const char*>(mac.data()), mac.size()})
+        == "p1.3.YBwJxaOqJK2rqDIgMoFZXxd-NNqTkKTjtdWy1VkGOz8");
+}
+
+}

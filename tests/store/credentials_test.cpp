@@ -1,5 +1,7 @@
 #include "store/credentials.hpp"
 
+#include "tests/store/helpers.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -12,19 +14,12 @@ using store::credential_store;
 
 namespace {
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/lockbridge-cred-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
+using test::temp_dir;
 
-protocol::keyed_hmac lookup() {
-  protocol::keyed_hmac::key_type key{};
+store::key256 lookup() {
+  store::key256 key{};
   key.fill(7);
-  return {key, "lockbridge/credential-lookup/v1"};
+  return key;
 }
 
 protocol::credential cred(const std::string& subject, std::uint64_t version) {
@@ -47,7 +42,7 @@ TEST_SUITE("store") {
 TEST_CASE("credentials: a snapshot replaces the set; lookups use the keyed HMAC") {
   temp_dir dir;
   store::environment env{dir.path, 64ull << 20};
-  credential_store s{env, lookup()};
+  credential_store s{env, test::ring(env), lookup()};
   std::vector<std::pair<credential_store::lookup_key, protocol::credential>> entries;
   for (int i = 0; i < 1000; ++i)
     entries.emplace_back(s.key_of("CARD-" + std::to_string(i)), cred("sub-" + std::to_string(i % 10), 5));
@@ -76,7 +71,7 @@ TEST_CASE("credentials: a snapshot replaces the set; lookups use the keyed HMAC"
 TEST_CASE("credentials: deltas apply revocations, deletions and upserts against their base") {
   temp_dir dir;
   store::environment env{dir.path, 64ull << 20};
-  credential_store s{env, lookup()};
+  credential_store s{env, test::ring(env), lookup()};
   s.replace_all({{s.key_of("A"), cred("s1", 1)}, {s.key_of("B"), cred("s2", 1)}}, 1, 10);
 
   protocol::credential_delta gap;
@@ -119,7 +114,7 @@ TEST_CASE("credentials: the file never holds the raw identifier") {
   temp_dir dir;
   {
     store::environment env{dir.path, 64ull << 20};
-    credential_store s{env, lookup()};
+    credential_store s{env, test::ring(env), lookup()};
     s.replace_all({{s.key_of("04A1B2C3D4E5F6"), cred("sub-1", 1)}}, 1, 10);
     protocol::credential_delta d;
     d.base_version = 1;
@@ -129,7 +124,9 @@ TEST_CASE("credentials: the file never holds the raw identifier") {
   }
   std::ifstream in{dir.path / "data.mdb", std::ios::binary};
   std::string bytes{std::istreambuf_iterator<char>{in}, {}};
-  CHECK(bytes.find("sub-1") != std::string::npos); // the scan does read the file
+  CHECK(bytes.find("credentials") != std::string::npos); // the scan does read the file
+  CHECK(bytes.find("sub-1") == std::string::npos); // subjects: sealed values, HMAC'd index
+  CHECK(bytes.find("sub-2") == std::string::npos);
   CHECK(bytes.find("04A1B2C3D4E5F6") == std::string::npos);
   CHECK(bytes.find("9988776655") == std::string::npos);
 }
@@ -137,7 +134,7 @@ TEST_CASE("credentials: the file never holds the raw identifier") {
 TEST_CASE("credentials: the time high-water mark only rises") {
   temp_dir dir;
   store::environment env{dir.path, 64ull << 20};
-  credential_store s{env, lookup()};
+  credential_store s{env, test::ring(env), lookup()};
   s.save_time_high_water(5000);
   s.save_time_high_water(4000);
   CHECK(s.figures().time_high_water == 5000);

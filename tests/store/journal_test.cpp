@@ -1,5 +1,7 @@
 #include "store/journal.hpp"
 
+#include "tests/store/helpers.hpp"
+
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -8,20 +10,10 @@
 
 using namespace lockbridge;
 using namespace lockbridge::store;
+using lockbridge::test::ring;
+using lockbridge::test::temp_dir;
 
 namespace {
-
-/// A fresh state directory under the system's temp dir, removed afterwards.
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = std::filesystem::temp_directory_path()
-           / ("lockbridge-test-" + std::to_string(rd()) + std::to_string(rd()));
-    std::filesystem::create_directories(path);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
 
 append_request batch(const std::string& lock, std::uint64_t from, std::uint64_t to,
                      std::int64_t received_at = 1000) {
@@ -42,7 +34,7 @@ TEST_CASE("journal: appends are read back in order and survive reopening") {
   temp_dir dir;
   {
     environment env{dir.path, map_size};
-    journal j{env, {}};
+    journal j{env, ring(env), {}};
     std::vector<append_request> reqs{batch("a", 1, 3), batch("b", 1, 2)};
     auto out = j.append(reqs);
     REQUIRE(out.size() == 2);
@@ -51,7 +43,7 @@ TEST_CASE("journal: appends are read back in order and survive reopening") {
     CHECK(out[1].acked_seq == 2);
   }
   environment env{dir.path, map_size};
-  journal j{env, {}};
+  journal j{env, ring(env), {}};
   auto entries = j.read(0, 100);
   REQUIRE(entries.size() == 5);
   CHECK(entries[0].record.lock == "a");
@@ -67,7 +59,7 @@ TEST_CASE("journal: the gateway's own events are numbered after their stream's p
   temp_dir dir;
   {
     environment env{dir.path, map_size};
-    journal j{env, {}};
+    journal j{env, ring(env), {}};
     auto first = batch("a.access", 0, 1);  // seq 0 and 1 as given: ignored
     first.assign_seq = true;
     auto second = batch("a.access", 0, 0);
@@ -78,7 +70,7 @@ TEST_CASE("journal: the gateway's own events are numbered after their stream's p
     CHECK(out[1].acked_seq == 3);
   }
   environment env{dir.path, map_size};
-  journal j{env, {}};
+  journal j{env, ring(env), {}};
   auto again = batch("a.access", 0, 0);
   again.assign_seq = true;
   std::vector<append_request> reqs{again};
@@ -92,7 +84,7 @@ TEST_CASE("journal: the gateway's own events are numbered after their stream's p
 TEST_CASE("journal: a repeated seq is stored once and acknowledged again") {
   temp_dir dir;
   environment env{dir.path, map_size};
-  journal j{env, {}};
+  journal j{env, ring(env), {}};
   std::vector<append_request> first{batch("a", 1, 5)};
   j.append(first);
   std::vector<append_request> retry{batch("a", 3, 8)};
@@ -110,7 +102,7 @@ TEST_CASE("journal: a repeated seq is stored once and acknowledged again") {
 TEST_CASE("journal: two batches of one lock in one group keep seq order") {
   temp_dir dir;
   environment env{dir.path, map_size};
-  journal j{env, {}};
+  journal j{env, ring(env), {}};
   std::vector<append_request> group{batch("a", 1, 4), batch("a", 1, 6)};
   auto out = j.append(group);
   CHECK(out[0].stored == 4);
@@ -125,7 +117,7 @@ TEST_CASE("journal: two batches of one lock in one group keep seq order") {
 TEST_CASE("journal: remove_upto removes the acknowledged prefix only") {
   temp_dir dir;
   environment env{dir.path, map_size};
-  journal j{env, {}};
+  journal j{env, ring(env), {}};
   std::vector<append_request> reqs{batch("a", 1, 10)};
   j.append(reqs);
   auto entries = j.read(0, 100);
@@ -144,7 +136,7 @@ TEST_CASE("journal: remove_upto removes the acknowledged prefix only") {
 TEST_CASE("journal: a full journal refuses new batches and keeps what it has") {
   temp_dir dir;
   environment env{dir.path, map_size};
-  journal j{env, journal_limits{4096}};
+  journal j{env, ring(env), journal_limits{4096}};
   std::uint64_t seq = 1;
   bool refused = false;
   for (int i = 0; i < 100 && !refused; ++i) {
@@ -172,7 +164,7 @@ TEST_CASE("journal: a full journal refuses new batches and keeps what it has") {
 TEST_CASE("journal: retention purges entries received before the cutoff") {
   temp_dir dir;
   environment env{dir.path, map_size};
-  journal j{env, {}};
+  journal j{env, ring(env), {}};
   std::vector<append_request> reqs{batch("a", 1, 3, 100), batch("b", 1, 2, 200),
                                    batch("c", 1, 1, 300)};
   j.append(reqs);

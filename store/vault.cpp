@@ -1,0 +1,23 @@
+#include "store/vault.hpp"
+
+namespace lockbridge::store {
+
+std::shared_ptr<vault> open_vault(const std::filesystem::path& dir, std::uint64_t journal_max_bytes,
+                                  const vault_keys& k, std::int64_t now_ms, bool exclusive) {
+  auto v = std::make_shared<vault>();
+  v->env = std::make_shared<environment>(dir, map_size_for(journal_max_bytes), exclusive);
+  v->keys = std::make_shared<keyring>(*v->env, k.kek, k.previous_kek);
+  v->keys->keep_alive(v->env);
+  v->events = std::make_shared<journal>(*v->env, v->keys, journal_limits{journal_max_bytes});
+  v->events->keep_alive(v->env);
+  v->credentials = std::make_shared<credential_store>(*v->env, v->keys, k.lookup);
+  v->credentials->keep_alive(v->env);
+  v->epochs = std::make_shared<epoch_store>(*v->env, v->keys, now_ms);
+  v->epochs->keep_alive(v->env);
+  v->pseudonyms = std::make_shared<pseudonym_source>(v->epochs, k.lookup);
+  v->audit = std::make_shared<audit_log>(*v->env, v->keys);
+  v->audit->keep_alive(v->env);
+  return v;
+}
+
+} // namespace lockbridge::store
