@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/error.hpp"
+#include "actors/keeper.hpp"
 #include "protocols/clock_guard.hpp"
 
 namespace lockbridge {
@@ -162,6 +163,9 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
   spdlog::info("credentials: snapshot {} applied: {} credentials, version {} now in force "
                "({:.2f} s)",
                s.id, count, s.version, took);
+  if (cfg.vault)
+    audit(*cfg.vault, "credentials_snapshot",
+          {{"command", r.id}, {"snapshot", s.id}, {"version", s.version}, {"count", count}});
   r.status = "ok";
   r.version = s.version;
   r.detail = "snapshot applied: " + std::to_string(count) + " credentials";
@@ -219,6 +223,12 @@ void credentials_state::on_delta(const std::string& payload) {
   save_clock();
   if (cfg.access)
     cfg.access->synced(cfg.store->figures().synced_at);
+  if (cfg.vault)
+    audit(*cfg.vault, "credentials_delta",
+          {{"command", delta->id}, {"base_version", delta->base_version},
+           {"version", delta->version}, {"revoked", counts->revoked},
+           {"deleted", counts->deleted}, {"upserted", counts->upserted},
+           {"not_found", counts->not_found}});
   r.status = "ok";
   r.version = delta->version;
   r.detail = std::to_string(counts->revoked) + " revoked, " + std::to_string(counts->deleted)

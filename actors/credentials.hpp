@@ -21,6 +21,7 @@ namespace lockbridge {
 struct credentials_config {
   std::shared_ptr<store::credential_store> store;
   std::shared_ptr<access_service> access; ///< for the clock's high-water mark
+  std::shared_ptr<store::vault> vault;     ///< for the audit trail (optional)
   std::function<void(std::string)> publish_result; ///< JSON for cmd_result
   std::string site;
   std::string gateway;

@@ -93,8 +93,9 @@ using credentials_actor = caf::typed_actor<
 /// The keeper of data protection: pseudonym epochs, data keys, erasure,
 /// retention of the audit trail and the quarantine.
 using keeper_actor = caf::typed_actor<
-  /// A command from the cloud (erase_subject, rotate_keys) and its payload.
-  caf::reacts_to<atom::command, std::string, std::string>,
+  /// A command (erase_subject, rotate_keys) and its payload, from the cloud
+  /// or the local socket: the result JSON (also published on cmd_result).
+  caf::replies_to<atom::command, std::string, std::string>::with<std::string>,
   /// Periodic: epoch rotation and destruction, retention (also at start).
   caf::reacts_to<atom::tick>,
   /// One step of re-sealing after a data-key rotation (sent to itself).

@@ -84,7 +84,13 @@ void keeper_state::tick() {
   }
 }
 
-void keeper_state::erase_subject(const std::string& payload) {
+std::string keeper_state::answer(const protocol::command_result& r) {
+  auto json = protocol::encode_command_result(cfg.site, cfg.gateway, r);
+  cfg.publish_result(json);
+  return json;
+}
+
+std::string keeper_state::erase_subject(const std::string& payload) {
   auto& v = *cfg.vault;
   protocol::command_result r;
   r.command = "erase_subject";
@@ -95,8 +101,7 @@ void keeper_state::erase_subject(const std::string& payload) {
     r.status = "error";
     r.error = request.error();
     spdlog::warn("erase_subject refused: {}: {}", request.error().field, request.error().message);
-    cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
-    return;
+    return answer(r);
   }
   r.id = request->id;
   try {
@@ -130,10 +135,10 @@ void keeper_state::erase_subject(const std::string& payload) {
     r.status = "error";
     r.detail = std::string{"storage failure: "} + e.what() + "; nothing was committed";
   }
-  cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+  return answer(r);
 }
 
-void keeper_state::rotate_keys(const std::string& payload) {
+std::string keeper_state::rotate_keys(const std::string& payload) {
   auto& v = *cfg.vault;
   protocol::command_result r;
   r.command = "rotate_keys";
@@ -143,15 +148,13 @@ void keeper_state::rotate_keys(const std::string& payload) {
     r.id = protocol::command_id_of(payload).value_or("");
     r.status = "error";
     r.error = request.error();
-    cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
-    return;
+    return answer(r);
   }
   r.id = request->id;
   if (request->data_key && reseal) {
     r.status = "error";
     r.detail = "a data-key rotation is still re-sealing; try again when it has finished";
-    cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
-    return;
+    return answer(r);
   }
   nlohmann::json receipt = nlohmann::json::object();
   try {
@@ -185,7 +188,7 @@ void keeper_state::rotate_keys(const std::string& payload) {
     r.status = "error";
     r.detail = std::string{"storage failure: "} + e.what();
   }
-  cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+  return answer(r);
 }
 
 bool keeper_state::reseal_step() {
@@ -261,15 +264,14 @@ keeper_actor::behavior_type keeper(keeper_actor::stateful_pointer<keeper_state> 
   }
   self->send(self, atom::tick_v);
   return {
-    [self](atom::command, const std::string& name, const std::string& payload) {
+    [self](atom::command, const std::string& name, const std::string& payload) -> std::string {
       if (name == "erase_subject")
-        self->state.erase_subject(payload);
-      else if (name == "rotate_keys") {
-        bool was = self->state.reseal.has_value();
-        self->state.rotate_keys(payload);
-        if (!was && self->state.reseal)
-          self->send(self, atom::reseal_v);
-      }
+        return self->state.erase_subject(payload);
+      bool was = self->state.reseal.has_value();
+      auto out = self->state.rotate_keys(payload);
+      if (!was && self->state.reseal)
+        self->send(self, atom::reseal_v);
+      return out;
     },
     [self](atom::tick) {
       self->state.tick();

@@ -44,8 +44,10 @@ struct keeper_state {
   std::optional<reseal_progress> reseal;
 
   void tick();
-  void erase_subject(const std::string& payload);
-  void rotate_keys(const std::string& payload);
+  /// Each returns its result's JSON, also handed to publish_result.
+  std::string erase_subject(const std::string& payload);
+  std::string rotate_keys(const std::string& payload);
+  std::string answer(const protocol::command_result& r);
   /// One batch of re-sealing; true while more remains.
   bool reseal_step();
 };

@@ -108,6 +108,7 @@ void spawn_children(self_ptr self) {
   lockbridge::credentials_config cr_cfg;
   cr_cfg.store = credential_store;
   cr_cfg.access = access;
+  cr_cfg.vault = vault;
   cr_cfg.site = gw.site;
   cr_cfg.gateway = gw.gateway;
   cr_cfg.publish_result = [up](std::string payload) {
@@ -153,6 +154,7 @@ void spawn_children(self_ptr self) {
   st.sessions = sessions;
   st.journal = jr;
   st.uplink = up;
+  st.keeper = kp;
   auto endpoint = self->spawn(coap_endpoint, server);
   st.children.push_back(caf::actor_cast<caf::actor>(endpoint));
   for (auto& child : st.children)
@@ -382,12 +384,29 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
   if (st.cfg.on_watchdog && st.cfg.watchdog_interval.count() > 0)
     self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
   return {
-    [self](atom::reload, const config_ptr& next) { reload(self, *next); },
+    [self](atom::reload, const config_ptr& next) {
+      if (!next) {
+        audit(*self->state.vault, "config_reload_refused",
+              {{"file", self->state.cfg.gateway.source.string()},
+               {"reason", "the file has errors (logged); the running configuration stays"}});
+        return;
+      }
+      reload(self, *next);
+    },
     [self](atom::get) -> caf::result<std::string> {
       auto& st = self->state;
       if (!st.uplink || st.restarting)
         return caf::make_error(ec::restarting, "the gateway is restarting its actors");
       return self->delegate(st.uplink, atom::get_v);
+    },
+    [self](atom::command, std::string& name, std::string& payload) -> caf::result<std::string> {
+      auto& st = self->state;
+      if (name != "erase_subject" && name != "rotate_keys")
+        return caf::make_error(ec::config_invalid,
+                               "only erase_subject and rotate_keys are accepted locally");
+      if (!st.keeper || st.restarting)
+        return caf::make_error(ec::restarting, "the gateway is restarting its actors");
+      return self->delegate(st.keeper, atom::command_v, std::move(name), std::move(payload));
     },
     [self](atom::tick) {
       auto& st = self->state;

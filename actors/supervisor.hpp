@@ -71,7 +71,9 @@ using supervisor_actor = caf::typed_actor<
   /// Feed the watchdog if healthy (its own timer).
   caf::reacts_to<atom::tick>,
   /// The local status (JSON), from the uplink (`lockbridge status`).
-  caf::replies_to<atom::get>::with<std::string>>;
+  caf::replies_to<atom::get>::with<std::string>,
+  /// A command from the local socket (erase_subject, rotate_keys): the result JSON.
+  caf::replies_to<atom::command, std::string, std::string>::with<std::string>>;
 
 struct supervisor_state {
   static inline const char* name = "supervisor";
@@ -84,6 +86,7 @@ struct supervisor_state {
   std::shared_ptr<session_table> sessions;
   journal_actor journal;
   uplink_actor uplink;
+  keeper_actor keeper;
   std::map<std::string, caf::actor> lock_sessions; ///< lock id -> its session
   std::vector<std::chrono::steady_clock::time_point> restarts;
   bool restarting = false;

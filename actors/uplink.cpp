@@ -562,7 +562,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         return;
       }
       if ((name == "erase_subject" || name == "rotate_keys") && st.keeper) {
-        self->send(st.keeper, atom::command_v, name, payload);
+        caf::anon_send(st.keeper, atom::command_v, name, payload); // the keeper publishes the result
         return;
       }
       spdlog::warn("uplink: unknown command \"{}\" refused", name);
@@ -601,6 +601,10 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       read_cert_expiry(self);
       spdlog::info("uplink: the TLS files changed; reconnecting with them (nothing is lost: "
                    "unacknowledged events are sent again)");
+      if (st.cfg.vault)
+        audit(*st.cfg.vault, "tls_reloaded",
+              {{"cert_file", st.cfg.mqtt.cert_file.string()},
+               {"cert_expires_at", st.cert_expires_at.value_or(0)}});
       // Leave the current connection as if it were lost: later callbacks of
       // its generation are ignored; the journal is read again from the last
       // acknowledged event.
@@ -609,6 +613,8 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       st.connecting = false;
       st.window.clear();
       st.next_key = st.acked_upto + 1;
+      st.audit_window.clear();
+      st.audit_next = 0;
       try {
         st.link->client->disconnect(0)->wait_for(2000);
       } catch (const mqtt::exception&) {

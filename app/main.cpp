@@ -48,6 +48,7 @@ namespace {
 constexpr int exit_ok = 0;
 constexpr int exit_failure = 1;
 constexpr int exit_not_running = 3; // LSB: program is not running (`status`)
+constexpr int exit_broken = 2;     // `audit verify`: the chain is broken
 constexpr int exit_usage = 64;  // EX_USAGE
 constexpr int exit_config = 78; // EX_CONFIG
 
@@ -187,16 +188,32 @@ int run(const std::string& file) {
     }
     std::unique_ptr<lockbridge::status_socket> status;
     try {
-      status = std::make_unique<lockbridge::status_socket>(cfg->status_socket, [&sys, sup] {
-        caf::scoped_actor self{sys};
-        std::string out;
-        self->request(sup, std::chrono::seconds{5}, lockbridge::atom::get_v)
-          .receive([&](std::string& text) { out = std::move(text); },
-                   [&](caf::error& err) {
-                     out = nlohmann::json{{"error", caf::to_string(err)}}.dump();
-                   });
-        return out;
-      });
+      status = std::make_unique<lockbridge::status_socket>(
+        cfg->status_socket, [&sys, sup](const std::string& request) {
+          caf::scoped_actor self{sys};
+          std::string out;
+          auto on_error = [&](caf::error& err) {
+            out = nlohmann::json{{"error", caf::to_string(err)}}.dump();
+          };
+          if (request == "status") {
+            self->request(sup, std::chrono::seconds{5}, lockbridge::atom::get_v)
+              .receive([&](std::string& text) { out = std::move(text); }, on_error);
+            return out;
+          }
+          // "command <name> <json>": the local operator's path to the
+          // commands that must work without the cloud (erase_subject).
+          static constexpr std::string_view prefix = "command ";
+          auto space = request.find(' ', prefix.size());
+          if (!request.starts_with(prefix) || space == std::string::npos)
+            return nlohmann::json{{"error", "unknown request; expected \"status\" or "
+                                            "\"command <name> <json>\""}}
+              .dump();
+          auto name = request.substr(prefix.size(), space - prefix.size());
+          auto payload = request.substr(space + 1);
+          self->request(sup, std::chrono::seconds{60}, lockbridge::atom::command_v, name, payload)
+            .receive([&](std::string& text) { out = std::move(text); }, on_error);
+          return out;
+        });
     } catch (const std::exception& e) {
       spdlog::warn("lockbridge: no local status ({}); `lockbridge status` will not answer",
                    e.what());
@@ -215,6 +232,8 @@ int run(const std::string& file) {
           spdlog::error("reload: {} has errors (listed above); the running configuration stays "
                         "in force",
                         file);
+          // An empty config: the supervisor audits the refused reload.
+          caf::anon_send(sup, lockbridge::atom::reload_v, lockbridge::config_ptr{});
         }
         sd_notify(0, "READY=1\nSTATUS=listening");
         continue;
@@ -328,6 +347,23 @@ int show_status(const std::string& file, bool as_json) {
               << (c.value("stale", true) ? " (STALE: doors follow their offline policy)" : "")
               << "; " << c.value("decisions", 0) << " decisions since start\n";
   }
+  if (doc.contains("privacy")) {
+    const auto& p = doc["privacy"];
+    std::cout << "keys:        pseudonym epoch " << p.value("pseudonym_epoch", 0) << " ("
+              << p.value("pseudonym_epochs_live", 0) << " epoch keys held), data key "
+              << p.value("data_key", 0) << (p.value("resealing", false) ? " (RE-SEALING)" : "")
+              << "\n";
+    std::cout << "audit:       " << p.value("audit_pending", 0)
+              << " records waiting for the broker; next seq " << p.value("audit_next_seq", 0)
+              << "\n";
+    std::cout << "quarantine:  " << p.value("quarantined", 0) << " values"
+              << (p.value("quarantined", 0) > 0 ? " (FAILED AUTHENTICATION: see the log)" : "")
+              << "\n";
+    const auto& purged = p["purged"];
+    std::cout << "retention:   " << p.value("retention_days", 0) << " days; purged since start: "
+              << purged.value("journal", 0) << " events, " << purged.value("audit", 0)
+              << " audit records, " << purged.value("quarantine", 0) << " quarantined values\n";
+  }
   return exit_ok;
 }
 
@@ -356,6 +392,72 @@ int journal_stats(const std::string& file, bool as_json) {
         std::cout << "oldest:                 received " << age_s << " s ago\n";
     }
     return exit_ok;
+  });
+}
+
+/// Sends a command to the running daemon over its local socket (no cloud
+/// needed) and prints the result. Exit 0 if it succeeded, 1 if refused or
+/// failed, 3 if the daemon is not running.
+int local_command(const std::string& file, const std::string& name, nlohmann::json payload,
+                  bool as_json) {
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  if (!payload.contains("id"))
+    payload["id"] = "local-" + std::to_string(lockbridge::protocol::unix_ms_now());
+  auto reply = lockbridge::query_status(cfg->status_socket, 70,
+                                        "command " + name + " " + payload.dump());
+  if (!reply.ok) {
+    std::cerr << "lockbridge: " << reply.text << "\n";
+    return reply.not_running ? exit_not_running : exit_failure;
+  }
+  auto doc = nlohmann::json::parse(reply.text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()
+      || (doc.contains("error") && !doc.contains("status"))) {
+    std::cerr << "lockbridge: the daemon answered: " << reply.text;
+    return exit_failure;
+  }
+  if (as_json) {
+    std::cout << doc.dump() << "\n";
+  } else {
+    std::cout << name << " " << doc.value("id", "") << ": " << doc.value("status", "") << "\n";
+    if (doc.contains("error"))
+      std::cout << "  " << doc["error"].value("field", "") << ": "
+                << doc["error"].value("message", "") << "\n";
+    if (doc.contains("detail"))
+      std::cout << "  " << doc.value("detail", "") << "\n";
+    if (doc.contains("receipt"))
+      for (const auto& [k, v] : doc["receipt"].items())
+        std::cout << "  " << k << ": " << v.dump() << "\n";
+    std::cout << "(the result is also published on cmd_result, now or when the broker is back)\n";
+  }
+  auto status = doc.value("status", "");
+  return status == "ok" || status == "pending" ? exit_ok : exit_failure;
+}
+
+/// `lockbridge audit verify`: walks the audit trail's hash chain in the store
+/// (beside a running daemon: a reader) and reports the first broken link.
+int audit_verify(const std::string& file, bool as_json) {
+  return with_store(file, [as_json](const lockbridge::config::gateway_config&,
+                                    lockbridge::store::vault& vault) {
+    auto v = vault.audit->verify();
+    auto f = vault.audit->figures();
+    if (as_json) {
+      nlohmann::json doc{{"ok", v.ok},          {"records", v.records},
+                         {"first_seq", v.first_seq}, {"next_seq", f.next_seq}};
+      if (!v.ok)
+        doc["broken_at"] = v.broken_at, doc["reason"] = v.reason;
+      std::cout << doc.dump() << "\n";
+    } else if (v.ok) {
+      std::cout << "audit trail intact: " << v.records << " records held (seq " << v.first_seq
+                << " to " << f.next_seq - 1 << "; earlier ones were delivered to the broker and "
+                << "are anchored by the hash of the last one)\n";
+    } else {
+      std::cout << "audit trail BROKEN at seq " << v.broken_at << ": " << v.reason << "\n"
+                << "(" << v.records << " records before it verified; the cloud's copy on the "
+                << "audit topic shows what the record said)\n";
+    }
+    return v.ok ? exit_ok : exit_broken;
   });
 }
 
@@ -469,6 +571,38 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   provision_lock_cmd->add_flag("--force", provision_force, "replace an existing key");
 
+  auto audit_cmd = app.add_subcommand("audit", "the tamper-evident audit trail");
+  audit_cmd->require_subcommand(1);
+  auto audit_verify_cmd = audit_cmd->add_subcommand(
+    "verify", "walk the hash chain; exit 0 if intact, 2 naming the first broken link");
+  std::string audit_config = lockbridge::defaults::config_file;
+  bool audit_json = false;
+  audit_verify_cmd->add_option("-c,--config", audit_config, "config file")->capture_default_str();
+  audit_verify_cmd->add_flag("--json", audit_json, "print one JSON object");
+
+  auto erase_cmd = app.add_subcommand(
+    "erase-subject", "remove every local trace of a subject, now, without the cloud (daemon "
+                     "must run; the receipt also goes to cmd_result)");
+  std::string erase_config = lockbridge::defaults::config_file;
+  std::string erase_subject;
+  std::string erase_id;
+  bool erase_json = false;
+  erase_cmd->add_option("--subject", erase_subject, "the subject id as the cloud knows it")
+    ->required();
+  erase_cmd->add_option("--id", erase_id, "command id for the receipt (default: local-<ms>)");
+  erase_cmd->add_option("-c,--config", erase_config, "config file")->capture_default_str();
+  erase_cmd->add_flag("--json", erase_json, "print the result JSON");
+
+  auto keys_cmd = app.add_subcommand("keys", "data-protection keys");
+  keys_cmd->require_subcommand(1);
+  auto rotate_cmd = keys_cmd->add_subcommand(
+    "rotate", "start a new pseudonym epoch and/or data key now (daemon must run)");
+  std::string rotate_config = lockbridge::defaults::config_file;
+  bool rotate_epoch = false, rotate_data = false;
+  rotate_cmd->add_flag("--pseudonym-epoch", rotate_epoch, "begin a new pseudonym epoch");
+  rotate_cmd->add_flag("--data-key", rotate_data, "make a new data key and re-seal the state");
+  rotate_cmd->add_option("-c,--config", rotate_config, "config file")->capture_default_str();
+
   app.add_subcommand("version", "print the version");
 
   try {
@@ -497,5 +631,23 @@ int main(int argc, char** argv) {
     return provision_lock(provision_id, provision_dir, provision_force);
   if (stats_cmd->parsed())
     return credentials_stats(stats_config, stats_json);
+  if (audit_verify_cmd->parsed())
+    return audit_verify(audit_config, audit_json);
+  if (erase_cmd->parsed()) {
+    nlohmann::json payload{{"schema", "lockbridge/erase-subject/1"}, {"subject", erase_subject}};
+    if (!erase_id.empty())
+      payload["id"] = erase_id;
+    return local_command(erase_config, "erase_subject", payload, erase_json);
+  }
+  if (rotate_cmd->parsed()) {
+    if (!rotate_epoch && !rotate_data) {
+      std::cerr << "lockbridge: keys rotate: give --pseudonym-epoch and/or --data-key\n";
+      return exit_usage;
+    }
+    nlohmann::json payload{{"schema", "lockbridge/rotate-keys/1"},
+                           {"pseudonym_epoch", rotate_epoch},
+                           {"data_key", rotate_data}};
+    return local_command(rotate_config, "rotate_keys", payload, false);
+  }
   return run(config_file);
 }

@@ -66,7 +66,27 @@ void status_socket::loop() {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0)
       continue;
-    auto text = answer_() + "\n";
+    // One request line, read within 2 s (a client that sends nothing and
+    // waits gets the status: older clients did exactly that).
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string request;
+    char buf[4096];
+    while (request.size() <= max_request && request.find('\n') == std::string::npos) {
+      auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0)
+        break;
+      request.append(buf, static_cast<std::size_t>(n));
+    }
+    std::string text;
+    if (request.size() > max_request) {
+      text = R"({"error":"request longer than 64 KiB"})";
+    } else {
+      if (auto nl = request.find('\n'); nl != std::string::npos)
+        request.resize(nl);
+      text = answer_(request.empty() ? std::string{"status"} : request);
+    }
+    text += "\n";
     std::size_t sent = 0;
     while (sent < text.size()) {
       auto n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
@@ -78,7 +98,8 @@ void status_socket::loop() {
   }
 }
 
-status_reply query_status(const std::filesystem::path& path, int timeout_s) {
+status_reply query_status(const std::filesystem::path& path, int timeout_s,
+                          const std::string& request) {
   status_reply out;
   sockaddr_un addr{};
   try {
@@ -104,6 +125,13 @@ status_reply query_status(const std::filesystem::path& path, int timeout_s) {
                                : "cannot connect to " + path.string() + ": " + std::strerror(err);
     return out;
   }
+  auto line = request + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    ::close(fd);
+    out.text = "cannot send the request to " + path.string() + ": " + std::strerror(errno);
+    return out;
+  }
+  ::shutdown(fd, SHUT_WR);
   char buf[4096];
   for (;;) {
     auto n = ::recv(fd, buf, sizeof buf, 0);

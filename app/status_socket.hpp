@@ -7,12 +7,15 @@
 
 namespace lockbridge {
 
-/// The daemon's local status endpoint: a Unix stream socket that answers
-/// every connection with one JSON document (from `provider`) and closes.
-/// Mode 0660: the service's user and group may read it, nobody else.
+/// The daemon's local control endpoint: a Unix stream socket. A client sends
+/// one request line (`status`, or `command <name> <json>`; nothing at all
+/// means `status`), the daemon answers with one JSON document (from
+/// `provider`) and closes. Mode 0660: the service's user and group may use
+/// it, nobody else.
 class status_socket {
 public:
-  using provider = std::function<std::string()>;
+  using provider = std::function<std::string(const std::string& request)>;
+  static constexpr std::size_t max_request = 64 * 1024;
 
   /// Binds `path` (replacing a stale socket) and starts answering. Throws
   /// std::runtime_error saying why if it cannot.
@@ -37,6 +40,7 @@ struct status_reply {
   bool not_running = false; ///< nothing listens: the daemon is down
   std::string text;         ///< the JSON, or what went wrong
 };
-status_reply query_status(const std::filesystem::path& path, int timeout_s);
+status_reply query_status(const std::filesystem::path& path, int timeout_s,
+                          const std::string& request = "status");
 
 } // namespace lockbridge

@@ -111,8 +111,11 @@ int main(int argc, char** argv) {
         && std::chrono::duration<double>(now - last_message).count() > idle_exit_s)
       break;
     mqtt::const_message_ptr msg;
-    if (!client.try_consume_message_for(&msg, std::chrono::milliseconds{200}) || !msg)
+    if (!client.try_consume_message_for(&msg, std::chrono::milliseconds{200}) || !msg) {
+      if (cap.is_open())
+        cap.flush(); // quiet for 200 ms: what was captured is on disk for readers
       continue;
+    }
     ++messages;
     last_message = std::chrono::steady_clock::now();
     const auto& topic = msg->get_topic();
@@ -121,6 +124,8 @@ int main(int argc, char** argv) {
       cap << nlohmann::json{{"topic", topic}, {"retained", msg->is_retained()},
                             {"payload", msg->get_payload_str()}}.dump()
           << "\n";
+    if (cap.is_open() && per_topic.size() > 0 && (messages % 256 == 0))
+      cap.flush();
     if (topic.size() < 7 || topic.compare(topic.size() - 7, 7, "/events") != 0)
       continue;
     auto doc = nlohmann::json::parse(msg->get_payload_str(), nullptr, false);

@@ -12,7 +12,7 @@ packages=(
   libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev
   # real peers and tools for tests and the demo
   mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils tzdata faketime systemd
-  python3 python3-jsonschema python3-paho-mqtt
+  python3 python3-jsonschema python3-paho-mqtt python3-lmdb
 )
 
 missing=()
