@@ -142,6 +142,7 @@ std::uint64_t audit_log::remove_front(
     return 0;
   put_u64(t.get(), in.meta, base_seq_key, last_seq + 1);
   put_text(t.get(), in.meta, base_hash_key, last_hash);
+  c.close();
   t.commit();
   return removed;
 }
@@ -251,6 +252,7 @@ std::uint64_t audit_log::reseal(std::uint64_t from, std::size_t max) {
     next = get_be64(k.mv_data);
   else if (rc != MDB_NOTFOUND)
     check(rc, "walk audit");
+  c.close();
   t.commit();
   return next;
 }

@@ -280,6 +280,7 @@ credential_store::reseal(const std::optional<lookup_key>& from, std::size_t max)
   } else if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
     check(rc, "walk credentials");
   }
+  c.close();
   t.commit();
   return next;
 }

@@ -280,6 +280,7 @@ journal::erase_matching(const std::function<bool(const protocol::journal_record&
   bytes -= std::min(bytes, freed);
   put_u64(t.get(), in.meta, key_count, count);
   put_u64(t.get(), in.meta, key_bytes, bytes);
+  c.close();
   t.commit();
   count_ = count;
   bytes_ = bytes;
@@ -316,6 +317,7 @@ std::uint64_t journal::reseal(std::uint64_t from, std::size_t max) {
     next = get_be64(k.mv_data);
   else if (rc != MDB_NOTFOUND)
     check(rc, "walk journal");
+  c.close();
   t.commit();
   return next;
 }

@@ -64,11 +64,17 @@ private:
   MDB_txn* txn_ = nullptr;
 };
 
-/// A cursor closed on destruction.
+/// A cursor closed on destruction. LMDB frees a write transaction's cursors
+/// when it commits: close() one that is still in scope before committing.
 class cursor {
 public:
   cursor(MDB_txn* t, MDB_dbi dbi) { check(mdb_cursor_open(t, dbi, &cur_), "open cursor"); }
-  ~cursor() { mdb_cursor_close(cur_); }
+  ~cursor() { close(); }
+  void close() noexcept {
+    if (cur_ != nullptr)
+      mdb_cursor_close(cur_);
+    cur_ = nullptr;
+  }
   cursor(const cursor&) = delete;
   cursor& operator=(const cursor&) = delete;
   MDB_cursor* get() const noexcept { return cur_; }

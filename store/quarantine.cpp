@@ -73,8 +73,10 @@ std::uint64_t purge_quarantine_before(environment& env, std::int64_t cutoff_ms) 
     ++removed;
     rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
   }
-  if (removed > 0)
+  if (removed > 0) {
+    c.close();
     t.commit();
+  }
   return removed;
 }
 
