@@ -4,9 +4,11 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include "protocols/cloud_messages.hpp"
 #include "protocols/lock_messages.hpp"
 #include "protocols/pseudonym.hpp"
+#include "store/sealing.hpp"
 
 namespace {
 
@@ -118,5 +121,39 @@ int main() {
         sink += size;
       }),
       "OpenSSL one-shot HMAC()");
+
+  // Sealing at rest (issue 4): what every stored value costs on top of its
+  // encoding. The baseline is the encoding alone, so x < 1 is the price.
+  auto dir = std::filesystem::temp_directory_path() / ("lockbridge-bench-" + std::to_string(::getpid()));
+  {
+    lockbridge::store::environment env{dir, 64ull << 20};
+    lockbridge::store::key256 kek;
+    kek.fill(0x5a);
+    lockbridge::store::keyring keys{env, kek};
+    std::uint8_t lmdb_key[8] = {0, 0, 0, 0, 0, 0, 4, 210};
+    auto sealed = keys.seal(lockbridge::store::table::journal, lmdb_key, record_bytes);
+    row("encode + seal journal record",
+        ns_per_op([&] {
+          sink += keys.seal(lockbridge::store::table::journal, lmdb_key, encode_record(record))
+                    .size();
+        }),
+        ns_per_op([&] { sink += encode_record(record).size(); }), "encode only (not sealed)");
+    row("open + decode journal record",
+        ns_per_op([&] {
+          sink += decode_record(*keys.open(lockbridge::store::table::journal, lmdb_key, sealed))
+                    ->seq;
+        }),
+        ns_per_op([&] { sink += decode_record(record_bytes)->seq; }), "decode only (not sealed)");
+    lockbridge::protocol::keyed_hmac lookup{key, "lockbridge/credential-lookup/v1"};
+    row("pseudonym via lookup key (2 HMACs)", ns_per_op([&] {
+          auto mac = lookup("CARD-lock-01-17");
+          sink += pseudonyms(std::string_view{reinterpret_cast<const char*>(mac.data()),
+                                              mac.size()})
+                    .size();
+        }),
+        ns_per_op([&] { sink += pseudonyms("CARD-lock-01-17").size(); }),
+        "one HMAC over the identifier");
+  }
+  std::filesystem::remove_all(dir);
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 
@@ -18,6 +19,8 @@ constexpr std::size_t nonce_size = 12;
 constexpr std::size_t tag_size = 16;
 constexpr std::size_t header_size = 1 + 4 + nonce_size;
 constexpr std::string_view current_key = "dek.current";
+
+std::atomic<std::uint64_t> next_instance{1};
 
 using ctx_ptr = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)>;
 
@@ -157,7 +160,7 @@ std::optional<std::vector<std::uint8_t>> unwrap_key(std::span<const std::uint8_t
 }
 
 keyring::keyring(environment& env, const key256& kek, std::optional<key256> previous_kek)
-  : env_(env), kek_(kek) {
+  : env_(env), instance_(next_instance++), kek_(kek) {
   auto& in = env_.internals();
   txn t{in.env, true};
   auto keys = unwrap_all(t.get(), in.keys, kek);
@@ -190,31 +193,72 @@ keyring::keyring(environment& env, const key256& kek, std::optional<key256> prev
   }
 }
 
+namespace {
+
+/// A thread's cipher context with a data key's schedule already set up:
+/// setting up a key costs several times more than sealing a small value, so
+/// each thread keeps one context per direction for the key it used last.
+struct keyed_context {
+  std::uint64_t instance = 0; ///< which keyring (0: none)
+  std::uint32_t id = 0;       ///< which of its data keys
+  ctx_ptr ctx = new_ctx();
+};
+
+/// 12 fresh bytes from OpenSSL's CSPRNG. Drawn 4 KiB at a time per thread:
+/// each call into the DRBG costs about as much as sealing a small value.
+void random_nonce(std::uint8_t* out) {
+  thread_local std::array<std::uint8_t, 4096 - 4096 % nonce_size> pool;
+  thread_local std::size_t used = pool.size();
+  if (used == pool.size()) {
+    if (RAND_bytes(pool.data(), static_cast<int>(pool.size())) != 1)
+      throw store_error{"OpenSSL's random generator failed"};
+    used = 0;
+  }
+  std::memcpy(out, pool.data() + used, nonce_size);
+  OPENSSL_cleanse(pool.data() + used, nonce_size);
+  used += nonce_size;
+}
+
+EVP_CIPHER_CTX* context_for(std::uint64_t instance, std::uint32_t id, bool encrypt,
+                            const key256& dek) {
+  thread_local keyed_context enc, dec;
+  auto& c = encrypt ? enc : dec;
+  if (c.instance != instance || c.id != id) {
+    c.instance = 0;
+    int ok = encrypt ? EVP_EncryptInit_ex(c.ctx.get(), EVP_aes_256_gcm(), nullptr, dek.data(),
+                                          nullptr)
+                     : EVP_DecryptInit_ex(c.ctx.get(), EVP_aes_256_gcm(), nullptr, dek.data(),
+                                          nullptr);
+    if (ok != 1)
+      throw store_error{"OpenSSL AES-256-GCM setup failed"};
+    c.instance = instance;
+    c.id = id;
+  }
+  return c.ctx.get();
+}
+
+} // namespace
+
 std::vector<std::uint8_t> keyring::seal(std::string_view table, std::span<const std::uint8_t> key,
                                         std::span<const std::uint8_t> plain) const {
   std::vector<std::uint8_t> out(header_size + plain.size() + tag_size);
-  key256 dek;
+  EVP_CIPHER_CTX* ctx = nullptr;
   {
     std::shared_lock lock{mutex_};
     put_be32(out.data() + 1, current_);
-    dek = keys_.at(current_);
+    ctx = context_for(instance_, current_, true, keys_.at(current_));
   }
   out[0] = format;
-  if (RAND_bytes(out.data() + 5, nonce_size) != 1)
-    throw store_error{"OpenSSL's random generator failed"};
+  random_nonce(out.data() + 5);
   auto ad = associated_data(table, key, out.data());
-  thread_local ctx_ptr ctx = new_ctx();
   int len = 0, fin = 0;
-  bool ok = EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, dek.data(), out.data() + 5) == 1
-            && EVP_EncryptUpdate(ctx.get(), nullptr, &len, ad.data(), static_cast<int>(ad.size())) == 1
-            && EVP_EncryptUpdate(ctx.get(), out.data() + header_size, &len, plain.data(),
-                                 static_cast<int>(plain.size()))
+  auto* body = out.data() + header_size;
+  bool ok = EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, out.data() + 5) == 1
+            && EVP_EncryptUpdate(ctx, nullptr, &len, ad.data(), static_cast<int>(ad.size())) == 1
+            && EVP_EncryptUpdate(ctx, body, &len, plain.data(), static_cast<int>(plain.size()))
                  == 1
-            && EVP_EncryptFinal_ex(ctx.get(), out.data() + header_size + len, &fin) == 1
-            && EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, tag_size,
-                                   out.data() + header_size + plain.size())
-                 == 1;
-  OPENSSL_cleanse(dek.data(), dek.size());
+            && EVP_EncryptFinal_ex(ctx, body + len, &fin) == 1
+            && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, tag_size, body + plain.size()) == 1;
   if (!ok)
     throw store_error{"OpenSSL AES-256-GCM sealing failed"};
   return out;
@@ -226,28 +270,26 @@ std::optional<std::vector<std::uint8_t>> keyring::open(std::string_view table,
   if (sealed.size() < overhead || sealed[0] != format)
     return std::nullopt;
   auto id = get_be32(sealed.data() + 1);
-  key256 dek;
+  EVP_CIPHER_CTX* ctx = nullptr;
   {
     std::shared_lock lock{mutex_};
     auto it = keys_.find(id);
     if (it == keys_.end())
       return std::nullopt;
-    dek = it->second;
+    ctx = context_for(instance_, id, false, it->second);
   }
   auto ad = associated_data(table, key, sealed.data());
   std::size_t size = sealed.size() - overhead;
   std::vector<std::uint8_t> out(size);
-  thread_local ctx_ptr ctx = new_ctx();
   int len = 0, fin = 0;
   auto tag = const_cast<std::uint8_t*>(sealed.data() + header_size + size);
-  bool ok = EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, dek.data(), sealed.data() + 5) == 1
-            && EVP_DecryptUpdate(ctx.get(), nullptr, &len, ad.data(), static_cast<int>(ad.size())) == 1
-            && EVP_DecryptUpdate(ctx.get(), out.data(), &len, sealed.data() + header_size,
+  bool ok = EVP_DecryptInit_ex(ctx, nullptr, nullptr, nullptr, sealed.data() + 5) == 1
+            && EVP_DecryptUpdate(ctx, nullptr, &len, ad.data(), static_cast<int>(ad.size())) == 1
+            && EVP_DecryptUpdate(ctx, out.data(), &len, sealed.data() + header_size,
                                  static_cast<int>(size))
                  == 1
-            && EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, tag_size, tag) == 1
-            && EVP_DecryptFinal_ex(ctx.get(), out.data() + len, &fin) == 1;
-  OPENSSL_cleanse(dek.data(), dek.size());
+            && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, tag_size, tag) == 1
+            && EVP_DecryptFinal_ex(ctx, out.data() + len, &fin) == 1;
   if (!ok) {
     OPENSSL_cleanse(out.data(), out.size());
     return std::nullopt;

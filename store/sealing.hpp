@@ -89,6 +89,7 @@ public:
 
 private:
   environment& env_;
+  std::uint64_t instance_; ///< distinguishes keyrings in the per-thread cipher cache
   mutable std::shared_mutex mutex_;
   std::mutex admin_mutex_; ///< one of rotate, retire, rewrap at a time
   key256 kek_{};
