@@ -67,6 +67,8 @@ void journal_state::purge() {
     spdlog::warn("journal: retention purged {} undelivered events older than {} days "
                  "({} purged since start)",
                  removed, cfg.retention_days, counters.purged_retention);
+    if (cfg.on_purged)
+      cfg.on_purged(removed);
   }
 }
 

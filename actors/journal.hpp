@@ -22,6 +22,8 @@ struct journal_config {
   append_reply_sink reply;
   std::uint32_t retention_days = 90;
   std::chrono::seconds purge_interval{3600};
+  /// Called with the number of events retention purged (the audit trail).
+  std::function<void(std::uint64_t)> on_purged;
 };
 
 caf::error validate(const journal_config& cfg);

@@ -93,6 +93,9 @@ void spawn_children(self_ptr self) {
   journal_config j_cfg;
   j_cfg.store = vault->events;
   j_cfg.retention_days = gw.store.retention_days;
+  j_cfg.on_purged = [vault](std::uint64_t removed) {
+    audit(*vault, "retention_purge", {{"table", "journal"}, {"records", removed}});
+  };
   j_cfg.reply = [server](std::uint64_t request, const store::append_outcome& o) {
     transport::events_reply reply;
     if (o.result == store::append_outcome::status::refused_full)

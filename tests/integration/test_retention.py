@@ -32,7 +32,8 @@ class Retention(Site):
         # 91 days later, with the broker back: the 300 events are past retention.
         self.broker.start()
         checker = self.start_checker(timeout=60, idle_exit=5,
-                                     topics=["lockbridge/v1/site-1/gw-1/events"])
+                                     topics=["lockbridge/v1/site-1/gw-1/events",
+                                             "lockbridge/v1/site-1/gw-1/audit"])
         self.ready_seen = self.gateway_log_text().count("lockbridge: ready")
         self.start_gateway(faketime="+91d")
         wait_for(lambda: "retention purged 300 undelivered events older than 90 days"
@@ -40,6 +41,7 @@ class Retention(Site):
         rc, status = self.status()
         self.assertEqual(rc, 0, status)
         self.assertEqual(status["journal"]["purged_retention"], 300)
+        self.assertEqual(status["privacy"]["purged"]["journal"], 300)
         self.assertEqual(status["journal"]["depth"], 0)
         # The journal keeps working: new events (seq 101..) are delivered.
         sim = self.locksim(events=20, rate=0, batch=10, extra=["--start-seq", "101"])
@@ -49,6 +51,11 @@ class Retention(Site):
             seen = report["locks"][lock]
             self.assertEqual(seen["unique"], 20, report)  # only the new ones
             self.assertEqual(seen["highest_seq"], 120)
+        # The purge is in the audit trail the cloud received.
+        purges = [r for m in self.captured() if m["topic"].endswith("/audit")
+                  for r in json.loads(m["payload"])["records"] if r["action"] == "retention_purge"]
+        self.assertEqual([(r["detail"]["table"], r["detail"]["records"]) for r in purges],
+                         [("journal", 300)])
 
 
 if __name__ == "__main__":
