@@ -118,10 +118,14 @@ void setup_logging(const std::string& level) {
   spdlog::flush_on(spdlog::level::info);
 }
 
+/// Keys set from outside the file, in order of precedence (the environment's
+/// `LOCKBRIDGE_<SECTION>__<KEY>`, then `--set section.key=value`).
+std::vector<lockbridge::config::override_value> overrides;
+
 /// Loads the config or prints every error (file:line:column: key: message).
 std::optional<lockbridge::config::gateway_config> load_config(const std::string& file,
                                                              bool reloading = false) {
-  auto result = lockbridge::config::load(file);
+  auto result = lockbridge::config::load(file, overrides);
   if (reloading) {
     for (const auto& e : result.errors)
       spdlog::error("reload: {}", e.to_string());
@@ -526,11 +530,16 @@ int main(int argc, char** argv) {
 
   auto run_cmd = app.add_subcommand("run", "run the gateway daemon");
   run_cmd->add_option("-c,--config", config_file, "config file")->capture_default_str();
+  std::vector<std::string> sets;
+  run_cmd->add_option("--set", sets,
+                      "section.key=value over the file and the environment (repeatable)");
 
   auto check_cmd = app.add_subcommand("check-config",
                                       "validate a config file without starting anything");
   std::string check_file = lockbridge::defaults::config_file;
   check_cmd->add_option("file", check_file, "config file")->capture_default_str();
+  check_cmd->add_option("--set", sets,
+                        "section.key=value over the file and the environment (repeatable)");
 
   auto creds_cmd = app.add_subcommand("credentials", "inspect the credential set");
   creds_cmd->require_subcommand(1);
@@ -610,6 +619,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     auto rc = app.exit(e);
     return rc == 0 ? exit_ok : exit_usage;
+  }
+  overrides = lockbridge::config::overrides_from_environment(environ);
+  for (const auto& s : sets) {
+    auto eq = s.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "lockbridge: --set " << s << ": expected section.key=value\n";
+      return exit_usage;
+    }
+    overrides.push_back({s.substr(0, eq), s.substr(eq + 1), "command line --set " + s.substr(0, eq)});
   }
   if (app.got_subcommand("version")) {
     std::cout << "lockbridge " << LOCKBRIDGE_VERSION << "\n";

@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <cctype>
 #include <cstdlib>
 #include <charconv>
 #include <fstream>
@@ -38,7 +39,9 @@ public:
     : file_(std::move(file)), base_(std::move(base_dir)) {}
 
   void error(const toml::source_region& where, std::string key, std::string message) {
-    errors_.push_back(config_error{file_, static_cast<std::uint32_t>(where.begin.line),
+    // A value set from outside the file names its origin instead.
+    const auto& file = where.path && *where.path != file_ ? *where.path : file_;
+    errors_.push_back(config_error{file, static_cast<std::uint32_t>(where.begin.line),
                                    static_cast<std::uint32_t>(where.begin.column),
                                    std::move(key), std::move(message)});
   }
@@ -58,7 +61,9 @@ public:
         std::string list;
         for (auto name : known)
           list += (list.empty() ? "" : ", ") + std::string{name};
-        error(k.source(), join(path, k.str()), "unknown key; expected one of: " + list);
+        // A key set by an override has no position of its own: use its value's.
+        error(k.source().path ? k.source() : v.source(), join(path, k.str()),
+              "unknown key; expected one of: " + list);
       }
     }
   }
@@ -508,8 +513,87 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
 
 } // namespace
 
+std::vector<override_value> overrides_from_environment(char** environment) {
+  std::vector<override_value> out;
+  static constexpr std::string_view prefix = "LOCKBRIDGE_";
+  for (auto e = environment; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry{*e};
+    auto eq = entry.find('=');
+    if (!entry.starts_with(prefix) || eq == std::string_view::npos)
+      continue;
+    auto name = entry.substr(0, eq);
+    auto rest = name.substr(prefix.size());
+    auto sep = rest.find("__");
+    if (sep == std::string_view::npos || sep == 0 || sep + 2 >= rest.size())
+      continue;
+    std::string key;
+    for (char c : rest.substr(0, sep))
+      key += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    key += '.';
+    for (char c : rest.substr(sep + 2))
+      key += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.push_back({std::move(key), std::string{entry.substr(eq + 1)},
+                   "environment " + std::string{name}});
+  }
+  return out;
+}
+
+namespace {
+
+/// Puts each override into the parsed document, where validation then treats
+/// it like any key of the file (its errors name the override's origin).
+void apply_overrides(reader& r, toml::table& root, const std::vector<override_value>& overrides) {
+  for (const auto& o : overrides) {
+    auto dot = o.key.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == o.key.size()
+        || o.key.find('.', dot + 1) != std::string::npos) {
+      r.error(o.key, "(" + o.origin + ") expected section.key, e.g. store.retention_days");
+      continue;
+    }
+    auto section = o.key.substr(0, dot);
+    auto key = o.key.substr(dot + 1);
+    if (section == "locks" || section == "doors") {
+      r.error(o.key, "(" + o.origin + ") [[" + section + "]] entries are set in the file only");
+      continue;
+    }
+    toml::table parsed;
+    try {
+      parsed = toml::parse("v = " + o.value, o.origin);
+    } catch (const toml::parse_error&) {
+      // Not a TOML value: the text itself, as a string.
+      std::string quoted = "\"";
+      for (char c : o.value) {
+        if (c == '"' || c == '\\')
+          quoted += '\\';
+        if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f)
+          quoted += c;
+      }
+      quoted += '"';
+      try {
+        parsed = toml::parse("v = " + quoted, o.origin);
+      } catch (const toml::parse_error& e) {
+        r.error(o.key, "(" + o.origin + ") not a usable value: " + std::string{e.description()});
+        continue;
+      }
+    }
+    auto* node = root.get(section);
+    if (node == nullptr) {
+      root.insert(section, toml::table{});
+      node = root.get(section);
+    }
+    if (!node->is_table()) {
+      r.error(o.key, "(" + o.origin + ") " + section + " is not a table in the file");
+      continue;
+    }
+    node->as_table()->insert_or_assign(key, std::move(*parsed.get("v")));
+  }
+}
+
+} // namespace
+
 load_result load_from_string(const std::string& text, const std::string& source_name,
-                             const std::filesystem::path& base_dir) {
+                             const std::filesystem::path& base_dir,
+                             const std::vector<override_value>& overrides) {
   load_result out;
   reader r{source_name, base_dir};
   toml::table root;
@@ -520,6 +604,7 @@ load_result load_from_string(const std::string& text, const std::string& source_
     out.errors = std::move(r.errors());
     return out;
   }
+  apply_overrides(r, root, overrides);
   gateway_config cfg;
   cfg.source = source_name;
   read_document(r, root, cfg);
@@ -529,7 +614,7 @@ load_result load_from_string(const std::string& text, const std::string& source_
   return out;
 }
 
-load_result load(const std::filesystem::path& file) {
+load_result load(const std::filesystem::path& file, const std::vector<override_value>& overrides) {
   std::ifstream in{file, std::ios::binary};
   if (!in) {
     load_result out;
@@ -540,7 +625,7 @@ load_result load(const std::filesystem::path& file) {
   std::stringstream text;
   text << in.rdbuf();
   auto base = std::filesystem::absolute(file).parent_path();
-  return load_from_string(text.str(), file.string(), base);
+  return load_from_string(text.str(), file.string(), base, overrides);
 }
 
 } // namespace lockbridge::config

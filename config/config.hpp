@@ -110,12 +110,31 @@ struct load_result {
   std::vector<config_error> errors;
 };
 
+/// One key set from outside the file: `key` is "section.key" (a key of a
+/// top-level table; [[locks]] and [[doors]] cannot be overridden), `value` a
+/// TOML value (`30`, `"debug"`, `["127.0.0.1:5684"]`; text that is not valid
+/// TOML counts as a string), `origin` says where it came from for errors.
+struct override_value {
+  std::string key;
+  std::string value;
+  std::string origin;
+};
+
+/// The overrides in the environment: `LOCKBRIDGE_<SECTION>__<KEY>=value`
+/// (upper case, two underscores between section and key), e.g.
+/// `LOCKBRIDGE_GATEWAY__LOG_LEVEL=debug`. Other variables are ignored.
+std::vector<override_value> overrides_from_environment(char** environment);
+
 /// Reads, parses and validates `file`, including that referenced files exist
-/// and secret files are not readable by others in production.
-load_result load(const std::filesystem::path& file);
+/// and secret files are not readable by others in production. `overrides`
+/// apply in order on top of the file (defaults < file < environment <
+/// command line: pass the environment's first).
+load_result load(const std::filesystem::path& file,
+                 const std::vector<override_value>& overrides = {});
 
 /// The same from text (tests); relative paths resolve against `base_dir`.
 load_result load_from_string(const std::string& text, const std::string& source_name,
-                             const std::filesystem::path& base_dir);
+                             const std::filesystem::path& base_dir,
+                             const std::vector<override_value>& overrides = {});
 
 } // namespace lockbridge::config

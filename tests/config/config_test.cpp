@@ -169,6 +169,62 @@ TEST_CASE("config: a valid file loads with defaults filled in") {
   CHECK(c.credentials.doors[0].policy == offline_policy::keep_last_known);
 }
 
+TEST_CASE("config: environment and command line override the file, in that order") {
+  fixture f;
+  char env1[] = "LOCKBRIDGE_STORE__RETENTION_DAYS=30";
+  char env2[] = "LOCKBRIDGE_GATEWAY__LOG_LEVEL=debug";
+  char env3[] = "LOCKBRIDGE_BUILD=/somewhere";   // not a config key: ignored
+  char env4[] = "PATH=/usr/bin";
+  char* environment[] = {env1, env2, env3, env4, nullptr};
+  auto overrides = overrides_from_environment(environment);
+  REQUIRE(overrides.size() == 2);
+  CHECK(overrides[0].key == "store.retention_days");
+  CHECK(overrides[0].origin == "environment LOCKBRIDGE_STORE__RETENTION_DAYS");
+  overrides.push_back({"store.retention_days", "7", "command line --set store.retention_days"});
+  overrides.push_back({"coap.dtls_listen", R"(["127.0.0.1:6000"])", "command line --set"});
+  auto out = load_from_string(valid, "test.toml", f.dir, overrides);
+  for (const auto& e : out.errors)
+    MESSAGE(e.to_string());
+  REQUIRE(out.config.has_value());
+  CHECK(out.config->store.retention_days == 7); // the command line wins
+  CHECK(out.config->log_level == "debug");      // unquoted text is a string
+  REQUIRE(out.config->coap.dtls_listen.size() == 1);
+  CHECK(out.config->coap.dtls_listen[0].port == 6000);
+}
+
+TEST_CASE("config: a bad override names its origin and changes nothing") {
+  fixture f;
+  struct row {
+    override_value o;
+    std::string key, part;
+  };
+  std::vector<row> rows{
+    {{"store.retention_days", "91", "environment LOCKBRIDGE_STORE__RETENTION_DAYS"},
+     "store.retention_days", "from 1 to 90"},
+    {{"gateway.log_level", "loud", "command line --set gateway.log_level"}, "gateway.log_level",
+     "trace, debug"},
+    {{"store.colour", "1", "command line --set store.colour"}, "store.colour", "unknown key"},
+    {{"locks.psk_file", "x", "command line --set locks.psk_file"}, "locks.psk_file",
+     "file only"},
+    {{"retention_days", "3", "command line --set retention_days"}, "retention_days",
+     "section.key"},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.o.key);
+    auto out = load_from_string(valid, "test.toml", f.dir, {r.o});
+    CHECK_FALSE(out.config.has_value());
+    bool found = false;
+    for (const auto& e : out.errors)
+      found = found
+              || (e.key == r.key && e.message.find(r.part) != std::string::npos
+                  && (e.file == r.o.origin || e.message.find(r.o.origin) != std::string::npos));
+    if (!found)
+      for (const auto& e : out.errors)
+        MESSAGE(e.to_string());
+    CHECK(found);
+  }
+}
+
 TEST_CASE("config: each broken file names file, line and key") {
   struct row {
     const char* what;

@@ -7,7 +7,7 @@ import os
 import subprocess
 import unittest
 
-from harness import LOCKBRIDGE, Site
+from harness import LOCKBRIDGE, Process, Site, wait_for
 
 
 class ConfigErrors(Site):
@@ -83,6 +83,36 @@ class ConfigErrors(Site):
         self.assertIn("OK", p.stdout)
         p = subprocess.run([LOCKBRIDGE, "frobnicate"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 64)
+
+    def test_environment_and_command_line_override_the_file(self):
+        env = dict(os.environ, LOCKBRIDGE_STORE__RETENTION_DAYS="91")
+        p = subprocess.run([LOCKBRIDGE, "check-config", self.config], capture_output=True,
+                           text=True, timeout=20, env=env)
+        self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
+        self.assertIn("environment LOCKBRIDGE_STORE__RETENTION_DAYS:1:5: store.retention_days: "
+                      "expected an integer from 1 to 90, got 91", p.stderr)
+        # The command line wins over the environment.
+        p = subprocess.run([LOCKBRIDGE, "check-config", self.config, "--set",
+                            "store.retention_days=30"], capture_output=True, text=True,
+                           timeout=20, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run([LOCKBRIDGE, "check-config", self.config, "--set",
+                            "gateway.log_level=loud"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 78)
+        self.assertIn("command line --set gateway.log_level", p.stderr)
+        p = subprocess.run([LOCKBRIDGE, "check-config", self.config, "--set", "no-equals-sign"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 64)
+        self.assertIn("expected section.key=value", p.stderr)
+        # The daemon runs with the override: the status shows it.
+        self.ready_seen = 0
+        self.gateway = Process(
+            [LOCKBRIDGE, "run", "--config", self.config, "--set", "store.retention_days=7"],
+            self.gateway_log)
+        wait_for(self.gateway_ready, 15, "lockbridge to be ready")
+        rc, status = self.status()
+        self.assertEqual(rc, 0, status)
+        self.assertEqual(status["privacy"]["retention_days"], 7)
 
 
 if __name__ == "__main__":
