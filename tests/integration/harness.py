@@ -20,6 +20,7 @@ import unittest
 
 BUILD = os.environ.get("LOCKBRIDGE_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
 BUILD = os.path.abspath(BUILD)
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 LOCKBRIDGE = os.path.join(BUILD, "app/lockbridge")
 LOCKSIM = os.path.join(BUILD, "tools/lockbridge-locksim")
 CHECKER = os.path.join(BUILD, "tools/lockbridge-checker")
@@ -101,7 +102,7 @@ class Pki:
 class Broker:
     """A real mosquitto on 127.0.0.1 with TLS and required client certificates."""
 
-    def __init__(self, directory, ca, cert, key, port=None, persistence=False):
+    def __init__(self, directory, ca, cert, key, port=None, persistence=False, acl_file=None):
         self.dir = directory
         self.port = port or free_port()
         self.log = os.path.join(directory, "mosquitto.log")
@@ -127,6 +128,9 @@ keyfile {key}
 require_certificate true
 use_identity_as_username true
 """)
+            if acl_file:
+                # Debug logging names every publish the ACL denies.
+                f.write(f"acl_file {acl_file}\nlog_type debug\n")
         self.proc = None
 
     def start(self):
@@ -269,6 +273,7 @@ class Site(unittest.TestCase):
     extra_mqtt = ""
     time_zone = "UTC"
     pki_not_before = None
+    broker_acl = False  # True: mosquitto with config/mosquitto.acl.example filled in
     extra_credentials = ""
     extra_security = ""
     doors = ""
@@ -281,8 +286,22 @@ class Site(unittest.TestCase):
         self.server_cert, self.server_key = self.pki.issue("localhost", server=True)
         self.gw_cert, self.gw_key = self.pki.issue("gw-1")
         self.cloud_cert, self.cloud_key = self.pki.issue("cloud-checker")
+        acl = None
+        if self.broker_acl:
+            # The shipped example ACL, filled in: gw-1 and gw-2 of site-1, the cloud.
+            with open(os.path.join(ROOT, "config/mosquitto.acl.example")) as f:
+                template = f.read()
+            header, block = template.split("\nuser @GATEWAY@", 1)
+            gateway_block, cloud_block = ("user @GATEWAY@" + block).split("\nuser @CLOUD@", 1)
+            text = header
+            for gw in ["gw-1", "gw-2"]:
+                text += "\n" + gateway_block.replace("@SITE@", "site-1").replace("@GATEWAY@", gw)
+            text += "\nuser cloud-checker" + cloud_block
+            acl = os.path.join(self.dir, "mosquitto.acl")
+            with open(acl, "w") as f:
+                f.write(text)
         self.broker = Broker(self.dir, self.pki.ca, self.server_cert, self.server_key,
-                             persistence=self.broker_persistence)
+                             persistence=self.broker_persistence, acl_file=acl)
         self.broker.start()
         self.coap_port = free_port(socket.SOCK_DGRAM)
         self.psk_dir = os.path.join(self.dir, "psk")
