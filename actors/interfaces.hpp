@@ -145,7 +145,9 @@ using uplink_actor = caf::typed_actor<
   /// A reload (with the number of locks now configured): if the CA,
   /// certificate or key files changed on disk (same paths), check them and
   /// reconnect with them.
-  caf::reacts_to<atom::reload, std::uint64_t>>;
+  caf::reacts_to<atom::reload, std::uint64_t>,
+  /// Its own timer: the same check of the TLS files, without a reload.
+  caf::reacts_to<atom::tick>>;
 
 /// The owner of libcoap's loop.
 using coap_endpoint_actor = caf::typed_actor<

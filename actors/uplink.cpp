@@ -108,6 +108,7 @@ namespace {
 using self_ptr = uplink_actor::stateful_pointer<uplink_state>;
 
 constexpr auto removal_interval = std::chrono::milliseconds{10};
+constexpr auto tls_watch_interval = std::chrono::seconds{5};
 
 /// A fingerprint of the TLS files' contents, to notice a rotation in place.
 std::size_t tls_fingerprint(const config::mqtt_config& m) {
@@ -127,7 +128,7 @@ void read_cert_expiry(self_ptr self) {
   if (auto end = config::certificate_not_after(st.cfg.mqtt.cert_file)) {
     st.cert_expires_at = *end * 1000;
     auto days = (*end * 1000 - unix_ms_now()) / 86400000;
-    if (days < 30)
+    if (days < static_cast<std::int64_t>(st.cfg.mqtt.cert_warning_days))
       spdlog::warn("uplink: the client certificate {} expires in {} days; have a new one issued "
                    "and reload (the journal keeps events while the broker refuses us)",
                    st.cfg.mqtt.cert_file.string(), days);
@@ -146,6 +147,7 @@ protocol::gateway_status status_now(self_ptr self) {
   s.locks_configured = st.cfg.locks_configured;
   s.events_out = st.events_out;
   s.client_cert_expires_at = st.cert_expires_at;
+  s.cert_warning_days = st.cfg.mqtt.cert_warning_days;
   if (st.cfg.credentials) {
     auto f = st.cfg.credentials->figures();
     protocol::gateway_status::credentials_part c;
@@ -389,6 +391,51 @@ void start_connect(self_ptr self) {
   }
 }
 
+/// Re-reads the CA, certificate and key; if they changed and are usable,
+/// leaves the current connection (nothing is lost: unacknowledged events are
+/// read again from the journal) and connects with them. Unusable new files
+/// are reported once per change and the current connection stays.
+void reload_tls(self_ptr self) {
+  auto& st = self->state;
+  auto fingerprint = tls_fingerprint(st.cfg.mqtt);
+  if (fingerprint == st.tls_fingerprint)
+    return;
+  auto problems = config::check_tls_files(st.cfg.mqtt.ca_file, st.cfg.mqtt.cert_file,
+                                          st.cfg.mqtt.key_file);
+  if (!problems.empty()) {
+    if (fingerprint != st.bad_tls_fingerprint)
+      for (const auto& p : problems)
+        spdlog::error("uplink: the new TLS files are not usable: mqtt.{}: {}; keeping the "
+                      "current connection",
+                      p.which, p.message);
+    st.bad_tls_fingerprint = fingerprint;
+    return;
+  }
+  st.tls_fingerprint = fingerprint;
+  read_cert_expiry(self);
+  spdlog::info("uplink: the TLS files changed; reconnecting with them (nothing is lost: "
+               "unacknowledged events are sent again)");
+  if (st.cfg.vault)
+    audit(*st.cfg.vault, "tls_reloaded",
+          {{"cert_file", st.cfg.mqtt.cert_file.string()},
+           {"cert_expires_at", st.cert_expires_at.value_or(0)}});
+  // Leave the current connection as if it were lost: later callbacks of its
+  // generation are ignored; the journal is read again from the last
+  // acknowledged event.
+  ++st.generation;
+  st.connected = false;
+  st.connecting = false;
+  st.window.clear();
+  st.next_key = st.acked_upto + 1;
+  st.audit_window.clear();
+  st.audit_next = 0;
+  try {
+    st.link->client->disconnect(0)->wait_for(2000);
+  } catch (const mqtt::exception&) {
+  }
+  start_connect(self);
+}
+
 } // namespace
 
 uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
@@ -427,6 +474,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
                          atom::status_v);
       self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
+      self->delayed_send(self, tls_watch_interval, atom::tick_v);
     },
     [self](atom::connect) { start_connect(self); },
     [self](atom::connected, std::uint64_t generation) {
@@ -583,43 +631,14 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
     },
     [self](atom::reload, std::uint64_t locks) {
-      auto& st = self->state;
-      st.cfg.locks_configured = locks;
-      auto fingerprint = tls_fingerprint(st.cfg.mqtt);
-      if (fingerprint == st.tls_fingerprint)
-        return;
-      auto problems = config::check_tls_files(st.cfg.mqtt.ca_file, st.cfg.mqtt.cert_file,
-                                              st.cfg.mqtt.key_file);
-      if (!problems.empty()) {
-        for (const auto& p : problems)
-          spdlog::error("uplink: the new TLS files are not usable: mqtt.{}: {}; keeping the "
-                        "current connection",
-                        p.which, p.message);
-        return;
-      }
-      st.tls_fingerprint = fingerprint;
-      read_cert_expiry(self);
-      spdlog::info("uplink: the TLS files changed; reconnecting with them (nothing is lost: "
-                   "unacknowledged events are sent again)");
-      if (st.cfg.vault)
-        audit(*st.cfg.vault, "tls_reloaded",
-              {{"cert_file", st.cfg.mqtt.cert_file.string()},
-               {"cert_expires_at", st.cert_expires_at.value_or(0)}});
-      // Leave the current connection as if it were lost: later callbacks of
-      // its generation are ignored; the journal is read again from the last
-      // acknowledged event.
-      ++st.generation;
-      st.connected = false;
-      st.connecting = false;
-      st.window.clear();
-      st.next_key = st.acked_upto + 1;
-      st.audit_window.clear();
-      st.audit_next = 0;
-      try {
-        st.link->client->disconnect(0)->wait_for(2000);
-      } catch (const mqtt::exception&) {
-      }
-      start_connect(self);
+      self->state.cfg.locks_configured = locks;
+      reload_tls(self);
+    },
+    [self](atom::tick) {
+      // The TLS files are watched, so a renewal dropped in place is used
+      // without a signal (a reload does the same at once).
+      reload_tls(self);
+      self->delayed_send(self, tls_watch_interval, atom::tick_v);
     },
     [self](atom::get) -> caf::result<std::string> {
       // The same figures as the status message, plus the link's state, for

@@ -80,6 +80,7 @@ struct uplink_state {
   std::uint64_t audit_next = 0; ///< the next audit seq to read
   std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
   std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
+  std::size_t bad_tls_fingerprint = 0; ///< of unusable files already reported
   std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
 };
 

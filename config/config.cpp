@@ -336,7 +336,8 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   if (auto mq = r.table(root, "", "mqtt", true)) {
     r.only_keys(*mq, "mqtt", {"broker", "client_id", "ca_file", "cert_file", "key_file",
                               "inflight_window", "max_events_per_message", "keepalive_s",
-                              "status_interval_s", "reconnect_min_ms", "reconnect_max_ms"});
+                              "status_interval_s", "reconnect_min_ms", "reconnect_max_ms",
+                              "cert_warning_days"});
     if (auto v = r.text(*mq, "mqtt", "broker", std::nullopt)) {
       if (v->starts_with("ssl://") || v->starts_with("mqtts://"))
         cfg.mqtt.broker_uri = *v;
@@ -360,6 +361,8 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.mqtt.max_events_per_message = static_cast<std::uint32_t>(*v);
     if (auto v = r.integer(*mq, "mqtt", "keepalive_s", defaults::keepalive_s, 5, 3600))
       cfg.mqtt.keepalive_s = static_cast<std::uint32_t>(*v);
+    if (auto v = r.integer(*mq, "mqtt", "cert_warning_days", defaults::cert_warning_days, 1, 365))
+      cfg.mqtt.cert_warning_days = static_cast<std::uint32_t>(*v);
     if (auto v = r.integer(*mq, "mqtt", "status_interval_s", defaults::status_interval_s, 1, 86400))
       cfg.mqtt.status_interval_s = static_cast<std::uint32_t>(*v);
     if (auto v = r.integer(*mq, "mqtt", "reconnect_min_ms", defaults::reconnect_min_ms, 10, 600000))

@@ -39,6 +39,7 @@ struct mqtt_config {
   std::uint32_t status_interval_s = 0;
   std::uint32_t reconnect_min_ms = 0;
   std::uint32_t reconnect_max_ms = 0;
+  std::uint32_t cert_warning_days = 0; ///< warn when the certificate ends sooner
 };
 
 /// What a door does when the credential set is older than its maximum age.

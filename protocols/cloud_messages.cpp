@@ -257,9 +257,10 @@ std::string encode_status(const gateway_status& s) {
   };
   if (s.client_cert_expires_at) {
     auto left_ms = *s.client_cert_expires_at - s.now;
+    auto days_left = left_ms < 0 ? -((-left_ms) / 86400000 + 1) : left_ms / 86400000;
     doc["tls"] = {{"client_cert_expires_at", *s.client_cert_expires_at},
-                  {"client_cert_days_left", left_ms < 0 ? -((-left_ms) / 86400000 + 1)
-                                                        : left_ms / 86400000}};
+                  {"client_cert_days_left", days_left},
+                  {"expiring_soon", days_left < static_cast<std::int64_t>(s.cert_warning_days)}};
   }
   if (s.credentials) {
     const auto& c = *s.credentials;

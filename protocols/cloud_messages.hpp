@@ -116,6 +116,7 @@ struct gateway_status {
   };
   std::optional<privacy_part> privacy;
   std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
+  std::uint32_t cert_warning_days = 30; ///< `tls.expiring_soon` below this many days left
 };
 
 std::string encode_status(const gateway_status& status);

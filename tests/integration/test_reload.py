@@ -6,6 +6,7 @@ Real components: mosquitto, lockbridge, two lock simulators, the checker.
 """
 
 import json
+import os
 import shutil
 import signal
 import time
@@ -108,6 +109,38 @@ class CertificateRotation(Site):
         self.assert_complete_delivery(report, {l: 300 for l in self.lock_ids})
         self.assertEqual(self.gateway_log_text().count("uplink: connected"), 2)
         self.assertIsNone(self.gateway.proc.poll())
+
+
+    def test_renewed_files_dropped_in_place_are_used_without_a_signal(self):
+        """Issue 5: rotation in the middle of a 10,000-event stream, noticed by
+        the uplink's watch of the files (no SIGHUP); the broker sees the new
+        certificate (its CN, via use_identity_as_username) and every event
+        arrives."""
+        per_lock = 3334  # 10,002 events from three locks
+        checker = self.start_checker(expect=per_lock * self.locks, timeout=180,
+                                     topics=["lockbridge/v1/site-1/gw-1/events"])
+        self.start_gateway()
+        wait_for(lambda: "uplink: connected" in self.gateway_log_text(), 15, "the uplink")
+        sim = self.locksim(events=per_lock, rate=700, batch=5, duration=170)
+        time.sleep(3)
+        cert, key = self.pki.issue("gw-1-renewed")
+        # As a renewal tool would: new files beside the old, renamed into place.
+        for src, dst in [(cert, self.gw_cert), (key, self.gw_key)]:
+            shutil.copy(src, dst + ".new")
+            os.rename(dst + ".new", dst)
+        wait_for(lambda: "the TLS files changed; reconnecting" in self.gateway_log_text(), 15,
+                 "the uplink to notice the renewed files")
+        wait_for(lambda: "u'gw-1-renewed'" in self.broker.log_text(), 15,
+                 "the broker to see the renewed certificate")
+        self.assertTrue(json.loads(sim.output(timeout=170))["complete"])
+        report = json.loads(checker.output(timeout=170))
+        self.assert_complete_delivery(report, {l: per_lock for l in self.lock_ids})
+        rc, status = self.status()
+        self.assertEqual(rc, 0, status)
+        # The test CA issues for 30 days: 29 whole days left, under the warning's 30.
+        self.assertEqual(status["tls"]["client_cert_days_left"], 29)
+        self.assertTrue(status["tls"]["expiring_soon"])
+        self.assertIn("expires in 29 days", self.gateway_log_text())
 
 
 if __name__ == "__main__":
