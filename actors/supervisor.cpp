@@ -86,6 +86,17 @@ void spawn_children(self_ptr self) {
   up_cfg.access = access;
   up_cfg.vault = vault;
   up_cfg.retention_days = gw.store.retention_days;
+  up_cfg.lock_silence = std::chrono::seconds{gw.coap.lock_silence_s};
+  up_cfg.locks_seen = [sessions, server] {
+    std::vector<std::pair<std::string, std::int64_t>> out;
+    auto seen = server->last_seen();
+    std::lock_guard guard{sessions->mutex};
+    for (const auto& [id, session] : sessions->sessions) {
+      auto it = seen.find(id);
+      out.emplace_back(id, it == seen.end() ? 0 : it->second);
+    }
+    return out;
+  };
   if (auto err = validate(up_cfg))
     throw std::runtime_error{"uplink: " + caf::to_string(err)};
   auto up = self->spawn(uplink, up_cfg);

@@ -108,7 +108,7 @@ namespace {
 using self_ptr = uplink_actor::stateful_pointer<uplink_state>;
 
 constexpr auto removal_interval = std::chrono::milliseconds{10};
-constexpr auto tls_watch_interval = std::chrono::seconds{5};
+constexpr auto tls_watch_interval = std::chrono::seconds{2};
 
 /// A fingerprint of the TLS files' contents, to notice a rotation in place.
 std::size_t tls_fingerprint(const config::mqtt_config& m) {
@@ -193,6 +193,78 @@ protocol::gateway_status status_now(self_ptr self) {
   return s;
 }
 
+/// Fills the health figures; samples the rates at most once a second.
+void add_health(self_ptr self, protocol::gateway_status& s, const journal_figures& f) {
+  auto& st = self->state;
+  auto now = unix_ms_now();
+  if (st.rate_at == 0) {
+    st.rate_at = now;
+    st.rate_in_count = f.stored;
+    st.rate_out_count = st.events_out;
+  } else if (now - st.rate_at >= 1000) {
+    auto seconds = static_cast<double>(now - st.rate_at) / 1000.0;
+    st.rate_in = static_cast<double>(f.stored - st.rate_in_count) / seconds;
+    st.rate_out = static_cast<double>(st.events_out - st.rate_out_count) / seconds;
+    st.rate_at = now;
+    st.rate_in_count = f.stored;
+    st.rate_out_count = st.events_out;
+  }
+  protocol::gateway_status::health_part h;
+  h.uptime_s = (now - st.started_at) / 1000;
+  for (const auto& [lock, available] : st.lock_available)
+    h.locks_available += available ? 1 : 0;
+  h.events_in_per_s = st.rate_in;
+  h.events_out_per_s = st.rate_out;
+  h.oldest_pending_age_s = f.oldest_received_at == 0 ? 0 : (now - f.oldest_received_at) / 1000;
+  s.health = h;
+}
+
+/// Publishes (retained) each lock's availability when it changed, or all of
+/// them with `all` (after connecting).
+void publish_lock_states(self_ptr self, bool all) {
+  auto& st = self->state;
+  if (!st.cfg.locks_seen)
+    return;
+  auto now = unix_ms_now();
+  auto silence_ms = std::chrono::duration_cast<std::chrono::milliseconds>(st.cfg.lock_silence).count();
+  std::map<std::string, bool> next;
+  for (const auto& [lock, seen] : st.cfg.locks_seen()) {
+    bool available = seen != 0 && now - seen <= silence_ms;
+    next[lock] = available;
+    auto before = st.lock_available.find(lock);
+    bool changed = before == st.lock_available.end() || before->second != available;
+    if (changed && before != st.lock_available.end())
+      spdlog::info("locks: {} is {} (last heard {} s ago)", lock,
+                   available ? "available again" : "UNAVAILABLE", seen == 0 ? -1 : (now - seen) / 1000);
+    if ((changed || all) && st.connected) {
+      nlohmann::json doc{{"schema", "lockbridge/lock-state/1"},
+                         {"site", st.cfg.site},
+                         {"gateway", st.cfg.gateway},
+                         {"lock", lock},
+                         {"available", available},
+                         {"last_seen", seen},
+                         {"ts", now}};
+      try {
+        st.link->client->publish(mqtt::make_message(st.topics.lock_state(lock), doc.dump(), 1, true));
+      } catch (const mqtt::exception& e) {
+        spdlog::warn("uplink: lock state publish failed: {}", e.what());
+        next.erase(lock); // published again next time
+      }
+    }
+  }
+  // A lock removed by a reload: its retained state is cleared (an empty
+  // retained message deletes it at the broker).
+  for (const auto& [lock, available] : st.lock_available)
+    if (!next.contains(lock) && st.connected) {
+      try {
+        st.link->client->publish(mqtt::make_message(st.topics.lock_state(lock), "", 1, true));
+      } catch (const mqtt::exception& e) {
+        spdlog::warn("uplink: clearing the state of removed lock {} failed: {}", lock, e.what());
+      }
+    }
+  st.lock_available = std::move(next);
+}
+
 void publish_status(self_ptr self) {
   auto& st = self->state;
   if (!st.connected)
@@ -204,6 +276,7 @@ void publish_status(self_ptr self) {
         if (!st.connected)
           return;
         s.journal = f;
+        add_health(self, s, f);
         try {
           auto msg = mqtt::make_message(st.topics.status(), protocol::encode_status(s), 1, true);
           st.link->client->publish(msg);
@@ -500,6 +573,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         st.pending_results.pop_front();
       }
       publish_status(self);
+      publish_lock_states(self, true);
       pump(self);
       pump_audit(self);
     },
@@ -638,6 +712,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       // The TLS files are watched, so a renewal dropped in place is used
       // without a signal (a reload does the same at once).
       reload_tls(self);
+      publish_lock_states(self, false);
       self->delayed_send(self, tls_watch_interval, atom::tick_v);
     },
     [self](atom::get) -> caf::result<std::string> {
@@ -649,6 +724,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
           [self, rp, s = status_now(self)](const journal_figures& f) mutable {
             auto& st = self->state;
             s.journal = f;
+            add_health(self, s, f);
             auto doc = nlohmann::json::parse(protocol::encode_status(s));
             doc["broker"] = {{"uri", st.cfg.mqtt.broker_uri},
                              {"connected", st.connected},

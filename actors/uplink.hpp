@@ -4,9 +4,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <caf/error.hpp>
 #include <caf/stateful_actor.hpp>
@@ -32,6 +34,11 @@ struct uplink_config {
   std::shared_ptr<store::vault> vault; ///< the audit trail to publish, privacy figures (optional)
   std::chrono::milliseconds audit_interval{2000};
   std::uint32_t retention_days = 90; ///< reported in status
+  /// The configured locks and when each was last heard from (Unix ms, 0:
+  /// never); empty function: no lock state is published.
+  std::function<std::vector<std::pair<std::string, std::int64_t>>()> locks_seen;
+  /// A lock silent for longer is published as unavailable.
+  std::chrono::seconds lock_silence{300};
 };
 
 caf::error validate(const uplink_config& cfg);
@@ -82,6 +89,11 @@ struct uplink_state {
   std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
   std::size_t bad_tls_fingerprint = 0; ///< of unusable files already reported
   std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
+  std::map<std::string, bool> lock_available; ///< as last published (retained)
+  // Rates for the health figures: the counters at the last sample.
+  std::int64_t rate_at = 0;
+  std::uint64_t rate_in_count = 0, rate_out_count = 0;
+  double rate_in = 0, rate_out = 0;
 };
 
 uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,

@@ -323,7 +323,9 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
 
   auto coap = r.table(root, "", "coap", false);
   const auto& co = coap != nullptr ? *coap : empty;
-  r.only_keys(co, "coap", {"dtls_listen", "plain_listen", "full_retry_after_s"});
+  r.only_keys(co, "coap", {"dtls_listen", "plain_listen", "full_retry_after_s", "lock_silence_s"});
+  if (auto v = r.integer(co, "coap", "lock_silence_s", defaults::lock_silence_s, 1, 86400))
+    cfg.coap.lock_silence_s = static_cast<std::uint32_t>(*v);
   cfg.coap.dtls_listen = r.addresses(co, "coap", "dtls_listen", {defaults::dtls_listen});
   cfg.coap.plain_listen = r.addresses(co, "coap", "plain_listen", {});
   if (production && !cfg.coap.plain_listen.empty())

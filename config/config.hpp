@@ -25,6 +25,7 @@ struct coap_config {
   std::vector<listen_address> dtls_listen;
   std::vector<listen_address> plain_listen; ///< development only
   std::uint32_t full_retry_after_s = 0;     ///< Max-Age of a 5.03 when the journal is full
+  std::uint32_t lock_silence_s = 0;         ///< a lock silent longer is unavailable
 };
 
 struct mqtt_config {

@@ -16,6 +16,8 @@ inline constexpr std::uint32_t inflight_window = 100;
 inline constexpr std::uint32_t max_events_per_message = 100;
 inline constexpr std::uint32_t keepalive_s = 30;
 inline constexpr std::uint32_t status_interval_s = 60;
+/// A lock not heard from for this long is published as unavailable.
+inline constexpr std::uint32_t lock_silence_s = 300;
 /// Warn (log and status) when the client certificate ends within this many days.
 inline constexpr std::uint32_t cert_warning_days = 30;
 inline constexpr std::uint32_t reconnect_min_ms = 500;

@@ -272,6 +272,15 @@ std::string encode_status(const gateway_status& s) {
                           {"denied_stale", c.denied_stale},
                           {"clock_behind_ms", c.clock_behind_ms}};
   }
+  if (s.health) {
+    const auto& h = *s.health;
+    auto rate = [](double v) { return static_cast<double>(static_cast<std::int64_t>(v * 10)) / 10; };
+    doc["health"] = {{"uptime_s", h.uptime_s},
+                     {"locks_available", h.locks_available},
+                     {"events_per_s", {{"in", rate(h.events_in_per_s)},
+                                       {"out", rate(h.events_out_per_s)}}},
+                     {"oldest_pending_age_s", h.oldest_pending_age_s}};
+  }
   if (s.privacy) {
     const auto& p = *s.privacy;
     doc["privacy"] = {

@@ -115,6 +115,15 @@ struct gateway_status {
     std::uint32_t retention_days = 0;
   };
   std::optional<privacy_part> privacy;
+  /// How the gateway is doing (absent in a will).
+  struct health_part {
+    std::int64_t uptime_s = 0;
+    std::uint64_t locks_available = 0;   ///< heard from within coap.lock_silence_s
+    double events_in_per_s = 0;          ///< stored, over the last interval
+    double events_out_per_s = 0;         ///< acknowledged by the broker, same interval
+    std::int64_t oldest_pending_age_s = 0; ///< 0 when nothing waits
+  };
+  std::optional<health_part> health;
   std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
   std::uint32_t cert_warning_days = 30; ///< `tls.expiring_soon` below this many days left
 };

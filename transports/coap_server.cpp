@@ -131,6 +131,10 @@ struct coap_server::impl {
 
   warn_limiter unknown_identity_warnings;
 
+  /// When each lock was last heard from (any admitted request).
+  mutable std::mutex seen_mutex;
+  std::map<std::string, std::int64_t, std::less<>> seen;
+
   struct pending_request {
     coap_session_t* session = nullptr; // referenced until answered
     std::vector<std::uint8_t> token;
@@ -245,6 +249,17 @@ struct coap_server::impl {
       answer_error(response, COAP_RESPONSE_CODE_UNAUTHORIZED,
                    "unknown lock; use DTLS with the lock's PSK identity");
       return nullptr;
+    }
+    {
+      auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+      std::lock_guard guard{seen_mutex};
+      auto it = seen.find(lock->id);
+      if (it == seen.end())
+        seen.emplace(lock->id, now);
+      else
+        it->second = now;
     }
     coap_opt_iterator_t it;
     if (auto opt = coap_check_option(request, COAP_OPTION_CONTENT_FORMAT, &it)) {
@@ -590,6 +605,11 @@ void coap_server::set_locks(std::vector<coap_lock> locks) {
 
 const coap_counters& coap_server::counters() const noexcept {
   return impl_->counters;
+}
+
+std::map<std::string, std::int64_t, std::less<>> coap_server::last_seen() const {
+  std::lock_guard guard{impl_->seen_mutex};
+  return impl_->seen;
 }
 
 } // namespace lockbridge::transport

@@ -103,6 +103,10 @@ public:
 
   [[nodiscard]] const coap_counters& counters() const noexcept;
 
+  /// When each lock last made a request the server admitted (Unix ms), for
+  /// locks heard from since start. Thread-safe.
+  [[nodiscard]] std::map<std::string, std::int64_t, std::less<>> last_seen() const;
+
   struct impl;
 
 private:
