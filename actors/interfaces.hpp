@@ -13,6 +13,7 @@
 #include "protocols/credentials.hpp"
 #include "protocols/lock_messages.hpp"
 #include "store/journal.hpp"
+#include "transports/coap_server.hpp"
 
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, append, "append")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, flush, "flush")
@@ -101,11 +102,28 @@ using keeper_actor = caf::typed_actor<
   /// One step of re-sealing after a data-key rotation (sent to itself).
   caf::reacts_to<atom::reseal>>;
 
+/// How a lock command ended at the lock (from libcoap's thread).
+struct lock_command_done {
+  std::string id;
+  transport::command_outcome outcome;
+};
+using lock_command_done_ptr = std::shared_ptr<const lock_command_done>;
+
+/// Lock commands from the cloud: checked, deduplicated, sent to the lock over
+/// its CoAP session, answered on cmd_result, audited.
+using commands_actor = caf::typed_actor<
+  /// `cmd/lock` and its payload.
+  caf::reacts_to<atom::command, std::string, std::string>,
+  /// The lock answered, or the command's lifetime ended.
+  caf::reacts_to<atom::result, lock_command_done_ptr>>;
+
 /// The journal as a message type (handed to the uplink at start).
 } // namespace lockbridge
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::journal_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::credentials_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::keeper_actor)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::commands_actor)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::lock_command_done_ptr)
 namespace lockbridge {
 
 /// The cloud link.
@@ -138,6 +156,8 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::route, credentials_actor>,
   /// Where erase_subject and rotate_keys go.
   caf::reacts_to<atom::route, keeper_actor>,
+  /// Where lock commands go.
+  caf::reacts_to<atom::route, commands_actor>,
   /// Publish audit records waiting in the store (also on its own timer).
   caf::reacts_to<atom::audit>,
   /// The local status (JSON): the status message's figures and the link's state.

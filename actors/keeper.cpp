@@ -73,6 +73,7 @@ void keeper_state::tick() {
                    cfg.retention_days);
       audit(v, "retention_purge", {{"table", "audit"}, {"records", n}});
     }
+    v.commands->forget_expired(now);
     if (auto n = store::purge_quarantine_before(*v.env, cutoff); n > 0) {
       v.quarantine_purged += n;
       spdlog::info("quarantine: retention purged {} values older than {} days", n,

@@ -5,6 +5,7 @@
 
 #include "actors/access_service.hpp"
 #include "actors/coap_endpoint.hpp"
+#include "actors/commands.hpp"
 #include "actors/credentials.hpp"
 #include "actors/error.hpp"
 #include "actors/journal.hpp"
@@ -143,6 +144,18 @@ void spawn_children(self_ptr self) {
     throw std::runtime_error{"keeper: " + caf::to_string(err)};
   auto kp = self->spawn<caf::detached>(keeper, k_cfg);
   self->send(up, atom::route_v, kp);
+
+  commands_config c_cfg;
+  c_cfg.vault = vault;
+  c_cfg.server = server;
+  c_cfg.site = gw.site;
+  c_cfg.gateway = gw.gateway;
+  c_cfg.publish_result = cr_cfg.publish_result;
+  c_cfg.is_lock = [sessions](const std::string& lock) { return sessions->find(lock).has_value(); };
+  if (auto err = validate(c_cfg))
+    throw std::runtime_error{"commands: " + caf::to_string(err)};
+  auto cm = self->spawn<caf::detached>(commands, c_cfg);
+  self->send(up, atom::route_v, cm);
   auto f = credential_store->figures();
   spdlog::info("credentials: {} in force at version {}{}", f.count, f.version,
                f.synced_at == 0 ? " (never synced: doors follow their offline policy)" : "");
@@ -152,6 +165,7 @@ void spawn_children(self_ptr self) {
   st.children.push_back(caf::actor_cast<caf::actor>(jr));
   st.children.push_back(caf::actor_cast<caf::actor>(cr));
   st.children.push_back(caf::actor_cast<caf::actor>(kp));
+  st.children.push_back(caf::actor_cast<caf::actor>(cm));
   for (const auto& lock : gw.locks) {
     lock_session_config ls_cfg{lock.id, pseudonyms};
     if (auto err = validate(ls_cfg))

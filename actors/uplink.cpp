@@ -683,6 +683,10 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         self->send(st.credentials, atom::command_v, name, payload);
         return;
       }
+      if (name == "lock" && st.lock_commands) {
+        self->send(st.lock_commands, atom::command_v, name, payload);
+        return;
+      }
       if ((name == "erase_subject" || name == "rotate_keys") && st.keeper) {
         caf::anon_send(st.keeper, atom::command_v, name, payload); // the keeper publishes the result
         return;
@@ -692,14 +696,18 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       r.id = protocol::command_id_of(payload).value_or("");
       r.command = name.size() <= 64 ? name : name.substr(0, 64);
       r.status = "error";
-      r.error = input_error{"", "unknown command; this gateway accepts credentials/snapshot, "
-                                "credentials/delta, erase_subject and rotate_keys"};
+      r.error = input_error{"", "unknown command; this gateway accepts lock, "
+                                "credentials/snapshot, credentials/delta, erase_subject and "
+                                "rotate_keys"};
       r.ts = unix_ms_now();
       publish_result(self, protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r));
     },
     [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },
     [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
     [self](atom::route, keeper_actor target) { self->state.keeper = std::move(target); },
+    [self](atom::route, commands_actor target) {
+      self->state.lock_commands = std::move(target);
+    },
     [self](atom::audit) {
       pump_audit(self);
       self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);

@@ -77,6 +77,7 @@ struct uplink_state {
   std::uint64_t events_out = 0;
   credentials_actor credentials;          ///< where credentials/ commands go
   keeper_actor keeper;                    ///< where erase_subject and rotate_keys go
+  commands_actor lock_commands;           ///< where cmd/lock goes
   /// Audit records published and not yet acknowledged.
   struct audit_flight {
     std::uint64_t number = 0;

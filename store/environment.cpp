@@ -81,6 +81,8 @@ environment::environment(const std::filesystem::path& dir, std::uint64_t map_siz
     check(mdb_dbi_open(t.get(), "audit", MDB_CREATE, &impl_->audit), "open audit database");
     check(mdb_dbi_open(t.get(), "quarantine", MDB_CREATE, &impl_->quarantine),
           "open quarantine database");
+    check(mdb_dbi_open(t.get(), "commands", MDB_CREATE, &impl_->commands),
+          "open commands database");
     auto version = get_u64(t.get(), impl_->meta, "schema_version", 0);
     if (version == 0)
       put_u64(t.get(), impl_->meta, "schema_version", schema_version);

@@ -17,6 +17,8 @@ std::shared_ptr<vault> open_vault(const std::filesystem::path& dir, std::uint64_
   v->pseudonyms = std::make_shared<pseudonym_source>(v->epochs, k.lookup);
   v->audit = std::make_shared<audit_log>(*v->env, v->keys);
   v->audit->keep_alive(v->env);
+  v->commands = std::make_shared<command_ids>(*v->env);
+  v->commands->keep_alive(v->env);
   return v;
 }
 

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "store/audit.hpp"
+#include "store/commands.hpp"
 #include "store/credentials.hpp"
 #include "store/environment.hpp"
 #include "store/epochs.hpp"
@@ -25,6 +26,7 @@ struct vault {
   std::shared_ptr<epoch_store> epochs;
   std::shared_ptr<pseudonym_source> pseudonyms;
   std::shared_ptr<audit_log> audit;
+  std::shared_ptr<command_ids> commands;
 
   std::atomic<std::uint64_t> quarantined{0};       ///< values moved to quarantine
   std::atomic<std::uint64_t> audit_purged{0};      ///< audit records purged by retention

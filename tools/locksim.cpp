@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/secrets.hpp"
+#include "protocols/lock_commands.hpp"
 #include "protocols/lock_messages.hpp"
 
 namespace {
@@ -51,6 +52,8 @@ struct options {
   std::uint64_t access_creds = 0;  // > 0: ask POST /v1/access instead of sending events
   std::string access_prefix = "B"; // credentials are <prefix><8-digit index below access_creds>
   std::string access_door = "door-01";
+  double linger_s = 0;                // after the events: keep the sessions, answer commands
+  std::string command_answer = "done"; // done | refused | failed: how commands are answered
 };
 
 struct lock_state {
@@ -235,6 +238,48 @@ void on_nack(coap_session_t* session, const coap_pdu_t*, const coap_nack_reason_
   }
 }
 
+/// The commands the gateway sent (reported at the end).
+nlohmann::json commands_received = nlohmann::json::array();
+
+/// POST /v1/commands from the gateway, on a lock's own session: checked,
+/// recorded, answered as --command-answer says (never acted on after expiry).
+void on_command(coap_resource_t*, coap_session_t* session, const coap_pdu_t* request,
+                const coap_string_t*, coap_pdu_t* response) {
+  std::string lock = "?";
+  for (const auto& l : locks)
+    if (l.session == session)
+      lock = l.id;
+  std::size_t len = 0;
+  const std::uint8_t* data = nullptr;
+  coap_get_data(request, &len, &data);
+  auto c = lockbridge::protocol::decode_lock_request({data, len});
+  if (!c) {
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_BAD_REQUEST);
+    return;
+  }
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  lockbridge::protocol::lock_answer a{c->id, opt.command_answer, std::nullopt};
+  if (c->expires_at <= now) {
+    a.result = "refused";
+    a.detail = "expired";
+  }
+  commands_received.push_back({{"lock", lock},
+                               {"id", c->id},
+                               {"op", lockbridge::protocol::to_string(c->op)},
+                               {"result", a.result}});
+  std::cerr << "locksim: " << lock << ": command " << c->id << " "
+            << lockbridge::protocol::to_string(c->op) << " -> " << a.result << "\n";
+  auto body = lockbridge::protocol::encode_lock_answer(a);
+  coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
+  std::uint8_t format[4];
+  coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
+                  coap_encode_var_safe(format, sizeof format, COAP_MEDIATYPE_APPLICATION_CBOR),
+                  format);
+  coap_add_data(response, body.size(), body.data());
+}
+
 void generate(lock_state& l, double elapsed_s) {
   std::uint64_t due = opt.rate <= 0 ? opt.events_per_lock
                                     : std::min<std::uint64_t>(opt.events_per_lock,
@@ -294,6 +339,12 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   bool no_creds = false;
   app.add_flag("--no-creds", no_creds, "send no credential identifiers");
+  app.add_option("--linger", opt.linger_s,
+                 "after the events, keep the sessions this many seconds and answer commands")
+    ->capture_default_str();
+  app.add_option("--command-answer", opt.command_answer, "how commands are answered")
+    ->check(CLI::IsMember({"done", "refused", "failed"}))
+    ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   opt.with_creds = !no_creds;
 
@@ -324,6 +375,10 @@ int main(int argc, char** argv) {
   ctx = coap_new_context(nullptr);
   coap_register_response_handler(ctx, on_response);
   coap_register_nack_handler(ctx, on_nack);
+  // The gateway sends lock commands on the lock's own session.
+  auto commands = coap_resource_init(coap_make_str_const("v1/commands"), 0);
+  coap_register_handler(commands, COAP_REQUEST_POST, on_command);
+  coap_add_resource(ctx, commands);
 
   locks.resize(static_cast<std::size_t>(opt.locks));
   for (int i = 0; i < opt.locks; ++i) {
@@ -377,6 +432,11 @@ int main(int argc, char** argv) {
     coap_io_process(ctx, 1);
   }
   write_acked();
+  // Lingering: the sessions stay up (the gateway reaches the locks on them).
+  for (auto linger_end = clock_type::now() + std::chrono::milliseconds{
+                           static_cast<std::int64_t>(opt.linger_s * 1000)};
+       !stop_requested && clock_type::now() < linger_end;)
+    coap_io_process(ctx, 100);
 
   auto elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
   std::sort(latencies_us.begin(), latencies_us.end());
@@ -402,6 +462,7 @@ int main(int argc, char** argv) {
     complete = complete && l.pending.empty() && l.generated >= opt.events_per_lock;
   }
   report["complete"] = complete;
+  report["commands"] = commands_received;
   std::cout << report.dump() << std::endl;
   for (auto& l : locks)
     if (l.session != nullptr)

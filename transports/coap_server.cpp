@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -135,6 +136,159 @@ struct coap_server::impl {
   mutable std::mutex seen_mutex;
   std::map<std::string, std::int64_t, std::less<>> seen;
 
+  /// Each lock's latest session (referenced), to send it commands. Only
+  /// libcoap's thread uses it.
+  std::map<std::string, coap_session_t*, std::less<>> live;
+
+  /// Commands to locks: queued by any thread, then owned by libcoap's.
+  struct outgoing_command {
+    std::string lock;
+    std::vector<std::uint8_t> body;
+    std::chrono::steady_clock::time_point deadline;
+    command_callback done;
+    std::vector<std::uint8_t> token; ///< of the request in flight (empty: not sent)
+    coap_session_t* session = nullptr; ///< it was sent on (not referenced)
+    std::uint32_t attempts = 0;
+  };
+  std::deque<outgoing_command> new_commands; // under queue_mutex
+  std::list<outgoing_command> commands;      // libcoap's thread
+
+  /// On libcoap's thread: the lock's session became `s` (it made a request).
+  void note_session(const std::string& lock, coap_session_t* s) {
+    auto it = live.find(lock);
+    if (it != live.end() && it->second == s)
+      return;
+    coap_session_reference(s);
+    if (it != live.end()) {
+      coap_session_release(it->second);
+      it->second = s;
+    } else {
+      live.emplace(lock, s);
+    }
+    send_waiting_commands();
+  }
+
+  void forget_session(coap_session_t* s) {
+    for (auto it = live.begin(); it != live.end(); ++it)
+      if (it->second == s) {
+        coap_session_release(s);
+        live.erase(it);
+        break;
+      }
+    for (auto& c : commands)
+      if (c.session == s) {
+        c.session = nullptr;
+        c.token.clear(); // sent again on the lock's next session
+      }
+  }
+
+  /// Sends every command that is not in flight and whose lock has a session.
+  void send_waiting_commands() {
+    for (auto& c : commands) {
+      if (!c.token.empty())
+        continue;
+      auto it = live.find(c.lock);
+      if (it == live.end())
+        continue;
+      auto s = it->second;
+      auto pdu = coap_new_pdu(COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST, s);
+      if (pdu == nullptr)
+        continue;
+      std::uint8_t token[8];
+      std::size_t token_len = 0;
+      coap_session_new_token(s, &token_len, token);
+      std::uint8_t format[4];
+      bool ok = coap_add_token(pdu, token_len, token) != 0
+                && coap_add_option(pdu, COAP_OPTION_URI_PATH, 2,
+                                   reinterpret_cast<const std::uint8_t*>("v1")) != 0
+                && coap_add_option(pdu, COAP_OPTION_URI_PATH, 8,
+                                   reinterpret_cast<const std::uint8_t*>("commands")) != 0
+                && coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                                   coap_encode_var_safe(format, sizeof format,
+                                                        COAP_MEDIATYPE_APPLICATION_CBOR),
+                                   format) != 0
+                && coap_add_data(pdu, c.body.size(), c.body.data()) != 0;
+      if (!ok) {
+        coap_delete_pdu(pdu);
+        continue;
+      }
+      if (coap_send(s, pdu) == COAP_INVALID_MID)
+        continue; // tried again on the next pass
+      c.token.assign(token, token + token_len);
+      c.session = s;
+      ++c.attempts;
+    }
+  }
+
+  /// Ends commands past their deadline.
+  void expire_commands() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto it = commands.begin(); it != commands.end();) {
+      if (it->deadline > now) {
+        ++it;
+        continue;
+      }
+      command_outcome out;
+      out.result = it->attempts == 0 ? command_outcome::kind::not_connected
+                                     : command_outcome::kind::no_answer;
+      out.attempts = it->attempts;
+      it->done(std::move(out));
+      it = commands.erase(it);
+    }
+  }
+
+  void take_new_commands() {
+    std::deque<outgoing_command> batch;
+    {
+      std::lock_guard guard{queue_mutex};
+      batch.swap(new_commands);
+    }
+    for (auto& c : batch)
+      commands.push_back(std::move(c));
+    if (!batch.empty())
+      send_waiting_commands();
+  }
+
+  static coap_response_t on_response(coap_session_t* s, const coap_pdu_t*,
+                                     const coap_pdu_t* received, const coap_mid_t) {
+    auto self = of(s);
+    if (self == nullptr)
+      return COAP_RESPONSE_OK;
+    auto token = coap_pdu_get_token(received);
+    for (auto it = self->commands.begin(); it != self->commands.end(); ++it) {
+      if (it->session != s || it->token.size() != token.length
+          || !std::equal(it->token.begin(), it->token.end(), token.s))
+        continue;
+      command_outcome out;
+      out.result = command_outcome::kind::answered;
+      auto code = coap_pdu_get_code(received);
+      out.code = static_cast<int>(COAP_RESPONSE_CLASS(code)) * 100 + (code & 0x1f);
+      std::size_t len = 0;
+      const std::uint8_t* data = nullptr;
+      if (coap_get_data(received, &len, &data) && len <= 4096)
+        out.payload.assign(data, data + len);
+      out.attempts = it->attempts;
+      it->done(std::move(out));
+      self->commands.erase(it);
+      break;
+    }
+    return COAP_RESPONSE_OK;
+  }
+
+  static void on_nack(coap_session_t* s, const coap_pdu_t* sent, const coap_nack_reason_t,
+                      const coap_mid_t) {
+    auto self = of(s);
+    if (self == nullptr || sent == nullptr)
+      return;
+    auto token = coap_pdu_get_token(sent);
+    for (auto& c : self->commands)
+      if (c.session == s && c.token.size() == token.length
+          && std::equal(c.token.begin(), c.token.end(), token.s)) {
+        c.token.clear(); // not answered: sent again while the deadline allows
+        c.session = nullptr;
+      }
+  }
+
   struct pending_request {
     coap_session_t* session = nullptr; // referenced until answered
     std::vector<std::uint8_t> token;
@@ -184,6 +338,9 @@ struct coap_server::impl {
     for (auto& [id, p] : pending)
       coap_session_release(p.session);
     pending.clear();
+    for (auto& [lock, s] : live)
+      coap_session_release(s);
+    live.clear();
     if (ctx != nullptr) {
       coap_free_context(ctx);
       std::lock_guard guard{registry_mutex};
@@ -231,6 +388,9 @@ struct coap_server::impl {
                      peer_of(session), lock->id);
       else
         spdlog::warn("coap: DTLS error on session from {}", peer_of(session));
+    } else if (event == COAP_EVENT_DTLS_CLOSED || event == COAP_EVENT_SESSION_CLOSED) {
+      if (auto self = of(session))
+        self->forget_session(session);
     } else if (event == COAP_EVENT_DTLS_CONNECTED) {
       auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
       spdlog::info("coap: lock {} connected over DTLS from {}", lock ? lock->id : "?",
@@ -250,6 +410,7 @@ struct coap_server::impl {
                    "unknown lock; use DTLS with the lock's PSK identity");
       return nullptr;
     }
+    note_session(lock->id, s);
     {
       auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::system_clock::now().time_since_epoch())
@@ -473,6 +634,11 @@ struct coap_server::impl {
         [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof n);
         apply_new_locks();
         drain_completions();
+        take_new_commands();
+      }
+      if (!commands.empty()) {
+        expire_commands();
+        send_waiting_commands();
       }
       if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0) {
         spdlog::error("coap: libcoap's I/O loop failed");
@@ -514,6 +680,8 @@ coap_server::coap_server(coap_server_config cfg, events_handler on_events)
   }
   coap_context_set_block_mode(in.ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
   coap_register_event_handler(in.ctx, &impl::on_event);
+  coap_register_response_handler(in.ctx, &impl::on_response);
+  coap_register_nack_handler(in.ctx, &impl::on_nack);
   if (!in.cfg.dtls_listen.empty()) {
     if (!coap_dtls_is_supported())
       throw std::runtime_error{"coap: this libcoap has no DTLS support"};
@@ -592,6 +760,22 @@ void coap_server::complete(request_id id, events_reply reply) {
     std::uint64_t one = 1;
     [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
   }
+}
+
+void coap_server::send_command(const std::string& lock, std::vector<std::uint8_t> body,
+                               std::chrono::steady_clock::time_point deadline,
+                               command_callback done) {
+  {
+    std::lock_guard guard{impl_->queue_mutex};
+    impl::outgoing_command c;
+    c.lock = lock;
+    c.body = std::move(body);
+    c.deadline = deadline;
+    c.done = std::move(done);
+    impl_->new_commands.push_back(std::move(c));
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
 }
 
 void coap_server::set_locks(std::vector<coap_lock> locks) {

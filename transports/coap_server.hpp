@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -58,6 +59,20 @@ struct events_reply {
   std::string diagnostic; ///< for `failed`
 };
 
+/// How a command sent to a lock ended (exactly one per command).
+struct command_outcome {
+  enum class kind {
+    answered,      ///< the lock answered: `code` and `payload`
+    not_connected, ///< the lock had no session before the deadline; nothing was sent
+    no_answer,     ///< sent, but no answer before the deadline
+  };
+  kind result = kind::no_answer;
+  int code = 0; ///< CoAP response code as class * 100 + detail, e.g. 204
+  std::vector<std::uint8_t> payload;
+  std::uint32_t attempts = 0; ///< times it was sent (libcoap also retransmits each)
+};
+using command_callback = std::function<void(command_outcome)>;
+
 /// Counters a status report may read from any thread.
 struct coap_counters {
   std::atomic<std::uint64_t> requests{0};
@@ -102,6 +117,16 @@ public:
   void set_locks(std::vector<coap_lock> locks);
 
   [[nodiscard]] const coap_counters& counters() const noexcept;
+
+  /// Sends `POST /v1/commands` with the CBOR `body` to `lock` over its current
+  /// session (the lock is the DTLS client: the gateway answers on the
+  /// session the lock opened). A lock without a session now gets it as soon
+  /// as it makes one; an unanswered request (libcoap's retransmissions
+  /// exhausted) is sent again; at `deadline` the command ends with what
+  /// happened. `done` runs once, on libcoap's thread: it must only enqueue.
+  /// Thread-safe.
+  void send_command(const std::string& lock, std::vector<std::uint8_t> body,
+                    std::chrono::steady_clock::time_point deadline, command_callback done);
 
   /// When each lock last made a request the server admitted (Unix ms), for
   /// locks heard from since start. Thread-safe.

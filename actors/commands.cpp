@@ -1,0 +1,136 @@
+#include "actors/commands.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/error.hpp"
+#include "actors/keeper.hpp"
+#include "protocols/clock_guard.hpp"
+
+namespace lockbridge {
+
+using protocol::unix_ms_now;
+
+caf::error validate(const commands_config& cfg) {
+  if (!cfg.vault || !cfg.server || !cfg.is_lock || !cfg.publish_result)
+    return caf::make_error(ec::config_invalid,
+                           "commands needs the vault, the CoAP server, the lock list and a "
+                           "result sink");
+  return caf::none;
+}
+
+void commands_state::on_command(commands_actor::pointer self, const std::string& payload) {
+  protocol::command_result r;
+  r.command = "lock";
+  r.ts = unix_ms_now();
+  auto refuse = [&](input_error e, const std::string& lock) {
+    r.status = "error";
+    r.error = std::move(e);
+    r.detail = "nothing was sent to any lock";
+    spdlog::warn("commands: lock command {} refused: {}: {}", r.id.empty() ? "(no id)" : r.id,
+                 r.error->field, r.error->message);
+    audit(*cfg.vault, "lock_command",
+          {{"command", r.id}, {"lock", lock}, {"outcome", "refused"}, {"field", r.error->field},
+           {"reason", r.error->message}});
+    cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+  };
+  r.id = protocol::command_id_of(payload).value_or("");
+  auto c = protocol::decode_lock_command(payload);
+  if (!c) {
+    refuse(c.error(), "");
+    return;
+  }
+  r.id = c->id;
+  if (!cfg.is_lock(c->lock)) {
+    refuse({"lock", "no lock \"" + c->lock + "\" is configured on this gateway"}, c->lock);
+    return;
+  }
+  auto now = unix_ms_now();
+  if (c->expires_at <= now) {
+    refuse({"expires_at", "the command expired " + std::to_string((now - c->expires_at) / 1000)
+                            + " s ago (gateway clock)"},
+           c->lock);
+    return;
+  }
+  if (c->expires_at - now > protocol::lock_command_limits::max_lifetime_ms) {
+    refuse({"expires_at", "more than "
+                            + std::to_string(protocol::lock_command_limits::max_lifetime_ms / 60000)
+                            + " minutes ahead; a lock command must be short-lived"},
+           c->lock);
+    return;
+  }
+  try {
+    if (in_flight.contains(c->id) || !cfg.vault->commands->remember(c->id, c->expires_at)) {
+      refuse({"id", "command id already seen (a replay); each command needs a new id"}, c->lock);
+      return;
+    }
+  } catch (const std::exception& e) {
+    refuse({"", std::string{"cannot record the command id: "} + e.what()}, c->lock);
+    return;
+  }
+  spdlog::info("commands: {} to lock {} ({}), expires in {} s", to_string(c->op), c->lock, c->id,
+               (c->expires_at - now) / 1000);
+  in_flight.emplace(c->id, *c);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds{c->expires_at - now};
+  auto target = caf::actor_cast<commands_actor>(self);
+  cfg.server->send_command(c->lock, protocol::encode_lock_request(*c), deadline,
+                           [target, id = c->id](transport::command_outcome out) {
+                             caf::anon_send(target, atom::result_v,
+                                            lock_command_done_ptr{std::make_shared<const lock_command_done>(
+                                              lock_command_done{id, std::move(out)})});
+                           });
+}
+
+void commands_state::on_done(const lock_command_done& done) {
+  auto it = in_flight.find(done.id);
+  if (it == in_flight.end())
+    return;
+  auto c = std::move(it->second);
+  in_flight.erase(it);
+  protocol::command_result r;
+  r.command = "lock";
+  r.id = c.id;
+  r.ts = unix_ms_now();
+  const auto& o = done.outcome;
+  using kind = transport::command_outcome::kind;
+  if (o.result == kind::not_connected) {
+    r.status = "timeout";
+    r.detail = "lock " + c.lock + " did not connect before the command expired; nothing was sent";
+  } else if (o.result == kind::no_answer) {
+    r.status = "timeout";
+    r.detail = "no answer from lock " + c.lock + " within the command's lifetime (sent "
+               + std::to_string(o.attempts) + " times, each retransmitted by CoAP)";
+  } else if (o.code / 100 != 2) {
+    r.status = "failed";
+    r.detail = "the lock answered " + std::to_string(o.code / 100) + "."
+               + (o.code % 100 < 10 ? "0" : "") + std::to_string(o.code % 100);
+  } else if (auto a = protocol::decode_lock_answer(o.payload); !a || a->id != c.id) {
+    r.status = "failed";
+    r.detail = "the lock's answer is not valid: "
+               + (a ? std::string{"it names another command"} : a.error().to_string());
+  } else {
+    r.status = a->result == "done" ? "ok" : a->result;
+    r.detail = a->detail.value_or(a->result == "done" ? "done" : "");
+  }
+  r.receipt = nlohmann::json{{"lock", c.lock}, {"op", to_string(c.op)}, {"attempts", o.attempts}}
+                .dump();
+  spdlog::info("commands: {} to lock {} ({}): {}{}{}", to_string(c.op), c.lock, c.id, r.status,
+               r.detail.empty() ? "" : ": ", r.detail);
+  audit(*cfg.vault, "lock_command",
+        {{"command", c.id}, {"lock", c.lock}, {"op", to_string(c.op)}, {"outcome", r.status},
+         {"attempts", o.attempts}});
+  cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+}
+
+commands_actor::behavior_type commands(commands_actor::stateful_pointer<commands_state> self,
+                                       commands_config cfg) {
+  self->state.cfg = std::move(cfg);
+  return {
+    [self](atom::command, const std::string&, const std::string& payload) {
+      self->state.on_command(self, payload);
+    },
+    [self](atom::result, const lock_command_done_ptr& done) { self->state.on_done(*done); },
+  };
+}
+
+} // namespace lockbridge

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <caf/error.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/interfaces.hpp"
+#include "protocols/lock_commands.hpp"
+#include "store/vault.hpp"
+
+namespace lockbridge {
+
+struct commands_config {
+  std::shared_ptr<store::vault> vault;            ///< replay ids and the audit trail
+  std::shared_ptr<transport::coap_server> server; ///< to reach the locks
+  std::function<bool(const std::string&)> is_lock; ///< configured now?
+  std::function<void(std::string)> publish_result; ///< JSON for cmd_result
+  std::string site;
+  std::string gateway;
+};
+
+caf::error validate(const commands_config& cfg);
+
+struct commands_state {
+  static inline const char* name = "commands";
+
+  commands_config cfg;
+  std::map<std::string, protocol::lock_command> in_flight; ///< by command id
+
+  void on_command(commands_actor::pointer self, const std::string& payload);
+  void on_done(const lock_command_done& done);
+};
+
+/// Detached: recording a command id is a durable LMDB write.
+commands_actor::behavior_type commands(commands_actor::stateful_pointer<commands_state> self,
+                                       commands_config cfg);
+
+} // namespace lockbridge

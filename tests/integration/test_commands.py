@@ -1,0 +1,128 @@
+"""Lock commands (issue 5, item 1): cmd/lock from the cloud -> the gateway ->
+CoAP POST /v1/commands on the lock's own DTLS session -> the lock's answer ->
+cmd_result; refused commands reach no lock; a lock that does not answer ends
+in a timeout; every command is audited.
+
+Real components: mosquitto (mTLS), lockbridge, the project's lock simulator
+(libcoap) answering on its DTLS session, python3-paho-mqtt as the cloud.
+"""
+
+import json
+import signal
+import time
+import unittest
+
+from harness import Site, schema_validator, wait_for
+
+PREFIX = "lockbridge/v1/site-1/gw-1/"
+
+
+def command(cid, lock="lock-01", op="unlock", expires_in_ms=30000, **extra):
+    doc = {"schema": "lockbridge/lock-command/1", "id": cid, "lock": lock, "op": op,
+           "expires_at": int(time.time() * 1000) + expires_in_ms}
+    doc.update(extra)
+    return doc
+
+
+class LockCommands(Site):
+    locks = 2
+
+    def connected_lock(self, **kw):
+        """lock-01 only, with its session kept open (it answers commands on it)."""
+        sim = self.locksim(locks=1, events=1, rate=0, batch=1, extra=["--linger", "60", *kw.get("extra", [])])
+        wait_for(lambda: "coap: lock lock-01 connected" in self.gateway_log_text(), 15,
+                 "lock-01's session")
+        time.sleep(0.5)
+        return sim
+
+    def stop(self, sim):
+        sim.proc.send_signal(signal.SIGCONT)
+        sim.proc.send_signal(signal.SIGTERM)
+        return json.loads(sim.output(timeout=30))
+
+    def test_unlock_round_trip_and_refused_commands_reach_no_lock(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        checker = self.start_checker(timeout=120, topics=[PREFIX + "audit"])
+        sim = self.connected_lock()
+
+        doc = command("unlock-1", duration=5)
+        schema_validator("lock-command.schema.json").validate(doc)
+        cloud.send("lock", doc)
+        result = cloud.wait_result("unlock-1", timeout=30)
+        schema_validator("cmd-result.schema.json").validate(result)
+        self.assertEqual((result["status"], result["command"]), ("ok", "lock"), result)
+        self.assertEqual(result["receipt"]["lock"], "lock-01")
+        self.assertEqual(result["receipt"]["op"], "unlock")
+        self.assertEqual(result["receipt"]["attempts"], 1)
+
+        # Each of these is refused with the field named; none reaches a lock.
+        cloud.send("lock", command("unlock-1"))  # replayed id
+        cloud.send("lock", command("late-1", expires_in_ms=-5000))
+        cloud.send("lock", command("far-1", expires_in_ms=3600 * 1000))
+        cloud.send("lock", command("nobody-1", lock="lock-99"))
+        cloud.send("lock", command("bad-op-1", op="explode"))
+        cloud.send("lock", '{"schema": "lockbridge/lock-command/1", "id": "broken-1", ')
+        cloud.send("lock", json.dumps(command("big-1", pad="x" * (1024 * 1024))))
+        expected = {"late-1": "expires_at", "far-1": "expires_at", "nobody-1": "lock",
+                    "bad-op-1": "op", "big-1": ""}
+        for cid, field in expected.items():
+            r = cloud.wait_result(cid, timeout=20)
+            self.assertEqual((r["status"], r["error"]["field"]), ("error", field), r)
+            self.assertIn("nothing was sent", r["detail"])
+        replay = cloud.wait_result("unlock-1", skip=1, timeout=20)
+        self.assertEqual((replay["status"], replay["error"]["field"]), ("error", "id"), replay)
+        broken = cloud.wait_result("", timeout=20)  # malformed JSON: no usable id
+        self.assertEqual(broken["error"]["message"], "not valid JSON")
+        self.assertIn("exceeds the limit", cloud.wait_result("big-1")["error"]["message"])
+
+        # Another op and an answer from the lock that is not "done".
+        report = self.stop(sim)
+        self.assertEqual([(c["lock"], c["id"], c["op"]) for c in report["commands"]],
+                         [("lock-01", "unlock-1", "unlock")])
+        sim = self.connected_lock(extra=["--command-answer", "refused"])
+        cloud.send("lock", command("lock-1", op="lock"))
+        r = cloud.wait_result("lock-1", timeout=30)
+        self.assertEqual(r["status"], "refused", r)
+        report = self.stop(sim)
+        self.assertEqual([c["op"] for c in report["commands"]], ["lock"])
+
+        wait_for(lambda: len([r for m in self.captured() for r in json.loads(m["payload"])["records"]
+                              if r["action"] == "lock_command"]) >= 9, 20,
+                 "the audit records of the commands")
+        records = [r for m in self.captured() for r in json.loads(m["payload"])["records"]
+                   if r["action"] == "lock_command"]
+        outcomes = {}
+        for r in records:
+            outcomes.setdefault(r["detail"]["command"], []).append(r["detail"]["outcome"])
+        self.assertEqual(outcomes["unlock-1"], ["ok", "refused"])  # done, then the replay
+        self.assertEqual(outcomes["lock-1"], ["refused"])        # the lock said no
+        self.assertEqual(outcomes["nobody-1"], ["refused"])      # the gateway said no
+        checker.proc.send_signal(signal.SIGTERM)
+
+    def test_a_lock_that_does_not_answer_times_out(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        sim = self.connected_lock()
+        sim.proc.send_signal(signal.SIGSTOP)  # the lock hangs: no ACK, no answer
+        cloud.send("lock", command("hang-1", expires_in_ms=6000))
+        r = cloud.wait_result("hang-1", timeout=30)
+        self.assertEqual(r["status"], "timeout", r)
+        self.assertIn("no answer from lock lock-01", r["detail"])
+        # When it wakes up, CoAP's retransmission reaches it late: it refuses
+        # to act on an expired command.
+        sim.proc.send_signal(signal.SIGCONT)
+        time.sleep(3)
+        report = self.stop(sim)
+        for c in report["commands"]:
+            self.assertEqual(c["result"], "refused", c)
+        # lock-02 never connected: nothing can be sent to it before expiry.
+        cloud.send("lock", command("absent-1", lock="lock-02", expires_in_ms=3000))
+        r = cloud.wait_result("absent-1", timeout=30)
+        self.assertEqual(r["status"], "timeout", r)
+        self.assertIn("did not connect", r["detail"])
+        self.assertIsNone(self.gateway.proc.poll())
+
+
+if __name__ == "__main__":
+    unittest.main()
