@@ -73,12 +73,11 @@ void commands_state::on_command(commands_actor::pointer self, const std::string&
   in_flight.emplace(c->id, *c);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds{c->expires_at - now};
   auto target = caf::actor_cast<commands_actor>(self);
-  cfg.server->send_command(c->lock, protocol::encode_lock_request(*c), deadline,
-                           [target, id = c->id](transport::command_outcome out) {
-                             caf::anon_send(target, atom::result_v,
-                                            lock_command_done_ptr{std::make_shared<const lock_command_done>(
-                                              lock_command_done{id, std::move(out)})});
-                           });
+  auto report = [target, id = c->id](transport::command_outcome out) {
+    auto done = std::make_shared<const lock_command_done>(lock_command_done{id, std::move(out)});
+    caf::anon_send(target, atom::result_v, lock_command_done_ptr{std::move(done)});
+  };
+  cfg.server->send_command(c->lock, protocol::encode_lock_request(*c), deadline, report);
 }
 
 void commands_state::on_done(const lock_command_done& done) {

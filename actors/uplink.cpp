@@ -226,7 +226,8 @@ void publish_lock_states(self_ptr self, bool all) {
   if (!st.cfg.locks_seen)
     return;
   auto now = unix_ms_now();
-  auto silence_ms = std::chrono::duration_cast<std::chrono::milliseconds>(st.cfg.lock_silence).count();
+  auto silence_ms =
+    std::chrono::duration_cast<std::chrono::milliseconds>(st.cfg.lock_silence).count();
   std::map<std::string, bool> next;
   for (const auto& [lock, seen] : st.cfg.locks_seen()) {
     bool available = seen != 0 && now - seen <= silence_ms;
@@ -235,7 +236,8 @@ void publish_lock_states(self_ptr self, bool all) {
     bool changed = before == st.lock_available.end() || before->second != available;
     if (changed && before != st.lock_available.end())
       spdlog::info("locks: {} is {} (last heard {} s ago)", lock,
-                   available ? "available again" : "UNAVAILABLE", seen == 0 ? -1 : (now - seen) / 1000);
+                   available ? "available again" : "UNAVAILABLE",
+                   seen == 0 ? -1 : (now - seen) / 1000);
     if ((changed || all) && st.connected) {
       nlohmann::json doc{{"schema", "lockbridge/lock-state/1"},
                          {"site", st.cfg.site},
@@ -245,7 +247,8 @@ void publish_lock_states(self_ptr self, bool all) {
                          {"last_seen", seen},
                          {"ts", now}};
       try {
-        st.link->client->publish(mqtt::make_message(st.topics.lock_state(lock), doc.dump(), 1, true));
+        st.link->client->publish(
+          mqtt::make_message(st.topics.lock_state(lock), doc.dump(), 1, true));
       } catch (const mqtt::exception& e) {
         spdlog::warn("uplink: lock state publish failed: {}", e.what());
         next.erase(lock); // published again next time
@@ -284,7 +287,9 @@ void publish_status(self_ptr self) {
           spdlog::warn("uplink: status publish failed: {}", e.what());
         }
       },
-      [](const caf::error& err) { spdlog::warn("uplink: journal figures unavailable: {}", caf::to_string(err)); });
+      [](const caf::error& err) {
+        spdlog::warn("uplink: journal figures unavailable: {}", caf::to_string(err));
+      });
 }
 
 /// Publishes a command result, or keeps it (at most 1,000) until connected.
@@ -305,6 +310,17 @@ void publish_result(self_ptr self, std::string payload) {
     st.pending_results.pop_front();
   }
   st.pending_results.push_back(std::move(payload));
+}
+
+/// The link is gone (or left): everything not acknowledged, events and audit
+/// records, is read again from the store after the next connection.
+void forget_in_flight(uplink_state& st) {
+  st.connected = false;
+  st.connecting = false;
+  st.window.clear();
+  st.next_key = st.acked_upto + 1;
+  st.audit_window.clear();
+  st.audit_next = 0;
 }
 
 /// Publishes the audit records waiting in the store on `audit` (at most two
@@ -496,12 +512,7 @@ void reload_tls(self_ptr self) {
   // generation are ignored; the journal is read again from the last
   // acknowledged event.
   ++st.generation;
-  st.connected = false;
-  st.connecting = false;
-  st.window.clear();
-  st.next_key = st.acked_upto + 1;
-  st.audit_window.clear();
-  st.audit_next = 0;
+  forget_in_flight(st);
   try {
     st.link->client->disconnect(0)->wait_for(2000);
   } catch (const mqtt::exception&) {
@@ -582,13 +593,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       if (generation != st.generation)
         return;
       bool was_connected = st.connected;
-      st.connected = false;
-      st.connecting = false;
-      // Everything not acknowledged is read again from the journal.
-      st.window.clear();
-      st.next_key = st.acked_upto + 1;
-      st.audit_window.clear();
-      st.audit_next = 0;
+      forget_in_flight(st);
       if (was_connected)
         spdlog::warn("uplink: {}", reason);
       schedule_reconnect(self, reason);

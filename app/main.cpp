@@ -627,7 +627,8 @@ int main(int argc, char** argv) {
       std::cerr << "lockbridge: --set " << s << ": expected section.key=value\n";
       return exit_usage;
     }
-    overrides.push_back({s.substr(0, eq), s.substr(eq + 1), "command line --set " + s.substr(0, eq)});
+    auto key = s.substr(0, eq);
+    overrides.push_back({key, s.substr(eq + 1), "command line --set " + key});
   }
   if (app.got_subcommand("version")) {
     std::cout << "lockbridge " << LOCKBRIDGE_VERSION << "\n";

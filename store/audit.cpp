@@ -115,8 +115,7 @@ std::vector<audit_entry> audit_log::read(std::uint64_t from, std::size_t max,
   return out;
 }
 
-std::uint64_t audit_log::remove_front(
-  const std::function<bool(std::uint64_t, const std::optional<std::string>&)>& keep_going) {
+std::uint64_t audit_log::remove_front(const front_predicate& keep_going) {
   std::lock_guard guard{mutex_};
   auto& in = env_.internals();
   txn t{in.env, true};
@@ -225,36 +224,12 @@ audit_figures audit_log::figures() const {
 std::uint64_t audit_log::reseal(std::uint64_t from, std::size_t max) {
   std::lock_guard guard{mutex_};
   auto& in = env_.internals();
-  auto current = keys_->current();
   txn t{in.env, true};
-  cursor c{t.get(), in.audit};
   std::uint8_t key[8];
   put_be64(key, from);
-  MDB_val k{8, key}, v;
-  std::size_t seen = 0;
-  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  while (rc == MDB_SUCCESS && seen < max) {
-    ++seen;
-    std::span<const std::uint8_t> value{static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
-    if (keyring::key_id_of(value) != current) {
-      std::uint8_t kc[8];
-      std::memcpy(kc, k.mv_data, 8);
-      if (auto plain = keys_->open(table::audit, kc, value)) {
-        auto sealed = keys_->seal(table::audit, kc, *plain);
-        MDB_val nv = as_val(std::span<const std::uint8_t>{sealed});
-        check(mdb_cursor_put(c.get(), &k, &nv, MDB_CURRENT), "re-seal audit record");
-      }
-    }
-    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
-  }
-  std::uint64_t next = 0;
-  if (rc == MDB_SUCCESS)
-    next = get_be64(k.mv_data);
-  else if (rc != MDB_NOTFOUND)
-    check(rc, "walk audit");
-  c.close();
+  auto next = reseal_values(t.get(), in.audit, *keys_, table::audit, key, max);
   t.commit();
-  return next;
+  return next.size() == 8 ? get_be64(next.data()) : 0;
 }
 
 } // namespace lockbridge::store

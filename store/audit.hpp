@@ -77,7 +77,9 @@ public:
 
 private:
   /// Removes records from the front while `keep_going(record json)` holds.
-  std::uint64_t remove_front(const std::function<bool(std::uint64_t, const std::optional<std::string>&)>& keep_going);
+  using front_predicate =
+    std::function<bool(std::uint64_t seq, const std::optional<std::string>& record)>;
+  std::uint64_t remove_front(const front_predicate& keep_going);
 
   environment& env_;
   std::shared_ptr<const keyring> keys_;

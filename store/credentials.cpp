@@ -250,39 +250,17 @@ std::vector<credential_store::lookup_key> credential_store::erase_subject(std::s
 std::optional<credential_store::lookup_key>
 credential_store::reseal(const std::optional<lookup_key>& from, std::size_t max) {
   auto& in = env_.internals();
-  auto current = keys_->current();
   txn t{in.env, true};
-  cursor c{t.get(), in.credentials};
-  lookup_key start{};
+  std::span<const std::uint8_t> start;
   if (from)
     start = *from;
-  MDB_val k = key_val(start), v;
-  std::size_t seen = 0;
-  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  while (rc == MDB_SUCCESS && seen < max) {
-    ++seen;
-    std::span<const std::uint8_t> value{static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
-    if (keyring::key_id_of(value) != current && k.mv_size == sizeof(lookup_key)) {
-      lookup_key key;
-      std::memcpy(key.data(), k.mv_data, key.size());
-      if (auto plain = keys_->open(table::credentials, key, value)) {
-        auto sealed = keys_->seal(table::credentials, key, *plain);
-        MDB_val nv = as_val(std::span<const std::uint8_t>{sealed});
-        check(mdb_cursor_put(c.get(), &k, &nv, MDB_CURRENT), "re-seal credential");
-      }
-    }
-    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
-  }
-  std::optional<lookup_key> next;
-  if (rc == MDB_SUCCESS && k.mv_size == sizeof(lookup_key)) {
-    next.emplace();
-    std::memcpy(next->data(), k.mv_data, next->size());
-  } else if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
-    check(rc, "walk credentials");
-  }
-  c.close();
+  auto next = reseal_values(t.get(), in.credentials, *keys_, table::credentials, start, max);
   t.commit();
-  return next;
+  if (next.size() != sizeof(lookup_key))
+    return std::nullopt;
+  lookup_key key;
+  std::copy(next.begin(), next.end(), key.begin());
+  return key;
 }
 
 void credential_store::save_time_high_water(std::int64_t ms) {

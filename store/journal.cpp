@@ -208,14 +208,7 @@ std::uint64_t journal::purge_received_before(std::int64_t cutoff_ms) {
   });
   if (removed == 0)
     return 0;
-  std::uint64_t count = count_, bytes = bytes_;
-  count -= std::min(count, removed);
-  bytes -= std::min(bytes, freed);
-  put_u64(t.get(), in.meta, key_count, count);
-  put_u64(t.get(), in.meta, key_bytes, bytes);
-  t.commit();
-  count_ = count;
-  bytes_ = bytes;
+  commit_removal(t, removed, freed);
   return removed;
 }
 
@@ -242,14 +235,7 @@ std::uint64_t journal::quarantine(std::span<const std::uint64_t> keys) {
   }
   if (moved == 0)
     return 0;
-  std::uint64_t count = count_, bytes = bytes_;
-  count -= std::min(count, moved);
-  bytes -= std::min(bytes, freed);
-  put_u64(t.get(), in.meta, key_count, count);
-  put_u64(t.get(), in.meta, key_bytes, bytes);
-  t.commit();
-  count_ = count;
-  bytes_ = bytes;
+  commit_removal(t, moved, freed);
   return moved;
 }
 
@@ -275,51 +261,32 @@ journal::erase_matching(const std::function<bool(const protocol::journal_record&
     check(rc, "walk journal");
   if (removed == 0)
     return 0;
-  std::uint64_t count = count_, bytes = bytes_;
-  count -= std::min(count, removed);
-  bytes -= std::min(bytes, freed);
-  put_u64(t.get(), in.meta, key_count, count);
-  put_u64(t.get(), in.meta, key_bytes, bytes);
   c.close();
-  t.commit();
-  count_ = count;
-  bytes_ = bytes;
+  commit_removal(t, removed, freed);
   return removed;
 }
 
 std::uint64_t journal::reseal(std::uint64_t from, std::size_t max) {
   std::lock_guard writer{write_mutex_};
   auto& in = env_.internals();
-  auto current = keys_->current();
   txn t{in.env, true};
-  cursor c{t.get(), in.journal};
   std::uint8_t key_buf[8];
   put_be64(key_buf, from);
-  MDB_val k{8, key_buf}, v;
-  std::size_t seen = 0;
-  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  while (rc == MDB_SUCCESS && seen < max) {
-    ++seen;
-    auto value = bytes_of(v);
-    if (keyring::key_id_of(value) != current) {
-      std::uint8_t key_copy[8];
-      std::memcpy(key_copy, k.mv_data, 8);
-      if (auto plain = keys_->open(table::journal, key_copy, value)) {
-        auto sealed = keys_->seal(table::journal, key_copy, *plain);
-        MDB_val nv = as_val(std::span<const std::uint8_t>{sealed});
-        check(mdb_cursor_put(c.get(), &k, &nv, MDB_CURRENT), "re-seal journal entry");
-      }
-    }
-    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
-  }
-  std::uint64_t next = 0;
-  if (rc == MDB_SUCCESS)
-    next = get_be64(k.mv_data);
-  else if (rc != MDB_NOTFOUND)
-    check(rc, "walk journal");
-  c.close();
+  auto next = reseal_values(t.get(), in.journal, *keys_, table::journal, key_buf, max);
   t.commit();
-  return next;
+  return next.size() == 8 ? get_be64(next.data()) : 0;
+}
+
+void journal::commit_removal(txn& t, std::uint64_t removed, std::uint64_t freed) {
+  auto& in = env_.internals();
+  std::uint64_t count = count_, bytes = bytes_;
+  count -= std::min(count, removed);
+  bytes -= std::min(bytes, freed);
+  put_u64(t.get(), in.meta, key_count, count);
+  put_u64(t.get(), in.meta, key_bytes, bytes);
+  t.commit();
+  count_ = count;
+  bytes_ = bytes;
 }
 
 std::uint64_t journal::progress(const std::string& lock) const {

@@ -17,6 +17,8 @@
 
 namespace lockbridge::store {
 
+class txn; // store/lmdb_detail.hpp
+
 /// Bounds of the journal (from config).
 struct journal_limits {
   std::uint64_t max_bytes = 512ull << 20; ///< refuse new events beyond this
@@ -109,6 +111,10 @@ public:
   [[nodiscard]] std::uint64_t next_key() const noexcept { return next_key_; }
 
 private:
+  /// Saves the figures after `removed` entries (`freed` bytes) left, and
+  /// commits `t`.
+  void commit_removal(txn& t, std::uint64_t removed, std::uint64_t freed);
+
   environment& env_;
   std::shared_ptr<const keyring> keys_;
   journal_limits limits_;

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store/environment.hpp"
 
@@ -111,6 +112,16 @@ inline std::uint64_t get_be64(const void* p) {
 /// Reads a u64 stored as 8 big-endian bytes; `fallback` if absent.
 std::uint64_t get_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t fallback);
 void put_u64(MDB_txn* t, MDB_dbi dbi, std::string_view key, std::uint64_t value);
+
+class keyring;
+
+/// Re-seals, with the data key in force, up to `max` values of `dbi` from
+/// key `from` (empty: the first) that an older data key sealed, in the
+/// caller's write transaction. Values that do not open are left for
+/// quarantine. Returns the key to continue from, empty at the end.
+std::vector<std::uint8_t> reseal_values(MDB_txn* t, MDB_dbi dbi, const keyring& keys,
+                                        std::string_view table,
+                                        std::span<const std::uint8_t> from, std::size_t max);
 
 /// Moves a value that failed to open into the quarantine table (store/quarantine.hpp).
 /// The caller deletes it from its own table in the same transaction.

@@ -321,6 +321,38 @@ bool keyring::is_kek(const key256& kek) const {
   return CRYPTO_memcmp(kek.data(), kek_.data(), kek.size()) == 0;
 }
 
+std::vector<std::uint8_t> reseal_values(MDB_txn* t, MDB_dbi dbi, const keyring& keys,
+                                        std::string_view table,
+                                        std::span<const std::uint8_t> from, std::size_t max) {
+  auto current = keys.current();
+  cursor c{t, dbi};
+  MDB_val k = as_val(from), v;
+  std::size_t seen = 0;
+  int rc = mdb_cursor_get(c.get(), &k, &v, from.empty() ? MDB_FIRST : MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && seen < max) {
+    ++seen;
+    std::span<const std::uint8_t> value{static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
+    if (keyring::key_id_of(value) != current) {
+      std::vector<std::uint8_t> key(static_cast<const std::uint8_t*>(k.mv_data),
+                                    static_cast<const std::uint8_t*>(k.mv_data) + k.mv_size);
+      if (auto plain = keys.open(table, key, value)) {
+        auto sealed = keys.seal(table, key, *plain);
+        MDB_val nv = as_val(std::span<const std::uint8_t>{sealed});
+        check(mdb_cursor_put(c.get(), &k, &nv, MDB_CURRENT), "re-seal a value");
+      }
+    }
+    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
+  }
+  std::vector<std::uint8_t> next;
+  if (rc == MDB_SUCCESS)
+    next.assign(static_cast<const std::uint8_t*>(k.mv_data),
+                static_cast<const std::uint8_t*>(k.mv_data) + k.mv_size);
+  else if (rc != MDB_NOTFOUND)
+    check(rc, "walk values to re-seal");
+  c.close(); // LMDB frees a write transaction's cursors at its commit
+  return next;
+}
+
 // The administrative members write LMDB before taking the exclusive lock:
 // a writer inside an LMDB transaction may be sealing (shared lock) and must
 // not wait on one of them waiting for LMDB's writer lock.
