@@ -148,8 +148,9 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::remove>,
   /// Publish the status message now (also on its own timer).
   caf::reacts_to<atom::status>,
-  /// Paho reports: a message on a subscribed cmd/ topic (topic, payload).
-  caf::reacts_to<atom::command, std::string, std::string>,
+  /// Paho reports: a message on a subscribed cmd/ topic (topic, payload, and
+  /// the MQTT 5 response topic and correlation data, empty if absent).
+  caf::reacts_to<atom::command, std::string, std::string, std::string, std::string>,
   /// Publish this JSON on cmd_result (kept while offline, bounded).
   caf::reacts_to<atom::result, std::string>,
   /// Where credential commands go.

@@ -85,7 +85,16 @@ struct paho_link : mqtt::callback {
   subscribe_listener on_subscribe;
 
   void message_arrived(mqtt::const_message_ptr msg) override {
-    caf::anon_send(self, atom::command_v, msg->get_topic(), msg->get_payload_str());
+    // MQTT 5 request/response: a client may name where the result goes and
+    // what to correlate it with.
+    const auto& props = msg->get_properties();
+    std::string response_topic, correlation;
+    if (props.contains(mqtt::property::RESPONSE_TOPIC))
+      response_topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+    if (props.contains(mqtt::property::CORRELATION_DATA))
+      correlation = mqtt::get<std::string>(props, mqtt::property::CORRELATION_DATA);
+    caf::anon_send(self, atom::command_v, msg->get_topic(), msg->get_payload_str(),
+                   std::move(response_topic), std::move(correlation));
   }
 
   void connection_lost(const std::string& cause) override {
@@ -293,12 +302,44 @@ void publish_status(self_ptr self) {
 }
 
 /// Publishes a command result, or keeps it (at most 1,000) until connected.
+/// Response topics the gateway publishes results on: its own cmd_result or
+/// under its own `replies/` (what the broker's ACL lets it write; never its
+/// events, status or audit topics).
+bool acceptable_response_topic(const uplink_state& st, const std::string& topic) {
+  auto replies = st.topics.prefix() + "replies/";
+  return topic == st.topics.cmd_result()
+         || (topic.starts_with(replies) && topic.size() > replies.size() && topic.size() <= 256
+             && topic.find_first_of("+#") == std::string::npos);
+}
+
+/// The message carrying a command result: on cmd_result, or for an MQTT 5
+/// request on its response topic (if acceptable) with its correlation data.
+mqtt::message_ptr result_message(uplink_state& st, const std::string& payload) {
+  auto msg = mqtt::make_message(st.topics.cmd_result(), payload, 1, false);
+  if (st.reply_routes.empty())
+    return msg;
+  auto doc = nlohmann::json::parse(payload, nullptr, false);
+  if (doc.is_discarded() || !doc.contains("id") || !doc["id"].is_string())
+    return msg;
+  auto it = st.reply_routes.find(doc["id"].get<std::string>());
+  if (it == st.reply_routes.end())
+    return msg;
+  if (acceptable_response_topic(st, it->second.topic))
+    msg->set_topic(it->second.topic);
+  mqtt::properties props;
+  if (!it->second.correlation.empty())
+    props.add(mqtt::property(mqtt::property::CORRELATION_DATA, it->second.correlation));
+  msg->set_properties(std::move(props));
+  if (doc.value("status", "") != "pending")
+    st.reply_routes.erase(it); // answered for good
+  return msg;
+}
+
 void publish_result(self_ptr self, std::string payload) {
   auto& st = self->state;
   if (st.connected) {
     try {
-      st.link->client->publish(mqtt::make_message(st.topics.cmd_result(), std::move(payload), 1,
-                                                  false));
+      st.link->client->publish(result_message(st, payload));
       return;
     } catch (const mqtt::exception& e) {
       spdlog::warn("uplink: cmd_result publish failed ({}); kept until reconnected", e.what());
@@ -464,8 +505,9 @@ void start_connect(self_ptr self) {
     // Configure the kept options in place: Paho's C struct points into them,
     // and a copy or move would leave it pointing at the old object.
     auto& opts = link.options;
-    opts.set_mqtt_version(MQTTVERSION_3_1_1);
-    opts.set_clean_session(true);
+    // MQTT 5: commands may carry a response topic and correlation data.
+    opts.set_mqtt_version(MQTTVERSION_5);
+    opts.set_clean_start(true);
     opts.set_keep_alive_interval(static_cast<int>(st.cfg.mqtt.keepalive_s));
     opts.set_connect_timeout(10);
     opts.set_max_inflight(static_cast<int>(st.cfg.mqtt.inflight_window) + 10);
@@ -534,7 +576,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.link->self = caf::actor_cast<caf::actor>(self);
   st.link->on_connect.link = st.link.get();
   st.link->on_publish.link = st.link.get();
-  mqtt::create_options create(MQTTVERSION_3_1_1,
+  mqtt::create_options create(MQTTVERSION_5,
                               static_cast<int>(st.cfg.mqtt.inflight_window) * 2 + 20);
   st.link->client = std::make_unique<mqtt::async_client>(paho_uri(st.cfg.mqtt.broker_uri),
                                                          st.cfg.mqtt.client_id, create, nullptr);
@@ -678,11 +720,28 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
                          atom::status_v);
     },
-    [self](atom::command, const std::string& topic, const std::string& payload) {
+    [self](atom::command, const std::string& topic, const std::string& payload,
+           const std::string& response_topic, const std::string& correlation) {
       auto& st = self->state;
       auto prefix = st.topics.prefix() + "cmd/";
       if (!topic.starts_with(prefix))
         return; // not ours: the subscription only covers our prefix
+      if (!response_topic.empty() || !correlation.empty()) {
+        auto id = protocol::command_id_of(payload).value_or("");
+        if (!response_topic.empty() && !acceptable_response_topic(st, response_topic))
+          spdlog::warn("uplink: the response topic of command {} is not this gateway's "
+                       "cmd_result or under its replies/; the result goes to cmd_result (with "
+                       "the correlation data)",
+                       id.empty() ? "(no id)" : id);
+        if (!st.reply_routes.contains(id)) {
+          st.reply_order.push_back(id);
+          if (st.reply_order.size() > 1000) {
+            st.reply_routes.erase(st.reply_order.front());
+            st.reply_order.pop_front();
+          }
+        }
+        st.reply_routes[id] = {response_topic, correlation.substr(0, 256)};
+      }
       auto name = topic.substr(prefix.size());
       if (name.starts_with("credentials/") && st.credentials) {
         self->send(st.credentials, atom::command_v, name, payload);

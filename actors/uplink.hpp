@@ -90,6 +90,14 @@ struct uplink_state {
   std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
   std::size_t bad_tls_fingerprint = 0; ///< of unusable files already reported
   std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
+  /// MQTT 5 request/response: where (and with what correlation data) the
+  /// result of a command id goes. Bounded; the oldest entries go first.
+  struct reply_route {
+    std::string topic;
+    std::string correlation;
+  };
+  std::map<std::string, reply_route> reply_routes;
+  std::deque<std::string> reply_order;
   std::map<std::string, bool> lock_available; ///< as last published (retained)
   // Rates for the health figures: the counters at the last sample.
   std::int64_t rate_at = 0;

@@ -123,6 +123,55 @@ class LockCommands(Site):
         self.assertIn("did not connect", r["detail"])
         self.assertIsNone(self.gateway.proc.poll())
 
+    def test_mqtt5_request_response_carries_the_correlation_data(self):
+        import threading
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        self.start_gateway()
+        self.cloud()  # waits for the gateway's subscription to its commands
+        sim = self.connected_lock()
+        received = []
+        arrived = threading.Condition()
+
+        def on_message(client, userdata, msg):
+            with arrived:
+                corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
+                received.append((msg.topic, json.loads(msg.payload), corr))
+                arrived.notify_all()
+
+        c = mqtt.Client(client_id="cloud-v5", protocol=mqtt.MQTTv5)
+        c.tls_set(ca_certs=self.pki.ca, certfile=self.cloud_cert, keyfile=self.cloud_key)
+        c.on_message = on_message
+        c.connect("127.0.0.1", self.broker.port, keepalive=30, clean_start=True)
+        c.loop_start()
+        self.addCleanup(c.loop_stop)
+        c.subscribe(PREFIX + "replies/#", qos=1)
+        c.subscribe(PREFIX + "cmd_result", qos=1)
+        time.sleep(0.5)
+
+        def request(doc, response_topic, correlation):
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = response_topic
+            props.CorrelationData = correlation
+            c.publish(PREFIX + "cmd/lock", json.dumps(doc), qos=1,
+                      properties=props).wait_for_publish(5)
+
+        request(command("v5-1"), PREFIX + "replies/abc", b"corr-\x00\x01")
+        request(command("v5-2", lock="lock-99"), "elsewhere/replies", b"corr-2")
+        with arrived:
+            arrived.wait_for(lambda: {"v5-1", "v5-2"} <= {r[1]["id"] for r in received}, 30)
+        by_id = {r[1]["id"]: r for r in received}
+        topic, doc, corr = by_id["v5-1"]
+        self.assertEqual((topic, doc["status"], corr), (PREFIX + "replies/abc", "ok",
+                                                        b"corr-\x00\x01"))
+        # A response topic outside the gateway's own (which the broker would
+        # not let it write): the result goes to cmd_result, still correlated.
+        topic, doc, corr = by_id["v5-2"]
+        self.assertEqual((topic, doc["status"], corr), (PREFIX + "cmd_result", "error", b"corr-2"))
+        report = self.stop(sim)
+        self.assertEqual([c["id"] for c in report["commands"]], ["v5-1"])
+
 
 if __name__ == "__main__":
     unittest.main()
