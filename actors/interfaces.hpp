@@ -38,6 +38,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, get, "get")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, reseal, "reseal")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, audit, "audit")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, observed, "observed")
 
 namespace lockbridge {
 
@@ -102,6 +103,9 @@ using keeper_actor = caf::typed_actor<
   /// One step of re-sealing after a data-key rotation (sent to itself).
   caf::reacts_to<atom::reseal>>;
 
+/// A lock's own state as it notified it (from libcoap's thread).
+using lock_state_ptr = std::shared_ptr<const protocol::lock_state>;
+
 /// How a lock command ended at the lock (from libcoap's thread).
 struct lock_command_done {
   std::string id;
@@ -124,6 +128,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::credentials_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::keeper_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::commands_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::lock_command_done_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::lock_state_ptr)
 namespace lockbridge {
 
 /// The cloud link.
@@ -159,6 +164,8 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::route, keeper_actor>,
   /// Where lock commands go.
   caf::reacts_to<atom::route, commands_actor>,
+  /// A lock's own state changed (observed over CoAP): publish it.
+  caf::reacts_to<atom::observed, std::string, lock_state_ptr>,
   /// Publish audit records waiting in the store (also on its own timer).
   caf::reacts_to<atom::audit>,
   /// The local status (JSON): the status message's figures and the link's state.

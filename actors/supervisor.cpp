@@ -50,6 +50,19 @@ void spawn_children(self_ptr self) {
   auto credential_store = vault->credentials;
 
   auto sessions = std::make_shared<session_table>();
+  // The uplink is spawned after the server; the server's state reports wait
+  // for it here (set below).
+  struct uplink_slot {
+    std::mutex mutex;
+    std::optional<uplink_actor> uplink;
+  };
+  auto slot = std::make_shared<uplink_slot>();
+  coap_cfg.on_state = [slot](const std::string& lock, const protocol::lock_state& state) {
+    std::lock_guard guard{slot->mutex};
+    if (slot->uplink)
+      caf::anon_send(*slot->uplink, atom::observed_v, lock,
+                     lock_state_ptr{std::make_shared<const protocol::lock_state>(state)});
+  };
   auto access = std::make_shared<access_service>(vault, gw);
   coap_cfg.on_decided = [sessions, access](const std::string& lock,
                                            const protocol::access_request& request,
@@ -101,6 +114,10 @@ void spawn_children(self_ptr self) {
   if (auto err = validate(up_cfg))
     throw std::runtime_error{"uplink: " + caf::to_string(err)};
   auto up = self->spawn(uplink, up_cfg);
+  {
+    std::lock_guard guard{slot->mutex};
+    slot->uplink = up;
+  }
 
   journal_config j_cfg;
   j_cfg.store = vault->events;

@@ -228,6 +228,33 @@ void add_health(self_ptr self, protocol::gateway_status& s, const journal_figure
   s.health = h;
 }
 
+/// Publishes one lock's retained state: availability, and its own state if
+/// it has told it.
+void publish_lock_state(self_ptr self, const std::string& lock, bool available,
+                        std::int64_t seen) {
+  auto& st = self->state;
+  if (!st.connected)
+    return;
+  nlohmann::json doc{{"schema", "lockbridge/lock-state/1"},
+                     {"site", st.cfg.site},
+                     {"gateway", st.cfg.gateway},
+                     {"lock", lock},
+                     {"available", available},
+                     {"last_seen", seen},
+                     {"ts", unix_ms_now()}};
+  if (auto it = st.lock_states.find(lock); it != st.lock_states.end())
+    doc["state"] = {{"locked", it->second.locked},
+                    {"door_open", it->second.door_open},
+                    {"battery", it->second.battery},
+                    {"fw", it->second.fw}};
+  try {
+    st.link->client->publish(
+      mqtt::make_message(st.topics.lock_state(lock), doc.dump(), 1, true));
+  } catch (const mqtt::exception& e) {
+    spdlog::warn("uplink: lock state publish failed: {}", e.what());
+  }
+}
+
 /// Publishes (retained) each lock's availability when it changed, or all of
 /// them with `all` (after connecting).
 void publish_lock_states(self_ptr self, bool all) {
@@ -247,27 +274,20 @@ void publish_lock_states(self_ptr self, bool all) {
       spdlog::info("locks: {} is {} (last heard {} s ago)", lock,
                    available ? "available again" : "UNAVAILABLE",
                    seen == 0 ? -1 : (now - seen) / 1000);
-    if ((changed || all) && st.connected) {
-      nlohmann::json doc{{"schema", "lockbridge/lock-state/1"},
-                         {"site", st.cfg.site},
-                         {"gateway", st.cfg.gateway},
-                         {"lock", lock},
-                         {"available", available},
-                         {"last_seen", seen},
-                         {"ts", now}};
-      try {
-        st.link->client->publish(
-          mqtt::make_message(st.topics.lock_state(lock), doc.dump(), 1, true));
-      } catch (const mqtt::exception& e) {
-        spdlog::warn("uplink: lock state publish failed: {}", e.what());
-        next.erase(lock); // published again next time
-      }
-    }
+    // Offline, nothing is published: the connection publishes every lock.
+    if (changed || all)
+      publish_lock_state(self, lock, available, seen);
   }
   // A lock removed by a reload: its retained state is cleared (an empty
   // retained message deletes it at the broker).
   for (const auto& [lock, available] : st.lock_available)
-    if (!next.contains(lock) && st.connected) {
+    if (!next.contains(lock) && st.connected && st.cfg.locks_seen) {
+      bool configured = false;
+      for (const auto& [id, seen] : st.cfg.locks_seen())
+        configured = configured || id == lock;
+      if (configured)
+        continue;
+      st.lock_states.erase(lock);
       try {
         st.link->client->publish(mqtt::make_message(st.topics.lock_state(lock), "", 1, true));
       } catch (const mqtt::exception& e) {
@@ -771,6 +791,23 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     [self](atom::route, keeper_actor target) { self->state.keeper = std::move(target); },
     [self](atom::route, commands_actor target) {
       self->state.lock_commands = std::move(target);
+    },
+    [self](atom::observed, const std::string& lock, const lock_state_ptr& state) {
+      auto& st = self->state;
+      auto& known = st.lock_states[lock];
+      if (known == *state && st.lock_available.contains(lock))
+        return;
+      known = *state;
+      std::int64_t seen = 0;
+      if (st.cfg.locks_seen)
+        for (const auto& [id, when] : st.cfg.locks_seen())
+          if (id == lock)
+            seen = when;
+      if (auto before = st.lock_available.find(lock);
+          before != st.lock_available.end() && !before->second)
+        spdlog::info("locks: {} is available again (it notified its state)", lock);
+      st.lock_available[lock] = true; // it just spoke
+      publish_lock_state(self, lock, true, seen);
     },
     [self](atom::audit) {
       pump_audit(self);

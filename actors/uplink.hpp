@@ -99,6 +99,7 @@ struct uplink_state {
   std::map<std::string, reply_route> reply_routes;
   std::deque<std::string> reply_order;
   std::map<std::string, bool> lock_available; ///< as last published (retained)
+  std::map<std::string, protocol::lock_state> lock_states; ///< as the locks last notified
   // Rates for the health figures: the counters at the last sample.
   std::int64_t rate_at = 0;
   std::uint64_t rate_in_count = 0, rate_out_count = 0;

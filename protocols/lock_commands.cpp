@@ -165,4 +165,40 @@ result<lock_answer> decode_lock_answer(std::span<const std::uint8_t> cbor) {
   return a;
 }
 
+std::vector<std::uint8_t> encode_lock_state(const lock_state& s) {
+  return json::to_cbor(
+    json{{"locked", s.locked}, {"door_open", s.door_open}, {"battery", s.battery}, {"fw", s.fw}});
+}
+
+result<lock_state> decode_lock_state(std::span<const std::uint8_t> cbor) {
+  if (cbor.size() > 512)
+    return input_error{"", "payload too large"};
+  auto doc = json::from_cbor(cbor.begin(), cbor.end(), true, false);
+  if (doc.is_discarded() || !doc.is_object())
+    return input_error{"", "expected a CBOR map"};
+  for (const auto& [key, value] : doc.items())
+    if (key != "locked" && key != "door_open" && key != "battery" && key != "fw")
+      return input_error{key, "unknown field; expected locked, door_open, battery, fw"};
+  lock_state s;
+  for (auto [key, flag] : {std::pair{"locked", &s.locked}, std::pair{"door_open", &s.door_open}}) {
+    auto it = doc.find(key);
+    if (it == doc.end() || !it->is_boolean())
+      return input_error{key, "missing or not true/false"};
+    *flag = it->get<bool>();
+  }
+  auto battery = doc.find("battery");
+  if (battery == doc.end() || !battery->is_number_unsigned() || battery->get<std::uint64_t>() > 100)
+    return input_error{"battery", "expected a percentage from 0 to 100"};
+  s.battery = battery->get<std::uint32_t>();
+  auto fw = doc.find("fw");
+  if (fw == doc.end() || !fw->is_string() || fw->get_ref<const std::string&>().empty()
+      || fw->get_ref<const std::string&>().size() > 32
+      || !std::all_of(fw->get_ref<const std::string&>().begin(),
+                      fw->get_ref<const std::string&>().end(),
+                      [](char c) { return c > 0x20 && c < 0x7f; }))
+    return input_error{"fw", "expected 1-32 printable ASCII characters"};
+  s.fw = fw->get<std::string>();
+  return s;
+}
+
 } // namespace lockbridge::protocol

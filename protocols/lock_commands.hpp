@@ -57,4 +57,18 @@ struct lock_answer {
 std::vector<std::uint8_t> encode_lock_answer(const lock_answer& a);
 result<lock_answer> decode_lock_answer(std::span<const std::uint8_t> cbor);
 
+/// A lock's own state (`GET /v1/state` on the lock, observed): CBOR
+/// `{locked, door_open, battery, fw}`.
+struct lock_state {
+  bool locked = true;
+  bool door_open = false;
+  std::uint32_t battery = 0; ///< percent, 0-100
+  std::string fw;            ///< firmware version, printable, at most 32 bytes
+
+  friend bool operator==(const lock_state&, const lock_state&) = default;
+};
+
+std::vector<std::uint8_t> encode_lock_state(const lock_state& s);
+result<lock_state> decode_lock_state(std::span<const std::uint8_t> cbor);
+
 } // namespace lockbridge::protocol

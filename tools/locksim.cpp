@@ -58,6 +58,7 @@ struct options {
 
 struct lock_state {
   std::string id;
+  lockbridge::protocol::lock_state own{true, false, 95, "sim-1.0"}; ///< GET /v1/state
   std::vector<std::uint8_t> psk;
   coap_session_t* session = nullptr;
   std::deque<lock_event> pending;
@@ -238,6 +239,35 @@ void on_nack(coap_session_t* session, const coap_pdu_t*, const coap_nack_reason_
   }
 }
 
+coap_resource_t* state_resource = nullptr;
+
+/// GET /v1/state (observable): the lock's own state. libcoap keeps the
+/// gateway's observation and calls this again for each notification.
+void on_state(coap_resource_t*, coap_session_t* session, const coap_pdu_t*,
+              const coap_string_t*, coap_pdu_t* response) {
+  const lock_state* lock = nullptr;
+  for (const auto& l : locks)
+    if (l.session == session)
+      lock = &l;
+  if (lock == nullptr) {
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_NOT_FOUND);
+    return;
+  }
+  auto body = lockbridge::protocol::encode_lock_state(lock->own);
+  coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
+  std::uint8_t format[4];
+  coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
+                  coap_encode_var_safe(format, sizeof format, COAP_MEDIATYPE_APPLICATION_CBOR),
+                  format);
+  coap_add_data(response, body.size(), body.data());
+}
+
+/// The lock's state changed: notify whoever observes it.
+void state_changed() {
+  if (state_resource != nullptr)
+    coap_resource_notify_observers(state_resource, nullptr);
+}
+
 /// The commands the gateway sent (reported at the end).
 nlohmann::json commands_received = nlohmann::json::array();
 
@@ -265,6 +295,13 @@ void on_command(coap_resource_t*, coap_session_t* session, const coap_pdu_t* req
     a.result = "refused";
     a.detail = "expired";
   }
+  if (a.result == "done")
+    for (auto& l : locks)
+      if (l.id == lock) {
+        using lockbridge::protocol::lock_op;
+        l.own.locked = c->op == lock_op::lock || c->op == lock_op::passage_off;
+        state_changed();
+      }
   commands_received.push_back({{"lock", lock},
                                {"id", c->id},
                                {"op", lockbridge::protocol::to_string(c->op)},
@@ -296,6 +333,10 @@ void generate(lock_state& l, double elapsed_s) {
     ev.door = "door-" + l.id.substr(l.id.size() - 2);
     if (opt.with_creds && (ev.seq % 4 == 0 || ev.seq % 4 == 3))
       ev.cred = "CARD-" + l.id + "-" + std::to_string(ev.seq % 50);
+    if (ev.type == "door_open" || ev.type == "door_close") {
+      l.own.door_open = ev.type == "door_open";
+      state_changed();
+    }
     l.pending.push_back(std::move(ev));
     ++l.generated;
   }
@@ -379,6 +420,10 @@ int main(int argc, char** argv) {
   auto commands = coap_resource_init(coap_make_str_const("v1/commands"), 0);
   coap_register_handler(commands, COAP_REQUEST_POST, on_command);
   coap_add_resource(ctx, commands);
+  state_resource = coap_resource_init(coap_make_str_const("v1/state"), 0);
+  coap_register_handler(state_resource, COAP_REQUEST_GET, on_state);
+  coap_resource_set_get_observable(state_resource, 1);
+  coap_add_resource(ctx, state_resource);
 
   locks.resize(static_cast<std::size_t>(opt.locks));
   for (int i = 0; i < opt.locks; ++i) {

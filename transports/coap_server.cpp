@@ -153,6 +153,69 @@ struct coap_server::impl {
   std::deque<outgoing_command> new_commands; // under queue_mutex
   std::list<outgoing_command> commands;      // libcoap's thread
 
+  /// Observations of locks' state: the token of the GET /v1/state with
+  /// Observe on each lock's current session.
+  struct observation {
+    coap_session_t* session = nullptr; ///< not referenced: `live` holds it
+    std::vector<std::uint8_t> token;
+  };
+  std::map<std::string, observation, std::less<>> observations;
+
+  /// Asks the lock for its state and to notify changes (RFC 7641).
+  void observe_state(const std::string& lock, coap_session_t* s) {
+    if (!cfg.on_state)
+      return;
+    auto pdu = coap_new_pdu(COAP_MESSAGE_CON, COAP_REQUEST_CODE_GET, s);
+    if (pdu == nullptr)
+      return;
+    std::uint8_t token[8];
+    std::size_t token_len = 0;
+    coap_session_new_token(s, &token_len, token);
+    std::uint8_t observe[4];
+    bool ok = coap_add_token(pdu, token_len, token) != 0
+              && coap_add_option(pdu, COAP_OPTION_OBSERVE,
+                                 coap_encode_var_safe(observe, sizeof observe,
+                                                      COAP_OBSERVE_ESTABLISH),
+                                 observe) != 0
+              && coap_add_option(pdu, COAP_OPTION_URI_PATH, 2,
+                                 reinterpret_cast<const std::uint8_t*>("v1")) != 0
+              && coap_add_option(pdu, COAP_OPTION_URI_PATH, 5,
+                                 reinterpret_cast<const std::uint8_t*>("state")) != 0;
+    if (!ok || coap_send(s, pdu) == COAP_INVALID_MID) {
+      if (!ok)
+        coap_delete_pdu(pdu);
+      return;
+    }
+    observations[lock] = observation{s, std::vector<std::uint8_t>(token, token + token_len)};
+  }
+
+  /// A response to an observation (the first answer or a notification).
+  bool on_state_response(coap_session_t* s, const coap_bin_const_t& token,
+                         const coap_pdu_t* received) {
+    for (const auto& [lock, o] : observations) {
+      if (o.session != s || o.token.size() != token.length
+          || !std::equal(o.token.begin(), o.token.end(), token.s))
+        continue;
+      if (COAP_RESPONSE_CLASS(coap_pdu_get_code(received)) != 2)
+        return true; // the lock does not offer its state: availability only
+      std::size_t len = 0;
+      const std::uint8_t* data = nullptr;
+      coap_get_data(received, &len, &data);
+      auto state = protocol::decode_lock_state({data, len});
+      if (!state) {
+        std::uint64_t suppressed = 0;
+        auto entry = locks.find(lock);
+        if (entry != locks.end() && entry->second.bad_batch_warnings.allow(suppressed))
+          spdlog::warn("coap: lock {} sent a state that is not valid: {}", lock,
+                       state.error().to_string());
+        return true;
+      }
+      cfg.on_state(lock, *state);
+      return true;
+    }
+    return false;
+  }
+
   /// On libcoap's thread: the lock's session became `s` (it made a request).
   void note_session(const std::string& lock, coap_session_t* s) {
     auto it = live.find(lock);
@@ -165,10 +228,12 @@ struct coap_server::impl {
     } else {
       live.emplace(lock, s);
     }
+    observe_state(lock, s);
     send_waiting_commands();
   }
 
   void forget_session(coap_session_t* s) {
+    std::erase_if(observations, [s](const auto& o) { return o.second.session == s; });
     for (auto it = live.begin(); it != live.end(); ++it)
       if (it->second == s) {
         coap_session_release(s);
@@ -255,6 +320,8 @@ struct coap_server::impl {
     if (self == nullptr)
       return COAP_RESPONSE_OK;
     auto token = coap_pdu_get_token(received);
+    if (self->on_state_response(s, token, received))
+      return COAP_RESPONSE_OK;
     for (auto it = self->commands.begin(); it != self->commands.end(); ++it) {
       if (it->session != s || it->token.size() != token.length
           || !std::equal(it->token.begin(), it->token.end(), token.s))

@@ -12,6 +12,7 @@
 
 #include "config/config.hpp"
 #include "protocols/credentials.hpp"
+#include "protocols/lock_commands.hpp"
 #include "protocols/lock_messages.hpp"
 
 namespace lockbridge::transport {
@@ -49,6 +50,9 @@ struct coap_server_config {
   access_handler on_access; ///< without it, /v1/access answers 5.03
   decided_handler on_decided;
   clock_source clock;       ///< without it, the system clock
+  /// A lock's own state, observed (`GET /v1/state`, Observe) on every new
+  /// session of the lock; runs on libcoap's thread: it must only enqueue.
+  std::function<void(const std::string& lock, const protocol::lock_state&)> on_state;
 };
 
 /// The answer to a pending `POST /v1/events`.

@@ -43,8 +43,18 @@ class LockCommands(Site):
     def test_unlock_round_trip_and_refused_commands_reach_no_lock(self):
         self.start_gateway()
         cloud = self.cloud()
-        checker = self.start_checker(timeout=120, topics=[PREFIX + "audit"])
+        checker = self.start_checker(timeout=120, topics=[PREFIX + "audit", PREFIX + "locks/+/state"])
         sim = self.connected_lock()
+
+        def states():
+            return [json.loads(m["payload"]) for m in self.captured()
+                    if m["topic"] == PREFIX + "locks/lock-01/state" and m["payload"]]
+        # The gateway observes the lock's own state (CoAP Observe on GET /v1/state).
+        wait_for(lambda: any("state" in s for s in states()), 15, "lock-01's observed state")
+        first = next(s for s in states() if "state" in s)
+        # (the simulator's one event, seq 1, is a door_open)
+        self.assertEqual(first["state"], {"locked": True, "door_open": True, "battery": 95,
+                                          "fw": "sim-1.0"})
 
         doc = command("unlock-1", duration=5)
         schema_validator("lock-command.schema.json").validate(doc)
@@ -55,6 +65,11 @@ class LockCommands(Site):
         self.assertEqual(result["receipt"]["lock"], "lock-01")
         self.assertEqual(result["receipt"]["op"], "unlock")
         self.assertEqual(result["receipt"]["attempts"], 1)
+        # The lock notifies its new state; the retained state follows.
+        wait_for(lambda: states()[-1].get("state", {}).get("locked") is False, 15,
+                 "the unlocked state")
+        for s in states():
+            schema_validator("lock-state.schema.json").validate(s)
 
         # Each of these is refused with the field named; none reaches a lock.
         cloud.send("lock", command("unlock-1"))  # replayed id
@@ -87,11 +102,12 @@ class LockCommands(Site):
         report = self.stop(sim)
         self.assertEqual([c["op"] for c in report["commands"]], ["lock"])
 
-        wait_for(lambda: len([r for m in self.captured() for r in json.loads(m["payload"])["records"]
+        wait_for(lambda: len([r for m in self.captured() if m["topic"].endswith("/audit")
+                              for r in json.loads(m["payload"])["records"]
                               if r["action"] == "lock_command"]) >= 9, 20,
                  "the audit records of the commands")
-        records = [r for m in self.captured() for r in json.loads(m["payload"])["records"]
-                   if r["action"] == "lock_command"]
+        records = [r for m in self.captured() if m["topic"].endswith("/audit")
+                   for r in json.loads(m["payload"])["records"] if r["action"] == "lock_command"]
         outcomes = {}
         for r in records:
             outcomes.setdefault(r["detail"]["command"], []).append(r["detail"]["outcome"])

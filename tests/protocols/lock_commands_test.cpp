@@ -53,6 +53,17 @@ TEST_CASE("lock commands: bad commands name the field") {
   }
 }
 
+TEST_CASE("lock state: round trip, bad fields refused") {
+  lock_state st{false, true, 87, "2.4.1"};
+  auto back = decode_lock_state(encode_lock_state(st));
+  REQUIRE(back);
+  CHECK(*back == st);
+  CHECK(decode_lock_state(encode_lock_state({true, false, 101, "1"})).error().field == "battery");
+  CHECK(decode_lock_state(encode_lock_state({true, false, 5, "a b"})).error().field == "fw");
+  CHECK(decode_lock_state(encode_lock_state({true, false, 5, ""})).error().field == "fw");
+  CHECK_FALSE(decode_lock_state(std::vector<std::uint8_t>{0xa0}));
+}
+
 TEST_CASE("lock commands: the lock's answer is checked") {
   auto a = decode_lock_answer(encode_lock_answer({"c1", "done", std::nullopt}));
   REQUIRE(a);
