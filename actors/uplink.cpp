@@ -242,6 +242,8 @@ void publish_lock_state(self_ptr self, const std::string& lock, bool available,
                      {"available", available},
                      {"last_seen", seen},
                      {"ts", unix_ms_now()}};
+  st.state_published_at[lock] = unix_ms_now();
+  st.state_waiting.erase(lock);
   if (auto it = st.lock_states.find(lock); it != st.lock_states.end())
     doc["state"] = {{"locked", it->second.locked},
                     {"door_open", it->second.door_open},
@@ -807,7 +809,11 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
           before != st.lock_available.end() && !before->second)
         spdlog::info("locks: {} is available again (it notified its state)", lock);
       st.lock_available[lock] = true; // it just spoke
-      publish_lock_state(self, lock, true, seen);
+      auto last = st.state_published_at.find(lock);
+      if (last != st.state_published_at.end() && unix_ms_now() - last->second < 1000)
+        st.state_waiting.insert(lock); // coalesced: the tick publishes the latest
+      else
+        publish_lock_state(self, lock, true, seen);
     },
     [self](atom::audit) {
       pump_audit(self);
@@ -822,6 +828,10 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       // without a signal (a reload does the same at once).
       reload_tls(self);
       publish_lock_states(self, false);
+      if (!self->state.state_waiting.empty() && self->state.cfg.locks_seen)
+        for (const auto& [lock, seen] : self->state.cfg.locks_seen())
+          if (self->state.state_waiting.contains(lock))
+            publish_lock_state(self, lock, self->state.lock_available[lock], seen);
       self->delayed_send(self, tls_watch_interval, atom::tick_v);
     },
     [self](atom::get) -> caf::result<std::string> {

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,10 @@ struct uplink_state {
   std::deque<std::string> reply_order;
   std::map<std::string, bool> lock_available; ///< as last published (retained)
   std::map<std::string, protocol::lock_state> lock_states; ///< as the locks last notified
+  /// A lock's retained state is published at most once a second (its door
+  /// events are in the events stream already): when it was, and which wait.
+  std::map<std::string, std::int64_t> state_published_at;
+  std::set<std::string> state_waiting;
   // Rates for the health figures: the counters at the last sample.
   std::int64_t rate_at = 0;
   std::uint64_t rate_in_count = 0, rate_out_count = 0;
