@@ -13,7 +13,9 @@
 #include <list>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stdexcept>
+#include <string_view>
 
 #include <coap3/coap.h>
 #include <spdlog/spdlog.h>
@@ -161,32 +163,51 @@ struct coap_server::impl {
   };
   std::map<std::string, observation, std::less<>> observations;
 
+  /// A confirmable request to a lock on its session `s`: a fresh token, Observe
+  /// (when `observe`), the Uri-Path `v1/<resource>`, and a CBOR body if any.
+  /// Sent with libcoap; returns the token, or nothing if it could not be sent.
+  static std::optional<std::vector<std::uint8_t>>
+  send_request(coap_session_t* s, coap_pdu_code_t code, std::string_view resource,
+               bool observe, std::span<const std::uint8_t> body) {
+    auto pdu = coap_new_pdu(COAP_MESSAGE_CON, code, s);
+    if (pdu == nullptr)
+      return std::nullopt;
+    std::uint8_t token[8];
+    std::size_t token_len = 0;
+    coap_session_new_token(s, &token_len, token);
+    std::uint8_t buf[4];
+    auto path = [&](std::string_view part) {
+      return coap_add_option(pdu, COAP_OPTION_URI_PATH, part.size(),
+                             reinterpret_cast<const std::uint8_t*>(part.data())) != 0;
+    };
+    // Options in number order: Observe (6), Uri-Path (11), Content-Format (12).
+    bool ok = coap_add_token(pdu, token_len, token) != 0
+              && (!observe
+                  || coap_add_option(pdu, COAP_OPTION_OBSERVE,
+                                     coap_encode_var_safe(buf, sizeof buf, COAP_OBSERVE_ESTABLISH),
+                                     buf) != 0)
+              && path("v1") && path(resource)
+              && (body.empty()
+                  || (coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                                      coap_encode_var_safe(buf, sizeof buf,
+                                                           COAP_MEDIATYPE_APPLICATION_CBOR),
+                                      buf) != 0
+                      && coap_add_data(pdu, body.size(), body.data()) != 0));
+    if (!ok) {
+      coap_delete_pdu(pdu);
+      return std::nullopt;
+    }
+    if (coap_send(s, pdu) == COAP_INVALID_MID)
+      return std::nullopt;
+    return std::vector<std::uint8_t>(token, token + token_len);
+  }
+
   /// Asks the lock for its state and to notify changes (RFC 7641).
   void observe_state(const std::string& lock, coap_session_t* s) {
     if (!cfg.on_state)
       return;
-    auto pdu = coap_new_pdu(COAP_MESSAGE_CON, COAP_REQUEST_CODE_GET, s);
-    if (pdu == nullptr)
-      return;
-    std::uint8_t token[8];
-    std::size_t token_len = 0;
-    coap_session_new_token(s, &token_len, token);
-    std::uint8_t observe[4];
-    bool ok = coap_add_token(pdu, token_len, token) != 0
-              && coap_add_option(pdu, COAP_OPTION_OBSERVE,
-                                 coap_encode_var_safe(observe, sizeof observe,
-                                                      COAP_OBSERVE_ESTABLISH),
-                                 observe) != 0
-              && coap_add_option(pdu, COAP_OPTION_URI_PATH, 2,
-                                 reinterpret_cast<const std::uint8_t*>("v1")) != 0
-              && coap_add_option(pdu, COAP_OPTION_URI_PATH, 5,
-                                 reinterpret_cast<const std::uint8_t*>("state")) != 0;
-    if (!ok || coap_send(s, pdu) == COAP_INVALID_MID) {
-      if (!ok)
-        coap_delete_pdu(pdu);
-      return;
-    }
-    observations[lock] = observation{s, std::vector<std::uint8_t>(token, token + token_len)};
+    if (auto token = send_request(s, COAP_REQUEST_CODE_GET, "state", true, {}))
+      observations[lock] = observation{s, std::move(*token)};
   }
 
   /// A response to an observation (the first answer or a notification).
@@ -256,30 +277,10 @@ struct coap_server::impl {
       if (it == live.end())
         continue;
       auto s = it->second;
-      auto pdu = coap_new_pdu(COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST, s);
-      if (pdu == nullptr)
-        continue;
-      std::uint8_t token[8];
-      std::size_t token_len = 0;
-      coap_session_new_token(s, &token_len, token);
-      std::uint8_t format[4];
-      bool ok = coap_add_token(pdu, token_len, token) != 0
-                && coap_add_option(pdu, COAP_OPTION_URI_PATH, 2,
-                                   reinterpret_cast<const std::uint8_t*>("v1")) != 0
-                && coap_add_option(pdu, COAP_OPTION_URI_PATH, 8,
-                                   reinterpret_cast<const std::uint8_t*>("commands")) != 0
-                && coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
-                                   coap_encode_var_safe(format, sizeof format,
-                                                        COAP_MEDIATYPE_APPLICATION_CBOR),
-                                   format) != 0
-                && coap_add_data(pdu, c.body.size(), c.body.data()) != 0;
-      if (!ok) {
-        coap_delete_pdu(pdu);
-        continue;
-      }
-      if (coap_send(s, pdu) == COAP_INVALID_MID)
+      auto token = send_request(s, COAP_REQUEST_CODE_POST, "commands", false, c.body);
+      if (!token)
         continue; // tried again on the next pass
-      c.token.assign(token, token + token_len);
+      c.token = std::move(*token);
       c.session = s;
       ++c.attempts;
     }
