@@ -60,7 +60,7 @@ void commands_state::on_command(commands_actor::pointer self, const std::string&
     return;
   }
   try {
-    if (in_flight.contains(c->id) || !cfg.vault->commands->remember(c->id, c->expires_at)) {
+    if (!cfg.vault->commands->remember(c->id, c->expires_at)) {
       refuse({"id", "command id already seen (a replay); each command needs a new id"}, c->lock);
       return;
     }

@@ -91,19 +91,23 @@ std::string keeper_state::answer(const protocol::command_result& r) {
   return json;
 }
 
+std::string keeper_state::refuse(protocol::command_result& r, const std::string& payload,
+                                 const input_error& error) {
+  r.id = protocol::command_id_of(payload).value_or("");
+  r.status = "error";
+  r.error = error;
+  spdlog::warn("{} refused: {}: {}", r.command, error.field, error.message);
+  return answer(r);
+}
+
 std::string keeper_state::erase_subject(const std::string& payload) {
   auto& v = *cfg.vault;
   protocol::command_result r;
   r.command = "erase_subject";
   r.ts = unix_ms_now();
   auto request = protocol::decode_erase_subject(payload);
-  if (!request) {
-    r.id = protocol::command_id_of(payload).value_or("");
-    r.status = "error";
-    r.error = request.error();
-    spdlog::warn("erase_subject refused: {}: {}", request.error().field, request.error().message);
-    return answer(r);
-  }
+  if (!request)
+    return refuse(r, payload, request.error());
   r.id = request->id;
   try {
     // The subject's pseudonyms must be computed before its credentials go.
@@ -145,12 +149,8 @@ std::string keeper_state::rotate_keys(const std::string& payload) {
   r.command = "rotate_keys";
   r.ts = unix_ms_now();
   auto request = protocol::decode_rotate_keys(payload);
-  if (!request) {
-    r.id = protocol::command_id_of(payload).value_or("");
-    r.status = "error";
-    r.error = request.error();
-    return answer(r);
-  }
+  if (!request)
+    return refuse(r, payload, request.error());
   r.id = request->id;
   if (request->data_key && reseal) {
     r.status = "error";
@@ -242,7 +242,7 @@ bool keeper_state::reseal_step() {
     r.ts = unix_ms_now();
     r.detail = "every stored value is sealed with data key " + std::to_string(p.new_key);
     r.receipt = nlohmann::json{{"data_key", p.new_key}, {"retired", retired}}.dump();
-    cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+    answer(r);
   }
   v.resealing = false;
   reseal.reset();

@@ -48,6 +48,9 @@ struct keeper_state {
   std::string erase_subject(const std::string& payload);
   std::string rotate_keys(const std::string& payload);
   std::string answer(const protocol::command_result& r);
+  /// A command that does not decode: its error result (id if it has one).
+  std::string refuse(protocol::command_result& r, const std::string& payload,
+                     const input_error& error);
   /// One batch of re-sealing; true while more remains.
   bool reseal_step();
 };

@@ -241,25 +241,28 @@ void on_nack(coap_session_t* session, const coap_pdu_t*, const coap_nack_reason_
 
 coap_resource_t* state_resource = nullptr;
 
-/// GET /v1/state (observable): the lock's own state. libcoap keeps the
-/// gateway's observation and calls this again for each notification.
-void on_state(coap_resource_t*, coap_session_t* session, const coap_pdu_t*,
-              const coap_string_t*, coap_pdu_t* response) {
-  const lock_state* lock = nullptr;
-  for (const auto& l : locks)
-    if (l.session == session)
-      lock = &l;
-  if (lock == nullptr) {
-    coap_pdu_set_code(response, COAP_RESPONSE_CODE_NOT_FOUND);
-    return;
-  }
-  auto body = lockbridge::protocol::encode_lock_state(lock->own);
-  coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
+/// Answers with `code` and a CBOR body.
+void answer_cbor(coap_pdu_t* response, coap_pdu_code_t code,
+                 const std::vector<std::uint8_t>& body) {
+  coap_pdu_set_code(response, code);
   std::uint8_t format[4];
   coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
                   coap_encode_var_safe(format, sizeof format, COAP_MEDIATYPE_APPLICATION_CBOR),
                   format);
   coap_add_data(response, body.size(), body.data());
+}
+
+/// GET /v1/state (observable): the lock's own state. libcoap keeps the
+/// gateway's observation and calls this again for each notification.
+void on_state(coap_resource_t*, coap_session_t* session, const coap_pdu_t*,
+              const coap_string_t*, coap_pdu_t* response) {
+  auto lock = lock_of(session);
+  if (lock == nullptr) {
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_NOT_FOUND);
+    return;
+  }
+  answer_cbor(response, COAP_RESPONSE_CODE_CONTENT,
+              lockbridge::protocol::encode_lock_state(lock->own));
 }
 
 /// The lock's state changed: notify whoever observes it.
@@ -275,10 +278,8 @@ nlohmann::json commands_received = nlohmann::json::array();
 /// recorded, answered as --command-answer says (never acted on after expiry).
 void on_command(coap_resource_t*, coap_session_t* session, const coap_pdu_t* request,
                 const coap_string_t*, coap_pdu_t* response) {
-  std::string lock = "?";
-  for (const auto& l : locks)
-    if (l.session == session)
-      lock = l.id;
+  auto sim = lock_of(session);
+  std::string lock = sim != nullptr ? sim->id : "?";
   std::size_t len = 0;
   const std::uint8_t* data = nullptr;
   coap_get_data(request, &len, &data);
@@ -295,26 +296,18 @@ void on_command(coap_resource_t*, coap_session_t* session, const coap_pdu_t* req
     a.result = "refused";
     a.detail = "expired";
   }
-  if (a.result == "done")
-    for (auto& l : locks)
-      if (l.id == lock) {
-        using lockbridge::protocol::lock_op;
-        l.own.locked = c->op == lock_op::lock || c->op == lock_op::passage_off;
-        state_changed();
-      }
+  if (a.result == "done" && sim != nullptr) {
+    using lockbridge::protocol::lock_op;
+    sim->own.locked = c->op == lock_op::lock || c->op == lock_op::passage_off;
+    state_changed();
+  }
   commands_received.push_back({{"lock", lock},
                                {"id", c->id},
                                {"op", lockbridge::protocol::to_string(c->op)},
                                {"result", a.result}});
   std::cerr << "locksim: " << lock << ": command " << c->id << " "
             << lockbridge::protocol::to_string(c->op) << " -> " << a.result << "\n";
-  auto body = lockbridge::protocol::encode_lock_answer(a);
-  coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
-  std::uint8_t format[4];
-  coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
-                  coap_encode_var_safe(format, sizeof format, COAP_MEDIATYPE_APPLICATION_CBOR),
-                  format);
-  coap_add_data(response, body.size(), body.data());
+  answer_cbor(response, COAP_RESPONSE_CODE_CHANGED, lockbridge::protocol::encode_lock_answer(a));
 }
 
 void generate(lock_state& l, double elapsed_s) {
