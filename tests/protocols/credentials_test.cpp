@@ -275,3 +275,39 @@ TEST_CASE("credentials: the answer to the lock is {allow, reason, until?}") {
 }
 
 }
+
+TEST_SUITE("protocols") {
+
+TEST_CASE("privacy commands: erase_subject and rotate_keys decode, bad ones name the field") {
+  auto e = decode_erase_subject(
+    R"({"schema":"lockbridge/erase-subject/1","id":"e-1","subject":"sub-8812"})");
+  REQUIRE(e);
+  CHECK(e->subject == "sub-8812");
+  auto r = decode_rotate_keys(R"({"schema":"lockbridge/rotate-keys/1","id":"r-1","data_key":true})");
+  REQUIRE(r);
+  CHECK(r->data_key);
+  CHECK_FALSE(r->pseudonym_epoch);
+  struct row {
+    bool erase;
+    std::string json, field;
+  };
+  std::vector<row> rows{
+    {true, R"({"schema":"lockbridge/erase-subject/1","id":"e-1"})", "subject"},
+    {true, R"({"schema":"lockbridge/erase-subject/1","id":"e-1","subject":"a b"})", "subject"},
+    {true, R"({"schema":"lockbridge/erase-subject/1","id":"e-1","subject":"s","email":"x@y"})",
+     "email"},
+    {true, R"({"schema":"other","id":"e-1","subject":"s"})", "schema"},
+    {true, "not json", ""},
+    {false, R"({"schema":"lockbridge/rotate-keys/1","id":"r-1"})", ""},
+    {false, R"({"schema":"lockbridge/rotate-keys/1","id":"r-1","data_key":"yes"})", "data_key"},
+    {false, R"({"schema":"lockbridge/rotate-keys/1","id":"r 1","data_key":true})", "id"},
+  };
+  for (const auto& row : rows) {
+    CAPTURE(row.json);
+    auto field = row.erase ? decode_erase_subject(row.json).error().field
+                           : decode_rotate_keys(row.json).error().field;
+    CHECK(field == row.field);
+  }
+}
+
+}
