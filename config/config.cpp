@@ -20,6 +20,23 @@
 
 namespace lockbridge::config {
 
+std::optional<std::string> normalise_ble_address(std::string_view text) {
+  if (text.size() != 17)
+    return std::nullopt;
+  std::string out{text};
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (i % 3 == 2) {
+      if (out[i] != ':')
+        return std::nullopt;
+    } else if (std::isxdigit(static_cast<unsigned char>(out[i])) == 0) {
+      return std::nullopt;
+    } else {
+      out[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(out[i])));
+    }
+  }
+  return out;
+}
+
 std::string config_error::to_string() const {
   std::string out = file;
   if (line > 0)
@@ -256,7 +273,7 @@ private:
 
 void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   r.only_keys(root, "",
-              {"gateway", "store", "coap", "mqtt", "credentials", "security", "locks", "doors"});
+              {"gateway", "store", "coap", "ble", "mqtt", "credentials", "security", "locks", "doors"});
   bool production = true;
 
   if (auto gw = r.table(root, "", "gateway", true)) {
@@ -334,6 +351,37 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
             "\"development\" on a test bench");
   if (auto v = r.integer(co, "coap", "full_retry_after_s", defaults::full_retry_after_s, 1, 3600))
     cfg.coap.full_retry_after_s = static_cast<std::uint32_t>(*v);
+
+  auto ble = r.table(root, "", "ble", false);
+  const auto& bl = ble != nullptr ? *ble : empty;
+  r.only_keys(bl, "ble", {"adapter", "max_connections", "poll_interval_s", "connect_timeout_ms",
+                          "idle_release_ms", "max_hold_ms", "fragment_timeout_ms", "default_mtu"});
+  if (auto v = r.text(bl, "ble", "adapter", std::string{defaults::ble_adapter})) {
+    bool ok = !v->empty() && v->size() <= 32;
+    for (char c : *v)
+      ok = ok && (std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_');
+    if (ok)
+      cfg.ble.adapter = *v;
+    else
+      r.error(bl.get("adapter")->source(), "ble.adapter",
+              "expected a BlueZ adapter name such as \"hci0\" (letters, digits, '_'), got \""
+                + *v + "\"");
+  }
+  auto ble_integer = [&](std::string_view key, std::uint32_t fallback, std::uint64_t min,
+                         std::uint64_t max, std::uint32_t& out) {
+    if (auto v = r.integer(bl, "ble", key, fallback, min, max))
+      out = static_cast<std::uint32_t>(*v);
+  };
+  ble_integer("max_connections", defaults::ble_max_connections, 1, 16, cfg.ble.max_connections);
+  ble_integer("poll_interval_s", defaults::ble_poll_interval_s, 1, 86400, cfg.ble.poll_interval_s);
+  ble_integer("connect_timeout_ms", defaults::ble_connect_timeout_ms, 100, 120000,
+              cfg.ble.connect_timeout_ms);
+  ble_integer("idle_release_ms", defaults::ble_idle_release_ms, 10, 600000,
+              cfg.ble.idle_release_ms);
+  ble_integer("max_hold_ms", defaults::ble_max_hold_ms, 100, 3600000, cfg.ble.max_hold_ms);
+  ble_integer("fragment_timeout_ms", defaults::ble_fragment_timeout_ms, 50, 60000,
+              cfg.ble.fragment_timeout_ms);
+  ble_integer("default_mtu", defaults::ble_default_mtu, 23, 517, cfg.ble.default_mtu);
 
   if (auto mq = r.table(root, "", "mqtt", true)) {
     r.only_keys(*mq, "mqtt", {"broker", "client_id", "ca_file", "cert_file", "key_file",
@@ -468,11 +516,12 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     r.error(locks->source(), "locks", "expected [[locks]] tables");
   } else {
     std::set<std::string> seen;
+    std::set<std::string> seen_addresses;
     std::size_t i = 0;
     for (auto& item : *locks->as_array()) {
       auto path = "locks[" + std::to_string(i++) + "]";
       const auto& tbl = *item.as_table();
-      r.only_keys(tbl, path, {"id", "psk_file"});
+      r.only_keys(tbl, path, {"id", "psk_file", "transport", "ble_address"});
       lock_config lock;
       if (auto v = r.id(tbl, path, "id")) {
         lock.id = *v;
@@ -483,6 +532,35 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
         lock.psk_file = *v;
         if (auto psk = read_psk(*v); !psk)
           r.error(tbl.get("psk_file")->source(), path + ".psk_file", psk.error().message);
+      }
+      if (auto t = r.text(tbl, path, "transport", std::string{"coap"})) {
+        if (*t == "coap")
+          lock.transport = lock_transport::coap;
+        else if (*t == "ble")
+          lock.transport = lock_transport::ble;
+        else
+          r.error(tbl.get("transport")->source(), path + ".transport",
+                  "expected \"coap\" or \"ble\", got \"" + *t + "\"");
+      }
+      if (auto a = r.text(tbl, path, "ble_address", std::string{})) {
+        if (lock.transport == lock_transport::ble) {
+          if (a->empty())
+            r.error(tbl.source(), path + ".ble_address",
+                    "missing; a BLE lock needs its address, e.g. ble_address = "
+                    "\"C0:FF:EE:00:00:01\"");
+          else if (auto norm = normalise_ble_address(*a))
+            lock.ble_address = *norm;
+          else
+            r.error(tbl.get("ble_address")->source(), path + ".ble_address",
+                    "expected six hexadecimal pairs separated by ':' (e.g. "
+                    "\"C0:FF:EE:00:00:01\"), got \"" + *a + "\"");
+          if (!lock.ble_address.empty() && !seen_addresses.insert(lock.ble_address).second)
+            r.error(tbl.get("ble_address")->source(), path + ".ble_address",
+                    "address " + lock.ble_address + " is already used by another lock");
+        } else if (!a->empty()) {
+          r.error(tbl.get("ble_address")->source(), path + ".ble_address",
+                  "only a BLE lock has an address; add transport = \"ble\" or remove it");
+        }
       }
       cfg.locks.push_back(std::move(lock));
     }

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lockbridge::config {
@@ -16,9 +17,26 @@ struct listen_address {
   std::uint16_t port = 0;
 };
 
+/// How a lock reaches the gateway.
+enum class lock_transport { coap, ble };
+
 struct lock_config {
   std::string id;                   ///< also the DTLS PSK identity
-  std::filesystem::path psk_file;   ///< the lock's pre-shared key
+  std::filesystem::path psk_file;   ///< the lock's pre-shared key (DTLS PSK; BLE message key)
+  lock_transport transport = lock_transport::coap;
+  std::string ble_address;          ///< "AA:BB:CC:DD:EE:FF", upper case; BLE locks only
+};
+
+/// BLE locks through BlueZ (docs/lock-protocol.md, "BLE").
+struct ble_config {
+  std::string adapter;              ///< BlueZ adapter name, e.g. "hci0"
+  std::uint32_t max_connections = 0; ///< concurrent lock connections on the adapter
+  std::uint32_t poll_interval_s = 0; ///< a quiet lock is still visited this often
+  std::uint32_t connect_timeout_ms = 0;
+  std::uint32_t idle_release_ms = 0; ///< a connection with nothing to do is released after
+  std::uint32_t max_hold_ms = 0;     ///< longest hold while other locks wait
+  std::uint32_t fragment_timeout_ms = 0; ///< a message missing fragments this long is dropped
+  std::uint32_t default_mtu = 0;     ///< ATT MTU used when BlueZ does not report one
 };
 
 struct coap_config {
@@ -91,8 +109,13 @@ struct gateway_config {
   store_config store;
   coap_config coap;
   mqtt_config mqtt;
+  ble_config ble;
   std::vector<lock_config> locks;
 };
+
+/// "aa:bb:cc:dd:ee:ff" -> "AA:BB:CC:DD:EE:FF" (BlueZ's spelling); nullopt if
+/// the text is not six hexadecimal pairs separated by ':'.
+std::optional<std::string> normalise_ble_address(std::string_view text);
 
 /// One problem in a config file: where, which key, what was expected.
 struct config_error {

@@ -30,6 +30,15 @@ inline constexpr std::uint32_t pseudonym_epoch_days = 30;
 /// The systemd credential name of the key-encryption key (LoadCredential=).
 inline constexpr const char* kek_credential = "lockbridge.kek";
 inline constexpr const char* offline_policy = "fail_secure";
+/// BLE (docs/lock-protocol.md, "BLE").
+inline constexpr const char* ble_adapter = "hci0";
+inline constexpr std::uint32_t ble_max_connections = 2;
+inline constexpr std::uint32_t ble_poll_interval_s = 300;
+inline constexpr std::uint32_t ble_connect_timeout_ms = 10000;
+inline constexpr std::uint32_t ble_idle_release_ms = 1500;
+inline constexpr std::uint32_t ble_max_hold_ms = 10000;
+inline constexpr std::uint32_t ble_fragment_timeout_ms = 2000;
+inline constexpr std::uint32_t ble_default_mtu = 23;
 inline constexpr std::uint32_t min_psk_bytes = 16;
 inline constexpr std::uint32_t max_psk_bytes = 64;
 
