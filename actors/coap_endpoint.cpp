@@ -6,7 +6,7 @@ namespace lockbridge {
 
 coap_endpoint_actor::behavior_type
 coap_endpoint(coap_endpoint_actor::stateful_pointer<coap_endpoint_state> self,
-              std::shared_ptr<transport::coap_server> server) {
+              std::shared_ptr<transport::lock_transport> server) {
   self->state.server = std::move(server);
   self->state.server->start();
   return {

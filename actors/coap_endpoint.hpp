@@ -5,14 +5,14 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/interfaces.hpp"
-#include "transports/coap_server.hpp"
+#include "transports/lock_transport.hpp"
 
 namespace lockbridge {
 
 struct coap_endpoint_state {
   static inline const char* name = "coap_endpoint";
 
-  std::shared_ptr<transport::coap_server> server;
+  std::shared_ptr<transport::lock_transport> server;
 
   ~coap_endpoint_state() {
     if (server)
@@ -20,11 +20,11 @@ struct coap_endpoint_state {
   }
 };
 
-/// Owns the CoAP server's loop: starts it when spawned, stops it when it ends.
+/// Owns the lock transports' loops (CoAP, BLE): starts them when spawned, stops them when it ends.
 /// The server itself is built (and its ports bound) by the supervisor, so that
 /// a listener that cannot bind fails the start with a clear message.
 coap_endpoint_actor::behavior_type
 coap_endpoint(coap_endpoint_actor::stateful_pointer<coap_endpoint_state> self,
-              std::shared_ptr<transport::coap_server> server);
+              std::shared_ptr<transport::lock_transport> server);
 
 } // namespace lockbridge

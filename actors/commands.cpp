@@ -14,7 +14,7 @@ using protocol::unix_ms_now;
 caf::error validate(const commands_config& cfg) {
   if (!cfg.vault || !cfg.server || !cfg.is_lock || !cfg.publish_result)
     return caf::make_error(ec::config_invalid,
-                           "commands needs the vault, the CoAP server, the lock list and a "
+                           "commands needs the vault, the lock transports, the lock list and a "
                            "result sink");
   return caf::none;
 }

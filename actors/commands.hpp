@@ -16,7 +16,7 @@ namespace lockbridge {
 
 struct commands_config {
   std::shared_ptr<store::vault> vault;            ///< replay ids and the audit trail
-  std::shared_ptr<transport::coap_server> server; ///< to reach the locks
+  std::shared_ptr<transport::lock_transport> server; ///< to reach the locks (any transport)
   std::function<bool(const std::string&)> is_lock; ///< configured now?
   std::function<void(std::string)> publish_result; ///< JSON for cmd_result
   std::string site;

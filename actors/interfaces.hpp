@@ -13,7 +13,7 @@
 #include "protocols/credentials.hpp"
 #include "protocols/lock_messages.hpp"
 #include "store/journal.hpp"
-#include "transports/coap_server.hpp"
+#include "transports/lock_transport.hpp"
 
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, append, "append")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, flush, "flush")

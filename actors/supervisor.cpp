@@ -14,6 +14,7 @@
 #include "actors/uplink.hpp"
 #include "config/secrets.hpp"
 #include "protocols/clock_guard.hpp"
+#include "transports/ble_transport.hpp"
 #include "transports/coap_server.hpp"
 
 #include <openssl/crypto.h>
@@ -30,6 +31,32 @@ using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 /// LMDB's map is a ceiling on the file size; leave room above the journal
 /// bound for the B-tree, free pages and the other tables.
 
+/// Each lock's key, split by transport. Throws naming the lock whose key
+/// cannot be read.
+std::pair<std::vector<transport::coap_lock>, std::vector<transport::ble_lock>>
+read_lock_keys(const std::vector<config::lock_config>& locks) {
+  std::pair<std::vector<transport::coap_lock>, std::vector<transport::ble_lock>> out;
+  for (const auto& lock : locks) {
+    auto psk = config::read_psk(lock.psk_file);
+    if (!psk)
+      throw std::runtime_error{"lock " + lock.id + ": " + psk.error().to_string()};
+    if (lock.transport == config::lock_transport::ble)
+      out.second.push_back({lock.id, lock.ble_address, *psk});
+    else
+      out.first.push_back({lock.id, *psk});
+  }
+  return out;
+}
+
+/// Which member of the transport set serves each lock.
+std::map<std::string, std::size_t, std::less<>>
+routes_of(const std::vector<config::lock_config>& locks) {
+  std::map<std::string, std::size_t, std::less<>> out;
+  for (const auto& lock : locks)
+    out[lock.id] = lock.transport == config::lock_transport::ble ? 1 : 0;
+  return out;
+}
+
 void spawn_children(self_ptr self) {
   auto& st = self->state;
   const auto& gw = st.cfg.gateway;
@@ -41,12 +68,8 @@ void spawn_children(self_ptr self) {
   coap_cfg.dtls_listen = gw.coap.dtls_listen;
   coap_cfg.plain_listen = gw.coap.plain_listen;
   coap_cfg.full_retry_after_s = gw.coap.full_retry_after_s;
-  for (const auto& lock : gw.locks) {
-    auto psk = config::read_psk(lock.psk_file);
-    if (!psk)
-      throw std::runtime_error{"lock " + lock.id + ": " + psk.error().to_string()};
-    coap_cfg.locks.push_back({lock.id, *psk});
-  }
+  auto [coap_locks, ble_locks] = read_lock_keys(gw.locks);
+  coap_cfg.locks = std::move(coap_locks);
   auto credential_store = vault->credentials;
 
   auto sessions = std::make_shared<session_table>();
@@ -81,13 +104,28 @@ void spawn_children(self_ptr self) {
     return access->decide(lock, request);
   };
   coap_cfg.clock = [access] { return access->now(); };
-  auto server = std::make_shared<transport::coap_server>(
-    coap_cfg, [sessions](transport::request_id id, const std::string& lock,
-                         protocol::event_batch batch) {
-      if (auto session = sessions->find(lock))
-        caf::anon_send(*session, atom::events_v, id,
-                       batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
-    });
+  auto on_events = [sessions](transport::request_id id, const std::string& lock,
+                              protocol::event_batch batch) {
+    if (auto session = sessions->find(lock))
+      caf::anon_send(*session, atom::events_v, id,
+                     batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
+  };
+  auto coap = std::make_shared<transport::coap_server>(coap_cfg, on_events);
+  // One set of transports: CoAP is member 0, BLE (when a lock uses it) 1.
+  auto server = std::make_shared<transport::transport_set>();
+  server->add(coap);
+  std::shared_ptr<transport::ble_transport> ble;
+  if (!ble_locks.empty()) {
+    transport::ble_transport_config b_cfg;
+    b_cfg.ble = gw.ble;
+    b_cfg.locks = std::move(ble_locks);
+    b_cfg.handlers = {on_events, coap_cfg.on_access, coap_cfg.on_decided, coap_cfg.clock,
+                      coap_cfg.on_state};
+    b_cfg.first_id = transport::transport_set::id_base(1) + 1;
+    ble = std::make_shared<transport::ble_transport>(std::move(b_cfg));
+    server->add(ble);
+  }
+  server->set_routes(routes_of(gw.locks));
 
   uplink_config up_cfg;
   up_cfg.site = gw.site;
@@ -195,7 +233,9 @@ void spawn_children(self_ptr self) {
     st.children.push_back(caf::actor_cast<caf::actor>(session));
     st.lock_sessions[lock.id] = caf::actor_cast<caf::actor>(session);
   }
-  st.server = server;
+  st.server = coap;
+  st.ble = ble;
+  st.transports = server;
   st.sessions = sessions;
   st.journal = jr;
   st.uplink = up;
@@ -215,6 +255,8 @@ void stop_children(self_ptr self) {
   self->state.children.clear();
   self->state.lock_sessions.clear();
   self->state.server.reset();
+  self->state.ble.reset();
+  self->state.transports.reset();
 }
 
 /// Sections whose change a reload does not apply (they need a restart).
@@ -253,6 +295,13 @@ std::vector<std::string> restart_only_changes(const config::gateway_config& a,
       s += d.id + "=" + std::to_string(static_cast<int>(d.policy)) + ",";
     return s;
   };
+  const auto& x = a.ble;
+  const auto& y = b.ble;
+  if (x.adapter != y.adapter || x.max_connections != y.max_connections
+      || x.poll_interval_s != y.poll_interval_s || x.connect_timeout_ms != y.connect_timeout_ms
+      || x.idle_release_ms != y.idle_release_ms || x.max_hold_ms != y.max_hold_ms
+      || x.fragment_timeout_ms != y.fragment_timeout_ms || x.default_mtu != y.default_mtu)
+    out.push_back("[ble]");
   if (a.security.pseudonym_epoch_days != b.security.pseudonym_epoch_days)
     out.push_back("[security]");
   if (a.credentials.lookup_key_file != b.credentials.lookup_key_file
@@ -301,14 +350,17 @@ void reload(self_ptr self, const config::gateway_config& next) {
     return;
   }
   std::vector<transport::coap_lock> locks;
-  for (const auto& lock : next.locks) {
-    auto psk = config::read_psk(lock.psk_file);
-    if (!psk) {
-      spdlog::error("reload: lock {}: {}; the running configuration stays in force", lock.id,
-                    psk.error().to_string());
-      return;
-    }
-    locks.push_back({lock.id, *psk});
+  std::vector<transport::ble_lock> ble_locks;
+  try {
+    std::tie(locks, ble_locks) = read_lock_keys(next.locks);
+  } catch (const std::exception& e) {
+    spdlog::error("reload: {}; the running configuration stays in force", e.what());
+    return;
+  }
+  if (!ble_locks.empty() && !st.ble) {
+    spdlog::error("reload: BLE locks were added to a gateway started without any; restart it "
+                  "(systemctl restart lockbridge); the running configuration stays in force");
+    return;
   }
   std::map<std::string, std::filesystem::path> before, after;
   for (const auto& l : st.cfg.gateway.locks)
@@ -334,6 +386,9 @@ void reload(self_ptr self, const config::gateway_config& next) {
     st.sessions->sessions[id] = session;
   }
   st.server->set_locks(std::move(locks));
+  if (st.ble)
+    st.ble->set_locks(std::move(ble_locks));
+  st.transports->set_routes(routes_of(next.locks));
   for (const auto& id : removed) {
     {
       std::lock_guard guard{st.sessions->mutex};

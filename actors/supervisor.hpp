@@ -20,6 +20,8 @@
 
 namespace lockbridge::transport {
 class coap_server;
+class ble_transport;
+class transport_set;
 }
 
 namespace lockbridge {
@@ -83,6 +85,8 @@ struct supervisor_state {
   std::vector<caf::actor> children;
   // What a reload needs of the running children:
   std::shared_ptr<transport::coap_server> server;
+  std::shared_ptr<transport::ble_transport> ble; ///< when BLE locks were configured at start
+  std::shared_ptr<transport::transport_set> transports;
   std::shared_ptr<session_table> sessions;
   journal_actor journal;
   uplink_actor uplink;

@@ -14,33 +14,15 @@
 #include "protocols/credentials.hpp"
 #include "protocols/lock_commands.hpp"
 #include "protocols/lock_messages.hpp"
+#include "transports/lock_transport.hpp"
 
 namespace lockbridge::transport {
-
-/// Identifies one request waiting for its answer (a separate CoAP response).
-using request_id = std::uint64_t;
 
 /// A lock the CoAP server accepts: its id (also its DTLS PSK identity) and key.
 struct coap_lock {
   std::string id;
   std::vector<std::uint8_t> psk;
 };
-
-/// Answers `POST /v1/access` on libcoap's thread, at once: it must read what
-/// it needs directly (an LMDB read transaction) and never wait on an actor.
-/// It may hand work on (journalling the decision) with one-way sends only.
-using access_handler = std::function<protocol::access_decision(
-  const std::string& lock_id, const protocol::access_request& request)>;
-
-/// Told of each access decision after its answer went out (on libcoap's
-/// thread, after the loop's pass): may only hand work on, one-way.
-using decided_handler = std::function<void(
-  const std::string& lock_id, const protocol::access_request& request,
-  const protocol::access_decision& decision)>;
-
-/// The gateway's clock for `GET /v1/time` (Unix ms; never behind the
-/// highest time the gateway has seen).
-using clock_source = std::function<std::int64_t()>;
 
 struct coap_server_config {
   std::vector<config::listen_address> dtls_listen;
@@ -54,28 +36,6 @@ struct coap_server_config {
   /// session of the lock; runs on libcoap's thread: it must only enqueue.
   std::function<void(const std::string& lock, const protocol::lock_state&)> on_state;
 };
-
-/// The answer to a pending `POST /v1/events`.
-struct events_reply {
-  enum class kind { acked, full, failed };
-  kind result = kind::acked;
-  std::uint64_t acked_seq = 0;
-  std::string diagnostic; ///< for `failed`
-};
-
-/// How a command sent to a lock ended (exactly one per command).
-struct command_outcome {
-  enum class kind {
-    answered,      ///< the lock answered: `code` and `payload`
-    not_connected, ///< the lock had no session before the deadline; nothing was sent
-    no_answer,     ///< sent, but no answer before the deadline
-  };
-  kind result = kind::no_answer;
-  int code = 0; ///< CoAP response code as class * 100 + detail, e.g. 204
-  std::vector<std::uint8_t> payload;
-  std::uint32_t attempts = 0; ///< times it was sent (libcoap also retransmits each)
-};
-using command_callback = std::function<void(command_outcome)>;
 
 /// Counters a status report may read from any thread.
 struct coap_counters {
@@ -92,27 +52,24 @@ struct coap_counters {
 /// send); the answer comes later through `complete`, from any thread, and is
 /// sent as a separate response. Bad input is answered at once with 4.xx and a
 /// diagnostic, and never reaches `on_events`.
-class coap_server {
+class coap_server final : public lock_transport {
 public:
-  using events_handler
-    = std::function<void(request_id, const std::string& lock_id, protocol::event_batch)>;
-
   /// Binds every listener; throws std::runtime_error naming the address that
   /// failed. Does not start the loop.
   coap_server(coap_server_config cfg, events_handler on_events);
-  ~coap_server();
+  ~coap_server() override;
   coap_server(const coap_server&) = delete;
   coap_server& operator=(const coap_server&) = delete;
 
   /// Starts the loop thread.
-  void start();
+  void start() override;
 
   /// Stops and joins the loop thread; pending requests get no answer (locks
   /// retry them).
-  void stop();
+  void stop() override;
 
   /// Answers a pending request. Thread-safe; wakes the loop.
-  void complete(request_id id, events_reply reply);
+  void complete(request_id id, events_reply reply) override;
 
   /// Replaces the set of locks accepted (a config reload). Thread-safe; the
   /// loop applies it between passes. A lock no longer listed is refused from
@@ -130,11 +87,12 @@ public:
   /// happened. `done` runs once, on libcoap's thread: it must only enqueue.
   /// Thread-safe.
   void send_command(const std::string& lock, std::vector<std::uint8_t> body,
-                    std::chrono::steady_clock::time_point deadline, command_callback done);
+                    std::chrono::steady_clock::time_point deadline,
+                    command_callback done) override;
 
   /// When each lock last made a request the server admitted (Unix ms), for
   /// locks heard from since start. Thread-safe.
-  [[nodiscard]] std::map<std::string, std::int64_t, std::less<>> last_seen() const;
+  [[nodiscard]] std::map<std::string, std::int64_t, std::less<>> last_seen() const override;
 
   struct impl;
 

@@ -1,0 +1,1180 @@
+#include "transports/ble_transport.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "protocols/ble_link.hpp"
+#include "protocols/clock_guard.hpp"
+
+namespace lockbridge::transport {
+
+namespace ble = protocol::ble;
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+using ms = std::chrono::milliseconds;
+
+constexpr const char* bluez = "org.bluez";
+constexpr const char* device_iface = "org.bluez.Device1";
+constexpr const char* adapter_iface = "org.bluez.Adapter1";
+constexpr const char* char_iface = "org.bluez.GattCharacteristic1";
+constexpr std::uint64_t call_timeout_us = 5'000'000;
+
+/// One property value of the few types BlueZ's objects use here.
+struct prop {
+  std::optional<std::string> text; ///< s, o
+  std::optional<bool> flag;        ///< b
+  std::optional<std::uint16_t> u16; ///< q
+  std::optional<ble::bytes> data;  ///< ay
+  std::map<std::string, ble::bytes> service_data; ///< a{sv} of ay (ServiceData)
+};
+using props = std::map<std::string, prop>;
+
+/// Reads the `v` at the message's position into `out`; skips other types.
+int read_variant(sd_bus_message* m, prop& out) {
+  const char* contents = nullptr;
+  char type = 0;
+  int r = sd_bus_message_peek_type(m, &type, &contents);
+  if (r <= 0)
+    return r < 0 ? r : -EBADMSG;
+  std::string sig = contents != nullptr ? contents : "";
+  if (sig == "s" || sig == "o") {
+    const char* s = nullptr;
+    if ((r = sd_bus_message_read(m, "v", sig.c_str(), &s)) < 0)
+      return r;
+    out.text = s;
+  } else if (sig == "b") {
+    int b = 0;
+    if ((r = sd_bus_message_read(m, "v", "b", &b)) < 0)
+      return r;
+    out.flag = b != 0;
+  } else if (sig == "q") {
+    std::uint16_t q = 0;
+    if ((r = sd_bus_message_read(m, "v", "q", &q)) < 0)
+      return r;
+    out.u16 = q;
+  } else if (sig == "ay") {
+    if ((r = sd_bus_message_enter_container(m, 'v', "ay")) < 0)
+      return r;
+    const void* p = nullptr;
+    std::size_t n = 0;
+    if ((r = sd_bus_message_read_array(m, 'y', &p, &n)) < 0)
+      return r;
+    out.data = ble::bytes(static_cast<const std::uint8_t*>(p),
+                          static_cast<const std::uint8_t*>(p) + n);
+    return sd_bus_message_exit_container(m);
+  } else if (sig == "a{sv}") {
+    if ((r = sd_bus_message_enter_container(m, 'v', "a{sv}")) < 0
+        || (r = sd_bus_message_enter_container(m, 'a', "{sv}")) < 0)
+      return r;
+    while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+      const char* key = nullptr;
+      if ((r = sd_bus_message_read(m, "s", &key)) < 0)
+        return r;
+      prop inner;
+      if ((r = read_variant(m, inner)) < 0)
+        return r;
+      if (inner.data)
+        out.service_data[key] = *inner.data;
+      if ((r = sd_bus_message_exit_container(m)) < 0)
+        return r;
+    }
+    if (r < 0 || (r = sd_bus_message_exit_container(m)) < 0)
+      return r;
+    return sd_bus_message_exit_container(m);
+  } else {
+    return sd_bus_message_skip(m, "v");
+  }
+  return r;
+}
+
+/// Reads an `a{sv}` at the message's position.
+int read_props(sd_bus_message* m, props& out) {
+  int r = sd_bus_message_enter_container(m, 'a', "{sv}");
+  if (r < 0)
+    return r;
+  while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+    const char* key = nullptr;
+    if ((r = sd_bus_message_read(m, "s", &key)) < 0)
+      return r;
+    if ((r = read_variant(m, out[key])) < 0)
+      return r;
+    if ((r = sd_bus_message_exit_container(m)) < 0)
+      return r;
+  }
+  if (r < 0)
+    return r;
+  return sd_bus_message_exit_container(m);
+}
+
+/// BlueZ's object path of a device: {adapter}/dev_AA_BB_CC_DD_EE_FF.
+std::string device_path(const std::string& adapter, const std::string& address) {
+  std::string p = "/org/bluez/" + adapter + "/dev_" + address;
+  std::replace(p.begin(), p.end(), ':', '_');
+  return p;
+}
+
+/// The address in a device (or characteristic) path, "?" if there is none.
+std::string address_of_path(std::string_view path) {
+  auto at = path.find("/dev_");
+  if (at == std::string_view::npos || path.size() < at + 5 + 17)
+    return "?";
+  std::string a{path.substr(at + 5, 17)};
+  std::replace(a.begin(), a.end(), '_', ':');
+  return a;
+}
+
+std::int64_t now_ms() { return protocol::unix_ms_now(); }
+
+struct pending_command {
+  std::vector<std::uint8_t> body;
+  steady::time_point deadline;
+  command_callback done;
+  std::uint32_t attempts = 0;
+  std::optional<std::uint64_t> sent_counter; ///< in the current session
+};
+
+enum class phase { idle, connecting, resolving, handshaking, ready };
+
+std::string_view to_string(phase p) {
+  switch (p) {
+  case phase::idle: return "idle";
+  case phase::connecting: return "connecting";
+  case phase::resolving: return "resolving services";
+  case phase::handshaking: return "handshaking";
+  case phase::ready: return "ready";
+  }
+  return "?";
+}
+
+} // namespace
+
+struct ble_transport::impl {
+  ble_transport_config cfg;
+  ble_counters counters;
+  sd_bus* bus = nullptr;
+  int wake_fd = -1;
+  std::thread thread;
+  std::atomic<bool> running{false};
+
+  struct link {
+    ble_lock lock;
+    std::string path; ///< the device's object path
+    phase at = phase::idle;
+    bool device_known = false;
+    bool connected = false;
+    bool services_resolved = false;
+    std::string to_lock_path, from_lock_path;
+    std::size_t mtu = 23;
+    // why it should be visited
+    bool advertised = false;
+    bool urgent = false;
+    steady::time_point next_poll{};
+    steady::time_point waiting_since{};
+    // connection
+    steady::time_point phase_since{};
+    steady::time_point connected_at{};
+    steady::time_point last_activity{};
+    steady::time_point retry_at{};
+    std::uint32_t failures = 0;
+    std::uint64_t generation = 0; ///< sessions so far (answers to an old one are dropped)
+    std::array<std::uint8_t, ble::nonce_bytes> gateway_nonce{};
+    std::optional<ble::session_keys> keys;
+    std::uint64_t send_counter = 0;
+    std::uint64_t recv_counter = 0;
+    std::uint16_t next_msg_id = 1;
+    bool lock_idle = false;
+    std::size_t events_in_flight = 0;
+    ble::reassembler assembly{2000};
+    std::deque<pending_command> commands;
+    std::int64_t last_seen_ms = 0;
+
+    void wipe_keys() {
+      if (keys) {
+        OPENSSL_cleanse(keys->to_lock.data(), keys->to_lock.size());
+        OPENSSL_cleanse(keys->from_lock.data(), keys->from_lock.size());
+        keys.reset();
+      }
+    }
+  };
+  std::map<std::string, link, std::less<>> links;           ///< by lock id
+  std::map<std::string, std::string, std::less<>> by_path;  ///< device path -> lock id
+  struct waiting_events {
+    std::string lock;
+    std::uint64_t generation = 0;
+    std::uint64_t re = 0;
+  };
+  std::map<request_id, waiting_events> waiting;
+  request_id next_id = 1;
+  bool adapter_present = false;
+  bool discovering = false;
+  steady::time_point next_adapter_check{};
+  std::map<std::string, steady::time_point, std::less<>> unconfigured_logged;
+
+  // Cross-thread inboxes.
+  std::mutex mutex;
+  std::deque<std::pair<request_id, events_reply>> completions;
+  struct new_command {
+    std::string lock;
+    pending_command command;
+  };
+  std::deque<new_command> new_commands;
+  std::optional<std::vector<ble_lock>> new_locks;
+  mutable std::mutex seen_mutex;
+  std::map<std::string, std::int64_t, std::less<>> seen;
+
+  explicit impl(ble_transport_config c) : cfg(std::move(c)), next_id(cfg.first_id) {
+    int r = sd_bus_open_system(&bus);
+    if (r < 0)
+      throw std::runtime_error{
+        std::string{"BLE: cannot connect to the D-Bus system bus ("} + strerror(-r)
+        + "); BLE locks need bluetoothd on the system bus (apt-get install bluez; systemctl "
+          "start bluetooth), or DBUS_SYSTEM_BUS_ADDRESS pointing at it"};
+    wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) {
+      sd_bus_unref(bus);
+      throw std::runtime_error{"BLE: eventfd failed"};
+    }
+    apply_locks(cfg.locks);
+  }
+
+  ~impl() {
+    for (auto& [id, l] : links)
+      l.wipe_keys();
+    if (bus != nullptr)
+      sd_bus_flush_close_unref(bus);
+    if (wake_fd >= 0)
+      ::close(wake_fd);
+  }
+
+  /// What an asynchronous call's answer needs to find its link again (a
+  /// reply for an older session of the lock is ignored).
+  struct call_ctx {
+    impl* self;
+    std::string lock;
+    std::uint64_t generation;
+  };
+
+  static void free_ctx(void* p) { delete static_cast<call_ctx*>(p); }
+
+  int call_async(sd_bus_message* m, sd_bus_message_handler_t callback, const link& l,
+                 std::uint64_t usec) {
+    auto* ctx = new call_ctx{this, l.lock.id, l.generation};
+    sd_bus_slot* slot = nullptr;
+    int r = sd_bus_call_async(bus, &slot, m, callback, ctx, usec);
+    if (r < 0) {
+      delete ctx;
+      return r;
+    }
+    sd_bus_slot_set_destroy_callback(slot, &impl::free_ctx);
+    sd_bus_slot_set_floating(slot, 1);
+    sd_bus_slot_unref(slot);
+    return r;
+  }
+
+  link* link_of(const call_ctx* ctx) {
+    auto it = links.find(ctx->lock);
+    return it == links.end() || it->second.generation != ctx->generation ? nullptr : &it->second;
+  }
+
+  void wake() {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
+  }
+
+  // ---- locks ------------------------------------------------------------
+
+  void apply_locks(const std::vector<ble_lock>& locks) {
+    std::set<std::string> keep;
+    for (const auto& l : locks) {
+      keep.insert(l.id);
+      auto [it, added] = links.try_emplace(l.id);
+      auto& k = it->second;
+      if (!added && k.lock.address != l.address)
+        release(k, "its address changed");
+      k.lock = l;
+      k.path = device_path(cfg.ble.adapter, l.address);
+      k.assembly = ble::reassembler{cfg.ble.fragment_timeout_ms};
+      if (added)
+        k.next_poll = steady::now(); // every lock is visited once at start
+    }
+    for (auto it = links.begin(); it != links.end();) {
+      if (keep.contains(it->first)) {
+        ++it;
+        continue;
+      }
+      release(it->second, "it is no longer configured");
+      for (auto& c : it->second.commands)
+        finish(c, command_outcome::kind::not_connected);
+      OPENSSL_cleanse(it->second.lock.psk.data(), it->second.lock.psk.size());
+      it = links.erase(it);
+    }
+    by_path.clear();
+    for (const auto& [id, l] : links)
+      by_path[l.path] = id;
+  }
+
+  link* link_of_path(std::string_view path) {
+    // A characteristic's path lies under its device's.
+    for (auto& [p, id] : by_path)
+      if (path == p || (path.starts_with(p) && path.size() > p.size() && path[p.size()] == '/'))
+        return &links.find(id)->second;
+    return nullptr;
+  }
+
+  // ---- BlueZ objects ------------------------------------------------------
+
+  /// Walks GetManagedObjects: adapter presence, device properties, and (for
+  /// `resolve`) the lock service's characteristics under that device.
+  void scan_objects(link* resolve = nullptr) {
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_message* reply = nullptr;
+    int r = sd_bus_call_method(bus, bluez, "/", "org.freedesktop.DBus.ObjectManager",
+                               "GetManagedObjects", &error, &reply, "");
+    if (r < 0) {
+      if (adapter_present || next_adapter_check == steady::time_point{})
+        spdlog::error("BLE: BlueZ does not answer on the system bus ({}); BLE locks wait for "
+                      "it (is bluetoothd running?)",
+                      error.message != nullptr ? error.message : strerror(-r));
+      adapter_present = false;
+      discovering = false;
+      sd_bus_error_free(&error);
+      return;
+    }
+    const std::string adapter_path = "/org/bluez/" + cfg.ble.adapter;
+    bool adapter_seen = false;
+    std::string to_lock, from_lock;
+    std::size_t mtu = cfg.ble.default_mtu;
+    r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
+    while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}")) > 0) {
+      const char* path = nullptr;
+      sd_bus_message_read(reply, "o", &path);
+      std::string p = path;
+      r = sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
+      while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sa{sv}")) > 0) {
+        const char* iface = nullptr;
+        sd_bus_message_read(reply, "s", &iface);
+        props ps;
+        if ((r = read_props(reply, ps)) < 0)
+          break;
+        std::string_view i = iface;
+        if (i == adapter_iface && p == adapter_path)
+          adapter_seen = true;
+        if (i == device_iface) {
+          if (auto it = by_path.find(p); it != by_path.end()) {
+            auto& l = links.find(it->second)->second;
+            l.device_known = true;
+            if (ps["Connected"].flag)
+              l.connected = *ps["Connected"].flag;
+            if (ps["ServicesResolved"].flag)
+              l.services_resolved = *ps["ServicesResolved"].flag;
+          }
+        }
+        if (i == char_iface && resolve != nullptr && p.starts_with(resolve->path + "/")) {
+          auto uuid = ps["UUID"].text.value_or("");
+          std::transform(uuid.begin(), uuid.end(), uuid.begin(), ::tolower);
+          if (uuid == ble::to_lock_uuid) {
+            to_lock = p;
+            if (ps["MTU"].u16)
+              mtu = *ps["MTU"].u16;
+          } else if (uuid == ble::from_lock_uuid) {
+            from_lock = p;
+          }
+        }
+        sd_bus_message_exit_container(reply);
+      }
+      sd_bus_message_exit_container(reply);
+      sd_bus_message_exit_container(reply);
+    }
+    sd_bus_message_unref(reply);
+    if (adapter_seen && !adapter_present)
+      spdlog::info("BLE: adapter {} found; serving {} BLE locks, at most {} connected at once",
+                   cfg.ble.adapter, links.size(), cfg.ble.max_connections);
+    if (!adapter_seen && (adapter_present || next_adapter_check == steady::time_point{}))
+      spdlog::error("BLE: adapter {} not found in BlueZ; BLE locks wait for it (check "
+                    "`bluetoothctl list` and [ble] adapter)",
+                    cfg.ble.adapter);
+    if (!adapter_seen)
+      discovering = false;
+    adapter_present = adapter_seen;
+    if (resolve != nullptr) {
+      resolve->to_lock_path = to_lock;
+      resolve->from_lock_path = from_lock;
+      resolve->mtu = std::clamp<std::size_t>(mtu, 23, 517);
+    }
+  }
+
+  void start_discovery() {
+    if (discovering || !adapter_present)
+      return;
+    const std::string adapter_path = "/org/bluez/" + cfg.ble.adapter;
+    sd_bus_message* m = nullptr;
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    // Only our locks' advertisements, and each one again when it changes.
+    if (sd_bus_message_new_method_call(bus, &m, bluez, adapter_path.c_str(), adapter_iface,
+                                       "SetDiscoveryFilter")
+        >= 0) {
+      std::string uuid{ble::service_uuid};
+      sd_bus_message_append(m, "a{sv}", 3, "Transport", "s", "le", "DuplicateData", "b", 1,
+                            "UUIDs", "as", 1, uuid.c_str());
+      if (sd_bus_call(bus, m, call_timeout_us, &error, nullptr) < 0)
+        spdlog::warn("BLE: SetDiscoveryFilter: {}", error.message ? error.message : "failed");
+      sd_bus_error_free(&error);
+      sd_bus_message_unref(m);
+    }
+    int r = sd_bus_call_method(bus, bluez, adapter_path.c_str(), adapter_iface, "StartDiscovery",
+                               &error, nullptr, "");
+    if (r < 0 && (error.name == nullptr || std::string_view{error.name} != "org.bluez.Error.InProgress"))
+      spdlog::warn("BLE: StartDiscovery on {}: {}; locks are still visited on their poll interval",
+                   cfg.ble.adapter, error.message ? error.message : strerror(-r));
+    else
+      discovering = true;
+    sd_bus_error_free(&error);
+  }
+
+  // ---- signals ------------------------------------------------------------
+
+  static int on_properties(sd_bus_message* m, void* userdata, sd_bus_error*) {
+    static_cast<impl*>(userdata)->properties_changed(m);
+    return 0;
+  }
+
+  static int on_objects(sd_bus_message* m, void* userdata, sd_bus_error*) {
+    auto* self = static_cast<impl*>(userdata);
+    (void)m;
+    self->next_adapter_check = steady::time_point{}; // rescan on the next pass
+    return 0;
+  }
+
+  void properties_changed(sd_bus_message* m) {
+    const char* iface = nullptr;
+    if (sd_bus_message_read(m, "s", &iface) < 0)
+      return;
+    props ps;
+    if (read_props(m, ps) < 0)
+      return;
+    std::string path = sd_bus_message_get_path(m) != nullptr ? sd_bus_message_get_path(m) : "";
+    std::string_view i = iface;
+    if (i == char_iface) {
+      auto v = ps.find("Value");
+      if (v != ps.end() && v->second.data)
+        notification(path, *v->second.data);
+      return;
+    }
+    if (i != device_iface)
+      return;
+    auto it = by_path.find(path);
+    if (it == by_path.end())
+      return; // another device: not ours to follow
+    auto& l = links.find(it->second)->second;
+    if (auto c = ps.find("Connected"); c != ps.end() && c->second.flag) {
+      l.connected = *c->second.flag;
+      if (!l.connected && l.at != phase::idle)
+        lost(l, "the lock disconnected");
+    }
+    if (auto s = ps.find("ServicesResolved"); s != ps.end() && s->second.flag)
+      l.services_resolved = *s->second.flag;
+    if (auto sd = ps.find("ServiceData"); sd != ps.end()) {
+      auto d = sd->second.service_data.find(std::string{ble::service_uuid});
+      if (d != sd->second.service_data.end() && !d->second.empty()) {
+        // Flags: bit 0 events waiting, bit 1 an access query waiting.
+        if ((d->second[0] & 0x03) != 0 && !l.advertised) {
+          l.advertised = true;
+          l.waiting_since = steady::now();
+        }
+        l.urgent = l.urgent || (d->second[0] & 0x02) != 0;
+      }
+    }
+  }
+
+  void notification(const std::string& path, const ble::bytes& value) {
+    auto* l = link_of_path(path);
+    if (l == nullptr) {
+      ++counters.refused_unconfigured;
+      auto address = address_of_path(path);
+      auto now = steady::now();
+      auto& last = unconfigured_logged[address];
+      if (last == steady::time_point{} || now - last > std::chrono::minutes{1}) {
+        last = now;
+        spdlog::warn("BLE: a message from {}, which is no configured lock; refused (add it as "
+                     "a [[locks]] entry with transport = \"ble\" if it is one)",
+                     address);
+      }
+      return;
+    }
+    if (path != l->from_lock_path || l->at == phase::idle || l->at == phase::connecting) {
+      ++counters.refused_forged;
+      spdlog::warn("lock {}: a BLE notification outside a session (on {}); refused", l->lock.id,
+                   path);
+      return;
+    }
+    l->last_activity = steady::now();
+    auto o = l->assembly.add(value, now_ms());
+    using what = ble::reassembler::outcome::what;
+    if (o.result == what::invalid) {
+      ++counters.fragments_dropped;
+      spdlog::warn("lock {}: bad BLE fragment: {}; dropped", l->lock.id, o.diagnostic);
+      return;
+    }
+    if (o.result == what::duplicate)
+      spdlog::debug("lock {}: a BLE fragment came twice; ignored", l->lock.id);
+    if (o.result != what::complete)
+      return;
+    message(*l, o.message);
+  }
+
+  // ---- messages -----------------------------------------------------------
+
+  void message(link& l, const ble::bytes& bytes) {
+    auto head = ble::peek(bytes);
+    if (!head) {
+      ++counters.refused_forged;
+      spdlog::warn("lock {}: a BLE message that is not protocol v1 ({}); refused", l.lock.id,
+                   head.error().to_string());
+      return;
+    }
+    if (!ble::is_lock_kind(head->what)) {
+      ++counters.refused_forged;
+      spdlog::warn("lock {}: a BLE message of kind {} that only the gateway sends; refused",
+                   l.lock.id, ble::to_string(head->what));
+      return;
+    }
+    if (head->what == ble::kind::hello_answer) {
+      if (l.at != phase::handshaking) {
+        ++counters.refused_forged;
+        spdlog::warn("lock {}: a BLE hello answer outside a handshake; refused", l.lock.id);
+        return;
+      }
+      std::array<std::uint8_t, ble::nonce_bytes> lock_nonce{};
+      std::copy(head->body.begin(), head->body.end(), lock_nonce.begin());
+      l.keys = ble::derive_session_keys(l.lock.psk, l.lock.id, l.gateway_nonce, lock_nonce);
+      l.send_counter = 0;
+      l.recv_counter = 0;
+      enter(l, phase::ready);
+      ++counters.connections;
+      // A new session: the lock's state is asked for each time (as a CoAP
+      // lock's is observed), then what waits for it goes out.
+      send(l, ble::kind::state_request, {});
+      send_commands(l);
+      return;
+    }
+    if (l.at != phase::ready || !l.keys) {
+      ++counters.refused_forged;
+      spdlog::warn("lock {}: a sealed BLE message before the handshake; refused", l.lock.id);
+      return;
+    }
+    auto opened = ble::open(l.keys->from_lock, bytes);
+    if (!opened) {
+      ++counters.refused_forged;
+      spdlog::warn("lock {}: a BLE {} message that does not authenticate under the lock's key "
+                   "(forged or corrupted); refused, nothing stored",
+                   l.lock.id, ble::to_string(head->what));
+      return;
+    }
+    if (opened->counter <= l.recv_counter) {
+      ++counters.refused_replayed;
+      spdlog::warn("lock {}: a replayed BLE {} message (counter {}, last {}); refused, nothing "
+                   "stored",
+                   l.lock.id, ble::to_string(opened->what), opened->counter, l.recv_counter);
+      return;
+    }
+    l.recv_counter = opened->counter;
+    ++counters.messages;
+    l.last_seen_ms = now_ms();
+    {
+      std::lock_guard guard{seen_mutex};
+      seen[l.lock.id] = l.last_seen_ms;
+    }
+    authentic(l, *opened);
+  }
+
+  void authentic(link& l, const ble::opened& m) {
+    const auto& h = cfg.handlers;
+    switch (m.what) {
+    case ble::kind::events: {
+      auto batch = protocol::decode_event_batch(m.body);
+      if (!batch) {
+        ++counters.bad_messages;
+        spdlog::warn("lock {}: bad events over BLE: {}", l.lock.id, batch.error().to_string());
+        answer(l, ble::kind::events_answer, m.counter, 400, batch.error().to_string());
+        return;
+      }
+      l.lock_idle = false;
+      auto id = next_id++;
+      waiting[id] = {l.lock.id, l.generation, m.counter};
+      ++l.events_in_flight;
+      if (h.on_events)
+        h.on_events(id, l.lock.id, std::move(*batch));
+      return;
+    }
+    case ble::kind::access: {
+      auto request = protocol::decode_access_request(m.body);
+      if (!request) {
+        ++counters.bad_messages;
+        answer(l, ble::kind::access_answer, m.counter, 400, request.error().to_string());
+        return;
+      }
+      if (!h.on_access) {
+        answer(l, ble::kind::access_answer, m.counter, 503, "access decisions unavailable");
+        return;
+      }
+      protocol::access_decision decision;
+      try {
+        decision = h.on_access(l.lock.id, *request);
+      } catch (const std::exception& e) {
+        spdlog::error("lock {}: access decision failed: {}", l.lock.id, e.what());
+        answer(l, ble::kind::access_answer, m.counter, 500, "decision failed; retry");
+        return;
+      }
+      send(l, ble::kind::access_answer,
+           ble::encode_answer({m.counter, 205, protocol::encode_access_answer(decision)}));
+      if (h.on_decided)
+        h.on_decided(l.lock.id, *request, decision);
+      return;
+    }
+    case ble::kind::time_request: {
+      auto now = h.clock ? h.clock() : now_ms();
+      send(l, ble::kind::time_answer, ble::encode_answer({m.counter, 205, protocol::encode_time(now)}));
+      return;
+    }
+    case ble::kind::state: {
+      auto state = protocol::decode_lock_state(m.body);
+      if (!state) {
+        ++counters.bad_messages;
+        spdlog::warn("lock {}: bad state over BLE: {}; ignored", l.lock.id,
+                     state.error().to_string());
+        return;
+      }
+      if (h.on_state)
+        h.on_state(l.lock.id, *state);
+      return;
+    }
+    case ble::kind::command_answer: {
+      auto a = ble::decode_answer(m.body);
+      if (!a) {
+        ++counters.bad_messages;
+        spdlog::warn("lock {}: bad command answer over BLE: {}", l.lock.id,
+                     a.error().to_string());
+        return;
+      }
+      auto it = std::find_if(l.commands.begin(), l.commands.end(),
+                             [&](const auto& c) { return c.sent_counter == a->re; });
+      if (it == l.commands.end()) {
+        spdlog::debug("lock {}: a BLE command answer for no waiting command; ignored", l.lock.id);
+        return;
+      }
+      command_outcome o;
+      o.result = command_outcome::kind::answered;
+      o.code = a->code;
+      o.payload = std::move(a->payload);
+      o.attempts = it->attempts;
+      auto done = std::move(it->done);
+      l.commands.erase(it);
+      if (done)
+        done(std::move(o));
+      return;
+    }
+    case ble::kind::idle:
+      l.lock_idle = true;
+      l.advertised = false;
+      l.urgent = false;
+      return;
+    default:
+      return;
+    }
+  }
+
+  void answer(link& l, ble::kind k, std::uint64_t re, std::uint16_t code, const std::string& text) {
+    send(l, k, ble::encode_answer({re, code, ble::bytes(text.begin(), text.end())}));
+  }
+
+  /// Seals (or, for hello, frames) and writes one message; false when the
+  /// link failed.
+  bool send(link& l, ble::kind k, const ble::bytes& body) {
+    ble::bytes message;
+    if (k == ble::kind::hello) {
+      message = ble::encode_hello(k, l.gateway_nonce);
+    } else {
+      if (!l.keys)
+        return false;
+      message = ble::seal(l.keys->to_lock, k, ++l.send_counter, body);
+    }
+    auto parts = ble::fragment(l.next_msg_id++, message, l.mtu);
+    if (!parts) {
+      spdlog::error("lock {}: BLE {} message too large: {}", l.lock.id, ble::to_string(k),
+                    parts.error().to_string());
+      return false;
+    }
+    for (const auto& part : *parts)
+      if (!write(l, part))
+        return false;
+    l.last_activity = steady::now();
+    return true;
+  }
+
+  bool write(link& l, const ble::bytes& value) {
+    sd_bus_message* m = nullptr;
+    int r = sd_bus_message_new_method_call(bus, &m, bluez, l.to_lock_path.c_str(), char_iface,
+                                           "WriteValue");
+    if (r >= 0)
+      r = sd_bus_message_append_array(m, 'y', value.data(), value.size());
+    if (r >= 0)
+      r = sd_bus_message_append(m, "a{sv}", 1, "type", "s", "command");
+    // Asynchronous: writes of one connection reach BlueZ in order; a failure
+    // ends the connection (the lock and the gateway both retry).
+    if (r >= 0)
+      r = call_async(m, &impl::on_write_done, l, call_timeout_us);
+    sd_bus_message_unref(m);
+    if (r < 0) {
+      lost(l, std::string{"writing to the lock failed: "} + strerror(-r));
+      return false;
+    }
+    return true;
+  }
+
+  static int on_write_done(sd_bus_message* reply, void* userdata, sd_bus_error*) {
+    auto* ctx = static_cast<call_ctx*>(userdata);
+    const sd_bus_error* e = sd_bus_message_get_error(reply);
+    if (e == nullptr)
+      return 0;
+    if (auto* l = ctx->self->link_of(ctx); l != nullptr && l->at != phase::idle)
+      ctx->self->lost(*l, std::string{"writing to the lock failed: "}
+                            + (e->message != nullptr ? e->message : "error"));
+    return 0;
+  }
+
+  void send_commands(link& l) {
+    for (auto& c : l.commands) {
+      if (c.sent_counter)
+        continue;
+      ++c.attempts;
+      if (!send(l, ble::kind::command, c.body))
+        return;
+      c.sent_counter = l.send_counter;
+    }
+  }
+
+  void finish(pending_command& c, command_outcome::kind k) {
+    command_outcome o;
+    o.result = k;
+    o.attempts = c.attempts;
+    if (c.done)
+      c.done(std::move(o));
+    c.done = nullptr;
+  }
+
+  // ---- connections --------------------------------------------------------
+
+  void enter(link& l, phase p) {
+    spdlog::debug("lock {}: BLE {} -> {}", l.lock.id, to_string(l.at), to_string(p));
+    l.at = p;
+    l.phase_since = steady::now();
+  }
+
+  std::size_t busy() const {
+    std::size_t n = 0;
+    for (const auto& [id, l] : links)
+      n += l.at != phase::idle ? 1 : 0;
+    return n;
+  }
+
+  void connect(link& l) {
+    l.lock_idle = false;
+    l.assembly.clear();
+    l.wipe_keys();
+    ++l.generation;
+    enter(l, phase::connecting);
+    l.connected_at = steady::now();
+    sd_bus_message* m = nullptr;
+    int r = sd_bus_message_new_method_call(bus, &m, bluez, l.path.c_str(), device_iface,
+                                           "Connect");
+    if (r >= 0)
+      r = call_async(m, &impl::on_connect_done, l,
+                     std::uint64_t{cfg.ble.connect_timeout_ms} * 1000);
+    sd_bus_message_unref(m);
+    if (r < 0)
+      failed(l, std::string{"Connect could not be sent: "} + strerror(-r));
+  }
+
+  static int on_connect_done(sd_bus_message* reply, void* userdata, sd_bus_error*) {
+    auto* ctx = static_cast<call_ctx*>(userdata);
+    auto* self = ctx->self;
+    auto* l = self->link_of(ctx);
+    if (l == nullptr || l->at != phase::connecting)
+      return 0;
+    const sd_bus_error* e = sd_bus_message_get_error(reply);
+    if (e != nullptr
+        && (e->name == nullptr || std::string_view{e->name} != "org.bluez.Error.AlreadyConnected")) {
+      self->failed(*l, std::string{"Connect: "} + (e->message != nullptr ? e->message : "error"));
+      return 0;
+    }
+    l->connected = true;
+    self->enter(*l, phase::resolving);
+    self->try_resolve(*l);
+    return 0;
+  }
+
+  void try_resolve(link& l) {
+    scan_objects(&l); // the characteristics, and ServicesResolved if its signal was missed
+    if (!l.services_resolved || l.to_lock_path.empty() || l.from_lock_path.empty())
+      return; // wait for ServicesResolved; the connect timeout bounds it
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    int r = sd_bus_call_method(bus, bluez, l.from_lock_path.c_str(), char_iface, "StartNotify",
+                               &error, nullptr, "");
+    if (r < 0 && (error.name == nullptr
+                  || std::string_view{error.name} != "org.bluez.Error.InProgress")) {
+      auto why = std::string{"StartNotify: "} + (error.message ? error.message : strerror(-r));
+      sd_bus_error_free(&error);
+      failed(l, why);
+      return;
+    }
+    sd_bus_error_free(&error);
+    RAND_bytes(l.gateway_nonce.data(), static_cast<int>(l.gateway_nonce.size()));
+    enter(l, phase::handshaking);
+    send(l, ble::kind::hello, {});
+  }
+
+  /// Ends the connection on our side (the exchange is over, or it failed).
+  void release(link& l, const std::string& why) {
+    if (l.at == phase::idle)
+      return;
+    spdlog::debug("lock {}: BLE connection released ({})", l.lock.id, why);
+    disconnect(l);
+  }
+
+  void disconnect(link& l) {
+    if (!l.from_lock_path.empty() && l.at >= phase::handshaking)
+      sd_bus_call_method_async(bus, nullptr, bluez, l.from_lock_path.c_str(), char_iface,
+                               "StopNotify", nullptr, nullptr, "");
+    sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface, "Disconnect",
+                             nullptr, nullptr, "");
+    end_session(l);
+  }
+
+  void end_session(link& l) {
+    enter(l, phase::idle);
+    l.assembly.clear();
+    l.wipe_keys();
+    l.events_in_flight = 0;
+    // Commands sent in this session and unanswered go again next time.
+    for (auto& c : l.commands)
+      c.sent_counter.reset();
+  }
+
+  /// The lock dropped the connection.
+  void lost(link& l, const std::string& why) {
+    if (l.at == phase::idle)
+      return;
+    bool mid = l.at != phase::ready || l.events_in_flight > 0 || l.assembly.in_assembly() > 0
+               || std::any_of(l.commands.begin(), l.commands.end(),
+                              [](const auto& c) { return c.sent_counter.has_value(); });
+    if (mid) {
+      spdlog::info("lock {}: BLE connection lost mid-exchange ({}); retrying", l.lock.id, why);
+      backoff(l);
+      l.advertised = true; // what it wanted to say is still to be said
+    }
+    end_session(l);
+  }
+
+  void failed(link& l, const std::string& why) {
+    ++counters.connect_failures;
+    spdlog::warn("lock {} ({}): BLE connection failed while {}: {}; retry in {} ms", l.lock.id,
+                 l.lock.address, to_string(l.at), why, backoff_ms(l.failures + 1));
+    backoff(l);
+    if (l.connected)
+      disconnect(l);
+    else {
+      end_session(l);
+    }
+  }
+
+  static std::int64_t backoff_ms(std::uint32_t failures) {
+    return std::min<std::int64_t>(30'000, 250LL << std::min<std::uint32_t>(failures, 7));
+  }
+
+  void backoff(link& l) {
+    ++l.failures;
+    l.retry_at = steady::now() + ms{backoff_ms(l.failures)};
+  }
+
+  /// Whom to connect next: urgent (an access query waits), then commands,
+  /// then advertised events, then polls due; oldest waiting first.
+  void schedule() {
+    if (!adapter_present)
+      return;
+    auto now = steady::now();
+    while (busy() < cfg.ble.max_connections) {
+      link* best = nullptr;
+      int best_rank = 0;
+      for (auto& [id, l] : links) {
+        if (l.at != phase::idle || now < l.retry_at || !l.device_known)
+          continue;
+        int rank = l.urgent ? 4 : !l.commands.empty() ? 3 : l.advertised ? 2 : now >= l.next_poll ? 1 : 0;
+        if (rank == 0)
+          continue;
+        if (best == nullptr || rank > best_rank
+            || (rank == best_rank && l.waiting_since < best->waiting_since)) {
+          best = &l;
+          best_rank = rank;
+        }
+      }
+      if (best == nullptr)
+        return;
+      best->next_poll = now + std::chrono::seconds{cfg.ble.poll_interval_s};
+      connect(*best);
+    }
+  }
+
+  /// Timeouts, releases and command deadlines.
+  void tick() {
+    auto now = steady::now();
+    bool others_wait = false;
+    for (auto& [id, l] : links)
+      if (l.at == phase::idle && (l.urgent || l.advertised || !l.commands.empty()))
+        others_wait = true;
+    std::size_t connected_now = 0;
+    for (auto& [id, l] : links) {
+      if (auto dropped = l.assembly.expire(now_ms())) {
+        counters.fragments_dropped += dropped;
+        spdlog::warn("lock {}: {} BLE message(s) missing fragments after {} ms; dropped (the "
+                     "sender retries)",
+                     l.lock.id, dropped, cfg.ble.fragment_timeout_ms);
+      }
+      // Commands whose deadline passed.
+      for (auto it = l.commands.begin(); it != l.commands.end();) {
+        if (now < it->deadline) {
+          ++it;
+          continue;
+        }
+        finish(*it, it->attempts == 0 ? command_outcome::kind::not_connected
+                                      : command_outcome::kind::no_answer);
+        it = l.commands.erase(it);
+      }
+      auto in_phase = now - l.phase_since;
+      if ((l.at == phase::resolving || l.at == phase::handshaking)
+          && in_phase > ms{cfg.ble.connect_timeout_ms}) {
+        failed(l, l.at == phase::resolving ? "the lock service was not found (GATT UUID "
+                                               + std::string{ble::service_uuid} + ")"
+                                           : "no hello answer");
+        continue;
+      }
+      if (l.at == phase::resolving)
+        try_resolve(l);
+      if (l.at == phase::ready) {
+        l.failures = 0;
+        bool outstanding = l.events_in_flight > 0 || !l.commands.empty()
+                           || l.assembly.in_assembly() > 0;
+        bool quiet = now - l.last_activity > ms{cfg.ble.idle_release_ms};
+        if (!outstanding && (l.lock_idle || quiet)) {
+          // The lock advertises again when it has more to say.
+          l.advertised = false;
+          l.urgent = false;
+          release(l, l.lock_idle ? "the lock has nothing more to say" : "quiet");
+        } else if (others_wait && now - l.connected_at > ms{cfg.ble.max_hold_ms}
+                   && l.events_in_flight == 0 && l.assembly.in_assembly() == 0) {
+          l.advertised = true; // it had more to say: it comes back in turn
+          l.waiting_since = now;
+          release(l, "held long enough while other locks wait");
+        }
+      }
+      connected_now += l.at != phase::idle ? 1 : 0;
+    }
+    counters.connected_now = static_cast<std::uint32_t>(connected_now);
+    if (connected_now > counters.connected_peak)
+      counters.connected_peak = static_cast<std::uint32_t>(connected_now);
+  }
+
+  void take_inbox() {
+    std::deque<std::pair<request_id, events_reply>> done;
+    std::deque<new_command> commands;
+    std::optional<std::vector<ble_lock>> locks;
+    {
+      std::lock_guard guard{mutex};
+      done.swap(completions);
+      commands.swap(new_commands);
+      locks.swap(new_locks);
+    }
+    if (locks)
+      apply_locks(*locks);
+    for (auto& [id, reply] : done) {
+      auto w = waiting.find(id);
+      if (w == waiting.end())
+        continue;
+      auto info = w->second;
+      waiting.erase(w);
+      auto l = links.find(info.lock);
+      if (l == links.end() || l->second.generation != info.generation
+          || l->second.at != phase::ready)
+        continue; // that session is gone; the lock sends the events again
+      auto& k = l->second;
+      if (k.events_in_flight > 0)
+        --k.events_in_flight;
+      switch (reply.result) {
+      case events_reply::kind::acked:
+        send(k, ble::kind::events_answer,
+             ble::encode_answer({info.re, 204, protocol::encode_events_ack(reply.acked_seq)}));
+        break;
+      case events_reply::kind::full:
+        answer(k, ble::kind::events_answer, info.re, 503,
+               "journal full; keep the events and retry later");
+        break;
+      case events_reply::kind::failed:
+        answer(k, ble::kind::events_answer, info.re, 500, reply.diagnostic);
+        break;
+      }
+    }
+    for (auto& c : commands) {
+      auto l = links.find(c.lock);
+      if (l == links.end()) {
+        finish(c.command, command_outcome::kind::not_connected);
+        continue;
+      }
+      auto& k = l->second;
+      if (k.commands.empty() && k.at == phase::idle)
+        k.waiting_since = steady::now();
+      k.commands.push_back(std::move(c.command));
+      if (k.at == phase::ready)
+        send_commands(k);
+    }
+  }
+
+  void loop() {
+    sd_bus_slot* props_slot = nullptr;
+    sd_bus_slot* added_slot = nullptr;
+    sd_bus_slot* removed_slot = nullptr;
+    sd_bus_add_match(bus, &props_slot,
+                     "type='signal',sender='org.bluez',interface='org.freedesktop.DBus.Properties',"
+                     "member='PropertiesChanged',path_namespace='/org/bluez'",
+                     &impl::on_properties, this);
+    sd_bus_match_signal(bus, &added_slot, bluez, "/", "org.freedesktop.DBus.ObjectManager",
+                        "InterfacesAdded", &impl::on_objects, this);
+    sd_bus_match_signal(bus, &removed_slot, bluez, "/", "org.freedesktop.DBus.ObjectManager",
+                        "InterfacesRemoved", &impl::on_objects, this);
+    while (running) {
+      auto now = steady::now();
+      if (now >= next_adapter_check) {
+        scan_objects();
+        start_discovery();
+        next_adapter_check = now + std::chrono::seconds{adapter_present ? 30 : 5};
+      }
+      take_inbox();
+      tick();
+      schedule();
+      int r = 0;
+      while ((r = sd_bus_process(bus, nullptr)) > 0 && running) {
+      }
+      if (r < 0) {
+        spdlog::error("BLE: the system bus connection failed ({}); reconnecting", strerror(-r));
+        reconnect_bus();
+        std::this_thread::sleep_for(std::chrono::seconds{1});
+        continue;
+      }
+      sd_bus_flush(bus);
+      pollfd fds[2] = {{sd_bus_get_fd(bus), static_cast<short>(sd_bus_get_events(bus)), 0},
+                       {wake_fd, POLLIN, 0}};
+      int timeout = 50;
+      std::uint64_t until = 0;
+      if (sd_bus_get_timeout(bus, &until) >= 0 && until != UINT64_MAX) {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        std::uint64_t mono = std::uint64_t(ts.tv_sec) * 1'000'000 + std::uint64_t(ts.tv_nsec) / 1000;
+        timeout = until <= mono ? 0 : std::min<int>(timeout, static_cast<int>((until - mono) / 1000));
+      }
+      ::poll(fds, 2, timeout);
+      if (fds[1].revents & POLLIN) {
+        std::uint64_t n = 0;
+        [[maybe_unused]] auto got = ::read(wake_fd, &n, sizeof n);
+      }
+    }
+    for (auto& [id, l] : links)
+      if (l.at != phase::idle)
+        disconnect(l);
+    sd_bus_flush(bus);
+    sd_bus_slot_unref(props_slot);
+    sd_bus_slot_unref(added_slot);
+    sd_bus_slot_unref(removed_slot);
+  }
+
+  void reconnect_bus() {
+    for (auto& [id, l] : links) {
+      if (l.at != phase::idle)
+        end_session(l);
+    }
+    sd_bus_flush_close_unref(bus);
+    bus = nullptr;
+    if (sd_bus_open_system(&bus) < 0)
+      bus = nullptr;
+    adapter_present = false;
+    discovering = false;
+    next_adapter_check = steady::time_point{};
+  }
+};
+
+ble_transport::ble_transport(ble_transport_config cfg)
+  : impl_(std::make_unique<impl>(std::move(cfg))) {}
+
+ble_transport::~ble_transport() { stop(); }
+
+void ble_transport::start() {
+  if (impl_->running.exchange(true))
+    return;
+  impl_->thread = std::thread{[this] { impl_->loop(); }};
+}
+
+void ble_transport::stop() {
+  if (!impl_->running.exchange(false))
+    return;
+  impl_->wake();
+  if (impl_->thread.joinable())
+    impl_->thread.join();
+}
+
+void ble_transport::complete(request_id id, events_reply reply) {
+  {
+    std::lock_guard guard{impl_->mutex};
+    impl_->completions.emplace_back(id, std::move(reply));
+  }
+  impl_->wake();
+}
+
+void ble_transport::send_command(const std::string& lock, std::vector<std::uint8_t> body,
+                                 std::chrono::steady_clock::time_point deadline,
+                                 command_callback done) {
+  {
+    std::lock_guard guard{impl_->mutex};
+    impl_->new_commands.push_back({lock, pending_command{std::move(body), deadline, std::move(done), 0, std::nullopt}});
+  }
+  impl_->wake();
+}
+
+std::map<std::string, std::int64_t, std::less<>> ble_transport::last_seen() const {
+  std::lock_guard guard{impl_->seen_mutex};
+  return impl_->seen;
+}
+
+void ble_transport::set_locks(std::vector<ble_lock> locks) {
+  {
+    std::lock_guard guard{impl_->mutex};
+    impl_->new_locks = std::move(locks);
+  }
+  impl_->wake();
+}
+
+const ble_counters& ble_transport::counters() const noexcept { return impl_->counters; }
+
+} // namespace lockbridge::transport

@@ -1,0 +1,133 @@
+#pragma once
+
+// What the gateway needs from a way of reaching locks (CoAP/DTLS, BLE): the
+// lock sessions, the journal and the command plane talk to this and never to
+// a particular transport. Kept free of CAF, libcoap and sd-bus.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "protocols/credentials.hpp"
+#include "protocols/lock_commands.hpp"
+#include "protocols/lock_messages.hpp"
+
+namespace lockbridge::transport {
+
+/// Identifies one events message waiting for the journal's answer.
+using request_id = std::uint64_t;
+
+/// Answers an access query on the transport's own thread, at once: it must
+/// read what it needs directly (an LMDB read transaction) and never wait on
+/// an actor. It may hand work on (journalling the decision) one-way only.
+using access_handler = std::function<protocol::access_decision(
+  const std::string& lock_id, const protocol::access_request& request)>;
+
+/// Told of each access decision after its answer went out; one-way only.
+using decided_handler = std::function<void(
+  const std::string& lock_id, const protocol::access_request& request,
+  const protocol::access_decision& decision)>;
+
+/// The gateway's clock for a lock's time query (Unix ms; never behind the
+/// highest time the gateway has seen).
+using clock_source = std::function<std::int64_t()>;
+
+/// A lock's own state as it reported it; on the transport's thread, enqueue only.
+using state_handler = std::function<void(const std::string& lock, const protocol::lock_state&)>;
+
+/// A valid events batch from a lock; on the transport's thread, enqueue only.
+/// The answer comes later through `lock_transport::complete`.
+using events_handler
+  = std::function<void(request_id, const std::string& lock_id, protocol::event_batch)>;
+
+/// The answer to a pending events message.
+struct events_reply {
+  enum class kind { acked, full, failed };
+  kind result = kind::acked;
+  std::uint64_t acked_seq = 0;
+  std::string diagnostic; ///< for `failed`
+};
+
+/// How a command sent to a lock ended (exactly one per command).
+struct command_outcome {
+  enum class kind {
+    answered,      ///< the lock answered: `code` and `payload`
+    not_connected, ///< the lock had no session before the deadline; nothing was sent
+    no_answer,     ///< sent, but no answer before the deadline
+  };
+  kind result = kind::no_answer;
+  int code = 0; ///< CoAP-style response code as class * 100 + detail, e.g. 204
+  std::vector<std::uint8_t> payload;
+  std::uint32_t attempts = 0; ///< times it was sent
+};
+using command_callback = std::function<void(command_outcome)>;
+
+/// The calls every transport makes into the gateway.
+struct lock_handlers {
+  events_handler on_events;
+  access_handler on_access;   ///< without it, access queries are answered "unavailable"
+  decided_handler on_decided;
+  clock_source clock;         ///< without it, the system clock
+  state_handler on_state;
+};
+
+class lock_transport {
+public:
+  virtual ~lock_transport() = default;
+
+  /// Starts the transport's own thread.
+  virtual void start() = 0;
+  /// Stops and joins it; pending requests get no answer (locks retry them).
+  virtual void stop() = 0;
+
+  /// Answers a pending events message. Thread-safe.
+  virtual void complete(request_id id, events_reply reply) = 0;
+
+  /// Sends a command (CBOR `body`, as for `POST /v1/commands`) to `lock`,
+  /// which this transport serves; `done` runs exactly once, on the
+  /// transport's thread, by `deadline` at the latest. Thread-safe.
+  virtual void send_command(const std::string& lock, std::vector<std::uint8_t> body,
+                            std::chrono::steady_clock::time_point deadline,
+                            command_callback done) = 0;
+
+  /// When each lock last said something authentic (Unix ms), for locks heard
+  /// from since start. Thread-safe.
+  [[nodiscard]] virtual std::map<std::string, std::int64_t, std::less<>> last_seen() const = 0;
+};
+
+/// Several transports as one: commands go to the transport serving the
+/// lock, answers to the transport that asked (request ids carry its index in
+/// their top byte: a transport numbers its requests from `id_base(index)`).
+class transport_set final : public lock_transport {
+public:
+  static constexpr request_id id_base(std::size_t index) noexcept {
+    return static_cast<request_id>(index) << 56;
+  }
+
+  /// `members[i]` must number its requests from id_base(i); `lock_to_member`
+  /// says which member serves each lock.
+  void add(std::shared_ptr<lock_transport> member) { members_.push_back(std::move(member)); }
+  void route(const std::string& lock, std::size_t member);
+  /// Replaces the lock routing (a reload). Thread-safe.
+  void set_routes(std::map<std::string, std::size_t, std::less<>> routes);
+
+  void start() override;
+  void stop() override;
+  void complete(request_id id, events_reply reply) override;
+  void send_command(const std::string& lock, std::vector<std::uint8_t> body,
+                    std::chrono::steady_clock::time_point deadline,
+                    command_callback done) override;
+  [[nodiscard]] std::map<std::string, std::int64_t, std::less<>> last_seen() const override;
+
+private:
+  std::vector<std::shared_ptr<lock_transport>> members_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::size_t, std::less<>> routes_;
+};
+
+} // namespace lockbridge::transport
