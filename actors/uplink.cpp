@@ -849,6 +849,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                              {"connected", st.connected},
                              {"in_flight", st.window.size()},
                              {"results_waiting", st.pending_results.size()}};
+            if (st.cfg.ble_figures)
+              if (auto ble = st.cfg.ble_figures(); !ble.empty())
+                doc["ble"] = nlohmann::json::parse(ble);
             rp.deliver(doc.dump());
           },
           [rp](const caf::error& err) mutable { rp.deliver(err); });

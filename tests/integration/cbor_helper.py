@@ -15,8 +15,10 @@ def _head(major, n):
 
 
 def encode(v):
-    if isinstance(v, bool) or v is None:
-        raise TypeError("not needed")
+    if isinstance(v, bool):
+        return b"\xf5" if v else b"\xf4"
+    if v is None:
+        return b"\xf6"
     if isinstance(v, int):
         return _head(0, v) if v >= 0 else _head(1, -1 - v)
     if isinstance(v, str):

@@ -265,6 +265,59 @@ class Process:
             return f.read()
 
 
+class BlueZ:
+    """A private D-Bus daemon with a mock of BlueZ (python3-dbusmock's bluez5
+    template extended with lock devices that speak protocol v1 over GATT:
+    tests/integration/ble/lockbridge_bluez.py). This machine has no radio;
+    lockbridge's BLE code talks to this over D-Bus as it would to bluetoothd."""
+
+    TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ble/lockbridge_bluez.py")
+
+    def __init__(self, directory, locks, strangers=()):
+        self.dir = directory
+        socket_path = os.path.join(directory, "system_bus_socket")
+        self.daemon = subprocess.Popen(
+            ["dbus-daemon", "--session", "--nofork", "--print-address=1",
+             f"--address=unix:path={socket_path}"],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(directory, "dbus-daemon.log"), "w"),
+            text=True)
+        self.address = self.daemon.stdout.readline().strip()
+        if not self.address:
+            raise AssertionError("dbus-daemon did not start")
+        self.env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address)
+        params = json.dumps({"adapter": "hci0", "locks": locks, "strangers": list(strangers)})
+        # (-l: dbusmock logs every call; to a file, not to a pipe nobody reads)
+        self.mock = Process(["/usr/bin/python3", "-m", "dbusmock", "--template", self.TEMPLATE,
+                             "-l", os.path.join(directory, "bluez-mock-calls.log"), "-p", params],
+                            os.path.join(directory, "bluez-mock.log"), env=self.env)
+        import dbus
+        self.bus = dbus.bus.BusConnection(self.address)
+        wait_for(lambda: self.bus.name_has_owner("org.bluez"), 20, "the BlueZ mock on the bus")
+        self.control = dbus.Interface(self.bus.get_object("org.bluez", "/"),
+                                      "org.lockbridge.MockLocks")
+
+        def ready():
+            if self.mock.proc.poll() is not None:
+                raise AssertionError(f"the BlueZ mock exited:\n{self.mock.log()}")
+            try:
+                return self.stats()["ready"]
+            except dbus.exceptions.DBusException:
+                return False
+        wait_for(ready, 20, "the BlueZ mock's adapter and locks")
+
+    def stats(self):
+        return json.loads(str(self.control.Stats()))
+
+    def stop(self):
+        for p in (self.mock.proc, self.daemon):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
 class Site(unittest.TestCase):
     """A test site: PKI, broker, config and helpers. Subclasses are test cases."""
 
@@ -279,6 +332,8 @@ class Site(unittest.TestCase):
     doors = ""
     environment = "development"
     broker_persistence = False
+    ble_locks = ()  # (id, address) pairs configured with transport = "ble"
+    ble_section = ""
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="lockbridge-it-")
@@ -307,7 +362,7 @@ class Site(unittest.TestCase):
         self.psk_dir = os.path.join(self.dir, "psk")
         os.makedirs(self.psk_dir)
         self.lock_ids = [f"lock-{i:02d}" for i in range(1, self.locks + 1)]
-        for lock in self.lock_ids:
+        for lock in self.lock_ids + [i for i, _ in self.ble_locks]:
             self.write_secret(os.path.join(self.psk_dir, f"{lock}.psk"), secrets.token_hex(16))
         self.kek_file = os.path.join(self.dir, "kek.key")
         self.write_secret(self.kek_file, secrets.token_hex(32))
@@ -328,6 +383,8 @@ class Site(unittest.TestCase):
                 pass
         if self.gateway:
             self.gateway.kill()
+        if getattr(self, "bluez", None) is not None:
+            self.bluez.stop()
         self.broker.stop()
         if os.environ.get("LOCKBRIDGE_KEEP_TEST_DIRS"):
             print(f"kept {self.dir}")
@@ -345,6 +402,10 @@ class Site(unittest.TestCase):
         lock_ids = self.lock_ids if lock_ids is None else lock_ids
         locks = "".join(f'\n[[locks]]\nid = "{l}"\npsk_file = "{self.psk_dir}/{l}.psk"\n'
                         for l in lock_ids)
+        locks += "".join(f'\n[[locks]]\nid = "{l}"\npsk_file = "{self.psk_dir}/{l}.psk"\n'
+                         f'transport = "ble"\nble_address = "{a}"\n' for l, a in self.ble_locks)
+        if self.ble_section:
+            locks = f"\n[ble]\n{self.ble_section}\n" + locks
         with open(self.config, "w") as f:
             f.write(f"""[gateway]
 site = "site-1"
@@ -390,6 +451,8 @@ status_interval_s = 1
             # (ASAN_OPTIONS: the sanitizer build tolerates the preloaded libfaketime.)
             env = dict(os.environ, LD_PRELOAD=FAKETIME_LIB, FAKETIME=faketime,
                        DONT_FAKE_MONOTONIC="1", ASAN_OPTIONS="verify_asan_link_order=0")
+        if getattr(self, "bluez", None) is not None:
+            env = dict(env or os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bluez.address)
         self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log, env=env)
         if wait_ready:
             wait_for(lambda: self.gateway_ready(), 15, "lockbridge to be ready")

@@ -1,0 +1,230 @@
+"""BLE locks through BlueZ (issue 7): lockbridge's real BLE transport (sd-bus)
+talks over a private D-Bus daemon to python3-dbusmock's BlueZ template,
+extended with lock devices that play protocol v1 over GATT (fragments, hello,
+sealed messages). Real mosquitto (mTLS), real LMDB, the real daemon; only the
+radio is mocked.
+"""
+
+import json
+import secrets
+import time
+import unittest
+
+from harness import BlueZ, Site, schema_validator, wait_for
+
+PREFIX = "lockbridge/v1/site-1/gw-1/"
+
+
+def address(i):
+    return f"C0:FF:EE:00:00:{i:02X}"
+
+
+class BleSite(Site):
+    locks = 0
+    ble_count = 5
+    ble_events = 0
+    ble_batch = 20
+    ble_section = "max_connections = 2\nidle_release_ms = 300\nmax_hold_ms = 1500\n" \
+                  "poll_interval_s = 3600\nfragment_timeout_ms = 800\nconnect_timeout_ms = 3000"
+    strangers = ()
+
+    def setUp(self):
+        self.ble_locks = [(f"ble-{i}", address(i)) for i in range(1, self.ble_count + 1)]
+        super().setUp()
+        specs = []
+        for i, (lock, addr) in enumerate(self.ble_locks):
+            specs.append({"address": addr, "id": lock, "psk": self.psk_of(lock),
+                          "mtu": 23 if i == 0 else 185, "events": self.ble_events,
+                          "batch": self.ble_batch})
+        self.bluez = BlueZ(self.dir, specs, self.strangers)
+
+    def events_of(self, lock):
+        out = []
+        for m in self.captured():
+            if m["topic"] == PREFIX + "events" and m["payload"]:
+                for ev in json.loads(m["payload"])["events"]:
+                    if ev["lock"] == lock:
+                        out.append(ev)
+        return out
+
+
+class ManyLocksOneAdapter(BleSite):
+    ble_events = 200
+
+    def test_five_locks_two_connections_2000_events_once_in_order(self):
+        checker = self.start_checker(expect=2000, timeout=90)
+        self.start_gateway()
+
+        def drained():
+            st = self.bluez.stats()["locks"]
+            return all(st[a]["acked"] == 200 for _, a in self.ble_locks)
+        wait_for(drained, 60, "the first 1,000 events")
+        # More to say once released: each lock advertises, waits its turn, is
+        # connected again and released after.
+        wait_for(lambda: not self.bluez.stats()["connected"], 20, "every lock released")
+        for _, addr in self.ble_locks:
+            self.bluez.control.AddEvents(addr, 200)
+        report = json.loads(checker.output(timeout=120))
+        self.assert_complete_delivery(report, {l: 400 for l, _ in self.ble_locks})
+        self.assertEqual(report["duplicates"], 0, report)
+        stats = self.bluez.stats()
+        # The adapter limit held, and was used.
+        self.assertEqual(stats["peak_connected"], 2, stats)
+        for lock, addr in self.ble_locks:
+            s = stats["locks"][addr]
+            self.assertEqual((s["pending"], s["acked"]), (0, 400), s)
+            self.assertGreaterEqual(s["connections"], 2, f"{lock}: {s}")
+            self.assertGreaterEqual(s["state_requests"], s["connections"], s)
+        log = self.gateway_log_text()
+        self.assertIn("BLE: adapter hci0 found; serving 5 BLE locks, at most 2 connected at once", log)
+        # The status report counts the BLE side too.
+        rc, doc = self.status()
+        self.assertEqual(rc, 0, doc)
+        ble = doc["ble"]
+        self.assertGreaterEqual(ble["connections"], 10, ble)
+        self.assertEqual(ble["peak_connected"], 2, ble)
+        self.assertEqual(ble["refused_forged"] + ble["refused_replayed"] + ble["refused_unconfigured"], 0, ble)
+
+
+class Faults(BleSite):
+    """A lock's link misbehaves mid-message; events are retried, none is lost
+    or stored twice."""
+    ble_count = 3
+    ble_events = 120
+    ble_batch = 30  # ~1.3 KB: 7 fragments at MTU 185, 90 at MTU 23
+
+    def run_with_fault(self, fault, lock_index):
+        lock, addr = self.ble_locks[lock_index]
+        self.bluez.control.SetFault(addr, fault)
+        checker = self.start_checker(expect=3 * 120, timeout=60)
+        self.start_gateway()
+        report = json.loads(checker.output(timeout=90))
+        self.assert_complete_delivery(report, {l: 120 for l, _ in self.ble_locks})
+        self.assertEqual(report["duplicates"], 0, report)
+        s = self.bluez.stats()["locks"][addr]
+        self.assertEqual(s["faults_done"], [fault], s)
+        return s, self.gateway_log_text()
+
+    def test_disconnect_mid_fragmented_message(self):
+        s, log = self.run_with_fault("disconnect_mid_fragment", 1)
+        self.assertGreaterEqual(s["connections"], 2, s)
+        self.assertIn("lock ble-2: BLE connection lost mid-exchange", log)
+
+    def test_lost_fragment(self):
+        s, log = self.run_with_fault("drop_fragment", 0)  # the MTU-23 lock
+        # The batch went again: on the lock's own retry, or on its next
+        # connection if the gateway released the quiet link first.
+        self.assertGreaterEqual(s["resent"] + s["connections"] - 1, 1, s)
+        self.assertRegex(log, r"lock ble-1: 1 BLE message\(s\) missing fragments after 800 ms; dropped")
+
+    def test_duplicated_fragment(self):
+        s, log = self.run_with_fault("duplicate_fragment", 2)
+        self.assertEqual(s["resent"], 0, s)
+        self.assertNotIn("missing fragments", log)
+
+
+class AccessAndCommands(BleSite):
+    ble_count = 2
+    ble_events = 0
+    extra_credentials = ""
+
+    def test_access_decisions_and_unlock_over_ble(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        checker = self.start_checker(timeout=60, topics=[PREFIX + "#"])
+        lock, addr = self.ble_locks[0]
+        # A credential for door-ble-1 (the cloud's snapshot), then two taps.
+        from harness import snapshot_chunks
+        for doc in snapshot_chunks("snap-ble", 1, [{"cred": "CARD-7", "subject": "s-7",
+                                                   "doors": ["door-ble-1"]}], 10):
+            cloud.send("credentials/snapshot", doc)
+        r = cloud.wait_result(doc["id"], timeout=30)
+        self.assertEqual(r["status"], "ok", r)
+        self.bluez.control.Access(addr, "CARD-7", "door-ble-1")
+        self.bluez.control.Access(addr, "CARD-UNKNOWN", "door-ble-1")
+        wait_for(lambda: len(self.bluez.stats()["locks"][addr]["answers"]) == 2, 20,
+                 "two access answers over BLE")
+        answers = self.bluez.stats()["locks"][addr]["answers"]
+        self.assertEqual([a["code"] for a in answers], [205, 205], answers)
+        self.assertTrue(answers[0]["decision"]["allow"], answers)
+        self.assertFalse(answers[1]["decision"]["allow"], answers)
+        self.assertEqual(answers[1]["decision"]["reason"], "unknown_credential", answers)
+        # The decisions are journalled and relayed, pseudonymised.
+        wait_for(lambda: len(self.events_of(lock + ".access")) == 2, 20, "the two access events")
+        evs = self.events_of(lock + ".access")
+        self.assertEqual([e["type"] for e in evs], ["access_granted", "access_denied"])
+        self.assertTrue(all(e["cred"].startswith("p1.") for e in evs), evs)
+        relayed = "".join(m["payload"] for m in self.captured() if "/cmd/" not in m["topic"])
+        self.assertNotIn("CARD-7", relayed)
+
+        # An unlock command from the cloud, over BLE, with its result.
+        doc = {"schema": "lockbridge/lock-command/1", "id": "ble-unlock-1", "lock": lock,
+               "op": "unlock", "duration": 5, "expires_at": int(time.time() * 1000) + 30000}
+        cloud.send("lock", doc)
+        result = cloud.wait_result("ble-unlock-1", timeout=30)
+        self.assertEqual(result["status"], "ok", result)
+        s = self.bluez.stats()["locks"][addr]
+        self.assertEqual([c["id"] for c in s["commands"]], ["ble-unlock-1"], s)
+        self.assertEqual(s["commands"][0]["op"], "unlock")
+        self.assertFalse(s["state"]["locked"])
+        # The lock's state after the unlock, as it reported it over BLE.
+        def unlocked_state():
+            for m in self.captured():
+                if m["topic"] == PREFIX + f"locks/{lock}/state" and m["payload"]:
+                    st = json.loads(m["payload"]).get("state")
+                    if st and st["locked"] is False:
+                        return True
+            return False
+        wait_for(unlocked_state, 15, "the unlocked state on locks/ble-1/state")
+        # A command for a lock that does not answer within its life: a timeout.
+        self.bluez.control.SetFault(self.ble_locks[1][1], "mute")
+        doc = dict(doc, id="ble-unlock-2", lock=self.ble_locks[1][0],
+                   expires_at=int(time.time() * 1000) + 4000)
+        cloud.send("lock", doc)
+        result = cloud.wait_result("ble-unlock-2", timeout=30)
+        self.assertEqual(result["status"], "timeout", result)
+
+
+class Refusals(BleSite):
+    ble_count = 1
+    ble_events = 10
+    strangers = ("C0:FF:EE:00:00:99",)
+
+    def test_forged_replayed_and_unconfigured_messages_are_refused(self):
+        lock, addr = self.ble_locks[0]
+        self.bluez.control.SetFault(addr, "forge")
+        checker = self.start_checker(timeout=40, idle_exit=8)
+        self.start_gateway()
+        cloud = self.cloud()
+        wait_for(lambda: self.bluez.stats()["locks"][addr]["acked"] == 10, 20, "the 10 real events")
+        # A replay: the lock's access request is sent twice with the same counter.
+        self.bluez.control.SetFault(addr, "replay")
+        self.bluez.control.Access(addr, "CARD-1", "door-ble-1")
+        wait_for(lambda: self.bluez.stats()["locks"][addr]["answers"], 20, "the access answer")
+        # A device no lock is configured for speaks up.
+        self.bluez.control.Inject("C0:FF:EE:00:00:99")
+        wait_for(lambda: "C0:FF:EE:00:00:99, which is no configured lock" in self.gateway_log_text(),
+                 10, "the stranger refused")
+        report = json.loads(checker.output(timeout=60))
+        log = self.gateway_log_text()
+        self.assertIn("lock ble-1: a BLE events message that does not authenticate under the lock's "
+                      "key (forged or corrupted); refused, nothing stored", log)
+        self.assertRegex(log, r"lock ble-1: a replayed BLE access message \(counter \d+, last \d+\)")
+        # Nothing of theirs was stored: the real 10 events and one access decision only.
+        self.assertEqual(report["locks"][lock]["unique"], 10, report)
+        self.assertEqual(report["locks"][lock]["duplicates"], 0, report)
+        self.assertEqual(report["locks"][lock + ".access"]["unique"], 1, report)
+        self.assertEqual(set(report["locks"]), {lock, lock + ".access"}, report)
+        text = open(self.capture).read()
+        self.assertNotIn("forged", text)
+        self.assertNotIn("stranger", text)
+        stats = self.journal_stats()
+        rc, doc = self.status()
+        ble = doc["ble"]
+        self.assertEqual((ble["refused_forged"], ble["refused_replayed"], ble["refused_unconfigured"]),
+                         (1, 1, 1), ble)
+        del cloud, stats
+
+
+if __name__ == "__main__":
+    unittest.main()
