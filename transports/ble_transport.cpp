@@ -239,25 +239,16 @@ struct ble_transport::impl {
   std::map<std::string, std::int64_t, std::less<>> seen;
 
   explicit impl(ble_transport_config c) : cfg(std::move(c)), next_id(cfg.first_id) {
-    int r = sd_bus_open_system(&bus);
-    if (r < 0)
-      throw std::runtime_error{
-        std::string{"BLE: cannot connect to the D-Bus system bus ("} + strerror(-r)
-        + "); BLE locks need bluetoothd on the system bus (apt-get install bluez; systemctl "
-          "start bluetooth), or DBUS_SYSTEM_BUS_ADDRESS pointing at it"};
     wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_fd < 0) {
-      sd_bus_unref(bus);
+    if (wake_fd < 0)
       throw std::runtime_error{"BLE: eventfd failed"};
-    }
     apply_locks(cfg.locks);
   }
 
   ~impl() {
     for (auto& [id, l] : links)
       l.wipe_keys();
-    if (bus != nullptr)
-      sd_bus_flush_close_unref(bus);
+    detach();
     if (wake_fd >= 0)
       ::close(wake_fd);
   }
@@ -1053,10 +1044,32 @@ struct ble_transport::impl {
     }
   }
 
-  void loop() {
-    sd_bus_slot* props_slot = nullptr;
-    sd_bus_slot* added_slot = nullptr;
-    sd_bus_slot* removed_slot = nullptr;
+  sd_bus_slot* props_slot = nullptr;
+  sd_bus_slot* added_slot = nullptr;
+  sd_bus_slot* removed_slot = nullptr;
+  steady::time_point next_bus_attempt{};
+  bool bus_error_logged = false;
+
+  /// Connects to the system bus and subscribes to BlueZ's signals; false
+  /// (logged once) while there is no bus: CoAP locks go on meanwhile.
+  bool attach() {
+    auto now = steady::now();
+    if (now < next_bus_attempt)
+      return false;
+    next_bus_attempt = now + std::chrono::seconds{5};
+    int r = sd_bus_open_system(&bus);
+    if (r < 0) {
+      bus = nullptr;
+      if (!bus_error_logged)
+        spdlog::error("BLE: cannot connect to the D-Bus system bus ({}); BLE locks wait for it "
+                      "(apt-get install bluez dbus; systemctl start bluetooth)",
+                      strerror(-r));
+      bus_error_logged = true;
+      return false;
+    }
+    if (bus_error_logged)
+      spdlog::info("BLE: connected to the D-Bus system bus");
+    bus_error_logged = false;
     sd_bus_add_match(bus, &props_slot,
                      "type='signal',sender='org.bluez',interface='org.freedesktop.DBus.Properties',"
                      "member='PropertiesChanged',path_namespace='/org/bluez'",
@@ -1065,7 +1078,34 @@ struct ble_transport::impl {
                         "InterfacesAdded", &impl::on_objects, this);
     sd_bus_match_signal(bus, &removed_slot, bluez, "/", "org.freedesktop.DBus.ObjectManager",
                         "InterfacesRemoved", &impl::on_objects, this);
+    next_adapter_check = steady::time_point{};
+    return true;
+  }
+
+  void detach() {
+    for (auto** slot : {&props_slot, &added_slot, &removed_slot}) {
+      sd_bus_slot_unref(*slot);
+      *slot = nullptr;
+    }
+    if (bus != nullptr)
+      sd_bus_flush_close_unref(bus);
+    bus = nullptr;
+  }
+
+  void loop() {
     while (running) {
+      if (bus == nullptr && !attach()) {
+        // Commands still end by their deadline; nothing else can happen.
+        take_inbox();
+        tick();
+        pollfd wake{wake_fd, POLLIN, 0};
+        ::poll(&wake, 1, 200);
+        if (wake.revents & POLLIN) {
+          std::uint64_t n = 0;
+          [[maybe_unused]] auto got = ::read(wake_fd, &n, sizeof n);
+        }
+        continue;
+      }
       auto now = steady::now();
       if (now >= next_adapter_check) {
         scan_objects();
@@ -1081,7 +1121,6 @@ struct ble_transport::impl {
       if (r < 0) {
         spdlog::error("BLE: the system bus connection failed ({}); reconnecting", strerror(-r));
         reconnect_bus();
-        std::this_thread::sleep_for(std::chrono::seconds{1});
         continue;
       }
       sd_bus_flush(bus);
@@ -1101,13 +1140,13 @@ struct ble_transport::impl {
         [[maybe_unused]] auto got = ::read(wake_fd, &n, sizeof n);
       }
     }
-    for (auto& [id, l] : links)
-      if (l.at != phase::idle)
-        disconnect(l);
-    sd_bus_flush(bus);
-    sd_bus_slot_unref(props_slot);
-    sd_bus_slot_unref(added_slot);
-    sd_bus_slot_unref(removed_slot);
+    if (bus != nullptr) {
+      for (auto& [id, l] : links)
+        if (l.at != phase::idle)
+          disconnect(l);
+      sd_bus_flush(bus);
+    }
+    detach();
   }
 
   void reconnect_bus() {
@@ -1115,10 +1154,7 @@ struct ble_transport::impl {
       if (l.at != phase::idle)
         end_session(l);
     }
-    sd_bus_flush_close_unref(bus);
-    bus = nullptr;
-    if (sd_bus_open_system(&bus) < 0)
-      bus = nullptr;
+    detach();
     adapter_present = false;
     discovering = false;
     next_adapter_check = steady::time_point{};

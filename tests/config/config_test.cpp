@@ -169,6 +169,31 @@ TEST_CASE("config: a valid file loads with defaults filled in") {
   CHECK(c.credentials.doors[0].policy == offline_policy::keep_last_known);
 }
 
+TEST_CASE("config: BLE locks carry their address; [ble] has safe defaults") {
+  fixture f;
+  auto text = replace(valid, "psk_file = \"psk-b\"",
+                      "psk_file = \"psk-b\"\ntransport = \"ble\"\nble_address = \"c0:ff:ee:00:00:0a\"");
+  auto out = f.load(text);
+  for (const auto& e : out.errors)
+    MESSAGE(e.to_string());
+  REQUIRE(out.config.has_value());
+  const auto& c = *out.config;
+  CHECK(c.locks[0].transport == lock_transport::coap);
+  CHECK(c.locks[1].transport == lock_transport::ble);
+  CHECK(c.locks[1].ble_address == "C0:FF:EE:00:00:0A");
+  CHECK(c.ble.adapter == "hci0");
+  CHECK(c.ble.max_connections == 2);
+  CHECK(c.ble.default_mtu == 23);
+  // Two locks at one address: refused.
+  auto twice = replace(text, "psk_file = \"psk-a\"",
+                       "psk_file = \"psk-a\"\ntransport = \"ble\"\nble_address = \"C0:FF:EE:00:00:0A\"");
+  auto bad = f.load(twice);
+  REQUIRE_FALSE(bad.config.has_value());
+  CHECK(bad.errors[0].message.find("already used by another lock") != std::string::npos);
+  CHECK(normalise_ble_address("C0-FF-EE-00-00-0A") == std::nullopt);
+  CHECK(normalise_ble_address("C0:FF:EE:00:00:0G") == std::nullopt);
+}
+
 TEST_CASE("config: environment and command line override the file, in that order") {
   fixture f;
   char env1[] = "LOCKBRIDGE_STORE__RETENTION_DAYS=30";
@@ -258,6 +283,22 @@ TEST_CASE("config: each broken file names file, line and key") {
     {"bad port", replace(valid, "127.0.0.1:5684", "127.0.0.1:99999"), "coap.dtls_listen[0]",
      "port"},
     {"bad id", replace(valid, "\"site-1\"", "\"site/1\""), "gateway.site", "letters"},
+    {"bad transport", replace(valid, "psk_file = \"psk-b\"", "psk_file = \"psk-b\"\ntransport = \"zigbee\""),
+     "locks[1].transport", "\"coap\" or \"ble\""},
+    {"ble without address", replace(valid, "psk_file = \"psk-b\"", "psk_file = \"psk-b\"\ntransport = \"ble\""),
+     "locks[1].ble_address", "a BLE lock needs its address"},
+    {"bad ble address",
+     replace(valid, "psk_file = \"psk-b\"",
+             "psk_file = \"psk-b\"\ntransport = \"ble\"\nble_address = \"C0:FF:EE:00:01\""),
+     "locks[1].ble_address", "six hexadecimal pairs"},
+    {"address on a coap lock", replace(valid, "psk_file = \"psk-b\"", "psk_file = \"psk-b\"\nble_address = \"C0:FF:EE:00:00:01\""),
+     "locks[1].ble_address", "only a BLE lock"},
+    {"ble limit", replace(valid, "[mqtt]", "[ble]\nmax_connections = 0\n[mqtt]"), "ble.max_connections",
+     "from 1 to 16"},
+    {"ble adapter", replace(valid, "[mqtt]", "[ble]\nadapter = \"hci0; rm\"\n[mqtt]"), "ble.adapter",
+     "BlueZ adapter name"},
+    {"ble unknown key", replace(valid, "[mqtt]", "[ble]\nmtu = 100\n[mqtt]"), "ble.mtu",
+     "unknown key"},
     {"bad environment", replace(valid, "\"development\"", "\"staging\""),
      "gateway.environment", "production"},
     {"plain coap in production", replace(valid, "environment = \"development\"\n", ""),

@@ -226,5 +226,37 @@ class Refusals(BleSite):
         del cloud, stats
 
 
+class LateBlueZ(BleSite):
+    """No D-Bus or BlueZ when the gateway starts: its CoAP locks are served
+    regardless, and the BLE lock as soon as BlueZ appears."""
+    locks = 1
+    ble_count = 1
+    ble_events = 50
+
+    def setUp(self):
+        self.ble_locks = [(f"ble-{i}", address(i)) for i in range(1, self.ble_count + 1)]
+        Site.setUp(self)
+        self.bluez = None
+
+    def test_coap_locks_work_without_bluez_and_ble_locks_once_it_appears(self):
+        import os
+        from unittest import mock
+        bus = os.path.join(self.dir, "system_bus_socket")
+        checker = self.start_checker(expect=100, timeout=60)
+        with mock.patch.dict(os.environ, {"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={bus}"}):
+            self.start_gateway()
+        sim = self.locksim(locks=1, events=50, batch=10)
+        sim.output(timeout=60)
+        wait_for(lambda: "BLE: cannot connect to the D-Bus system bus" in self.gateway_log_text(),
+                 10, "the missing bus reported")
+        from harness import BlueZ
+        lock, addr = self.ble_locks[0]
+        self.bluez = BlueZ(self.dir, [{"address": addr, "id": lock, "psk": self.psk_of(lock),
+                                       "events": 50}])
+        report = json.loads(checker.output(timeout=90))
+        self.assert_complete_delivery(report, {"lock-01": 50, lock: 50})
+        self.assertIn("BLE: connected to the D-Bus system bus", self.gateway_log_text())
+
+
 if __name__ == "__main__":
     unittest.main()
