@@ -467,10 +467,22 @@ int audit_verify(const std::string& file, bool as_json) {
 
 /// `lockbridge provision lock --id ID`: a random per-lock PSK in a secret
 /// file (no default passwords: UK PSTI, ETSI EN 303 645 5.1).
-int provision_lock(const std::string& id, const std::filesystem::path& dir, bool force) {
+int provision_lock(const std::string& id, const std::filesystem::path& dir, bool force,
+                   const std::string& ble_address_text) {
   if (!lockbridge::protocol::is_valid_id(id)) {
     std::cerr << "lockbridge: --id: expected 1-64 of letters, digits, '_' and '-'\n";
     return exit_usage;
+  }
+  std::string ble_address;
+  if (!ble_address_text.empty()) {
+    auto a = lockbridge::config::normalise_ble_address(ble_address_text);
+    if (!a) {
+      std::cerr << "lockbridge: --ble-address: expected six hexadecimal pairs separated by ':' "
+                   "(e.g. C0:FF:EE:00:00:01), got \""
+                << ble_address_text << "\"\n";
+      return exit_usage;
+    }
+    ble_address = *a;
   }
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -509,14 +521,19 @@ int provision_lock(const std::string& id, const std::filesystem::path& dir, bool
   ::close(fd);
   std::filesystem::rename(tmp, file);
   std::cout << "Lock " << id << " provisioned.\n\n"
-            << "Program into the lock (its DTLS 1.2 PSK credentials for the gateway):\n"
+            << (ble_address.empty()
+                  ? "Program into the lock (its DTLS 1.2 PSK credentials for the gateway):\n"
+                  : "Program into the lock (its key for sealing BLE messages to the gateway):\n")
             << "  PSK identity: " << id << "\n"
             << "  PSK:          " << text << "\n"
             << "                (these " << text.size()
             << " ASCII characters are the key, exactly as in the file; "
                "from 128 random bits)\n\n"
             << "Add to the config (nothing secret goes there):\n"
-            << "  [[locks]]\n  id = \"" << id << "\"\n  psk_file = \"" << file << "\"\n\n"
+            << "  [[locks]]\n  id = \"" << id << "\"\n  psk_file = \"" << file.string() << "\"\n"
+            << (ble_address.empty() ? std::string{}
+                                    : "  transport = \"ble\"\n  ble_address = \"" + ble_address + "\"\n")
+            << "\n"
             << "Then: lockbridge check-config, and systemctl reload lockbridge (or restart).\n";
   return exit_ok;
 }
@@ -579,6 +596,9 @@ int main(int argc, char** argv) {
   provision_lock_cmd->add_option("--dir", provision_dir, "where the PSK file goes")
     ->capture_default_str();
   provision_lock_cmd->add_flag("--force", provision_force, "replace an existing key");
+  std::string provision_ble;
+  provision_lock_cmd->add_option("--ble-address", provision_ble,
+                                 "a BLE lock's address (AA:BB:CC:DD:EE:FF); omit for CoAP");
 
   auto audit_cmd = app.add_subcommand("audit", "the tamper-evident audit trail");
   audit_cmd->require_subcommand(1);
@@ -647,7 +667,7 @@ int main(int argc, char** argv) {
   if (journal_stats_cmd->parsed())
     return journal_stats(journal_config, journal_json);
   if (provision_lock_cmd->parsed())
-    return provision_lock(provision_id, provision_dir, provision_force);
+    return provision_lock(provision_id, provision_dir, provision_force, provision_ble);
   if (stats_cmd->parsed())
     return credentials_stats(stats_config, stats_json);
   if (audit_verify_cmd->parsed())

@@ -53,6 +53,8 @@ class ConfigErrors(Site):
             (["frobnicate"], 64, "subcommand"),
             (["provision", "lock"], 64, "--id"),
             (["provision", "lock", "--id", "a/b", "--dir", locks], 64, "--id: expected"),
+            (["provision", "lock", "--id", "ok-1", "--dir", locks, "--ble-address", "C0:FF:EE"], 64,
+             "--ble-address: expected six hexadecimal pairs"),
             (["status", "--config", os.path.join(self.dir, "missing.toml")], 78, "cannot read"),
             (["journal", "stats", "--config", self.config], 1, "no state yet"),
             (["credentials"], 64, "subcommand is required"),
@@ -67,8 +69,16 @@ class ConfigErrors(Site):
         ok = subprocess.run([LOCKBRIDGE, "provision", "lock", "--id", "lock-09", "--dir", locks],
                             capture_output=True, text=True, timeout=20)
         self.assertEqual(ok.returncode, 0, ok.stderr)
+        # The printed table is what goes into the config, as is.
+        self.assertIn(f'  [[locks]]\n  id = "lock-09"\n  psk_file = "{locks}/lock-09.psk"\n\n', ok.stdout)
         with open(os.path.join(locks, "lock-09.psk")) as f:
             key = f.read()
+        ble = subprocess.run([LOCKBRIDGE, "provision", "lock", "--id", "lock-10", "--dir", locks,
+                              "--ble-address", "c0:ff:ee:00:00:10"], capture_output=True, text=True,
+                             timeout=20)
+        self.assertEqual(ble.returncode, 0, ble.stderr)
+        self.assertIn(f'psk_file = "{locks}/lock-10.psk"\n  transport = "ble"\n'
+                      f'  ble_address = "C0:FF:EE:00:00:10"\n', ble.stdout)
         again = subprocess.run([LOCKBRIDGE, "provision", "lock", "--id", "lock-09", "--dir", locks],
                                capture_output=True, text=True, timeout=20)
         self.assertEqual(again.returncode, 1)
