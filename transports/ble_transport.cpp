@@ -199,6 +199,7 @@ struct ble_transport::impl {
     std::uint64_t recv_counter = 0;
     std::uint16_t next_msg_id = 1;
     bool lock_idle = false;
+    bool state_pending = false; ///< asked for the lock's state, no answer yet
     std::size_t events_in_flight = 0;
     ble::reassembler assembly{2000};
     std::deque<pending_command> commands;
@@ -374,6 +375,15 @@ struct ble_transport::impl {
               l.connected = *ps["Connected"].flag;
             if (ps["ServicesResolved"].flag)
               l.services_resolved = *ps["ServicesResolved"].flag;
+            if (l.connected && l.at == phase::idle) {
+              // Left from before a restart (BlueZ keeps links its client
+              // dropped): closed, so the adapter's limit holds; the lock is
+              // connected again in its turn.
+              spdlog::info("lock {}: a BLE connection left from before; closing it", l.lock.id);
+              sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface,
+                                       "Disconnect", nullptr, nullptr, "");
+              l.connected = false;
+            }
           }
         }
         if (i == char_iface && resolve != nullptr && p.starts_with(resolve->path + "/")) {
@@ -475,7 +485,9 @@ struct ble_transport::impl {
     auto& l = links.find(it->second)->second;
     if (auto c = ps.find("Connected"); c != ps.end() && c->second.flag) {
       l.connected = *c->second.flag;
-      if (!l.connected && l.at != phase::idle)
+      // While connecting, the Connect call's own answer decides (a
+      // disconnection signalled now is of an earlier link).
+      if (!l.connected && l.at != phase::idle && l.at != phase::connecting)
         lost(l, "the lock disconnected");
     }
     if (auto s = ps.find("ServicesResolved"); s != ps.end() && s->second.flag)
@@ -560,7 +572,7 @@ struct ble_transport::impl {
       ++counters.connections;
       // A new session: the lock's state is asked for each time (as a CoAP
       // lock's is observed), then what waits for it goes out.
-      send(l, ble::kind::state_request, {});
+      l.state_pending = send(l, ble::kind::state_request, {});
       send_commands(l);
       return;
     }
@@ -651,6 +663,7 @@ struct ble_transport::impl {
                      state.error().to_string());
         return;
       }
+      l.state_pending = false;
       if (h.on_state)
         h.on_state(l.lock.id, *state);
       return;
@@ -862,6 +875,7 @@ struct ble_transport::impl {
     l.assembly.clear();
     l.wipe_keys();
     l.events_in_flight = 0;
+    l.state_pending = false;
     // Commands sent in this session and unanswered go again next time.
     for (auto& c : l.commands)
       c.sent_counter.reset();
@@ -968,9 +982,10 @@ struct ble_transport::impl {
         try_resolve(l);
       if (l.at == phase::ready) {
         l.failures = 0;
-        bool outstanding = l.events_in_flight > 0 || !l.commands.empty()
-                           || l.assembly.in_assembly() > 0;
         bool quiet = now - l.last_activity > ms{cfg.ble.idle_release_ms};
+        // (A lock that never answers the state request is released when quiet.)
+        bool outstanding = l.events_in_flight > 0 || !l.commands.empty()
+                           || l.assembly.in_assembly() > 0 || (l.state_pending && !quiet);
         if (!outstanding && (l.lock_idle || quiet)) {
           // The lock advertises again when it has more to say.
           l.advertised = false;

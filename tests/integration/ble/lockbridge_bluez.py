@@ -256,6 +256,12 @@ class MockLock:
             return
         kind = m[1]
         if kind == K_HELLO:
+            # A new session (the gateway may have restarted while the link
+            # stayed up): what was in flight is asked again from scratch.
+            self.in_flight = None
+            if self.retry_source is not None:
+                GLib.source_remove(self.retry_source)
+                self.retry_source = None
             gw_nonce, lock_nonce = m[2:18], os.urandom(16)
             salt = gw_nonce + lock_nonce
             self.session = {'salt': salt, 'send': 0, 'recv': 0,
