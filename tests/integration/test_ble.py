@@ -86,6 +86,23 @@ class ManyLocksOneAdapter(BleSite):
         self.assertEqual(ble["refused_forged"] + ble["refused_replayed"] + ble["refused_unconfigured"], 0, ble)
 
 
+class TwentyLocks(BleSite):
+    """Twenty BLE locks on one adapter holding two links: all served in turns."""
+    ble_count = 20
+    ble_events = 50
+
+    def test_twenty_locks_on_one_adapter(self):
+        checker = self.start_checker(expect=1000, timeout=90)
+        self.start_gateway()
+        report = json.loads(checker.output(timeout=120))
+        self.assert_complete_delivery(report, {l: 50 for l, _ in self.ble_locks})
+        self.assertEqual(report["duplicates"], 0, report)
+        stats = self.bluez.stats()
+        self.assertEqual(stats["peak_connected"], 2, stats)
+        self.assertTrue(all(s["connections"] >= 1 and s["state_requests"] >= 1
+                            for s in stats["locks"].values()), stats)
+
+
 class Faults(BleSite):
     """A lock's link misbehaves mid-message; events are retried, none is lost
     or stored twice."""
