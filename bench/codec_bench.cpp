@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "protocols/ble_link.hpp"
 #include "protocols/cloud_messages.hpp"
 #include "protocols/lock_messages.hpp"
 #include "protocols/pseudonym.hpp"
@@ -155,5 +156,35 @@ int main() {
         "one HMAC over the identifier");
   }
   std::filesystem::remove_all(dir);
+
+  // BLE (issue 7): what a 10-event batch costs on the way in over BLE on top
+  // of decoding it, the baseline: reassembling its fragments (ATT MTU 185),
+  // opening it (AES-256-GCM) and decoding.
+  {
+    namespace ble = lockbridge::protocol::ble;
+    std::array<std::uint8_t, ble::nonce_bytes> g{}, l{};
+    std::vector<std::uint8_t> psk(32, 0x42);
+    auto k = ble::derive_session_keys(psk, "lock-01", g, l);
+    auto message = ble::seal(k.from_lock, ble::kind::events, 7, ten_bytes);
+    auto parts = *ble::fragment(1, message, 185);
+    std::printf("(a 10-event batch: %zu bytes of CBOR, %zu sealed, %zu fragments at MTU 185)\n",
+                ten_bytes.size(), message.size(), parts.size());
+    row("BLE in: reassemble + open + decode",
+        ns_per_op([&] {
+          ble::reassembler r{2000};
+          std::vector<std::uint8_t> whole;
+          for (const auto& p : parts)
+            if (auto o = r.add(p, 0); o.result == ble::reassembler::outcome::what::complete)
+              whole = std::move(o.message);
+          sink += decode_event_batch(ble::open(k.from_lock, whole)->body)->events.size();
+        }),
+        ns_per_op([&] { sink += decode_event_batch(ten_bytes)->events.size(); }),
+        "decode only");
+    row("BLE session keys (2 HKDF)", ns_per_op([&] {
+          sink += ble::derive_session_keys(psk, "lock-01", g, l).to_lock[0];
+        }),
+        ns_per_op([&] { sink += decode_event_batch(ten_bytes)->events.size(); }),
+        "decode a 10-event batch");
+  }
   return 0;
 }

@@ -78,12 +78,14 @@ class Bench:
 
     # -- processes -----------------------------------------------------------
 
-    def start_gateway(self, max_events_per_message):
+    def start_gateway(self, max_events_per_message, locks_toml=None, env=None):
+        """`locks_toml`: the [[locks]] (and [ble]) part instead of this
+        bench's CoAP locks; `env`: the daemon's environment."""
         state = os.path.join(self.dir, "state")
         shutil.rmtree(state, ignore_errors=True)
         config = os.path.join(self.dir, "lockbridge.toml")
         locks = "".join(f'\n[[locks]]\nid = "{l}"\npsk_file = "{self.psk_dir}/{l}.psk"\n'
-                        for l in self.lock_ids)
+                        for l in self.lock_ids) if locks_toml is None else locks_toml
         with open(config, "w") as f:
             f.write(f"""[gateway]
 site = "site-1"
@@ -118,7 +120,8 @@ status_interval_s = 5
 {locks}""")
         self.ready_seen = self.gateway_log_count("lockbridge: ready")
         wrap = os.environ.get("LOCKBRIDGE_BENCH_WRAP", "").split()  # e.g. "perf record -o F --"
-        self.gateway = Process(wrap + [LOCKBRIDGE, "run", "--config", config], self.gateway_log)
+        self.gateway = Process(wrap + [LOCKBRIDGE, "run", "--config", config], self.gateway_log,
+                               env=env)
         wait_for(lambda: self.gateway_log_count("lockbridge: ready") > self.ready_seen, 30,
                  "lockbridge to be ready")
 

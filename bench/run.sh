@@ -6,11 +6,16 @@
 #   bench/run.sh --quick      small counts, a smoke run
 #   bench/run.sh --json F     also write the figures to F
 #   bench/run.sh --access     the access-decision benchmark (bench/access.py) instead
+#   bench/run.sh --ble        the BLE benchmark (bench/ble.py) instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 cmake --preset default >/dev/null
 cmake --build --preset default
+if [ "${1:-}" = "--ble" ]; then
+  shift
+  exec /usr/bin/python3 bench/ble.py "$@"
+fi
 if [ "${1:-}" = "--access" ]; then
   shift
   exec /usr/bin/python3 bench/access.py "$@"

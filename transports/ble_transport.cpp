@@ -1131,14 +1131,17 @@ struct ble_transport::impl {
       tick();
       schedule();
       int r = 0;
-      while ((r = sd_bus_process(bus, nullptr)) > 0 && running) {
-      }
+      bool progressed = false;
+      while ((r = sd_bus_process(bus, nullptr)) > 0 && running)
+        progressed = true;
       if (r < 0) {
         spdlog::error("BLE: the system bus connection failed ({}); reconnecting", strerror(-r));
         reconnect_bus();
         continue;
       }
       sd_bus_flush(bus);
+      if (progressed)
+        continue; // what just happened may let a link be released or started now
       pollfd fds[2] = {{sd_bus_get_fd(bus), static_cast<short>(sd_bus_get_events(bus)), 0},
                        {wake_fd, POLLIN, 0}};
       int timeout = 50;
