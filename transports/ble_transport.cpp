@@ -191,6 +191,7 @@ struct ble_transport::impl {
     steady::time_point connected_at{};
     steady::time_point last_activity{};
     steady::time_point retry_at{};
+    steady::time_point last_resolve{};
     std::uint32_t failures = 0;
     std::uint64_t generation = 0; ///< sessions so far (answers to an old one are dropped)
     std::array<std::uint8_t, ble::nonce_bytes> gateway_nonce{};
@@ -490,8 +491,11 @@ struct ble_transport::impl {
       if (!l.connected && l.at != phase::idle && l.at != phase::connecting)
         lost(l, "the lock disconnected");
     }
-    if (auto s = ps.find("ServicesResolved"); s != ps.end() && s->second.flag)
+    if (auto s = ps.find("ServicesResolved"); s != ps.end() && s->second.flag) {
       l.services_resolved = *s->second.flag;
+      if (l.services_resolved && l.at == phase::resolving)
+        try_resolve(l);
+    }
     if (auto sd = ps.find("ServiceData"); sd != ps.end()) {
       auto d = sd->second.service_data.find(std::string{ble::service_uuid});
       if (d != sd->second.service_data.end() && !d->second.empty()) {
@@ -511,6 +515,8 @@ struct ble_transport::impl {
       ++counters.refused_unconfigured;
       auto address = address_of_path(path);
       auto now = steady::now();
+      if (unconfigured_logged.size() > 1000)
+        unconfigured_logged.clear();
       auto& last = unconfigured_logged[address];
       if (last == steady::time_point{} || now - last > std::chrono::minutes{1}) {
         last = now;
@@ -834,6 +840,7 @@ struct ble_transport::impl {
   }
 
   void try_resolve(link& l) {
+    l.last_resolve = steady::now();
     scan_objects(&l); // the characteristics, and ServicesResolved if its signal was missed
     if (!l.services_resolved || l.to_lock_path.empty() || l.from_lock_path.empty())
       return; // wait for ServicesResolved; the connect timeout bounds it
@@ -876,6 +883,9 @@ struct ble_transport::impl {
     l.wipe_keys();
     l.events_in_flight = 0;
     l.state_pending = false;
+    // Events of this session still in the journal: their answers have no
+    // link to go to (the lock sends them again; the journal keeps one copy).
+    std::erase_if(waiting, [&](const auto& w) { return w.second.lock == l.lock.id; });
     // Commands sent in this session and unanswered go again next time.
     for (auto& c : l.commands)
       c.sent_counter.reset();
@@ -978,8 +988,8 @@ struct ble_transport::impl {
                                            : "no hello answer");
         continue;
       }
-      if (l.at == phase::resolving)
-        try_resolve(l);
+      if (l.at == phase::resolving && now - l.last_resolve > ms{500})
+        try_resolve(l); // the ServicesResolved signal may have been missed
       if (l.at == phase::ready) {
         l.failures = 0;
         bool quiet = now - l.last_activity > ms{cfg.ble.idle_release_ms};
