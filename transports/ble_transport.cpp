@@ -341,7 +341,7 @@ struct ble_transport::impl {
                                "GetManagedObjects", &error, &reply, "");
     if (r < 0) {
       if (adapter_present || next_adapter_check == steady::time_point{})
-        spdlog::error("BLE: BlueZ does not answer on the system bus ({}); BLE locks wait for "
+        spdlog::error("ble: BlueZ does not answer on the system bus ({}); BLE locks wait for "
                       "it (is bluetoothd running?)",
                       error.message != nullptr ? error.message : strerror(-r));
       adapter_present = false;
@@ -380,7 +380,7 @@ struct ble_transport::impl {
               // Left from before a restart (BlueZ keeps links its client
               // dropped): closed, so the adapter's limit holds; the lock is
               // connected again in its turn.
-              spdlog::info("lock {}: a BLE connection left from before; closing it", l.lock.id);
+              spdlog::info("ble: lock {}: a BLE connection left from before; closing it", l.lock.id);
               sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface,
                                        "Disconnect", nullptr, nullptr, "");
               l.connected = false;
@@ -405,10 +405,10 @@ struct ble_transport::impl {
     }
     sd_bus_message_unref(reply);
     if (adapter_seen && !adapter_present)
-      spdlog::info("BLE: adapter {} found; serving {} BLE locks, at most {} connected at once",
+      spdlog::info("ble: adapter {} found; serving {} BLE locks, at most {} connected at once",
                    cfg.ble.adapter, links.size(), cfg.ble.max_connections);
     if (!adapter_seen && (adapter_present || next_adapter_check == steady::time_point{}))
-      spdlog::error("BLE: adapter {} not found in BlueZ; BLE locks wait for it (check "
+      spdlog::error("ble: adapter {} not found in BlueZ; BLE locks wait for it (check "
                     "`bluetoothctl list` and [ble] adapter)",
                     cfg.ble.adapter);
     if (!adapter_seen)
@@ -435,14 +435,14 @@ struct ble_transport::impl {
       sd_bus_message_append(m, "a{sv}", 3, "Transport", "s", "le", "DuplicateData", "b", 1,
                             "UUIDs", "as", 1, uuid.c_str());
       if (sd_bus_call(bus, m, call_timeout_us, &error, nullptr) < 0)
-        spdlog::warn("BLE: SetDiscoveryFilter: {}", error.message ? error.message : "failed");
+        spdlog::warn("ble: SetDiscoveryFilter: {}", error.message ? error.message : "failed");
       sd_bus_error_free(&error);
       sd_bus_message_unref(m);
     }
     int r = sd_bus_call_method(bus, bluez, adapter_path.c_str(), adapter_iface, "StartDiscovery",
                                &error, nullptr, "");
     if (r < 0 && (error.name == nullptr || std::string_view{error.name} != "org.bluez.Error.InProgress"))
-      spdlog::warn("BLE: StartDiscovery on {}: {}; locks are still visited on their poll interval",
+      spdlog::warn("ble: StartDiscovery on {}: {}; locks are still visited on their poll interval",
                    cfg.ble.adapter, error.message ? error.message : strerror(-r));
     else
       discovering = true;
@@ -520,7 +520,7 @@ struct ble_transport::impl {
       auto& last = unconfigured_logged[address];
       if (last == steady::time_point{} || now - last > std::chrono::minutes{1}) {
         last = now;
-        spdlog::warn("BLE: a message from {}, which is no configured lock; refused (add it as "
+        spdlog::warn("ble: a message from {}, which is no configured lock; refused (add it as "
                      "a [[locks]] entry with transport = \"ble\" if it is one)",
                      address);
       }
@@ -528,7 +528,7 @@ struct ble_transport::impl {
     }
     if (path != l->from_lock_path || l->at == phase::idle || l->at == phase::connecting) {
       ++counters.refused_forged;
-      spdlog::warn("lock {}: a BLE notification outside a session (on {}); refused", l->lock.id,
+      spdlog::warn("ble: lock {}: a BLE notification outside a session (on {}); refused", l->lock.id,
                    path);
       return;
     }
@@ -537,11 +537,11 @@ struct ble_transport::impl {
     using what = ble::reassembler::outcome::what;
     if (o.result == what::invalid) {
       ++counters.fragments_dropped;
-      spdlog::warn("lock {}: bad BLE fragment: {}; dropped", l->lock.id, o.diagnostic);
+      spdlog::warn("ble: lock {}: bad BLE fragment: {}; dropped", l->lock.id, o.diagnostic);
       return;
     }
     if (o.result == what::duplicate)
-      spdlog::debug("lock {}: a BLE fragment came twice; ignored", l->lock.id);
+      spdlog::debug("ble: lock {}: a BLE fragment came twice; ignored", l->lock.id);
     if (o.result != what::complete)
       return;
     message(*l, o.message);
@@ -553,20 +553,20 @@ struct ble_transport::impl {
     auto head = ble::peek(bytes);
     if (!head) {
       ++counters.refused_forged;
-      spdlog::warn("lock {}: a BLE message that is not protocol v1 ({}); refused", l.lock.id,
+      spdlog::warn("ble: lock {}: a BLE message that is not protocol v1 ({}); refused", l.lock.id,
                    head.error().to_string());
       return;
     }
     if (!ble::is_lock_kind(head->what)) {
       ++counters.refused_forged;
-      spdlog::warn("lock {}: a BLE message of kind {} that only the gateway sends; refused",
+      spdlog::warn("ble: lock {}: a BLE message of kind {} that only the gateway sends; refused",
                    l.lock.id, ble::to_string(head->what));
       return;
     }
     if (head->what == ble::kind::hello_answer) {
       if (l.at != phase::handshaking) {
         ++counters.refused_forged;
-        spdlog::warn("lock {}: a BLE hello answer outside a handshake; refused", l.lock.id);
+        spdlog::warn("ble: lock {}: a BLE hello answer outside a handshake; refused", l.lock.id);
         return;
       }
       std::array<std::uint8_t, ble::nonce_bytes> lock_nonce{};
@@ -584,20 +584,20 @@ struct ble_transport::impl {
     }
     if (l.at != phase::ready || !l.keys) {
       ++counters.refused_forged;
-      spdlog::warn("lock {}: a sealed BLE message before the handshake; refused", l.lock.id);
+      spdlog::warn("ble: lock {}: a sealed BLE message before the handshake; refused", l.lock.id);
       return;
     }
     auto opened = ble::open(l.keys->from_lock, bytes);
     if (!opened) {
       ++counters.refused_forged;
-      spdlog::warn("lock {}: a BLE {} message that does not authenticate under the lock's key "
+      spdlog::warn("ble: lock {}: a BLE {} message that does not authenticate under the lock's key "
                    "(forged or corrupted); refused, nothing stored",
                    l.lock.id, ble::to_string(head->what));
       return;
     }
     if (opened->counter <= l.recv_counter) {
       ++counters.refused_replayed;
-      spdlog::warn("lock {}: a replayed BLE {} message (counter {}, last {}); refused, nothing "
+      spdlog::warn("ble: lock {}: a replayed BLE {} message (counter {}, last {}); refused, nothing "
                    "stored",
                    l.lock.id, ble::to_string(opened->what), opened->counter, l.recv_counter);
       return;
@@ -619,7 +619,7 @@ struct ble_transport::impl {
       auto batch = protocol::decode_event_batch(m.body);
       if (!batch) {
         ++counters.bad_messages;
-        spdlog::warn("lock {}: bad events over BLE: {}", l.lock.id, batch.error().to_string());
+        spdlog::warn("ble: lock {}: bad events over BLE: {}", l.lock.id, batch.error().to_string());
         answer(l, ble::kind::events_answer, m.counter, 400, batch.error().to_string());
         return;
       }
@@ -646,7 +646,7 @@ struct ble_transport::impl {
       try {
         decision = h.on_access(l.lock.id, *request);
       } catch (const std::exception& e) {
-        spdlog::error("lock {}: access decision failed: {}", l.lock.id, e.what());
+        spdlog::error("ble: lock {}: access decision failed: {}", l.lock.id, e.what());
         answer(l, ble::kind::access_answer, m.counter, 500, "decision failed; retry");
         return;
       }
@@ -665,7 +665,7 @@ struct ble_transport::impl {
       auto state = protocol::decode_lock_state(m.body);
       if (!state) {
         ++counters.bad_messages;
-        spdlog::warn("lock {}: bad state over BLE: {}; ignored", l.lock.id,
+        spdlog::warn("ble: lock {}: bad state over BLE: {}; ignored", l.lock.id,
                      state.error().to_string());
         return;
       }
@@ -678,14 +678,14 @@ struct ble_transport::impl {
       auto a = ble::decode_answer(m.body);
       if (!a) {
         ++counters.bad_messages;
-        spdlog::warn("lock {}: bad command answer over BLE: {}", l.lock.id,
+        spdlog::warn("ble: lock {}: bad command answer over BLE: {}", l.lock.id,
                      a.error().to_string());
         return;
       }
       auto it = std::find_if(l.commands.begin(), l.commands.end(),
                              [&](const auto& c) { return c.sent_counter == a->re; });
       if (it == l.commands.end()) {
-        spdlog::debug("lock {}: a BLE command answer for no waiting command; ignored", l.lock.id);
+        spdlog::debug("ble: lock {}: a BLE command answer for no waiting command; ignored", l.lock.id);
         return;
       }
       command_outcome o;
@@ -726,7 +726,7 @@ struct ble_transport::impl {
     }
     auto parts = ble::fragment(l.next_msg_id++, message, l.mtu);
     if (!parts) {
-      spdlog::error("lock {}: BLE {} message too large: {}", l.lock.id, ble::to_string(k),
+      spdlog::error("ble: lock {}: BLE {} message too large: {}", l.lock.id, ble::to_string(k),
                     parts.error().to_string());
       return false;
     }
@@ -791,7 +791,7 @@ struct ble_transport::impl {
   // ---- connections --------------------------------------------------------
 
   void enter(link& l, phase p) {
-    spdlog::debug("lock {}: BLE {} -> {}", l.lock.id, to_string(l.at), to_string(p));
+    spdlog::debug("ble: lock {}: BLE {} -> {}", l.lock.id, to_string(l.at), to_string(p));
     l.at = p;
     l.phase_since = steady::now();
   }
@@ -864,7 +864,7 @@ struct ble_transport::impl {
   void release(link& l, const std::string& why) {
     if (l.at == phase::idle)
       return;
-    spdlog::debug("lock {}: BLE connection released ({})", l.lock.id, why);
+    spdlog::debug("ble: lock {}: BLE connection released ({})", l.lock.id, why);
     disconnect(l);
   }
 
@@ -899,7 +899,7 @@ struct ble_transport::impl {
                || std::any_of(l.commands.begin(), l.commands.end(),
                               [](const auto& c) { return c.sent_counter.has_value(); });
     if (mid) {
-      spdlog::info("lock {}: BLE connection lost mid-exchange ({}); retrying", l.lock.id, why);
+      spdlog::info("ble: lock {}: BLE connection lost mid-exchange ({}); retrying", l.lock.id, why);
       backoff(l);
       l.advertised = true; // what it wanted to say is still to be said
     }
@@ -908,7 +908,7 @@ struct ble_transport::impl {
 
   void failed(link& l, const std::string& why) {
     ++counters.connect_failures;
-    spdlog::warn("lock {} ({}): BLE connection failed while {}: {}; retry in {} ms", l.lock.id,
+    spdlog::warn("ble: lock {} ({}): BLE connection failed while {}: {}; retry in {} ms", l.lock.id,
                  l.lock.address, to_string(l.at), why, backoff_ms(l.failures + 1));
     backoff(l);
     if (l.connected)
@@ -966,7 +966,7 @@ struct ble_transport::impl {
     for (auto& [id, l] : links) {
       if (auto dropped = l.assembly.expire(now_ms())) {
         counters.fragments_dropped += dropped;
-        spdlog::warn("lock {}: {} BLE message(s) missing fragments after {} ms; dropped (the "
+        spdlog::warn("ble: lock {}: {} BLE message(s) missing fragments after {} ms; dropped (the "
                      "sender retries)",
                      l.lock.id, dropped, cfg.ble.fragment_timeout_ms);
       }
@@ -1086,14 +1086,14 @@ struct ble_transport::impl {
     if (r < 0) {
       bus = nullptr;
       if (!bus_error_logged)
-        spdlog::error("BLE: cannot connect to the D-Bus system bus ({}); BLE locks wait for it "
+        spdlog::error("ble: cannot connect to the D-Bus system bus ({}); BLE locks wait for it "
                       "(apt-get install bluez dbus; systemctl start bluetooth)",
                       strerror(-r));
       bus_error_logged = true;
       return false;
     }
     if (bus_error_logged)
-      spdlog::info("BLE: connected to the D-Bus system bus");
+      spdlog::info("ble: connected to the D-Bus system bus");
     bus_error_logged = false;
     sd_bus_add_match(bus, &props_slot,
                      "type='signal',sender='org.bluez',interface='org.freedesktop.DBus.Properties',"
@@ -1145,7 +1145,7 @@ struct ble_transport::impl {
       while ((r = sd_bus_process(bus, nullptr)) > 0 && running)
         progressed = true;
       if (r < 0) {
-        spdlog::error("BLE: the system bus connection failed ({}); reconnecting", strerror(-r));
+        spdlog::error("ble: the system bus connection failed ({}); reconnecting", strerror(-r));
         reconnect_bus();
         continue;
       }

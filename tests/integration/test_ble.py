@@ -76,7 +76,7 @@ class ManyLocksOneAdapter(BleSite):
             self.assertGreaterEqual(s["connections"], 2, f"{lock}: {s}")
             self.assertGreaterEqual(s["state_requests"], s["connections"], s)
         log = self.gateway_log_text()
-        self.assertIn("BLE: adapter hci0 found; serving 5 BLE locks, at most 2 connected at once", log)
+        self.assertIn("ble: adapter hci0 found; serving 5 BLE locks, at most 2 connected at once", log)
         # The status report counts the BLE side too.
         rc, doc = self.status()
         self.assertEqual(rc, 0, doc)
@@ -296,7 +296,7 @@ class LateBlueZ(BleSite):
             self.start_gateway()
         sim = self.locksim(locks=1, events=50, batch=10)
         sim.output(timeout=60)
-        wait_for(lambda: "BLE: cannot connect to the D-Bus system bus" in self.gateway_log_text(),
+        wait_for(lambda: "ble: cannot connect to the D-Bus system bus" in self.gateway_log_text(),
                  10, "the missing bus reported")
         from harness import BlueZ
         lock, addr = self.ble_locks[0]
@@ -304,7 +304,7 @@ class LateBlueZ(BleSite):
                                        "events": 50}])
         report = json.loads(checker.output(timeout=90))
         self.assert_complete_delivery(report, {"lock-01": 50, lock: 50})
-        self.assertIn("BLE: connected to the D-Bus system bus", self.gateway_log_text())
+        self.assertIn("ble: connected to the D-Bus system bus", self.gateway_log_text())
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ TEST_CASE("log_fields: component and lock id are taken from the line") {
   CHECK(g.component == "uplink");
   CHECK(g.lock.empty());
   CHECK(fields_of("journal: unlock the door").lock.empty());
+  auto b = fields_of("ble: lock ble-3: a replayed BLE access message (counter 4, last 5)");
+  CHECK(b.component == "ble");
+  CHECK(b.lock == "ble-3");
   CHECK(fields_of("Something: odd").component.empty());
   CHECK(fields_of("reload: 3 locks now; added: lock-04").lock.empty());
 }
