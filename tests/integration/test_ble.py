@@ -275,6 +275,37 @@ class GatewayKilled(BleSite):
         self.assertIn("a BLE connection left from before; closing it", self.gateway_log_text())
 
 
+class Reload(BleSite):
+    """BLE locks added and removed by a reload (SIGHUP), the others untouched."""
+    ble_count = 3
+    ble_events = 20
+
+    def test_reload_adds_and_removes_ble_locks(self):
+        import signal
+        everyone = list(self.ble_locks)
+        self.ble_locks = everyone[:2]
+        self.write_config()
+        checker = self.start_checker(timeout=40, idle_exit=6)
+        self.start_gateway()
+        wait_for(lambda: all(self.bluez.stats()["locks"][a]["acked"] == 20 for _, a in everyone[:2]),
+                 20, "ble-1 and ble-2 served")
+        # ble-3 advertised all along: no lock is configured at its address.
+        self.assertEqual(self.bluez.stats()["locks"][everyone[2][1]]["connections"], 0)
+        self.ble_locks = [everyone[0], everyone[2]]
+        self.write_config()
+        self.gateway.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload: 2 locks now; added: ble-3; removed: ble-2" in self.gateway_log_text(),
+                 10, "the reload")
+        self.bluez.control.AddEvents(everyone[0][1], 5)
+        self.bluez.control.AddEvents(everyone[1][1], 5)  # removed: never fetched
+        wait_for(lambda: self.bluez.stats()["locks"][everyone[2][1]]["acked"] == 20, 20, "ble-3 served")
+        report = json.loads(checker.output(timeout=60))
+        self.assertEqual(report["locks"]["ble-1"]["unique"], 25, report)
+        self.assertEqual(report["locks"]["ble-2"]["unique"], 20, report)
+        self.assertEqual(report["locks"]["ble-3"]["unique"], 20, report)
+        self.assertEqual(self.bluez.stats()["locks"][everyone[1][1]]["pending"], 5)
+
+
 class LateBlueZ(BleSite):
     """No D-Bus or BlueZ when the gateway starts: its CoAP locks are served
     regardless, and the BLE lock as soon as BlueZ appears."""
