@@ -229,6 +229,7 @@ class Refusals(BleSite):
         self.assertRegex(log, r"lock ble-1: a replayed BLE access message \(counter \d+, last \d+\)")
         # Nothing of theirs was stored: the real 10 events and one access decision only.
         self.assertEqual(report["locks"][lock]["unique"], 10, report)
+        self.assertEqual(report["locks"][lock]["highest_seq"], 10, report)  # not the forged 1010
         self.assertEqual(report["locks"][lock]["duplicates"], 0, report)
         self.assertEqual(report["locks"][lock + ".access"]["unique"], 1, report)
         self.assertEqual(set(report["locks"]), {lock, lock + ".access"}, report)
