@@ -1,0 +1,74 @@
+#include "transports/lock_transport.hpp"
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace lockbridge::transport;
+
+namespace {
+
+/// A transport that records what it was asked (the set's routing is what is
+/// under test here; the real transports have their integration tests).
+struct recording final : lock_transport {
+  std::vector<request_id> completed;
+  std::vector<std::string> commanded;
+  std::map<std::string, std::int64_t, std::less<>> seen;
+  int started = 0;
+
+  void start() override { ++started; }
+  void stop() override { --started; }
+  void complete(request_id id, events_reply) override { completed.push_back(id); }
+  void send_command(const std::string& lock, std::vector<std::uint8_t>,
+                    std::chrono::steady_clock::time_point, command_callback) override {
+    commanded.push_back(lock);
+  }
+  std::map<std::string, std::int64_t, std::less<>> last_seen() const override { return seen; }
+};
+
+} // namespace
+
+TEST_CASE("transport_set: answers go to the transport that asked, commands to the lock's") {
+  auto coap = std::make_shared<recording>();
+  auto ble = std::make_shared<recording>();
+  coap->seen = {{"lock-1", 10}};
+  ble->seen = {{"ble-1", 20}};
+  transport_set set;
+  set.add(coap);
+  set.add(ble);
+  set.set_routes({{"lock-1", 0}, {"ble-1", 1}});
+  set.start();
+  CHECK(coap->started == 1);
+  CHECK(ble->started == 1);
+
+  set.complete(transport_set::id_base(0) + 5, {});
+  set.complete(transport_set::id_base(1) + 5, {});
+  set.complete(transport_set::id_base(7) + 1, {}); // no such member: dropped
+  CHECK(coap->completed == std::vector<request_id>{5});
+  CHECK(ble->completed == std::vector<request_id>{transport_set::id_base(1) + 5});
+
+  auto deadline = std::chrono::steady_clock::now();
+  set.send_command("ble-1", {}, deadline, [](command_outcome) {});
+  set.send_command("lock-1", {}, deadline, [](command_outcome) {});
+  CHECK(ble->commanded == std::vector<std::string>{"ble-1"});
+  CHECK(coap->commanded == std::vector<std::string>{"lock-1"});
+
+  // A lock no transport serves: ends at once, not connected.
+  std::optional<command_outcome> outcome;
+  set.send_command("nobody", {}, deadline, [&](command_outcome o) { outcome = o; });
+  REQUIRE(outcome);
+  CHECK(outcome->result == command_outcome::kind::not_connected);
+
+  // A reload moves a lock to the other transport.
+  set.set_routes({{"lock-1", 1}});
+  set.send_command("lock-1", {}, deadline, [](command_outcome) {});
+  CHECK(ble->commanded.back() == "lock-1");
+
+  auto seen = set.last_seen();
+  CHECK(seen.size() == 2);
+  CHECK(seen["ble-1"] == 20);
+  set.stop();
+  CHECK(coap->started == 0);
+}
