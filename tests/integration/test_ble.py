@@ -218,6 +218,15 @@ class Refusals(BleSite):
         self.bluez.control.SetFault(addr, "replay")
         self.bluez.control.Access(addr, "CARD-1", "door-ble-1")
         wait_for(lambda: self.bluez.stats()["locks"][addr]["answers"], 20, "the access answer")
+        # Authentic but malformed: answered 400 naming the field, nothing stored.
+        self.bluez.control.SetFault(addr, "bad_events")
+        self.bluez.control.AskTime(addr)
+        wait_for(lambda: self.bluez.stats()["locks"][addr]["times"] == 1, 20, "the time answer")
+        s = self.bluez.stats()["locks"][addr]
+        bad = [a for a in s["answers"] if a["code"] == 400]
+        self.assertEqual(len(bad), 1, s)
+        self.assertIn("events[0].seq", bad[0]["text"])
+        self.assertLessEqual(abs(s["time"]["now"] - time.time() * 1000), 5000, s)
         # A device no lock is configured for speaks up.
         self.bluez.control.Inject("C0:FF:EE:00:00:99")
         wait_for(lambda: "C0:FF:EE:00:00:99, which is no configured lock" in self.gateway_log_text(),
@@ -241,6 +250,7 @@ class Refusals(BleSite):
         ble = doc["ble"]
         self.assertEqual((ble["refused_forged"], ble["refused_replayed"], ble["refused_unconfigured"]),
                          (1, 1, 1), ble)
+        self.assertEqual(ble["bad_messages"], 1, ble)
         del cloud, stats
 
 

@@ -87,6 +87,7 @@ class MockLock:
         self.pending = []        # events not yet acknowledged, oldest first
         self.acked = 0
         self.access_queue = []   # (cred, door)
+        self.want_time = False
         self.faults = []         # one-shot faults, in order
         self.notifying = False
         self.session = None
@@ -112,10 +113,12 @@ class MockLock:
         self.advertise()
 
     def advertise(self):
-        if self.address in CONNECTED or not (self.pending or self.access_queue):
+        if self.address in CONNECTED or not (self.pending or self.access_queue or self.want_time):
             return
+        self.advertise_flags((1 if self.pending or self.want_time else 0) | (2 if self.access_queue else 0))
+
+    def advertise_flags(self, flags):
         self.advert = (self.advert + 1) % 256
-        flags = (1 if self.pending else 0) | (2 if self.access_queue else 0)
         dev = mockobject.objects[self.path]
         value = dbus.Dictionary({SERVICE_UUID: dbus.Array([dbus.Byte(flags), dbus.Byte(self.advert)],
                                                           signature='y', variant_level=1)},
@@ -224,6 +227,17 @@ class MockLock:
             body = cbor_helper.encode({'events': [{'seq': self.seq + 1000, 'ts': 1, 'type': 'forged',
                                                    'door': 'door-forged'}]})
             self.send_raw(header + AESGCM(wrong).encrypt(bytes(4) + header[2:], body, header))
+        if self.faults and self.faults[0] == 'bad_events':
+            # Authentic (sealed with the right key) but not a valid batch.
+            self.faults.pop(0)
+            self.stats['faults_done'].append('bad_events')
+            self.send(K_EVENTS, cbor_helper.encode({'events': [{'ts': 1, 'type': 'x', 'door': 'd'}]}),
+                      expects_answer=True)
+            return
+        if self.want_time:
+            self.want_time = False
+            self.send(K_TIME, b'', expects_answer=True)
+            return
         if self.access_queue:
             cred, door = self.access_queue[0]
             body = cbor_helper.encode({'cred': cred, 'door': door, 'ts': int(time.time() * 1000)})
@@ -314,6 +328,11 @@ class MockLock:
                 self.pending = [e for e in self.pending if e['seq'] > acked]
                 self.stats['events_acked'] += before - len(self.pending)
                 self.acked = max(self.acked, acked)
+            elif kind == K_EVENTS_ANSWER:
+                self.stats['answers'].append({'code': code, 'text': payload.decode(errors='replace')})
+            elif kind == K_TIME_ANSWER:
+                self.stats['times'] += 1
+                self.stats['time'] = cbor_helper.decode(payload)
             elif kind == K_ACCESS_ANSWER:
                 self.access_queue.pop(0)
                 self.stats['answers'].append({'code': code, 'decision': cbor_helper.decode(payload)
@@ -439,12 +458,22 @@ def load(mock, parameters):
         ('Access', 'sss', '', lambda self, a, c, d: access(str(a), str(c), str(d))),
         ('SetFault', 'ss', '', lambda self, a, f: set_fault(str(a), str(f))),
         ('Inject', 's', '', lambda self, a: inject(str(a))),
+        ('AskTime', 's', '', lambda self, a: ask_time(str(a))),
     ])
 
 
 def access(address, cred, door):
     lock = LOCKS[address]
     lock.access_queue.append((cred, door))
+    if lock.session is not None:
+        GLib.idle_add(lambda: lock.next_step() and False)
+    else:
+        lock.advertise()
+
+
+def ask_time(address):
+    lock = LOCKS[address]
+    lock.want_time = True
     if lock.session is not None:
         GLib.idle_add(lambda: lock.next_step() and False)
     else:
