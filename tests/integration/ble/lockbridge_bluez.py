@@ -10,8 +10,8 @@ C++: fragments, the hello exchange, HKDF session keys, AES-256-GCM sealing.
 
 Parameters (JSON):
   {"adapter": "hci0",
-   "locks": [{"address": "C0:FF:EE:00:00:01", "id": "ble-1", "psk": "<hex>",
-              "mtu": 185, "events": 400, "batch": 20}, ...],
+   "locks": [{"address": "C0:FF:EE:00:00:01", "id": "ble-1", "psk": "<key file text>",
+              "mtu": 185, "events": 400, "batch": 20, "rate": 0}, ...],
    "strangers": ["C0:FF:EE:00:00:99"]}   # devices no lock is configured for
 
 Control (interface org.lockbridge.MockLocks on /):
@@ -101,6 +101,9 @@ class MockLock:
                       'times': 0, 'state_requests': 0, 'resent': 0, 'faults_done': [],
                       'refused': []}
         self.add_events(int(spec.get('events', 0)))
+        rate = float(spec.get('rate', 0))  # events/s, generated as time goes by (the demo)
+        if rate > 0:
+            GLib.timeout_add(max(10, int(1000 / rate)), lambda: self.add_events(1) or True)
 
     # ---- what the lock has to say --------------------------------------
 
@@ -110,6 +113,8 @@ class MockLock:
             self.seq += 1
             self.pending.append({'seq': self.seq, 'ts': now, 'type': 'door_opened',
                                  'door': 'door-' + self.id})
+        if self.session is not None and self.in_flight is None:
+            GLib.idle_add(lambda: self.next_step() and False)  # connected: says it now
         self.advertise()
 
     def advertise(self):
