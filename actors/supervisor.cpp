@@ -1,7 +1,6 @@
 #include "actors/supervisor.hpp"
 
 #include <caf/all.hpp>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/access_service.hpp"
@@ -153,17 +152,18 @@ void spawn_children(self_ptr self) {
   if (ble)
     up_cfg.ble_figures = [ble] {
       const auto& c = ble->counters();
-      return nlohmann::json{{"connections", c.connections.load()},
-                            {"connect_failures", c.connect_failures.load()},
-                            {"connected_now", c.connected_now.load()},
-                            {"peak_connected", c.connected_peak.load()},
-                            {"messages", c.messages.load()},
-                            {"refused_forged", c.refused_forged.load()},
-                            {"refused_replayed", c.refused_replayed.load()},
-                            {"refused_unconfigured", c.refused_unconfigured.load()},
-                            {"bad_messages", c.bad_messages.load()},
-                            {"fragments_dropped", c.fragments_dropped.load()}}
-        .dump();
+      protocol::gateway_status::ble_part b;
+      b.connections = c.connections;
+      b.connect_failures = c.connect_failures;
+      b.connected_now = c.connected_now;
+      b.peak_connected = c.connected_peak;
+      b.messages = c.messages;
+      b.refused_forged = c.refused_forged;
+      b.refused_replayed = c.refused_replayed;
+      b.refused_unconfigured = c.refused_unconfigured;
+      b.bad_messages = c.bad_messages;
+      b.fragments_dropped = c.fragments_dropped;
+      return b;
     };
   if (auto err = validate(up_cfg))
     throw std::runtime_error{"uplink: " + caf::to_string(err)};

@@ -157,6 +157,8 @@ protocol::gateway_status status_now(self_ptr self) {
   s.events_out = st.events_out;
   s.client_cert_expires_at = st.cert_expires_at;
   s.cert_warning_days = st.cfg.mqtt.cert_warning_days;
+  if (st.cfg.ble_figures)
+    s.ble = st.cfg.ble_figures();
   if (st.cfg.credentials) {
     auto f = st.cfg.credentials->figures();
     protocol::gateway_status::credentials_part c;
@@ -849,9 +851,6 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                              {"connected", st.connected},
                              {"in_flight", st.window.size()},
                              {"results_waiting", st.pending_results.size()}};
-            if (st.cfg.ble_figures)
-              if (auto ble = st.cfg.ble_figures(); !ble.empty())
-                doc["ble"] = nlohmann::json::parse(ble);
             rp.deliver(doc.dump());
           },
           [rp](const caf::error& err) mutable { rp.deliver(err); });

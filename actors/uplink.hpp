@@ -38,9 +38,8 @@ struct uplink_config {
   /// The configured locks and when each was last heard from (Unix ms, 0:
   /// never); empty function: no lock state is published.
   std::function<std::vector<std::pair<std::string, std::int64_t>>()> locks_seen;
-  /// The BLE transport's figures as a JSON object (empty without BLE locks),
-  /// for `lockbridge status`.
-  std::function<std::string()> ble_figures;
+  /// The BLE transport's figures (unset without BLE locks).
+  std::function<protocol::gateway_status::ble_part()> ble_figures;
   /// A lock silent for longer is published as unavailable.
   std::chrono::seconds lock_silence{300};
 };

@@ -281,6 +281,19 @@ std::string encode_status(const gateway_status& s) {
                                        {"out", rate(h.events_out_per_s)}}},
                      {"oldest_pending_age_s", h.oldest_pending_age_s}};
   }
+  if (s.ble) {
+    const auto& b = *s.ble;
+    doc["ble"] = {{"connections", b.connections},
+                  {"connect_failures", b.connect_failures},
+                  {"connected_now", b.connected_now},
+                  {"peak_connected", b.peak_connected},
+                  {"messages", b.messages},
+                  {"refused_forged", b.refused_forged},
+                  {"refused_replayed", b.refused_replayed},
+                  {"refused_unconfigured", b.refused_unconfigured},
+                  {"bad_messages", b.bad_messages},
+                  {"fragments_dropped", b.fragments_dropped}};
+  }
   if (s.privacy) {
     const auto& p = *s.privacy;
     doc["privacy"] = {

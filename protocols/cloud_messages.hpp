@@ -124,6 +124,20 @@ struct gateway_status {
     std::int64_t oldest_pending_age_s = 0; ///< 0 when nothing waits
   };
   std::optional<health_part> health;
+  /// The BLE transport (only when BLE locks are configured).
+  struct ble_part {
+    std::uint64_t connections = 0;      ///< sessions established since start
+    std::uint64_t connect_failures = 0;
+    std::uint32_t connected_now = 0;
+    std::uint32_t peak_connected = 0;
+    std::uint64_t messages = 0;         ///< authentic messages from locks
+    std::uint64_t refused_forged = 0;
+    std::uint64_t refused_replayed = 0;
+    std::uint64_t refused_unconfigured = 0;
+    std::uint64_t bad_messages = 0;
+    std::uint64_t fragments_dropped = 0;
+  };
+  std::optional<ble_part> ble;
   std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
   std::uint32_t cert_warning_days = 30; ///< `tls.expiring_soon` below this many days left
 };

@@ -52,7 +52,8 @@ class ManyLocksOneAdapter(BleSite):
     ble_events = 200
 
     def test_five_locks_two_connections_2000_events_once_in_order(self):
-        checker = self.start_checker(expect=2000, timeout=90)
+        checker = self.start_checker(expect=2000, timeout=90,
+                                     topics=[PREFIX + "events", PREFIX + "status"])
         self.start_gateway()
 
         def drained():
@@ -77,7 +78,12 @@ class ManyLocksOneAdapter(BleSite):
             self.assertGreaterEqual(s["state_requests"], s["connections"], s)
         log = self.gateway_log_text()
         self.assertIn("ble: adapter hci0 found; serving 5 BLE locks, at most 2 connected at once", log)
-        # The status report counts the BLE side too.
+        # The status report counts the BLE side too: the retained status
+        # message (checked against its schema) and `lockbridge status`.
+        wait_for(lambda: "ble" in (self.last_status() or {}), 10, "BLE figures in the status message")
+        st = self.last_status()
+        schema_validator("status.schema.json").validate(st)
+        self.assertEqual(st["ble"]["refused_forged"], 0, st)
         rc, doc = self.status()
         self.assertEqual(rc, 0, doc)
         ble = doc["ble"]
