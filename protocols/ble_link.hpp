@@ -49,7 +49,7 @@ enum class kind : std::uint8_t {
   time_request = 0x13,   ///< body: empty (as GET /v1/time)
   state = 0x14,          ///< body: lock state CBOR (as a /v1/state notification)
   command_answer = 0x15, ///< body: answer (re = the command's counter)
-  idle = 0x16,           ///< body: empty; the lock has nothing more to say
+  idle = 0x16,           ///< body: counter of the last gateway message it got (8); nothing more to say
   // gateway -> lock
   events_answer = 0x21, ///< body: answer (re = the events message's counter)
   access_answer = 0x22,

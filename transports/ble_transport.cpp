@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -192,6 +193,7 @@ struct ble_transport::impl {
     steady::time_point last_activity{};
     steady::time_point retry_at{};
     steady::time_point last_resolve{};
+    steady::time_point released_at{};
     std::uint32_t failures = 0;
     std::uint64_t generation = 0; ///< sessions so far (answers to an old one are dropped)
     std::array<std::uint8_t, ble::nonce_bytes> gateway_nonce{};
@@ -225,8 +227,10 @@ struct ble_transport::impl {
   request_id next_id = 1;
   bool adapter_present = false;
   bool discovering = false;
+  bool discovery_warned = false;
   steady::time_point next_adapter_check{};
   std::map<std::string, steady::time_point, std::less<>> unconfigured_logged;
+  std::map<std::string, std::string, std::less<>> char_uuids; ///< path -> UUID, other devices
 
   // Cross-thread inboxes.
   std::mutex mutex;
@@ -356,12 +360,14 @@ struct ble_transport::impl {
     r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
     while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}")) > 0) {
       const char* path = nullptr;
-      sd_bus_message_read(reply, "o", &path);
+      if (sd_bus_message_read(reply, "o", &path) < 0 || path == nullptr)
+        break;
       std::string p = path;
       r = sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
       while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sa{sv}")) > 0) {
         const char* iface = nullptr;
-        sd_bus_message_read(reply, "s", &iface);
+        if ((r = sd_bus_message_read(reply, "s", &iface)) < 0 || iface == nullptr)
+          break;
         props ps;
         if ((r = read_props(reply, ps)) < 0)
           break;
@@ -376,10 +382,12 @@ struct ble_transport::impl {
               l.connected = *ps["Connected"].flag;
             if (ps["ServicesResolved"].flag)
               l.services_resolved = *ps["ServicesResolved"].flag;
-            if (l.connected && l.at == phase::idle) {
+            if (resolve == nullptr && l.connected && l.at == phase::idle
+                && steady::now() - l.released_at > std::chrono::seconds{5}) {
               // Left from before a restart (BlueZ keeps links its client
-              // dropped): closed, so the adapter's limit holds; the lock is
-              // connected again in its turn.
+              // dropped) or made by another client: closed, so the
+              // adapter's limit holds; the lock is connected again in its
+              // turn. (Our own releases take BlueZ a moment: skipped.)
               spdlog::info("ble: lock {}: a BLE connection left from before; closing it", l.lock.id);
               sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface,
                                        "Disconnect", nullptr, nullptr, "");
@@ -441,11 +449,16 @@ struct ble_transport::impl {
     }
     int r = sd_bus_call_method(bus, bluez, adapter_path.c_str(), adapter_iface, "StartDiscovery",
                                &error, nullptr, "");
-    if (r < 0 && (error.name == nullptr || std::string_view{error.name} != "org.bluez.Error.InProgress"))
-      spdlog::warn("ble: StartDiscovery on {}: {}; locks are still visited on their poll interval",
-                   cfg.ble.adapter, error.message ? error.message : strerror(-r));
-    else
+    if (r < 0 && (error.name == nullptr || std::string_view{error.name} != "org.bluez.Error.InProgress")) {
+      if (!discovery_warned)
+        spdlog::warn("ble: StartDiscovery on {}: {}; locks are still visited on their poll "
+                     "interval (retried every 30 s)",
+                     cfg.ble.adapter, error.message ? error.message : strerror(-r));
+      discovery_warned = true;
+    } else {
       discovering = true;
+      discovery_warned = false;
+    }
     sd_bus_error_free(&error);
   }
 
@@ -509,8 +522,34 @@ struct ble_transport::impl {
     }
   }
 
+  /// The UUID of a characteristic (cached: paths of BlueZ objects are stable).
+  std::string uuid_of(const std::string& path) {
+    if (auto it = char_uuids.find(path); it != char_uuids.end())
+      return it->second;
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    char* text = nullptr;
+    std::string uuid;
+    if (sd_bus_get_property_string(bus, bluez, path.c_str(), char_iface, "UUID", &error, &text)
+        >= 0) {
+      uuid = text;
+      std::transform(uuid.begin(), uuid.end(), uuid.begin(), ::tolower);
+    }
+    std::free(text);
+    sd_bus_error_free(&error);
+    if (char_uuids.size() > 1000)
+      char_uuids.clear();
+    char_uuids[path] = uuid;
+    return uuid;
+  }
+
   void notification(const std::string& path, const ble::bytes& value) {
     auto* l = link_of_path(path);
+    // Other devices' and other services' characteristics (a phone, a
+    // battery level) are none of our business.
+    if (l == nullptr ? uuid_of(path) != ble::from_lock_uuid : path != l->from_lock_path) {
+      spdlog::debug("ble: a value change on {} (not the lock service); ignored", path);
+      return;
+    }
     if (l == nullptr) {
       ++counters.refused_unconfigured;
       auto address = address_of_path(path);
@@ -526,10 +565,9 @@ struct ble_transport::impl {
       }
       return;
     }
-    if (path != l->from_lock_path || l->at == phase::idle || l->at == phase::connecting) {
-      ++counters.refused_forged;
-      spdlog::warn("ble: lock {}: a BLE notification outside a session (on {}); refused", l->lock.id,
-                   path);
+    if (l->at != phase::handshaking && l->at != phase::ready) {
+      // Late: the lock spoke as the link was released. It says it again.
+      spdlog::debug("ble: lock {}: a BLE notification outside a session; ignored", l->lock.id);
       return;
     }
     l->last_activity = steady::now();
@@ -699,11 +737,26 @@ struct ble_transport::impl {
         done(std::move(o));
       return;
     }
-    case ble::kind::idle:
+    case ble::kind::idle: {
+      // Body: the counter of the last gateway message the lock had when it
+      // said so. An idle sent before our latest request does not count.
+      if (m.body.size() != 8) {
+        ++counters.bad_messages;
+        spdlog::warn("ble: lock {}: bad idle over BLE: expected 8 bytes (the last counter it "
+                     "received), got {}",
+                     l.lock.id, m.body.size());
+        return;
+      }
+      std::uint64_t re = 0;
+      for (auto b : m.body)
+        re = (re << 8) | b;
+      if (re < l.send_counter)
+        return;
       l.lock_idle = true;
       l.advertised = false;
       l.urgent = false;
       return;
+    }
     default:
       return;
     }
@@ -879,6 +932,7 @@ struct ble_transport::impl {
 
   void end_session(link& l) {
     enter(l, phase::idle);
+    l.released_at = steady::now();
     l.assembly.clear();
     l.wipe_keys();
     l.events_in_flight = 0;

@@ -233,6 +233,10 @@ class Refusals(BleSite):
         self.assertEqual(len(bad), 1, s)
         self.assertIn("events[0].seq", bad[0]["text"])
         self.assertLessEqual(abs(s["time"]["now"] - time.time() * 1000), 5000, s)
+        # Other services' notifications (battery level), from the lock and
+        # from the stranger, are ignored: neither refused nor counted.
+        self.bluez.control.Battery(addr)
+        self.bluez.control.Battery("C0:FF:EE:00:00:99")
         # A device no lock is configured for speaks up.
         self.bluez.control.Inject("C0:FF:EE:00:00:99")
         wait_for(lambda: "C0:FF:EE:00:00:99, which is no configured lock" in self.gateway_log_text(),

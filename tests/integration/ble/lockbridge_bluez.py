@@ -252,7 +252,9 @@ class MockLock:
             batch = self.pending[:self.batch]
             self.send(K_EVENTS, cbor_helper.encode({'events': batch}), expects_answer=True)
             return
-        self.send(K_IDLE, b'')
+        # (with the last gateway counter it has seen: an idle older than the
+        # gateway's latest request does not end the link)
+        self.send(K_IDLE, self.session['recv'].to_bytes(8, 'big'))
 
     # ---- what the gateway wrote ------------------------------------------
 
@@ -318,6 +320,7 @@ class MockLock:
             answer = cbor_helper.encode({'id': cmd['id'], 'result': 'done'})
             self.send(K_CMD_ANSWER, counter.to_bytes(8, 'big') + (204).to_bytes(2, 'big') + answer)
             self.send(K_STATE, cbor_helper.encode(self.state))
+            GLib.idle_add(lambda: self.next_step() and False)  # then idle, or what else it has
             return
         if kind in (K_EVENTS_ANSWER, K_ACCESS_ANSWER, K_TIME_ANSWER):
             re, code, payload = int.from_bytes(body[:8], 'big'), int.from_bytes(body[8:10], 'big'), body[10:]
@@ -433,7 +436,25 @@ def add_lock(mock, spec, table):
                    'Value': dbus.Array([], signature='y')},
                   [('StartNotify', '', '', lambda self: start_notify(self)),
                    ('StopNotify', '', '', lambda self: stop_notify(self))])
+    # And a service that is not the lock's (the Battery Service): its
+    # notifications are none of the gateway's business.
+    dev.AddObject(path + '/service0020', SERVICE_IFACE,
+                  {'UUID': dbus.String('0000180f-0000-1000-8000-00805f9b34fb'),
+                   'Device': dbus.ObjectPath(path), 'Primary': dbus.Boolean(True)}, [])
+    dev.AddObject(path + '/service0020/char0021', CHAR_IFACE,
+                  {'UUID': dbus.String('00002a19-0000-1000-8000-00805f9b34fb'),
+                   'Service': dbus.ObjectPath(path + '/service0020'),
+                   'Flags': dbus.Array(['read', 'notify'], signature='s'),
+                   'Value': dbus.Array([dbus.Byte(87)], signature='y')}, [])
     return lock
+
+
+def battery(address):
+    '''A battery level notification (not the lock service).'''
+    lock = LOCKS.get(address) or STRANGERS[address]
+    char = mockobject.objects[lock.path + '/service0020/char0021']
+    v = dbus.Array([dbus.Byte(86)], signature='y', variant_level=1)
+    char.EmitSignal(dbus.PROPERTIES_IFACE, 'PropertiesChanged', 'sa{sv}as', [CHAR_IFACE, {'Value': v}, []])
 
 
 READY = [False]
@@ -464,6 +485,7 @@ def load(mock, parameters):
         ('SetFault', 'ss', '', lambda self, a, f: set_fault(str(a), str(f))),
         ('Inject', 's', '', lambda self, a: inject(str(a))),
         ('AskTime', 's', '', lambda self, a: ask_time(str(a))),
+        ('Battery', 's', '', lambda self, a: battery(str(a))),
     ])
 
 
