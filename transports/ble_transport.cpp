@@ -1055,6 +1055,15 @@ struct ble_transport::impl {
           l.advertised = false;
           l.urgent = false;
           release(l, l.lock_idle ? "the lock has nothing more to say" : "quiet");
+        } else if (now - l.last_activity > std::chrono::seconds{30}) {
+          // Nothing moved for long (an answer that never came): the lock and
+          // the gateway both start again on the next connection.
+          l.advertised = true;
+          l.waiting_since = now;
+          spdlog::info("ble: lock {}: no progress on its BLE link for 30 s; released, to start "
+                       "again on the next connection",
+                       l.lock.id);
+          release(l, "no progress");
         } else if (others_wait && now - l.connected_at > ms{cfg.ble.max_hold_ms}
                    && l.events_in_flight == 0 && l.assembly.in_assembly() == 0) {
           l.advertised = true; // it had more to say: it comes back in turn
