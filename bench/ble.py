@@ -31,7 +31,7 @@ def run(bench, locks, events, limit):
 [ble]
 max_connections = {limit}
 idle_release_ms = 200
-poll_interval_s = 3600
+poll_interval_s = 150
 """
     for i in range(1, locks + 1):
         lock, address = f"ble-{i:02d}", f"C0:FF:EE:00:01:{i:02X}"

@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <charconv>
@@ -564,6 +565,21 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       }
       cfg.locks.push_back(std::move(lock));
     }
+  }
+  // A quiet BLE lock is heard from only when visited: its visits must come
+  // well within the silence after which a lock is reported unavailable.
+  if (std::any_of(cfg.locks.begin(), cfg.locks.end(),
+                  [](const lock_config& l) { return l.transport == lock_transport::ble; })
+      && cfg.ble.poll_interval_s > 0 && cfg.coap.lock_silence_s > 0
+      && std::uint64_t{cfg.ble.poll_interval_s} * 2 > cfg.coap.lock_silence_s) {
+    const auto* node = bl.get("poll_interval_s");
+    auto text = "a BLE lock is visited every " + std::to_string(cfg.ble.poll_interval_s)
+                + " s but reported unavailable after " + std::to_string(cfg.coap.lock_silence_s)
+                + " s of silence (coap.lock_silence_s); set poll_interval_s to at most half of it";
+    if (node != nullptr)
+      r.error(node->source(), "ble.poll_interval_s", text);
+    else
+      r.error("ble.poll_interval_s", text);
   }
   std::optional<std::array<std::uint8_t, 32>> kek;
   if (!cfg.security.kek_file.empty()) {

@@ -33,7 +33,7 @@ inline constexpr const char* offline_policy = "fail_secure";
 /// BLE (docs/lock-protocol.md, "BLE").
 inline constexpr const char* ble_adapter = "hci0";
 inline constexpr std::uint32_t ble_max_connections = 2;
-inline constexpr std::uint32_t ble_poll_interval_s = 300;
+inline constexpr std::uint32_t ble_poll_interval_s = 120;
 inline constexpr std::uint32_t ble_connect_timeout_ms = 10000;
 inline constexpr std::uint32_t ble_idle_release_ms = 1500;
 inline constexpr std::uint32_t ble_max_hold_ms = 10000;

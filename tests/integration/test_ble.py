@@ -25,7 +25,7 @@ class BleSite(Site):
     ble_events = 0
     ble_batch = 20
     ble_section = "max_connections = 2\nidle_release_ms = 300\nmax_hold_ms = 1500\n" \
-                  "poll_interval_s = 3600\nfragment_timeout_ms = 800\nconnect_timeout_ms = 3000"
+                  "poll_interval_s = 150\nfragment_timeout_ms = 800\nconnect_timeout_ms = 3000"
     strangers = ()
 
     def setUp(self):
@@ -325,6 +325,42 @@ class Reload(BleSite):
         self.assertEqual(report["locks"]["ble-2"]["unique"], 20, report)
         self.assertEqual(report["locks"]["ble-3"]["unique"], 20, report)
         self.assertEqual(self.bluez.stats()["locks"][everyone[1][1]]["pending"], 5)
+
+
+class Availability(BleSite):
+    """A quiet BLE lock is visited on its poll interval and stays available;
+    one that cannot be reached is retried with backoff and reported
+    unavailable after the silence, then available again once reached."""
+    ble_count = 1
+    ble_section = "poll_interval_s = 1\nidle_release_ms = 200\nconnect_timeout_ms = 2000"
+
+    def test_polls_keep_a_quiet_lock_available_and_an_unreachable_one_is_reported(self):
+        import os
+        from unittest import mock
+        lock, addr = self.ble_locks[0]
+        checker = self.start_checker(timeout=60, topics=[PREFIX + f"locks/{lock}/state"])
+        with mock.patch.dict(os.environ, {"LOCKBRIDGE_COAP__LOCK_SILENCE_S": "4"}):
+            self.start_gateway()
+
+        def states():
+            return [json.loads(m["payload"]) for m in self.captured() if m["payload"]]
+        wait_for(lambda: self.bluez.stats()["locks"][addr]["connections"] >= 4, 20,
+                 "four visits of the quiet lock")
+        self.assertTrue(all(s["available"] for s in states()), states())
+        self.assertTrue(any(s.get("state", {}).get("battery") == 87 for s in states()), states())
+        self.bluez.control.SetFault(addr, "unreachable")
+        wait_for(lambda: any(not s["available"] for s in states()), 20, "the lock reported unavailable")
+        log = self.gateway_log_text()
+        self.assertRegex(log, r"ble: lock ble-1 \(C0:FF:EE:00:00:01\): BLE connection failed while "
+                              r"connecting: Connect: le-connection-abort-by-local; retry in \d+ ms")
+        failures = self.bluez.stats()["locks"][addr]["faults_done"].count("unreachable")
+        self.assertGreaterEqual(failures, 2)
+        self.bluez.control.ClearFaults(addr)
+        n = len(states())
+        wait_for(lambda: any(s["available"] for s in states()[n:]), 40, "available again")
+        rc, doc = self.status()
+        self.assertGreaterEqual(doc["ble"]["connect_failures"], 2, doc["ble"])
+        checker.kill()
 
 
 class LateBlueZ(BleSite):

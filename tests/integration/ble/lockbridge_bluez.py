@@ -373,6 +373,9 @@ def lock_of(obj):
 
 def lock_connect(device):
     lock = lock_of(device)
+    if 'unreachable' in lock.faults:  # out of range, or its battery is flat
+        lock.stats['faults_done'].append('unreachable')
+        raise dbus.exceptions.DBusException('le-connection-abort-by-local', name='org.bluez.Error.Failed')
     if lock.address in CONNECTED:
         raise dbus.exceptions.DBusException('Already Connected', name='org.bluez.Error.AlreadyConnected')
     CONNECTED.add(lock.address)
@@ -486,6 +489,7 @@ def load(mock, parameters):
         ('Inject', 's', '', lambda self, a: inject(str(a))),
         ('AskTime', 's', '', lambda self, a: ask_time(str(a))),
         ('Battery', 's', '', lambda self, a: battery(str(a))),
+        ('ClearFaults', 's', '', lambda self, a: LOCKS[str(a)].faults.clear()),
     ])
 
 
