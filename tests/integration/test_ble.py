@@ -363,6 +363,30 @@ class Availability(BleSite):
         checker.kill()
 
 
+class DeviceAppears(BleSite):
+    """A configured lock BlueZ has not discovered yet (no Device1 object) is
+    served as soon as it appears (InterfacesAdded)."""
+    ble_count = 2
+    ble_events = 20
+
+    def setUp(self):
+        super().setUp()
+        self.bluez.stop()
+        specs = [{"address": a, "id": l, "psk": self.psk_of(l), "events": 20, "hidden": l == "ble-2"}
+                 for l, a in self.ble_locks]
+        self.bluez = BlueZ(self.dir, specs)
+
+    def test_a_lock_discovered_later_is_served(self):
+        checker = self.start_checker(expect=40, timeout=40)
+        self.start_gateway()
+        wait_for(lambda: self.bluez.stats()["locks"][self.ble_locks[0][1]]["acked"] == 20, 20,
+                 "ble-1 served")
+        self.assertEqual(self.bluez.stats()["hidden"], [self.ble_locks[1][1]])
+        self.bluez.control.Appear(self.ble_locks[1][1])
+        report = json.loads(checker.output(timeout=60))
+        self.assert_complete_delivery(report, {"ble-1": 20, "ble-2": 20})
+
+
 class LateBlueZ(BleSite):
     """No D-Bus or BlueZ when the gateway starts: its CoAP locks are served
     regardless, and the BLE lock as soon as BlueZ appears."""

@@ -461,6 +461,7 @@ def battery(address):
 
 
 READY = [False]
+HIDDEN = {}  # address -> (mock, spec)
 
 
 def populate(mock, parameters):
@@ -468,7 +469,10 @@ def populate(mock, parameters):
     ADAPTER[0] = parameters.get('adapter', 'hci0')
     mock.AddAdapter(ADAPTER[0], 'lockbridge-test')
     for spec in parameters.get('locks', []):
-        add_lock(mock, dict(spec), LOCKS)
+        if spec.get('hidden'):  # not discovered yet: no Device1 until Appear()
+            HIDDEN[spec['address']] = (mock, dict(spec))
+        else:
+            add_lock(mock, dict(spec), LOCKS)
     for address in parameters.get('strangers', []):
         add_lock(mock, {'address': address, 'id': 'stranger', 'events': 0}, STRANGERS)
     READY[0] = True
@@ -481,6 +485,7 @@ def load(mock, parameters):
     mock.AddMethods(CONTROL_IFACE, [
         ('Stats', '', 's', lambda self: json.dumps(
             {'ready': READY[0], 'peak_connected': PEAK[0], 'connected': sorted(CONNECTED),
+             'hidden': sorted(HIDDEN),
              'locks': {a: dict(l.stats, pending=len(l.pending), acked=l.acked, seq=l.seq,
                                state=l.state) for a, l in LOCKS.items()}})),
         ('AddEvents', 'su', '', lambda self, a, n: LOCKS[str(a)].add_events(int(n))),
@@ -490,6 +495,7 @@ def load(mock, parameters):
         ('AskTime', 's', '', lambda self, a: ask_time(str(a))),
         ('Battery', 's', '', lambda self, a: battery(str(a))),
         ('ClearFaults', 's', '', lambda self, a: LOCKS[str(a)].faults.clear()),
+        ('Appear', 's', '', lambda self, a: add_lock(*HIDDEN.pop(str(a)), LOCKS) and None),
     ])
 
 
