@@ -122,6 +122,7 @@ void spawn_children(self_ptr self) {
     b_cfg.handlers = {on_events, coap_cfg.on_access, coap_cfg.on_decided, coap_cfg.clock,
                       coap_cfg.on_state};
     b_cfg.first_id = transport::transport_set::id_base(1) + 1;
+    b_cfg.full_retry_after_s = gw.coap.full_retry_after_s;
     ble = std::make_shared<transport::ble_transport>(std::move(b_cfg));
     server->add(ble);
   }

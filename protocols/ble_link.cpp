@@ -4,6 +4,8 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 
+#include <nlohmann/json.hpp>
+
 #include <memory>
 #include <stdexcept>
 
@@ -270,6 +272,10 @@ bytes encode_answer(const answer& a) {
   put_be(out, a.code, 2);
   out.insert(out.end(), a.payload.begin(), a.payload.end());
   return out;
+}
+
+bytes encode_retry_after(std::uint32_t seconds) {
+  return nlohmann::json::to_cbor(nlohmann::json{{"retry_after_s", seconds}});
 }
 
 result<answer> decode_answer(std::span<const std::uint8_t> body) {

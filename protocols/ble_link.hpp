@@ -153,6 +153,10 @@ struct answer {
   bytes payload;
 };
 bytes encode_answer(const answer& a);
+
+/// The payload of a 503 events answer (the journal is full): CBOR
+/// `{"retry_after_s": N}`; the lock keeps its events and comes back after N s.
+bytes encode_retry_after(std::uint32_t seconds);
 result<answer> decode_answer(std::span<const std::uint8_t> body);
 
 } // namespace lockbridge::protocol::ble

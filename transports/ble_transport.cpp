@@ -1109,8 +1109,9 @@ struct ble_transport::impl {
              ble::encode_answer({info.re, 204, protocol::encode_events_ack(reply.acked_seq)}));
         break;
       case events_reply::kind::full:
-        answer(k, ble::kind::events_answer, info.re, 503,
-               "journal full; keep the events and retry later");
+        // As CoAP's 5.03 with Max-Age: keep the events, come back after this.
+        send(k, ble::kind::events_answer,
+             ble::encode_answer({info.re, 503, ble::encode_retry_after(cfg.full_retry_after_s)}));
         break;
       case events_reply::kind::failed:
         answer(k, ble::kind::events_answer, info.re, 500, reply.diagnostic);

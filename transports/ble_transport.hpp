@@ -24,6 +24,7 @@ struct ble_transport_config {
   std::vector<ble_lock> locks;
   lock_handlers handlers;
   request_id first_id = 1; ///< numbering of events messages (see transport_set)
+  std::uint32_t full_retry_after_s = 30; ///< told to a lock when the journal is full
 };
 
 /// Counters a status report may read from any thread.

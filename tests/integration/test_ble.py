@@ -387,6 +387,33 @@ class DeviceAppears(BleSite):
         self.assert_complete_delivery(report, {"ble-1": 20, "ble-2": 20})
 
 
+class StorageFull(BleSite):
+    """The journal fills while the broker is away: BLE locks are told 503
+    with a retry time, keep their events, and everything arrives once the
+    broker is back (the guarantee CoAP locks have, over BLE)."""
+    ble_count = 5
+    ble_events = 4000
+    extra_store = "journal_max_mb = 1"
+    broker_persistence = True
+
+    def test_full_journal_answers_503_and_ble_locks_keep_their_events(self):
+        import os
+        from unittest import mock
+        self.broker.stop()
+        with mock.patch.dict(os.environ, {"LOCKBRIDGE_COAP__FULL_RETRY_AFTER_S": "1"}):
+            self.start_gateway()
+        # 20,000 events of ~120 bytes do not fit in 1 MiB.
+        wait_for(lambda: "journal: full" in self.gateway_log_text(), 60, "the journal to fill")
+        wait_for(lambda: sum(s["refused_full"] for s in self.bluez.stats()["locks"].values()) > 0,
+                 20, "a BLE lock told the journal is full")
+        self.broker.start()
+        checker = self.start_checker(expect=20000, timeout=150, session="cloud-full")
+        report = json.loads(checker.output(timeout=200))
+        self.assert_complete_delivery(report, {l: 4000 for l, _ in self.ble_locks})
+        stats = self.bluez.stats()["locks"]
+        self.assertTrue(all(s["pending"] == 0 and s["acked"] == 4000 for s in stats.values()), stats)
+
+
 class LateBlueZ(BleSite):
     """No D-Bus or BlueZ when the gateway starts: its CoAP locks are served
     regardless, and the BLE lock as soon as BlueZ appears."""

@@ -134,4 +134,7 @@ TEST_CASE("headers and answers are checked") {
   CHECK(a->payload == bytes{1, 2});
   CHECK_FALSE(decode_answer(bytes{0, 0, 0}).ok());
   CHECK(decode_answer(encode_answer({1, 99, {}})).error().field == "code");
+  // {"retry_after_s": 30} in CBOR
+  CHECK(encode_retry_after(30)
+        == bytes{0xa1, 0x6d, 'r', 'e', 't', 'r', 'y', '_', 'a', 'f', 't', 'e', 'r', '_', 's', 0x18, 30});
 }

@@ -88,6 +88,7 @@ class MockLock:
         self.acked = 0
         self.access_queue = []   # (cred, door)
         self.want_time = False
+        self.hold_until = 0.0    # told the journal is full: no events before this
         self.faults = []         # one-shot faults, in order
         self.notifying = False
         self.session = None
@@ -97,7 +98,7 @@ class MockLock:
         self.retry_source = None
         self.advert = 0
         self.state = {'locked': True, 'door_open': False, 'battery': 87, 'fw': 'mock-1.0'}
-        self.stats = {'connections': 0, 'events_acked': 0, 'answers': [], 'commands': [],
+        self.stats = {'connections': 0, 'events_acked': 0, 'refused_full': 0, 'answers': [], 'commands': [],
                       'times': 0, 'state_requests': 0, 'resent': 0, 'faults_done': [],
                       'refused': []}
         self.add_events(int(spec.get('events', 0)))
@@ -118,7 +119,8 @@ class MockLock:
         self.advertise()
 
     def advertise(self):
-        if self.address in CONNECTED or not (self.pending or self.access_queue or self.want_time):
+        waiting = self.pending and time.monotonic() >= self.hold_until
+        if self.address in CONNECTED or not (waiting or self.access_queue or self.want_time):
             return
         self.advertise_flags((1 if self.pending or self.want_time else 0) | (2 if self.access_queue else 0))
 
@@ -248,7 +250,7 @@ class MockLock:
             body = cbor_helper.encode({'cred': cred, 'door': door, 'ts': int(time.time() * 1000)})
             self.send(K_ACCESS, body, expects_answer=True)
             return
-        if self.pending:
+        if self.pending and time.monotonic() >= self.hold_until:
             batch = self.pending[:self.batch]
             self.send(K_EVENTS, cbor_helper.encode({'events': batch}), expects_answer=True)
             return
@@ -336,6 +338,12 @@ class MockLock:
                 self.pending = [e for e in self.pending if e['seq'] > acked]
                 self.stats['events_acked'] += before - len(self.pending)
                 self.acked = max(self.acked, acked)
+            elif kind == K_EVENTS_ANSWER and code == 503:
+                # The journal is full: keep the events, come back later.
+                self.stats['refused_full'] += 1
+                self.hold_until = time.monotonic() + cbor_helper.decode(payload)['retry_after_s']
+                GLib.timeout_add(int(1000 * (self.hold_until - time.monotonic())) + 10,
+                                 lambda: self.advertise() and False)
             elif kind == K_EVENTS_ANSWER:
                 self.stats['answers'].append({'code': code, 'text': payload.decode(errors='replace')})
             elif kind == K_TIME_ANSWER:
