@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -658,8 +659,15 @@ int main(int argc, char** argv) {
     auto cfg = load_config(check_file);
     if (!cfg)
       return exit_config;
+    auto ble = std::count_if(cfg->locks.begin(), cfg->locks.end(), [](const auto& l) {
+      return l.transport == lockbridge::config::lock_transport::ble;
+    });
     std::cout << check_file << ": OK (site " << cfg->site << ", gateway " << cfg->gateway
-              << ", " << cfg->locks.size() << " locks)\n";
+              << ", " << cfg->locks.size() << " locks"
+              << (ble > 0 ? ": " + std::to_string(cfg->locks.size() - static_cast<std::size_t>(ble))
+                              + " CoAP, " + std::to_string(ble) + " BLE on " + cfg->ble.adapter
+                          : std::string{})
+              << ")\n";
     return exit_ok;
   }
   if (status_cmd->parsed())

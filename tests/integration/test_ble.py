@@ -78,6 +78,10 @@ class ManyLocksOneAdapter(BleSite):
             self.assertGreaterEqual(s["state_requests"], s["connections"], s)
         log = self.gateway_log_text()
         self.assertIn("ble: adapter hci0 found; serving 5 BLE locks, at most 2 connected at once", log)
+        from harness import LOCKBRIDGE
+        import subprocess
+        out = subprocess.run([LOCKBRIDGE, "check-config", self.config], capture_output=True, text=True)
+        self.assertIn("5 locks: 0 CoAP, 5 BLE on hci0)", out.stdout)
         # The status report counts the BLE side too: the retained status
         # message (checked against its schema) and `lockbridge status`.
         wait_for(lambda: "ble" in (self.last_status() or {}), 10, "BLE figures in the status message")
