@@ -40,6 +40,12 @@ def decode(data):
     return value
 
 
+def decode_first(data):
+    """The first item of `data` (a client that got a response twice, after
+    retransmitting its request, writes both)."""
+    return _decode(data)[0]
+
+
 def _decode(d):
     major, info = d[0] >> 5, d[0] & 31
     d = d[1:]
