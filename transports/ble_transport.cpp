@@ -306,9 +306,10 @@ struct ble_transport::impl {
         release(k, "its address changed");
       k.lock = l;
       k.path = device_path(cfg.ble.adapter, l.address);
-      k.assembly = ble::reassembler{cfg.ble.fragment_timeout_ms};
-      if (added)
+      if (added) {
+        k.assembly = ble::reassembler{cfg.ble.fragment_timeout_ms};
         k.next_poll = steady::now(); // every lock is visited once at start
+      }
     }
     for (auto it = links.begin(); it != links.end();) {
       if (keep.contains(it->first)) {
@@ -469,9 +470,8 @@ struct ble_transport::impl {
     return 0;
   }
 
-  static int on_objects(sd_bus_message* m, void* userdata, sd_bus_error*) {
+  static int on_objects(sd_bus_message*, void* userdata, sd_bus_error*) {
     auto* self = static_cast<impl*>(userdata);
-    (void)m;
     self->next_adapter_check = steady::time_point{}; // rescan on the next pass
     return 0;
   }
@@ -670,28 +670,17 @@ struct ble_transport::impl {
       return;
     }
     case ble::kind::access: {
-      auto request = protocol::decode_access_request(m.body);
-      if (!request) {
+      auto out = answer_access(h.on_access, l.lock.id, m.body);
+      if (out.code == 400) {
         ++counters.bad_messages;
-        answer(l, ble::kind::access_answer, m.counter, 400, request.error().to_string());
-        return;
-      }
-      if (!h.on_access) {
-        answer(l, ble::kind::access_answer, m.counter, 503, "access decisions unavailable");
-        return;
-      }
-      protocol::access_decision decision;
-      try {
-        decision = h.on_access(l.lock.id, *request);
-      } catch (const std::exception& e) {
-        spdlog::error("ble: lock {}: access decision failed: {}", l.lock.id, e.what());
-        answer(l, ble::kind::access_answer, m.counter, 500, "decision failed; retry");
-        return;
+        spdlog::warn("ble: lock {}: bad access query over BLE: {}", l.lock.id, out.error);
+      } else if (out.code == 500) {
+        spdlog::error("ble: lock {}: access decision failed: {}", l.lock.id, out.error);
       }
       send(l, ble::kind::access_answer,
-           ble::encode_answer({m.counter, 205, protocol::encode_access_answer(decision)}));
-      if (h.on_decided)
-        h.on_decided(l.lock.id, *request, decision);
+           ble::encode_answer({m.counter, static_cast<std::uint16_t>(out.code), std::move(out.body)}));
+      if (out.request && h.on_decided)
+        h.on_decided(l.lock.id, *out.request, out.decision);
       return;
     }
     case ble::kind::time_request: {

@@ -622,34 +622,25 @@ struct coap_server::impl {
     const std::uint8_t* data = nullptr;
     if (!coap_get_data(request, &size, &data))
       size = 0;
-    auto query_body = protocol::decode_access_request({data, size});
-    if (!query_body) {
+    auto out = answer_access(self->cfg.on_access, lock->id, {data, size});
+    if (out.code == 400) {
       ++self->counters.bad_requests;
       std::uint64_t suppressed = 0;
       if (lock->bad_batch_warnings.allow(suppressed))
-        spdlog::warn("coap: lock {} sent a bad access query: {}", lock->id,
-                     query_body.error().to_string());
-      answer_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, query_body.error().to_string());
-      return;
+        spdlog::warn("coap: lock {} sent a bad access query: {}", lock->id, out.error);
+    } else if (out.code == 500) {
+      spdlog::error("coap: access decision for lock {} failed: {}", lock->id, out.error);
     }
-    if (!self->cfg.on_access) {
-      answer_error(response, COAP_RESPONSE_CODE_SERVICE_UNAVAILABLE,
-                   "access decisions are not configured on this gateway");
-      return;
-    }
-    protocol::access_decision decision;
-    try {
-      decision = self->cfg.on_access(lock->id, *query_body);
-    } catch (const std::exception& e) {
-      spdlog::error("coap: access decision for lock {} failed: {}", lock->id, e.what());
-      answer_error(response, COAP_RESPONSE_CODE_INTERNAL_ERROR, "decision failed; retry");
+    if (out.code != 205) {
+      answer_error(response, static_cast<coap_pdu_code_t>(COAP_RESPONSE_CODE(out.code)),
+                   std::string(out.body.begin(), out.body.end()));
       return;
     }
     coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
-    add_cbor(response, protocol::encode_access_answer(decision));
+    add_cbor(response, out.body);
     // Journalling waits until the answer is on its way (after this pass).
     if (self->cfg.on_decided)
-      self->decided.push_back({lock->id, std::move(*query_body), decision});
+      self->decided.push_back({lock->id, std::move(*out.request), out.decision});
   }
 
   struct decided_item {

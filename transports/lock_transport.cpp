@@ -2,6 +2,33 @@
 
 namespace lockbridge::transport {
 
+access_outcome answer_access(const access_handler& decide, const std::string& lock,
+                             std::span<const std::uint8_t> payload) {
+  access_outcome out;
+  auto text = [&out](int code, const std::string& diagnostic) {
+    out.code = code;
+    out.body.assign(diagnostic.begin(), diagnostic.end());
+    return out;
+  };
+  auto request = protocol::decode_access_request(payload);
+  if (!request) {
+    out.error = request.error().to_string();
+    return text(400, out.error);
+  }
+  if (!decide)
+    return text(503, "access decisions are not configured on this gateway");
+  try {
+    out.decision = decide(lock, *request);
+  } catch (const std::exception& e) {
+    out.error = e.what();
+    return text(500, "decision failed; retry");
+  }
+  out.code = 205;
+  out.body = protocol::encode_access_answer(out.decision);
+  out.request = std::move(*request);
+  return out;
+}
+
 void transport_set::route(const std::string& lock, std::size_t member) {
   std::lock_guard guard{mutex_};
   routes_[lock] = member;

@@ -10,6 +10,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -66,6 +68,23 @@ struct command_outcome {
   std::uint32_t attempts = 0; ///< times it was sent
 };
 using command_callback = std::function<void(command_outcome)>;
+
+/// An access query answered: what any transport sends back, whatever its
+/// wire. `code` is CoAP-style (205 with the CBOR answer in `body`; 400, 500 or
+/// 503 with a diagnostic text in `body`); `request` is set when a decision
+/// was made (to be reported through `on_decided` once the answer is out).
+struct access_outcome {
+  int code = 500;
+  std::vector<std::uint8_t> body;
+  std::optional<protocol::access_request> request;
+  protocol::access_decision decision;
+  std::string error; ///< for a log line: why it was not decided
+};
+
+/// Decodes an access query, asks `decide` and encodes the answer. Never
+/// throws: a failing decision becomes a 500 "retry".
+access_outcome answer_access(const access_handler& decide, const std::string& lock,
+                             std::span<const std::uint8_t> payload);
 
 /// The calls every transport makes into the gateway.
 struct lock_handlers {

@@ -72,3 +72,32 @@ TEST_CASE("transport_set: answers go to the transport that asked, commands to th
   set.stop();
   CHECK(coap->started == 0);
 }
+
+TEST_CASE("answer_access: one decision path for every transport") {
+  // {"cred": "C1", "door": "d1", "ts": 1}
+  std::vector<std::uint8_t> query{0xa3, 0x64, 'c', 'r', 'e', 'd', 0x62, 'C', '1', 0x64, 'd', 'o', 'o',
+                                  'r', 0x62, 'd', '1', 0x62, 't', 's', 0x01};
+  lockbridge::protocol::access_decision allow;
+  allow.allow = true;
+  auto out = answer_access([&](const std::string&, const auto&) { return allow; }, "lock-1", query);
+  CHECK(out.code == 205);
+  REQUIRE(out.request);
+  CHECK(out.request->cred == "C1");
+  CHECK(out.decision.allow);
+
+  auto bad = answer_access([&](const std::string&, const auto&) { return allow; }, "lock-1",
+                           std::vector<std::uint8_t>{0xa0});
+  CHECK(bad.code == 400);
+  CHECK_FALSE(bad.request);
+  CHECK(std::string(bad.body.begin(), bad.body.end()).find("cred") != std::string::npos);
+
+  CHECK(answer_access(nullptr, "lock-1", query).code == 503);
+  auto failing = answer_access(
+    [](const std::string&, const auto&) -> lockbridge::protocol::access_decision {
+      throw std::runtime_error{"disk gone"};
+    },
+    "lock-1", query);
+  CHECK(failing.code == 500);
+  CHECK(failing.error == "disk gone");
+  CHECK_FALSE(failing.request);
+}
