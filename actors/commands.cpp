@@ -3,6 +3,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/failure.hpp"
+
 #include "actors/error.hpp"
 #include "actors/keeper.hpp"
 #include "protocols/clock_guard.hpp"
@@ -123,6 +125,7 @@ void commands_state::on_done(const lock_command_done& done) {
 
 commands_actor::behavior_type commands(commands_actor::stateful_pointer<commands_state> self,
                                        commands_config cfg) {
+  log_exceptions(self);
   self->state.cfg = std::move(cfg);
   return {
     [self](atom::command, const std::string&, const std::string& payload) {

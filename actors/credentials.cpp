@@ -3,6 +3,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/failure.hpp"
+
 #include "actors/error.hpp"
 #include "actors/keeper.hpp"
 #include "protocols/clock_guard.hpp"
@@ -239,6 +241,7 @@ void credentials_state::on_delta(const std::string& payload) {
 
 credentials_actor::behavior_type
 credentials(credentials_actor::stateful_pointer<credentials_state> self, credentials_config cfg) {
+  log_exceptions(self);
   self->state.cfg = std::move(cfg);
   self->delayed_send(self, self->state.cfg.tick_interval, atom::tick_v);
   // On the way out, save the clock once more. The functor holds what it needs

@@ -14,6 +14,9 @@ enum class ec : std::uint8_t {
   listen_failed,    ///< a listener could not bind
   tls_failure,      ///< the MQTT TLS setup failed (files unreadable, mismatched)
   restarting,       ///< the supervisor is restarting its children
+  state_damaged,    ///< the state is damaged or foreign: fatal (exit 65), never restarted over
+  storage_fault,    ///< the disk is full or failing: ridden out, never a reason to restart
+  storage_panic,    ///< LMDB gave up on the environment: only a new process can reopen it
 };
 
 } // namespace lockbridge

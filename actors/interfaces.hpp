@@ -39,6 +39,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, reseal, "reseal")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, audit, "audit")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, observed, "observed")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, retry, "retry")
 
 namespace lockbridge {
 
@@ -65,6 +66,8 @@ using journal_actor = caf::typed_actor<
   caf::reacts_to<atom::flush>,
   /// Apply retention now (also runs on its own timer).
   caf::reacts_to<atom::purge>,
+  /// Try again the removals a failing disk refused (its own timer).
+  caf::reacts_to<atom::retry>,
   /// Report depth, bytes and counters.
   caf::replies_to<atom::figures>::with<journal_figures>>;
 

@@ -9,7 +9,10 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/failure.hpp"
+
 #include "actors/error.hpp"
+#include "protocols/clock_guard.hpp"
 
 namespace lockbridge {
 
@@ -29,12 +32,22 @@ std::uint64_t journal_state::flush() {
   std::vector<store::append_outcome> outcomes;
   try {
     outcomes = cfg.store->append(batches, remove_upto);
-  } catch (const std::exception& e) {
-    // Nothing was committed: the locks get no acknowledgement and retry.
-    spdlog::error("journal: commit failed: {}", e.what());
-    batches.clear();
-    request_ids.clear();
-    throw;
+  } catch (const store::store_error& e) {
+    if (e.why() != store::store_error::kind::storage) {
+      // Nothing was committed; a damaged state ends the process (supervisor).
+      spdlog::error("journal: commit failed: {}", e.what());
+      batches.clear();
+      request_ids.clear();
+      throw;
+    }
+    storage_fault(e.what());
+    return 0;
+  }
+  if (retry_delay.count() > 0 || (cfg.health && cfg.health->get().faults > 0)) {
+    if (cfg.health && cfg.health->recovered())
+      spdlog::warn("journal: the disk takes writes again; locks' events are acknowledged as "
+                   "before");
+    retry_delay = std::chrono::milliseconds{0};
   }
   remove_upto = 0;
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
@@ -56,12 +69,41 @@ std::uint64_t journal_state::flush() {
   return after > before ? after : 0;
 }
 
+void journal_state::storage_fault(const std::string& what) {
+  // Nothing was committed: every lock of the group is told to hold its
+  // events and retry (5.03 with Max-Age), removals wait for the next try.
+  bool first = !cfg.health || cfg.health->fail(what, protocol::unix_ms_now());
+  ++counters.refused_full;
+  if (first || counters.refused_full % 1000 == 0)
+    spdlog::error("journal: the disk refuses writes ({}); locks are told to retry later (5.03), "
+                  "access decisions go on; free space in the state directory ({} faults so far)",
+                  what, cfg.health ? cfg.health->get().faults : 0);
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    store::append_outcome o;
+    o.result = store::append_outcome::status::refused_full;
+    o.acked_seq = cfg.store->progress(batches[i].lock_id);
+    cfg.reply(request_ids[i], o);
+  }
+  batches.clear();
+  request_ids.clear();
+  retry_delay = std::min<std::chrono::milliseconds>(
+    std::max(retry_delay * 2, std::chrono::milliseconds{500}), std::chrono::seconds{30});
+}
+
 void journal_state::purge() {
   auto cutoff = std::chrono::duration_cast<std::chrono::milliseconds>(
                   (std::chrono::system_clock::now() - std::chrono::hours{24} * cfg.retention_days)
                     .time_since_epoch())
                   .count();
-  auto removed = cfg.store->purge_received_before(cutoff);
+  std::uint64_t removed = 0;
+  try {
+    removed = cfg.store->purge_received_before(cutoff);
+  } catch (const store::store_error& e) {
+    if (e.why() != store::store_error::kind::storage)
+      throw;
+    spdlog::error("journal: retention could not purge ({}); tried again in an hour", e.what());
+    return;
+  }
   if (removed > 0) {
     counters.purged_retention += removed;
     spdlog::warn("journal: retention purged {} undelivered events older than {} days "
@@ -74,6 +116,7 @@ void journal_state::purge() {
 
 journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_state> self,
                                      journal_config cfg, uplink_actor uplink) {
+  log_exceptions(self);
   self->state.cfg = std::move(cfg);
   self->state.uplink = std::move(uplink);
   // Detached: this runs on the journal's own thread. Locks wait for its
@@ -99,9 +142,20 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
       self->state.remove_upto = std::max(self->state.remove_upto, upto);
       schedule_flush();
     },
-    [self](atom::flush) {
-      if (auto next = self->state.flush(); next > 0)
-        self->send(self->state.uplink, atom::committed_v, next);
+    [self, schedule_flush](atom::flush) {
+      auto& st = self->state;
+      if (auto next = st.flush(); next > 0)
+        self->send(st.uplink, atom::committed_v, next);
+      // Removals refused by a failing disk are tried again after a delay
+      // (a lock's retry may come first and carry them along).
+      if (st.retry_delay.count() > 0 && st.remove_upto > 0 && !st.retry_scheduled) {
+        st.retry_scheduled = true;
+        self->delayed_send(self, st.retry_delay, atom::retry_v);
+      }
+    },
+    [self, schedule_flush](atom::retry) {
+      self->state.retry_scheduled = false;
+      schedule_flush();
     },
     [self](atom::purge) {
       self->state.purge();

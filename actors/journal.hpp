@@ -11,6 +11,7 @@
 
 #include "actors/interfaces.hpp"
 #include "store/journal.hpp"
+#include "store/vault.hpp"
 
 namespace lockbridge {
 
@@ -24,6 +25,8 @@ struct journal_config {
   std::chrono::seconds purge_interval{3600};
   /// Called with the number of events retention purged (the audit trail).
   std::function<void(std::uint64_t)> on_purged;
+  /// Where a storage fault (disk full, I/O error) is recorded for status.
+  std::shared_ptr<store::storage_health> health;
 };
 
 caf::error validate(const journal_config& cfg);
@@ -37,12 +40,20 @@ struct journal_state {
   std::vector<store::append_request> batches;
   std::uint64_t remove_upto = 0;
   bool flush_scheduled = false;
+  /// While the disk refuses writes: the delay before removals are tried
+  /// again (doubling to 30 s); zero while healthy.
+  std::chrono::milliseconds retry_delay{0};
+  bool retry_scheduled = false;
   journal_figures counters; ///< only the since-start counters are used
 
   /// Commits everything gathered in one durable transaction and answers.
-  /// Returns the next key if anything was stored, 0 otherwise.
+  /// Returns the next key if anything was stored, 0 otherwise. A storage
+  /// fault (ENOSPC, EIO) answers every batch of the group "full" (5.03:
+  /// nothing is acknowledged that is not durable) and is recorded, not thrown.
   std::uint64_t flush();
   void purge();
+  /// Answers the gathered batches "full" after a failed commit and records the fault.
+  void storage_fault(const std::string& what);
 };
 
 /// Spawned detached: its commits block on fdatasync and must not hold up the

@@ -3,6 +3,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/failure.hpp"
+
 #include <set>
 
 #include "actors/error.hpp"
@@ -251,6 +253,7 @@ bool keeper_state::reseal_step() {
 
 keeper_actor::behavior_type keeper(keeper_actor::stateful_pointer<keeper_state> self,
                                    keeper_config cfg) {
+  log_exceptions(self);
   self->state.cfg = std::move(cfg);
   auto& v = *self->state.cfg.vault;
   // A rotation interrupted by a stop resumes: values sealed by older keys remain.

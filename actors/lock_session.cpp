@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include "actors/error.hpp"
+#include "actors/failure.hpp"
 #include "protocols/cloud_messages.hpp"
 
 namespace lockbridge {
@@ -42,6 +43,7 @@ store::append_request lock_session_state::pseudonymise(const protocol::event_bat
 lock_session_actor::behavior_type
 lock_session(lock_session_actor::stateful_pointer<lock_session_state> self,
              lock_session_config cfg, journal_actor journal) {
+  log_exceptions(self);
   self->state.cfg = std::move(cfg);
   self->state.journal = std::move(journal);
   return {

@@ -39,7 +39,7 @@ read_lock_keys(const std::vector<config::lock_config>& locks) {
   for (const auto& lock : locks) {
     auto psk = config::read_psk(lock.psk_file);
     if (!psk)
-      throw std::runtime_error{"lock " + lock.id + ": " + psk.error().to_string()};
+      throw configuration_error{"lock " + lock.id + ": " + psk.error().to_string()};
     if (lock.transport == config::lock_transport::ble)
       out.second.push_back({lock.id, lock.ble_address, *psk});
     else
@@ -110,7 +110,12 @@ void spawn_children(self_ptr self) {
       caf::anon_send(*session, atom::events_v, id,
                      batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
   };
-  auto coap = std::make_shared<transport::coap_server>(coap_cfg, on_events);
+  std::shared_ptr<transport::coap_server> coap;
+  try {
+    coap = std::make_shared<transport::coap_server>(coap_cfg, on_events);
+  } catch (const std::runtime_error& e) {
+    throw environment_error{e.what()};
+  }
   // One set of transports: CoAP is member 0, BLE (when a lock uses it) 1.
   auto server = std::make_shared<transport::transport_set>();
   server->add(coap);
@@ -176,6 +181,7 @@ void spawn_children(self_ptr self) {
 
   journal_config j_cfg;
   j_cfg.store = vault->events;
+  j_cfg.health = std::shared_ptr<store::storage_health>(vault, &vault->storage);
   j_cfg.retention_days = gw.store.retention_days;
   j_cfg.on_purged = [vault](std::uint64_t removed) {
     audit(*vault, "retention_purge", {{"table", "journal"}, {"records", removed}});
@@ -435,24 +441,35 @@ void reload(self_ptr self, const config::gateway_config& next) {
 
 } // namespace
 
-std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive) {
+std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive,
+                                         bool start_empty) {
   store::vault_keys keys;
   auto kek = config::read_key32(gw.security.kek_file);
   if (!kek)
-    throw std::runtime_error{"key-encryption key: " + kek.error().to_string()};
+    throw configuration_error{"key-encryption key: " + kek.error().to_string()};
   keys.kek = *kek;
   if (!gw.security.previous_kek_file.empty()) {
     auto previous = config::read_key32(gw.security.previous_kek_file);
     if (!previous)
-      throw std::runtime_error{"previous key-encryption key: " + previous.error().to_string()};
+      throw configuration_error{"previous key-encryption key: " + previous.error().to_string()};
     keys.previous_kek = *previous;
   }
   auto lookup = config::read_key32(gw.credentials.lookup_key_file);
   if (!lookup)
-    throw std::runtime_error{"credential lookup key: " + lookup.error().to_string()};
+    throw configuration_error{"credential lookup key: " + lookup.error().to_string()};
   keys.lookup = *lookup;
-  auto v = store::open_vault(gw.store.state_dir, gw.store.journal_max_bytes, keys,
-                             protocol::unix_ms_now(), exclusive);
+  std::optional<store::state_owner> owner;
+  if (exclusive)
+    owner = store::state_owner{gw.site, gw.gateway, start_empty};
+  std::shared_ptr<store::vault> v;
+  try {
+    v = store::open_vault(gw.store.state_dir, gw.store.journal_max_bytes, keys,
+                          protocol::unix_ms_now(), exclusive, owner);
+  } catch (...) {
+    OPENSSL_cleanse(keys.kek.data(), keys.kek.size());
+    OPENSSL_cleanse(keys.lookup.data(), keys.lookup.size());
+    throw;
+  }
   OPENSSL_cleanse(keys.kek.data(), keys.kek.size());
   OPENSSL_cleanse(keys.lookup.data(), keys.lookup.size());
   if (keys.previous_kek)
@@ -464,15 +481,43 @@ supervisor_actor::behavior_type
 supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
-  const auto& gw = st.cfg.gateway;
-  st.vault = open_state(gw);
-  spawn_children(self);
+  log_exceptions(self);
+  try {
+    st.vault = st.cfg.vault ? st.cfg.vault : open_state(st.cfg.gateway);
+    st.cfg.vault.reset();
+    spawn_children(self);
+  } catch (const std::exception& e) {
+    stop_children(self);
+    if (st.cfg.on_start_failed)
+      st.cfg.on_start_failed(kind_of(e), e.what());
+    self->quit(caf::exit_reason::user_shutdown);
+    return {[](atom::restart) {}, [](atom::reload, const config_ptr&) {}, [](atom::tick) {},
+            [](atom::get) -> caf::result<std::string> {
+              return caf::make_error(ec::restarting, "the gateway did not start");
+            },
+            [](atom::command, std::string&, std::string&) -> caf::result<std::string> {
+              return caf::make_error(ec::restarting, "the gateway did not start");
+            }};
+  }
   if (st.cfg.on_ready)
     st.cfg.on_ready();
   self->set_down_handler([self](const caf::down_msg& msg) {
     auto& st = self->state;
     if (st.restarting)
       return;
+    // A damaged state found at run time, or LMDB giving up on the file: a
+    // restart of the actors would meet the same file. End the process with
+    // the documented code instead (systemd's policy decides what follows).
+    if (msg.reason == ec::state_damaged || msg.reason == ec::storage_panic) {
+      auto kind = msg.reason == ec::state_damaged ? failure_kind::state : failure_kind::runtime;
+      auto why = caf::to_string(msg.reason);
+      spdlog::critical("supervisor: {}; stopping", why);
+      stop_children(self);
+      if (st.cfg.on_fatal)
+        st.cfg.on_fatal(kind, why);
+      self->quit(caf::exit_reason::user_shutdown);
+      return;
+    }
     spdlog::error("supervisor: an actor failed ({}); restarting all of them",
                   caf::to_string(msg.reason));
     auto now = std::chrono::steady_clock::now();
@@ -484,8 +529,8 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
                  + std::to_string(st.cfg.restart_window.count()) + " s";
       spdlog::critical("supervisor: giving up after {}", why);
       if (st.cfg.on_fatal)
-        st.cfg.on_fatal(why);
-      self->quit(caf::exit_reason::unhandled_exception);
+        st.cfg.on_fatal(failure_kind::runtime, why);
+      self->quit(caf::exit_reason::user_shutdown);
       return;
     }
     st.restarting = true;
@@ -540,9 +585,10 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
         spawn_children(self);
       } catch (const std::exception& e) {
         spdlog::critical("supervisor: restart failed: {}", e.what());
+        stop_children(self);
         if (st.cfg.on_fatal)
-          st.cfg.on_fatal(e.what());
-        self->quit(caf::exit_reason::unhandled_exception);
+          st.cfg.on_fatal(kind_of(e), e.what());
+        self->quit(caf::exit_reason::user_shutdown);
       }
     },
   };

@@ -13,6 +13,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/failure.hpp"
 #include "actors/interfaces.hpp"
 #include "actors/uplink.hpp"
 #include "config/config.hpp"
@@ -47,11 +48,18 @@ struct session_table {
 struct supervisor_config {
   config::gateway_config gateway;
   std::string version;
+  /// The state, opened by the caller before any actor starts (a start in
+  /// stages: a damaged state ends the start before the listeners bind).
+  std::shared_ptr<store::vault> vault;
   /// Called once the listeners are up and the actors run (sd_notify READY).
   std::function<void()> on_ready;
-  /// Called when the supervisor gives up (too many restarts): the process
-  /// should exit non-zero so that systemd restarts it.
-  std::function<void(const std::string&)> on_fatal;
+  /// Called instead of on_ready when the start fails (once; the supervisor
+  /// has stopped whatever it had started and ends).
+  std::function<void(failure_kind, const std::string&)> on_start_failed;
+  /// Called when the supervisor gives up after READY (too many restarts, a
+  /// damaged state found at run time): the process should exit non-zero
+  /// with the kind's code so that systemd's policy applies.
+  std::function<void(failure_kind, const std::string&)> on_fatal;
   /// Called every `watchdog_interval` while every child runs (not while they
   /// restart): sd_notify WATCHDOG=1. Unset: no watchdog.
   std::function<void()> on_watchdog;
@@ -97,8 +105,12 @@ struct supervisor_state {
 };
 
 /// Reads the key files named in `gw` and opens the state (store/vault.hpp).
-/// Throws std::runtime_error or store::store_error saying what is wrong.
-std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive = true);
+/// With `exclusive` (the daemon), the state must be this gateway's
+/// (store::state_owner); `start_empty` accepts a recorded state whose data
+/// file is gone. Throws configuration_error (a key file) or
+/// store::store_error saying what is wrong.
+std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive = true,
+                                         bool start_empty = false);
 
 /// Opens the store, spawns the uplink, journal, one lock_session per lock and
 /// the CoAP endpoint, monitors them and restarts them all, with backoff, when

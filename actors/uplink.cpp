@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/failure.hpp"
+
 #include "actors/error.hpp"
 #include "actors/keeper.hpp"
 #include "store/quarantine.hpp"
@@ -177,6 +179,8 @@ protocol::gateway_status status_now(self_ptr self) {
   }
   if (st.cfg.vault) {
     auto& v = *st.cfg.vault;
+    auto g = v.storage.get();
+    s.storage = protocol::gateway_status::storage_part{g.ok, g.error, g.since, g.faults};
     protocol::gateway_status::privacy_part p;
     try {
       auto epochs = v.epochs->all();
@@ -590,6 +594,7 @@ void reload_tls(self_ptr self) {
 
 uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
                                    uplink_config cfg) {
+  log_exceptions(self);
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};

@@ -2,7 +2,10 @@
 // Start in plain stages: config, logs, store and listeners (supervisor),
 // signals, sd_notify READY, wait; then an ordered teardown.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <grp.h>
 #include <openssl/rand.h>
 #include <signal.h>
@@ -16,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -32,6 +36,7 @@
 #include <systemd/sd-journal.h>
 #include <sys/uio.h>
 
+#include "actors/failure.hpp"
 #include "actors/supervisor.hpp"
 #include "config/config.hpp"
 #include "config/defaults.hpp"
@@ -41,6 +46,7 @@
 #include "protocols/log_fields.hpp"
 #include "store/credentials.hpp"
 #include "store/journal.hpp"
+#include "store/state_check.hpp"
 #include "status_socket.hpp"
 
 namespace {
@@ -51,6 +57,8 @@ constexpr int exit_failure = 1;
 constexpr int exit_not_running = 3; // LSB: program is not running (`status`)
 constexpr int exit_broken = 2;     // `audit verify`: the chain is broken
 constexpr int exit_usage = 64;  // EX_USAGE
+constexpr int exit_state = 65;  // EX_DATAERR: the state is damaged or not this gateway's
+constexpr int exit_environment = 69; // EX_UNAVAILABLE: a port or the state held elsewhere
 constexpr int exit_config = 78; // EX_CONFIG
 
 #ifndef LOCKBRIDGE_VERSION
@@ -127,20 +135,113 @@ std::vector<lockbridge::config::override_value> overrides;
 std::optional<lockbridge::config::gateway_config> load_config(const std::string& file,
                                                              bool reloading = false) {
   auto result = lockbridge::config::load(file, overrides);
+  // Errors quote values from the file: echoed escaped, so a value with a
+  // newline cannot start a line of its own.
+  using lockbridge::protocol::printable_text;
   if (reloading) {
     for (const auto& e : result.errors)
-      spdlog::error("reload: {}", e.to_string());
+      spdlog::error("reload: {}", printable_text(e.to_string()));
     return result.config;
   }
   for (const auto& e : result.errors)
-    std::cerr << "lockbridge: " << e.to_string() << "\n";
+    std::cerr << "lockbridge: " << printable_text(e.to_string()) << "\n";
   if (!result.errors.empty())
     std::cerr << "lockbridge: " << result.errors.size() << " error(s) in " << file
               << "; nothing was started\n";
   return result.config;
 }
 
-int run(const std::string& file) {
+/// Answers one request on the local socket (`status`, or `command <name>
+/// <json>`) by asking the supervisor.
+std::string answer_local(caf::actor_system& sys, const lockbridge::supervisor_actor& sup,
+                         const std::string& request) {
+  caf::scoped_actor self{sys};
+  std::string out;
+  auto on_error = [&](caf::error& err) {
+    out = nlohmann::json{{"error", caf::to_string(err)}}.dump();
+  };
+  if (request == "status") {
+    self->request(sup, std::chrono::seconds{5}, lockbridge::atom::get_v)
+      .receive([&](std::string& text) { out = std::move(text); }, on_error);
+    return out;
+  }
+  // "command <name> <json>": the local operator's path to the commands that
+  // must work without the cloud (erase_subject).
+  static constexpr std::string_view prefix = "command ";
+  auto space = request.find(' ', prefix.size());
+  if (!request.starts_with(prefix) || space == std::string::npos)
+    return nlohmann::json{{"error", "unknown request; expected \"status\" or "
+                                    "\"command <name> <json>\""}}
+      .dump();
+  auto name = request.substr(prefix.size(), space - prefix.size());
+  auto payload = request.substr(space + 1);
+  self->request(sup, std::chrono::seconds{60}, lockbridge::atom::command_v, name, payload)
+    .receive([&](std::string& text) { out = std::move(text); }, on_error);
+  return out;
+}
+
+/// The exit code of a failure of `kind` (docs/operations.md, "When things fail").
+int exit_code_of(lockbridge::failure_kind kind) {
+  switch (kind) {
+  case lockbridge::failure_kind::configuration: return exit_config;
+  case lockbridge::failure_kind::state: return exit_state;
+  case lockbridge::failure_kind::environment: return exit_environment;
+  default: return exit_failure;
+  }
+}
+
+/// The one line a refused start prints (stderr, or the journal under
+/// systemd), with the stage that failed; returns the exit code.
+int refuse_start(lockbridge::failure_kind kind, std::string_view stage, const std::string& why) {
+  spdlog::critical("lockbridge: cannot start ({}): {}", stage,
+                   lockbridge::protocol::printable_text(why));
+  spdlog::default_logger()->flush();
+  sd_notifyf(0, "STATUS=not started: %s failed", std::string{stage}.c_str());
+  return exit_code_of(kind);
+}
+
+/// Refuses a UDP listen address another process already holds. libcoap
+/// binds with SO_REUSEADDR, with which Linux lets two processes share a UDP
+/// port (the later one takes the traffic); this probe binds without it
+/// first, so a port in use by anyone is found before libcoap shares it.
+void probe_udp_port(const lockbridge::config::listen_address& a, std::string_view key) {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  if (::inet_pton(AF_INET, a.host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(a.port);
+    len = sizeof *v4;
+  } else if (::inet_pton(AF_INET6, a.host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(a.port);
+    len = sizeof *v6;
+  } else {
+    return; // not numeric: the config check refuses it with its line
+  }
+  int fd = ::socket(addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    throw lockbridge::environment_error{std::string{"cannot create a UDP socket: "}
+                                        + std::strerror(errno)};
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len);
+  int err = errno;
+  ::close(fd);
+  if (rc == 0)
+    return;
+  auto where = a.host + ":" + std::to_string(a.port);
+  if (err == EADDRINUSE)
+    throw lockbridge::environment_error{
+      std::string{key} + " " + where + ": the UDP port is held by another process (`ss -ulpn "
+      "'sport = :" + std::to_string(a.port) + "'` shows which); stop it, or choose another port"};
+  throw lockbridge::environment_error{std::string{key} + " " + where + ": cannot listen there ("
+                                      + std::strerror(err) + "); is the address this machine's?"};
+}
+
+/// Why the process ends after READY, set before SIGUSR1 is raised.
+std::atomic<int> fatal_exit_code{exit_failure};
+
+int run(const std::string& file, bool start_empty) {
   // Block the signals before any thread starts, so that only sigwait sees them.
   sigset_t signals;
   sigemptyset(&signals);
@@ -148,6 +249,7 @@ int run(const std::string& file) {
     sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Stage 1: the configuration (exit 78 with every error listed).
   auto cfg = load_config(file);
   if (!cfg)
     return exit_config;
@@ -158,6 +260,25 @@ int run(const std::string& file) {
                  ? "production"
                  : "development");
 
+  // Stage 2: keys and state. The state is checked before LMDB maps it, must
+  // be this gateway's, and opens with this key-encryption key, or the start
+  // ends here (65 damaged or foreign, 69 held by another process).
+  std::shared_ptr<lockbridge::store::vault> vault;
+  try {
+    vault = lockbridge::open_state(*cfg, true, start_empty);
+  } catch (const std::exception& e) {
+    return refuse_start(lockbridge::kind_of(e), "state", e.what());
+  }
+  if (start_empty)
+    spdlog::warn("lockbridge: started with --start-empty: whatever state {} held before is not "
+                 "used",
+                 cfg->store.state_dir.string());
+
+  // Stage 3: the listeners, before any actor: a port another process holds
+  // or a status socket that cannot be made ends the start (69).
+  std::atomic<bool> started{false};
+  std::optional<lockbridge::supervisor_actor> sup_slot;
+  std::mutex sup_mutex;
   caf::actor_system_config sys_cfg;
   sys_cfg.set("logger.console", caf::atom("none"));
   sys_cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -169,9 +290,37 @@ int run(const std::string& file) {
   int exit_code = exit_ok;
   {
     caf::actor_system sys{sys_cfg};
+    std::unique_ptr<lockbridge::status_socket> status;
+    try {
+      for (const auto& a : cfg->coap.dtls_listen)
+        probe_udp_port(a, "coap.dtls_listen");
+      for (const auto& a : cfg->coap.plain_listen)
+        probe_udp_port(a, "coap.plain_listen");
+      try {
+        status = std::make_unique<lockbridge::status_socket>(
+          cfg->status_socket, [&](const std::string& request) {
+            std::optional<lockbridge::supervisor_actor> sup;
+            {
+              std::lock_guard guard{sup_mutex};
+              sup = sup_slot;
+            }
+            if (!sup || !started)
+              return nlohmann::json{{"error", "the gateway is starting"}}.dump();
+            return answer_local(sys, *sup, request);
+          });
+      } catch (const std::exception& e) {
+        throw lockbridge::environment_error{std::string{"gateway.status_socket: "} + e.what()};
+      }
+    } catch (const std::exception& e) {
+      return refuse_start(lockbridge::kind_of(e), "listeners", e.what());
+    }
+
+    // Stage 4: the actors. The supervisor starts the transports and the
+    // actors and says whether it could; READY only then.
     lockbridge::supervisor_config sup_cfg;
     sup_cfg.gateway = *cfg;
     sup_cfg.version = LOCKBRIDGE_VERSION;
+    sup_cfg.vault = std::move(vault);
     std::uint64_t watchdog_us = 0;
     if (sd_watchdog_enabled(0, &watchdog_us) > 0 && watchdog_us > 0) {
       sup_cfg.watchdog_interval = std::chrono::milliseconds{watchdog_us / 2000};
@@ -179,50 +328,35 @@ int run(const std::string& file) {
       spdlog::info("lockbridge: feeding the systemd watchdog every {} ms",
                    sup_cfg.watchdog_interval.count());
     }
-    sup_cfg.on_ready = [] {
-      sd_notify(0, "READY=1\nSTATUS=listening");
-      spdlog::info("lockbridge: ready");
+    auto outcome = std::make_shared<std::promise<std::optional<std::pair<lockbridge::failure_kind,
+                                                                         std::string>>>>();
+    auto start_result = outcome->get_future();
+    sup_cfg.on_ready = [outcome] { outcome->set_value(std::nullopt); };
+    sup_cfg.on_start_failed = [outcome](lockbridge::failure_kind kind, const std::string& why) {
+      outcome->set_value(std::make_pair(kind, why));
     };
-    sup_cfg.on_fatal = [](const std::string&) { ::kill(::getpid(), SIGUSR1); };
-    lockbridge::supervisor_actor sup;
-    try {
-      sup = sys.spawn(lockbridge::supervisor, sup_cfg);
-    } catch (const std::exception& e) {
-      spdlog::critical("lockbridge: cannot start: {}", e.what());
-      return exit_failure;
+    sup_cfg.on_fatal = [](lockbridge::failure_kind kind, const std::string&) {
+      fatal_exit_code = exit_code_of(kind);
+      ::kill(::getpid(), SIGUSR1);
+    };
+    auto sup = sys.spawn(lockbridge::supervisor, sup_cfg);
+    if (start_result.wait_for(std::chrono::seconds{60}) != std::future_status::ready) {
+      spdlog::critical("lockbridge: cannot start (actors): they did not start within 60 s");
+      spdlog::default_logger()->flush();
+      std::_Exit(exit_failure); // actors that hang cannot be awaited
     }
-    std::unique_ptr<lockbridge::status_socket> status;
-    try {
-      status = std::make_unique<lockbridge::status_socket>(
-        cfg->status_socket, [&sys, sup](const std::string& request) {
-          caf::scoped_actor self{sys};
-          std::string out;
-          auto on_error = [&](caf::error& err) {
-            out = nlohmann::json{{"error", caf::to_string(err)}}.dump();
-          };
-          if (request == "status") {
-            self->request(sup, std::chrono::seconds{5}, lockbridge::atom::get_v)
-              .receive([&](std::string& text) { out = std::move(text); }, on_error);
-            return out;
-          }
-          // "command <name> <json>": the local operator's path to the
-          // commands that must work without the cloud (erase_subject).
-          static constexpr std::string_view prefix = "command ";
-          auto space = request.find(' ', prefix.size());
-          if (!request.starts_with(prefix) || space == std::string::npos)
-            return nlohmann::json{{"error", "unknown request; expected \"status\" or "
-                                            "\"command <name> <json>\""}}
-              .dump();
-          auto name = request.substr(prefix.size(), space - prefix.size());
-          auto payload = request.substr(space + 1);
-          self->request(sup, std::chrono::seconds{60}, lockbridge::atom::command_v, name, payload)
-            .receive([&](std::string& text) { out = std::move(text); }, on_error);
-          return out;
-        });
-    } catch (const std::exception& e) {
-      spdlog::warn("lockbridge: no local status ({}); `lockbridge status` will not answer",
-                   e.what());
+    if (auto failed = start_result.get()) {
+      status.reset();
+      sys.await_all_actors_done();
+      return refuse_start(failed->first, "actors", failed->second);
     }
+    {
+      std::lock_guard guard{sup_mutex};
+      sup_slot = sup;
+    }
+    started = true;
+    sd_notify(0, "READY=1\nSTATUS=listening");
+    spdlog::info("lockbridge: ready");
     for (;;) {
       int sig = 0;
       sigwait(&signals, &sig);
@@ -244,14 +378,16 @@ int run(const std::string& file) {
         continue;
       }
       if (sig == SIGUSR1) {
-        exit_code = exit_failure;
-        spdlog::critical("lockbridge: stopping after repeated failures");
+        exit_code = fatal_exit_code;
+        spdlog::critical("lockbridge: stopping after a failure it cannot repair (exit {})",
+                         exit_code);
       } else {
         spdlog::info("lockbridge: stopping on {}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       }
       break;
     }
     sd_notify(0, "STOPPING=1");
+    started = false;
     status.reset();
     caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
     sys.await_all_actors_done();
@@ -440,6 +576,145 @@ int local_command(const std::string& file, const std::string& name, nlohmann::js
   return status == "ok" || status == "pending" ? exit_ok : exit_failure;
 }
 
+/// Prints one table report line per table.
+void print_tables(const std::vector<lockbridge::store::table_report>& tables, const char* what) {
+  for (const auto& t : tables)
+    std::cout << "  " << t.table << ": " << t.records << " " << what
+              << (t.unreadable > 0 ? ", " + std::to_string(t.unreadable) + " DO NOT OPEN" : "")
+              << "\n";
+}
+
+nlohmann::json tables_json(const std::vector<lockbridge::store::table_report>& tables) {
+  auto out = nlohmann::json::object();
+  for (const auto& t : tables)
+    out[t.table] = {{"records", t.records}, {"unreadable", t.unreadable}};
+  return out;
+}
+
+/// `lockbridge state check`: offline, walks every table (in a child
+/// process, so damage cannot crash this one) and opens every sealed value.
+/// Exit 0 if the state is sound, 65 naming what is damaged.
+int state_check(const std::string& file, bool as_json) {
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  namespace store = lockbridge::store;
+  const auto& dir = cfg->store.state_dir;
+  store::check_report report;
+  std::optional<store::state_identity> identity;
+  try {
+    identity = store::read_identity_file(dir);
+  } catch (const std::exception& e) {
+    report.structure = e.what();
+  }
+  auto data = dir / "data.mdb";
+  std::error_code ec;
+  if (!report.structure) {
+    if (!std::filesystem::exists(data, ec) || std::filesystem::file_size(data, ec) == 0) {
+      report.structure = identity ? data.string() + " is missing or empty although "
+                                      + (dir / "identity").string() + " records state of "
+                                      + identity->site + "/" + identity->gateway
+                                  : "no state in " + dir.string();
+    } else if (auto problem = store::check_meta_pages(dir)) {
+      report.structure = *problem;
+    } else if (auto walk = store::walk_in_child(dir, std::chrono::seconds{600})) {
+      report.structure = data.string() + " is damaged: " + *walk;
+    }
+  }
+  if (!report.structure) {
+    try {
+      auto vault = lockbridge::open_state(*cfg, false);
+      report.tables = store::check_values(*vault->env, *vault->keys);
+    } catch (const std::exception& e) {
+      report.structure = e.what();
+    }
+  }
+  if (as_json) {
+    nlohmann::json doc{{"ok", report.ok()}, {"tables", tables_json(report.tables)}};
+    if (report.structure)
+      doc["damage"] = *report.structure;
+    std::cout << doc.dump() << "\n";
+  } else if (report.structure) {
+    std::cout << "state DAMAGED: " << *report.structure << "\n"
+              << "next: `lockbridge state salvage --to DIR` copies what can still be read; or "
+                 "restore a backup (docs/operations.md, Recovery)\n";
+  } else {
+    std::cout << (report.ok() ? "state sound" : "state has values that do not open") << " ("
+              << dir.string() << ")\n";
+    print_tables(report.tables, "records");
+    if (!report.ok())
+      std::cout << "values that do not open are moved to quarantine by the daemon as it meets "
+                   "them; `state salvage` leaves them behind\n";
+  }
+  return report.ok() ? exit_ok : exit_state;
+}
+
+/// `lockbridge state salvage --to DIR`: copies every record that can still
+/// be read into a new state in DIR and says what was lost. The daemon must
+/// be stopped; DIR then replaces the state directory (docs/operations.md).
+int state_salvage(const std::string& file, const std::filesystem::path& to, bool as_json) {
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  namespace store = lockbridge::store;
+  const auto& from = cfg->store.state_dir;
+  if (std::filesystem::weakly_canonical(from) == std::filesystem::weakly_canonical(to)) {
+    std::cerr << "lockbridge: --to must be a new directory, not the state directory itself\n";
+    return exit_usage;
+  }
+  store::salvage_report report;
+  std::vector<store::table_report> unreadable;
+  try {
+    report = store::salvage_raw(from, to);
+    // The identity travels with the state: the salvaged copy is this
+    // gateway's, and its identity file must say so too.
+    if (auto identity = store::read_identity_file(from))
+      store::write_identity_file(to, *identity);
+    {
+      store::environment env{to, store::map_size_for(cfg->store.journal_max_bytes), false};
+      store::recount_journal(env);
+    }
+    auto copy = *cfg;
+    copy.store.state_dir = to;
+    auto vault = lockbridge::open_state(copy, true);
+    unreadable = store::check_values(*vault->env, *vault->keys);
+  } catch (const std::exception& e) {
+    std::cerr << "lockbridge: salvage failed: " << e.what() << "\n";
+    return lockbridge::kind_of(e) == lockbridge::failure_kind::state ? exit_state : exit_failure;
+  }
+  std::uint64_t lost = 0;
+  for (auto& t : report.lost)
+    for (const auto& u : unreadable)
+      if (u.table == t.table)
+        t.unreadable = u.unreadable;
+  for (const auto& t : report.lost)
+    lost += t.records + t.unreadable;
+  if (as_json) {
+    nlohmann::json doc{{"copied", tables_json(report.copied)},
+                       {"lost", tables_json(report.lost)},
+                       {"notes", report.notes},
+                       {"to", to.string()}};
+    std::cout << doc.dump() << "\n";
+  } else {
+    std::cout << "salvaged into " << to.string() << ":\n";
+    print_tables(report.copied, "records copied");
+    for (const auto& n : report.notes)
+      std::cout << "  note: " << lockbridge::protocol::printable_text(n) << "\n";
+    if (lost == 0) {
+      std::cout << "nothing was lost.\n";
+    } else {
+      std::cout << "lost:\n";
+      for (const auto& t : report.lost)
+        if (t.records + t.unreadable > 0)
+          std::cout << "  " << t.table << ": " << t.records << " unreachable, " << t.unreadable
+                    << " do not open (left for quarantine)\n";
+    }
+    std::cout << "next: stop lockbridge, move " << from.string() << " aside, move "
+              << to.string() << " in its place (same owner and mode 0700), start it\n";
+  }
+  return exit_ok;
+}
+
 /// `lockbridge audit verify`: walks the audit trail's hash chain in the store
 /// (beside a running daemon: a reader) and reports the first broken link.
 int audit_verify(const std::string& file, bool as_json) {
@@ -548,6 +823,10 @@ int main(int argc, char** argv) {
 
   auto run_cmd = app.add_subcommand("run", "run the gateway daemon");
   run_cmd->add_option("-c,--config", config_file, "config file")->capture_default_str();
+  bool start_empty = false;
+  run_cmd->add_flag("--start-empty", start_empty,
+                    "start with no state although the state directory records some (after a "
+                    "loss you accept; docs/operations.md, Recovery)");
   std::vector<std::string> sets;
   run_cmd->add_option("--set", sets,
                       "section.key=value over the file and the environment (repeatable)");
@@ -633,6 +912,21 @@ int main(int argc, char** argv) {
   rotate_cmd->add_flag("--data-key", rotate_data, "make a new data key and re-seal the state");
   rotate_cmd->add_option("-c,--config", rotate_config, "config file")->capture_default_str();
 
+  auto state_cmd = app.add_subcommand("state", "check or salvage the state (daemon stopped)");
+  state_cmd->require_subcommand(1);
+  auto state_check_cmd = state_cmd->add_subcommand(
+    "check", "walk every table and open every sealed value; exit 0 if sound, 65 naming the damage");
+  std::string state_config = lockbridge::defaults::config_file;
+  bool state_json = false;
+  state_check_cmd->add_option("-c,--config", state_config, "config file")->capture_default_str();
+  state_check_cmd->add_flag("--json", state_json, "print one JSON object");
+  auto state_salvage_cmd = state_cmd->add_subcommand(
+    "salvage", "copy every readable record into a new state directory and report what was lost");
+  std::string salvage_to;
+  state_salvage_cmd->add_option("-c,--config", state_config, "config file")->capture_default_str();
+  state_salvage_cmd->add_option("--to", salvage_to, "a new, empty directory")->required();
+  state_salvage_cmd->add_flag("--json", state_json, "print one JSON object");
+
   app.add_subcommand("version", "print the version");
 
   try {
@@ -678,6 +972,10 @@ int main(int argc, char** argv) {
     return provision_lock(provision_id, provision_dir, provision_force, provision_ble);
   if (stats_cmd->parsed())
     return credentials_stats(stats_config, stats_json);
+  if (state_check_cmd->parsed())
+    return state_check(state_config, state_json);
+  if (state_salvage_cmd->parsed())
+    return state_salvage(state_config, salvage_to, state_json);
   if (audit_verify_cmd->parsed())
     return audit_verify(audit_config, audit_json);
   if (erase_cmd->parsed()) {
@@ -696,5 +994,5 @@ int main(int argc, char** argv) {
                            {"data_key", rotate_data}};
     return local_command(rotate_config, "rotate_keys", payload, false);
   }
-  return run(config_file);
+  return run(config_file, start_empty);
 }

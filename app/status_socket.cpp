@@ -30,8 +30,14 @@ status_socket::status_socket(std::filesystem::path path, provider answer)
   : path_(std::move(path)), answer_(std::move(answer)) {
   auto addr = address_of(path_);
   // A socket file left by a daemon that was killed: nobody answers on it.
-  if (std::filesystem::exists(path_) && !query_status(path_, 1).ok)
+  // One that answers belongs to a running daemon: never take it over.
+  if (std::filesystem::exists(path_)) {
+    if (query_status(path_, 1).ok)
+      throw std::runtime_error{"another lockbridge process answers on " + path_.string()
+                               + "; stop it first, or give this one its own "
+                                 "gateway.status_socket"};
     ::unlink(path_.c_str());
+  }
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0
       || ::chmod(path_.c_str(), 0660) != 0 || ::listen(listen_fd_, 8) != 0) {

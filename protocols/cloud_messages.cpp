@@ -281,6 +281,12 @@ std::string encode_status(const gateway_status& s) {
                                        {"out", rate(h.events_out_per_s)}}},
                      {"oldest_pending_age_s", h.oldest_pending_age_s}};
   }
+  if (s.storage) {
+    const auto& g = *s.storage;
+    doc["storage"] = {{"ok", g.ok}, {"faults", g.faults}};
+    if (!g.ok)
+      doc["storage"]["error"] = g.error, doc["storage"]["since"] = g.since;
+  }
   if (s.ble) {
     const auto& b = *s.ble;
     doc["ble"] = {{"connections", b.connections},

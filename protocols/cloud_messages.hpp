@@ -138,6 +138,14 @@ struct gateway_status {
     std::uint64_t fragments_dropped = 0;
   };
   std::optional<ble_part> ble;
+  /// Whether the disk takes writes (absent in a will).
+  struct storage_part {
+    bool ok = true;
+    std::string error;          ///< the last fault while not ok
+    std::int64_t since = 0;     ///< Unix ms the fault began, 0 when ok
+    std::uint64_t faults = 0;   ///< failed commits since start
+  };
+  std::optional<storage_part> storage;
   std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
   std::uint32_t cert_warning_days = 30; ///< `tls.expiring_soon` below this many days left
 };

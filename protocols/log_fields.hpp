@@ -17,4 +17,10 @@ struct log_fields {
 
 log_fields fields_of(std::string_view message);
 
+/// `text` made safe to echo in one log line: control characters (newline,
+/// carriage return, escape, NUL and the rest below 0x20, and 0x7f) become
+/// `\xNN`, so a value from outside (a config value, a lock's identity, a
+/// cloud command) can neither start a forged line nor move the terminal.
+std::string printable_text(std::string_view text);
+
 } // namespace lockbridge::protocol

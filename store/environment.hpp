@@ -8,12 +8,30 @@
 namespace lockbridge::store {
 
 /// Thrown when the store cannot be opened or a storage operation fails for a
-/// reason other than fullness (a damaged file, an I/O error). The message says
-/// which file and what LMDB reported.
+/// reason other than the journal's own bound. The message says which file and
+/// what LMDB reported; the kind says what the gateway does about it
+/// (docs/operations.md, "When things fail").
 class store_error : public std::runtime_error {
 public:
-  using std::runtime_error::runtime_error;
+  enum class kind {
+    other,      ///< anything else (a bug, OpenSSL failing)
+    damaged,    ///< the file is damaged: refuse it (exit 65), never write to it
+    foreign,    ///< the state is not this gateway's, or not for this key (exit 65)
+    in_use,     ///< another process holds the state (exit 69)
+    unusable,   ///< the directory cannot be created, read or written (exit 69)
+    storage,    ///< the disk is full or failing (ENOSPC, EIO, map full): ride it out
+    panic,      ///< LMDB gave up on the environment after a failed write (exit 1)
+  };
+  explicit store_error(const std::string& what, kind k = kind::other)
+    : std::runtime_error(what), kind_(k) {}
+  [[nodiscard]] kind why() const noexcept { return kind_; }
+
+private:
+  kind kind_;
 };
+
+/// The kind of an LMDB (or errno) return code: damaged, storage, unusable, panic or other.
+store_error::kind kind_of_lmdb_error(int rc) noexcept;
 
 /// The LMDB environment under the state directory: one file `data.mdb` with
 /// named databases. Opened once per process; readers and the single writer
@@ -25,8 +43,11 @@ public:
   /// `map_size` bytes. With `exclusive`, takes `lockbridge.lock` in the
   /// directory: a second daemon on the same state fails here with a clear
   /// message (LMDB alone would let both write and their caches drift).
+  /// Before LMDB maps the file, the checks of store/state_check.hpp run
+  /// (`preflight_state`; `start_empty` lets a recorded but missing or empty
+  /// data file be started empty on purpose). Throws store_error.
   environment(const std::filesystem::path& dir, std::uint64_t map_size,
-              bool exclusive = true);
+              bool exclusive = true, bool start_empty = false);
   ~environment();
   environment(const environment&) = delete;
   environment& operator=(const environment&) = delete;

@@ -74,6 +74,30 @@ journal::journal(environment& env, std::shared_ptr<const keyring> keys, journal_
   }
 }
 
+void recount_journal(environment& env) {
+  auto& in = env.internals();
+  txn t{in.env, true};
+  std::uint64_t count = 0, bytes = 0, last = 0;
+  {
+    cursor c{t.get(), in.journal};
+    MDB_val k, v;
+    int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST);
+    for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+      ++count;
+      bytes += accounted(v.mv_size);
+      if (k.mv_size == 8)
+        last = std::max(last, get_be64(k.mv_data));
+    }
+    if (rc != MDB_NOTFOUND)
+      check(rc, "recount the journal");
+  }
+  put_u64(t.get(), in.meta, key_count, count);
+  put_u64(t.get(), in.meta, key_bytes, bytes);
+  put_u64(t.get(), in.meta, key_next,
+          std::max(get_u64(t.get(), in.meta, key_next, 1), last + 1));
+  t.commit();
+}
+
 std::vector<append_outcome> journal::append(std::span<const append_request> batches,
                                             std::uint64_t remove_upto) {
   std::lock_guard writer{write_mutex_};

@@ -49,6 +49,10 @@ struct journal_entry {
   protocol::journal_record record;
 };
 
+/// Recounts the journal's figures (entries, bytes, next key) from its
+/// entries, for a state put together by `lockbridge state salvage`.
+void recount_journal(environment& env);
+
 /// The outbox of lock events: an append-only sequence keyed by big-endian u64,
 /// drained in order, with per-lock progress so a repeated seq is acknowledged
 /// again but never stored twice. One writer (the journal actor) calls the

@@ -174,7 +174,8 @@ keyring::keyring(environment& env, const key256& kek, std::optional<key256> prev
       "the key-encryption key does not open the data keys in " + env_.dir().string()
       + ": it is not the key this state was sealed with. If you rotated it, give the old one "
         "as security.previous_key_encryption_key_file for one start; otherwise restore the "
-        "right key file (docs/security.md)"};
+        "right key file (docs/security.md)",
+      store_error::kind::foreign};
   current_ = static_cast<std::uint32_t>(get_u64(t.get(), in.keys, current_key, 0));
   bool created = keys->empty();
   if (created) {
@@ -183,7 +184,8 @@ keyring::keyring(environment& env, const key256& kek, std::optional<key256> prev
     put_u64(t.get(), in.keys, current_key, current_);
   } else if (!keys->contains(current_)) {
     throw store_error{"the data key in force (" + std::to_string(current_) + ") is missing from "
-                      + env_.dir().string() + "; the state is damaged: restore a backup"};
+                      + env_.dir().string() + "; the state is damaged: restore a backup",
+                      store_error::kind::damaged};
   }
   keys_ = std::move(*keys);
   if (rewrapped || created) {

@@ -1,11 +1,17 @@
 #include "store/vault.hpp"
 
+#include "store/state_check.hpp"
+
 namespace lockbridge::store {
 
 std::shared_ptr<vault> open_vault(const std::filesystem::path& dir, std::uint64_t journal_max_bytes,
-                                  const vault_keys& k, std::int64_t now_ms, bool exclusive) {
+                                  const vault_keys& k, std::int64_t now_ms, bool exclusive,
+                                  const std::optional<state_owner>& owner) {
   auto v = std::make_shared<vault>();
-  v->env = std::make_shared<environment>(dir, map_size_for(journal_max_bytes), exclusive);
+  v->env = std::make_shared<environment>(dir, map_size_for(journal_max_bytes), exclusive,
+                                         owner && owner->start_empty);
+  if (owner)
+    bind_identity(*v->env, owner->site, owner->gateway, owner->start_empty, now_ms);
   v->keys = std::make_shared<keyring>(*v->env, k.kek, k.previous_kek);
   v->keys->keep_alive(v->env);
   v->events = std::make_shared<journal>(*v->env, v->keys, journal_limits{journal_max_bytes});

@@ -1,0 +1,330 @@
+"""Failure semantics (issue 13): a start that cannot succeed ends at once with
+one line and a documented exit code; damaged state is refused, checked and
+salvaged, never crashed on; a full disk keeps the locks answered.
+
+Real components: the lockbridge daemon, mosquitto with mutual TLS, the lock
+simulator and libcoap's coap-client-openssl over DTLS, real LMDB files damaged
+on purpose, a real tmpfs filled to the last byte.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import LOCKBRIDGE, Site, schema_validator, wait_for, run
+
+EXIT_STATE = 65
+EXIT_ENVIRONMENT = 69
+EXIT_CONFIG = 78
+
+
+class StartFailures(Site):
+    """Each start that cannot succeed: its exit code within 5 s, one line saying
+    why, no CAF "unhandled exception", nothing left running."""
+
+    locks = 2
+
+    def start_and_expect(self, code, words, config=None, extra_env=None):
+        env = dict(os.environ, **(extra_env or {}))
+        began = time.monotonic()
+        p = subprocess.Popen([LOCKBRIDGE, "run", "--config", config or self.config],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            out, err = p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            self.fail(f"still running after 5 s (expected exit {code}):\n{err}")
+        took = time.monotonic() - began
+        self.assertEqual(p.returncode, code, err)
+        self.assertLess(took, 5)
+        self.assertNotIn("unhandled exception", err + out)
+        lines = [l for l in err.splitlines() if "cannot start" in l]
+        self.assertEqual(len(lines), 1, err)
+        for w in words:
+            self.assertIn(w, lines[0])
+        self.assertNotIn("lockbridge: ready", err)
+        return lines[0]
+
+    def test_wrong_key_encryption_key(self):
+        self.start_gateway()
+        self.gateway.kill(signal.SIGTERM)
+        self.write_secret(self.kek_file, "ab" * 32)
+        self.start_and_expect(EXIT_STATE, ["(state)", "key-encryption key does not open"])
+
+    def test_second_instance_on_the_same_state(self):
+        self.start_gateway()
+        self.start_and_expect(EXIT_ENVIRONMENT, ["another lockbridge process", "state"])
+        # The first one is untouched and still answers.
+        rc, status = self.status()
+        self.assertEqual(rc, 0, status)
+
+    def test_second_instance_on_the_same_port(self):
+        self.start_gateway()
+        other = os.path.join(self.dir, "other.toml")
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace(f'state_dir = "{self.state_dir}"',
+                            f'state_dir = "{self.dir}/state-2"')
+        text = text.replace(f'status_socket = "{self.dir}/status.sock"',
+                            f'status_socket = "{self.dir}/status-2.sock"')
+        with open(other, "w") as f:
+            f.write(text)
+        line = self.start_and_expect(EXIT_ENVIRONMENT, ["(listeners)", "coap.dtls_listen",
+                                                       f":{self.coap_port}", "held by another"],
+                                     config=other)
+        self.assertIn("ss -ulpn", line)
+        # Only the first daemon holds the port.
+        ss = run(["ss", "-ulpn", f"sport = :{self.coap_port}"]).stdout
+        self.assertEqual(ss.count("lockbridge"), 1, ss)
+
+    def test_port_held_by_another_process(self):
+        holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libcoap does
+        holder.bind(("127.0.0.1", self.coap_port))
+        self.addCleanup(holder.close)
+        self.start_and_expect(EXIT_ENVIRONMENT, ["held by another process"])
+
+    def test_unwritable_state_directory(self):
+        blocker = os.path.join(self.dir, "not-a-directory")
+        with open(blocker, "w") as f:
+            f.write("x")
+        self.write_config(extra_store="")
+        with open(self.config) as f:
+            text = f.read().replace(f'state_dir = "{self.state_dir}"',
+                                    f'state_dir = "{blocker}/state"')
+        with open(self.config, "w") as f:
+            f.write(text)
+        self.start_and_expect(EXIT_ENVIRONMENT, ["(state)", "state directory"])
+
+    def test_status_socket_unusable(self):
+        with open(self.config) as f:
+            text = f.read().replace(f'status_socket = "{self.dir}/status.sock"',
+                                    f'status_socket = "{self.dir}/no-such-dir/status.sock"')
+        with open(self.config, "w") as f:
+            f.write(text)
+        self.start_and_expect(EXIT_ENVIRONMENT, ["(listeners)", "gateway.status_socket"])
+
+    def test_a_config_value_with_a_newline_cannot_forge_a_line(self):
+        # A PSK file whose content is not a key: the error echoes nothing raw.
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace('id = "lock-01"', 'id = "lock-01\\nlockbridge: ready"')
+        with open(self.config, "w") as f:
+            f.write(text)
+        p = subprocess.run([LOCKBRIDGE, "run", "--config", self.config], capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(p.returncode, EXIT_CONFIG, p.stderr)
+        for line in p.stderr.splitlines():
+            self.assertFalse(line.startswith("lockbridge: ready"), p.stderr)
+
+
+def lmdb_page_size(path):
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return int.from_bytes(head[16 + 24:16 + 28], "little")
+
+
+def u16(b, o):
+    return int.from_bytes(b[o:o + 2], "little")
+
+
+def u64(b, o):
+    return int.from_bytes(b[o:o + 8], "little")
+
+
+def live_leaf_pages(path, table):
+    """The leaf pages of `table` reachable from LMDB's newest meta page, in key
+    order (LMDB 0.9's layout on a 64-bit little-endian machine), found by
+    reading the file the way LMDB does, so a test can damage one for sure."""
+    with open(path, "rb") as f:
+        data = f.read()
+    psize = lmdb_page_size(path)
+    metas = [data[0:psize], data[psize:2 * psize]]
+    meta = max(metas, key=lambda m: u64(m, 144))
+
+    def page(n):
+        return data[n * psize:(n + 1) * psize]
+
+    def nodes(p):
+        for i in range((u16(p, 12) - 16) // 2):
+            yield u16(p, 16 + 2 * i)
+
+    def leaves(root):
+        p = page(root)
+        if u16(p, 10) & 0x01:  # branch: the child's page number is in the node header
+            out = []
+            for off in nodes(p):
+                child = u16(p, off) | (u16(p, off + 2) << 16) | (u16(p, off + 4) << 32)
+                out += leaves(child)
+            return out
+        return [root]
+
+    main = page(u64(meta, 128))
+    for off in nodes(main):  # the main database names the tables
+        ksize = u16(main, off + 6)
+        if main[off + 8:off + 8 + ksize] == table.encode():
+            record = main[off + 8 + ksize:off + 8 + ksize + 48]
+            return leaves(u64(record, 40))
+    raise AssertionError(f"no table {table} in {path}")
+
+
+class DamagedState(Site):
+    """Damaged state in several forms: exit 65 with the damage named, never a
+    signal or a hang; `state check` names it; `state salvage` recovers the
+    readable events, which are then delivered."""
+
+    locks = 2
+
+    def setUp(self):
+        super().setUp()
+        # A state with 2 x 300 events waiting (the broker is away).
+        self.broker.stop()
+        self.start_gateway()
+        sim = self.locksim(events=300, batch=10)
+        self.assertTrue(json.loads(sim.output(timeout=120))["complete"])
+        self.gateway.kill(signal.SIGTERM)
+        self.gateway = None
+        self.data = os.path.join(self.state_dir, "data.mdb")
+        self.pristine = os.path.join(self.dir, "pristine")
+        shutil.copytree(self.state_dir, self.pristine)
+
+    def restore(self):
+        shutil.rmtree(self.state_dir)
+        shutil.copytree(self.pristine, self.state_dir)
+
+    def refused(self, what):
+        began = time.monotonic()
+        p = subprocess.run([LOCKBRIDGE, "run", "--config", self.config], capture_output=True,
+                           text=True, timeout=60)
+        self.assertLess(time.monotonic() - began, 30)
+        self.assertEqual(p.returncode, EXIT_STATE, f"{what}: {p.stderr}")
+        self.assertGreaterEqual(p.returncode, 0, f"{what}: killed by a signal")
+        self.assertNotIn("unhandled exception", p.stderr)
+        lines = [l for l in p.stderr.splitlines() if "cannot start" in l]
+        self.assertEqual(len(lines), 1, p.stderr)
+        check = subprocess.run([LOCKBRIDGE, "state", "check", "--config", self.config, "--json"],
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual(check.returncode, EXIT_STATE, f"{what}: {check.stdout} {check.stderr}")
+        report = json.loads(check.stdout)
+        self.assertFalse(report["ok"])
+        return lines[0], report
+
+    def test_truncated(self):
+        size = os.path.getsize(self.data)
+        with open(self.data, "r+b") as f:
+            f.truncate(size // 2)
+        line, report = self.refused("truncated")
+        self.assertIn("cut short", line)
+        self.assertIn("cut short", report["damage"])
+
+    def test_meta_pages_overwritten(self):
+        psize = lmdb_page_size(self.data)
+        with open(self.data, "r+b") as f:
+            f.write(os.urandom(2 * psize))
+        line, report = self.refused("meta pages")
+        self.assertIn("meta page", line)
+
+    def test_emptied_file(self):
+        with open(self.data, "r+b") as f:
+            f.truncate(0)
+        line, report = self.refused("emptied")
+        self.assertIn("is empty", line)
+        self.assertIn("--start-empty", line)
+
+    def test_missing_file_with_state_recorded(self):
+        os.remove(self.data)
+        line, report = self.refused("missing")
+        self.restore()
+        self.assertIn("is missing", line)
+        # Starting empty on purpose is possible, and says so.
+        self.start_gateway()
+        self.gateway.kill(signal.SIGTERM)
+        self.gateway = None
+        os.remove(self.data)
+        p = subprocess.Popen([LOCKBRIDGE, "run", "--config", self.config, "--start-empty"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("--start-empty", err)
+        self.assertIn("lockbridge: ready", err)
+
+    def test_scattered_pages_overwritten(self):
+        psize = lmdb_page_size(self.data)
+        pages = os.path.getsize(self.data) // psize
+        self.assertGreater(pages, 8)
+        # Garbage over every third page after the meta pages: branch, leaf and
+        # free-list pages alike.
+        with open(self.data, "r+b") as f:
+            for page in range(3, pages, 3):
+                f.seek(page * psize)
+                f.write(os.urandom(psize))
+        line, report = self.refused("scattered pages")
+        self.assertIn("damaged", line)
+
+    def test_a_damaged_journal_page_is_refused_then_salvaged_and_delivered(self):
+        psize = lmdb_page_size(self.data)
+        leaves = live_leaf_pages(self.data, "journal")
+        self.assertGreater(len(leaves), 4)
+        # One leaf in the middle of the journal: its records are lost, those
+        # before and after it are not.
+        with open(self.data, "r+b") as f:
+            f.seek(leaves[len(leaves) // 2] * psize)
+            f.write(os.urandom(psize))
+        line, report = self.refused("a journal page")
+        self.assertIn("damaged", line)
+
+        salvaged = os.path.join(self.dir, "salvaged")
+        p = subprocess.run([LOCKBRIDGE, "state", "salvage", "--config", self.config, "--to",
+                            salvaged, "--json"], capture_output=True, text=True, timeout=600)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        result = json.loads(p.stdout)
+        copied = result["copied"]["journal"]["records"] - result["lost"]["journal"]["unreadable"]
+        # A page holds a few dozen events: the rest were recovered.
+        self.assertGreater(copied, 600 - 100, result)
+        self.assertLess(copied, 600, result)
+        self.assertEqual(result["lost"]["journal"]["records"], 600 - result["copied"]["journal"]["records"])
+
+        # The salvaged state takes the old one's place and its events go out.
+        shutil.move(self.state_dir, os.path.join(self.dir, "damaged"))
+        shutil.move(salvaged, self.state_dir)
+        check = subprocess.run([LOCKBRIDGE, "state", "check", "--config", self.config, "--json"],
+                               capture_output=True, text=True, timeout=120)
+        self.assertNotIn("damage", json.loads(check.stdout), check.stdout)
+        self.broker.start()
+        checker = self.start_checker(idle_exit=5, timeout=120)
+        self.start_gateway()
+        report = json.loads(checker.output(timeout=150))
+        delivered = sum(l["unique"] for l in report["locks"].values())
+        self.assertEqual(delivered, copied, report)
+        self.assertEqual(report["order_violations"], 0, report)
+
+    def test_sound_state_checks_clean(self):
+        check = subprocess.run([LOCKBRIDGE, "state", "check", "--config", self.config, "--json"],
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        report = json.loads(check.stdout)
+        self.assertTrue(report["ok"])
+        self.assertEqual(report["tables"]["journal"]["records"], 600)
+        self.assertEqual(report["tables"]["journal"]["unreadable"], 0)
+
+    def test_state_of_another_gateway_is_refused(self):
+        with open(self.config) as f:
+            text = f.read().replace('id = "gw-1"', 'id = "gw-9"')
+        with open(self.config, "w") as f:
+            f.write(text)
+        p = subprocess.run([LOCKBRIDGE, "run", "--config", self.config], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, EXIT_STATE, p.stderr)
+        self.assertIn("belongs to gateway site-1/gw-1", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
