@@ -326,5 +326,75 @@ class DamagedState(Site):
         self.assertIn("belongs to gateway site-1/gw-1", p.stderr)
 
 
+class FullDisk(Site):
+    """The state on a small tmpfs, the broker away, locks streaming until the
+    disk is full: every request is answered (5.03 when full), access decisions
+    go on, status shows the storage error, no actor restarts; once space is
+    back and the broker returns, every acknowledged event is delivered."""
+
+    locks = 2
+    broker_persistence = True
+
+    def setUp(self):
+        super().setUp()
+        os.makedirs(self.state_dir)
+        try:
+            run(["mount", "-t", "tmpfs", "-o", "size=1536k,mode=0700", "tmpfs", self.state_dir])
+        except Exception as e:  # noqa: BLE001
+            self.skipTest(f"cannot mount a tmpfs here ({e}); this test needs root")
+        self.addCleanup(lambda: subprocess.run(["umount", "-l", self.state_dir]))
+
+    def test_a_full_disk_keeps_the_locks_answered(self):
+        self.start_gateway()
+        wait_for(lambda: "uplink: connected" in self.gateway_log_text(), 15, "the uplink")
+        checker = self.start_checker(expect=12001, timeout=300, session="cloud-full-disk",
+                                     topics=["lockbridge/v1/site-1/gw-1/events"])
+        time.sleep(0.5)
+        self.broker.stop()
+        sim = self.locksim(events=6000, batch=20, duration=240)
+
+        def storage_failing():
+            rc, status = self.status()
+            return rc == 0 and not status["storage"]["ok"]
+        wait_for(storage_failing, 120, "the disk to fill")
+        rc, status = self.status()
+        self.assertIn("storage", status)
+        self.assertGreater(status["storage"]["faults"], 0)
+        self.assertTrue(status["storage"]["error"], status)
+        # (the local status is the published one plus the broker link)
+        schema_validator("status.schema.json").validate(
+            {k: v for k, v in status.items() if k != "broker"})
+        # Doors still get their answers from the read path.
+        answer = self.access("lock-01", "card-unknown", "front")
+        self.assertEqual(answer["allow"], False)
+        time.sleep(3)  # locks keep being told to retry
+        rc, status = self.status()
+        self.assertFalse(status["storage"]["ok"])
+
+        # Space comes back, then the broker: everything acknowledged goes out.
+        run(["mount", "-o", "remount,size=256m", self.state_dir])
+        self.broker.start()
+        report = json.loads(sim.output(timeout=300))
+        self.assertTrue(report["complete"], report)
+        for lock, figures in report["locks"].items():
+            self.assertGreater(figures["refused_full"], 0, report)
+            # Every request got an answer: none had to be sent again for lack of one.
+            self.assertEqual(figures["retries"], 0, report)
+        wait_for(lambda: self.status()[1]["storage"]["ok"], 30, "the storage to recover")
+        wait_for(lambda: self.journal_depth() == 0, 120, "the journal to drain")
+        # 12,000 lock events and the access decision (journalled as lock-01.access).
+        delivered = json.loads(checker.output(timeout=120))
+        self.assertEqual(delivered["locks"]["lock-01.access"]["unique"], 1)
+        self.assert_complete_delivery(delivered, {l: 6000 for l in self.lock_ids})
+        log = self.gateway_log_text()
+        self.assertNotIn("restarting all of them", log)
+        self.assertIn("journal: the disk refuses writes", log)
+        self.assertIn("the disk takes writes again", log)
+
+    def journal_depth(self):
+        rc, status = self.status()
+        return status["journal"]["depth"] if rc == 0 else -1
+
+
 if __name__ == "__main__":
     unittest.main()
