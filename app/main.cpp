@@ -180,6 +180,54 @@ std::string answer_local(caf::actor_system& sys, const lockbridge::supervisor_ac
   return out;
 }
 
+/// `lockbridge reload` (the unit's ExecReload): reads and validates the
+/// file like SIGHUP does, and says whether it was taken, so that a refused
+/// reload fails visibly instead of reporting success.
+std::string reload_from_socket(const std::string& file, const lockbridge::supervisor_actor& sup) {
+  spdlog::info("reload: reading {} (lockbridge reload)", file);
+  auto result = lockbridge::config::load(file, overrides);
+  if (!result.config) {
+    nlohmann::json errors = nlohmann::json::array();
+    for (const auto& e : result.errors) {
+      spdlog::error("reload: {}", lockbridge::protocol::printable_text(e.to_string()));
+      errors.push_back(lockbridge::protocol::printable_text(e.to_string()));
+    }
+    spdlog::error("reload: {} has errors (listed above); the running configuration stays in force",
+                  file);
+    caf::anon_send(sup, lockbridge::atom::reload_v, lockbridge::config_ptr{});
+    return nlohmann::json{{"ok", false}, {"errors", errors}}.dump();
+  }
+  caf::anon_send(sup, lockbridge::atom::reload_v,
+                 lockbridge::config_ptr{
+                   std::make_shared<const lockbridge::config::gateway_config>(*result.config)});
+  return nlohmann::json{{"ok", true}}.dump();
+}
+
+/// `lockbridge reload`: asks the running daemon to reload its file. Exit 0
+/// if it took the file, 78 if the file has errors (printed; the daemon keeps
+/// its configuration), 3 if no daemon runs.
+int reload_command(const std::string& file) {
+  auto cfg = load_config(file);
+  if (!cfg)
+    return exit_config;
+  auto reply = lockbridge::query_status(cfg->status_socket, 30, "reload");
+  if (!reply.ok) {
+    std::cerr << "lockbridge: " << reply.text << "\n";
+    return reply.not_running ? exit_not_running : exit_failure;
+  }
+  auto doc = nlohmann::json::parse(reply.text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("ok")) {
+    std::cerr << "lockbridge: the daemon answered: " << reply.text;
+    return exit_failure;
+  }
+  if (!doc.value("ok", false)) {
+    std::cerr << "lockbridge: the daemon refused the reload; it keeps its configuration\n";
+    return exit_config;
+  }
+  std::cout << "reloaded " << file << " (the daemon's log says what changed)\n";
+  return exit_ok;
+}
+
 /// The exit code of a failure of `kind` (docs/operations.md, "When things fail").
 int exit_code_of(lockbridge::failure_kind kind) {
   switch (kind) {
@@ -306,6 +354,8 @@ int run(const std::string& file, bool start_empty) {
             }
             if (!sup || !started)
               return nlohmann::json{{"error", "the gateway is starting"}}.dump();
+            if (request == "reload")
+              return reload_from_socket(file, *sup);
             return answer_local(sys, *sup, request);
           });
       } catch (const std::exception& e) {
@@ -927,6 +977,11 @@ int main(int argc, char** argv) {
   state_salvage_cmd->add_option("--to", salvage_to, "a new, empty directory")->required();
   state_salvage_cmd->add_flag("--json", state_json, "print one JSON object");
 
+  auto reload_cmd = app.add_subcommand(
+    "reload", "make the running daemon reload its config file; exit 78 if it refused it");
+  std::string reload_config = lockbridge::defaults::config_file;
+  reload_cmd->add_option("-c,--config", reload_config, "config file")->capture_default_str();
+
   app.add_subcommand("version", "print the version");
 
   try {
@@ -972,6 +1027,8 @@ int main(int argc, char** argv) {
     return provision_lock(provision_id, provision_dir, provision_force, provision_ble);
   if (stats_cmd->parsed())
     return credentials_stats(stats_config, stats_json);
+  if (reload_cmd->parsed())
+    return reload_command(reload_config);
   if (state_check_cmd->parsed())
     return state_check(state_config, state_json);
   if (state_salvage_cmd->parsed())

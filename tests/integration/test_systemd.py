@@ -7,8 +7,11 @@ systemd itself is not PID 1 on the test machines, so the unit is checked with
 our own; running the daemon under the unit's sandbox needs a booted systemd.
 """
 
+import json
 import os
 import re
+import shutil
+import tempfile
 import signal
 import socket
 import subprocess
@@ -27,6 +30,72 @@ class Unit(unittest.TestCase):
         m = re.search(r"Overall exposure level for lockbridge.service: ([0-9.]+)", out.stdout)
         self.assertIsNotNone(m, out.stdout + out.stderr)
         self.assertLessEqual(float(m.group(1)), 1.5, out.stdout)
+
+
+    def unit_settings(self):
+        settings = {}
+        with open(UNIT) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    key, value = line.split("=", 1)
+                    settings.setdefault(key, []).append(value)
+        return settings
+
+    def test_systemd_analyze_verify_is_clean(self):
+        # The unit as installed, with the binary this build made in its place.
+        with open(UNIT) as f:
+            text = f.read().replace("/usr/bin/lockbridge", LOCKBRIDGE)
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d, ignore_errors=True)
+        unit = os.path.join(d, "lockbridge.service")
+        with open(unit, "w") as f:
+            f.write(text)
+        out = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertEqual(out.stderr.strip(), "", out.stderr)
+
+    def test_restart_policy_stops_on_what_a_restart_cannot_mend(self):
+        s = self.unit_settings()
+        self.assertEqual(s["Restart"], ["on-failure"])
+        # 65 (damaged or foreign state) and 78 (configuration) are never restarted over.
+        self.assertEqual(set(s["RestartPreventExitStatus"][0].split()), {"65", "78"})
+        # An explicit start limit ends a crash loop.
+        self.assertEqual(s["StartLimitBurst"], ["5"])
+        self.assertEqual(s["StartLimitIntervalSec"], ["10min"])
+        # A reload is validated and its refusal is visible.
+        self.assertTrue(s["ExecReload"][0].startswith("/usr/bin/lockbridge reload"), s["ExecReload"])
+
+
+class Reload(Site):
+    locks = 1
+
+    def test_a_refused_reload_fails_visibly_and_changes_nothing(self):
+        self.start_gateway()
+        ok = subprocess.run([LOCKBRIDGE, "reload", "--config", self.config], capture_output=True,
+                            text=True, timeout=30)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        self.assertIn("reloaded", ok.stdout)
+        # The daemon's file breaks (the client finds the socket through an
+        # intact copy); the client gets 78 and the daemon keeps its config.
+        intact = os.path.join(self.dir, "intact.toml")
+        shutil.copy(self.config, intact)
+        with open(self.config, "a") as f:
+            f.write("\n[[locks]]\nid = \"lock 99\"\n")
+        out = subprocess.run([LOCKBRIDGE, "reload", "--config", intact], capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.returncode, 78, out.stdout + out.stderr)
+        self.assertIn("refused", out.stderr)
+        wait_for(lambda: "the running configuration stays in force" in self.gateway_log_text(), 10,
+                 "the refusal in the daemon's log")
+        status = json.loads(subprocess.run([LOCKBRIDGE, "status", "--config", intact, "--json"],
+                                           capture_output=True, text=True, timeout=30).stdout)
+        self.assertEqual(status["locks"]["configured"], 1)
+        # No daemon: exit 3.
+        self.gateway.kill(signal.SIGTERM)
+        out = subprocess.run([LOCKBRIDGE, "reload", "--config", intact], capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.returncode, 3, out.stderr)
 
 
 class Notify(Site):
