@@ -146,6 +146,29 @@ void read_cert_expiry(self_ptr self) {
   }
 }
 
+/// Checks the TLS files in use and says, at most hourly for the same
+/// problem, why the cloud cannot be reached with them. The locks are served
+/// meanwhile; new files are picked up without a restart (reload_tls).
+void check_tls(self_ptr self) {
+  auto& st = self->state;
+  std::string problem;
+  for (const auto& p : config::check_tls_files(st.cfg.mqtt.ca_file, st.cfg.mqtt.cert_file,
+                                               st.cfg.mqtt.key_file))
+    problem += (problem.empty() ? "" : "; ") + ("mqtt." + p.which + ": " + p.message);
+  auto now = unix_ms_now();
+  if (problem.empty()) {
+    if (!st.tls_problem.empty())
+      spdlog::info("uplink: the TLS files are usable again");
+  } else if (problem != st.tls_problem || now - st.tls_problem_logged_at >= 3600 * 1000) {
+    spdlog::error("uplink: cannot reach the cloud with these TLS files: {}; the locks are served "
+                  "offline (events kept, access answered); put usable files in place, no restart "
+                  "needed",
+                  problem);
+    st.tls_problem_logged_at = now;
+  }
+  st.tls_problem = problem;
+}
+
 /// The status without the journal's figures (they come from its actor).
 protocol::gateway_status status_now(self_ptr self) {
   auto& st = self->state;
@@ -158,6 +181,8 @@ protocol::gateway_status status_now(self_ptr self) {
   s.locks_configured = st.cfg.locks_configured;
   s.events_out = st.events_out;
   s.client_cert_expires_at = st.cert_expires_at;
+  if (!st.tls_problem.empty())
+    s.tls_problem = st.tls_problem;
   s.cert_warning_days = st.cfg.mqtt.cert_warning_days;
   if (st.cfg.ble_figures)
     s.ble = st.cfg.ble_figures();
@@ -572,6 +597,7 @@ void reload_tls(self_ptr self) {
   }
   st.tls_fingerprint = fingerprint;
   read_cert_expiry(self);
+  check_tls(self);
   spdlog::info("uplink: the TLS files changed; reconnecting with them (nothing is lost: "
                "unacknowledged events are sent again)");
   if (st.cfg.vault)
@@ -600,6 +626,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
   st.started_at = unix_ms_now();
   read_cert_expiry(self);
+  check_tls(self);
   st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
   st.link = std::make_shared<paho_link>();
   st.link->self = caf::actor_cast<caf::actor>(self);
@@ -643,6 +670,13 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       auto depth = st.cfg.store->figures().depth;
       spdlog::info("uplink: connected to {} over mutual TLS; {} events waiting in the journal",
                    st.cfg.mqtt.broker_uri, depth);
+      // Files replaced since the last check (each connect reads them anew):
+      // what the status says about them is brought up to date.
+      if (!st.tls_problem.empty()) {
+        read_cert_expiry(self);
+        check_tls(self);
+        st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
+      }
       try {
         st.link->on_subscribe.filter = st.topics.prefix() + "cmd/#";
         st.link->client->subscribe(st.link->on_subscribe.filter, 1, nullptr,
@@ -834,6 +868,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       // The TLS files are watched, so a renewal dropped in place is used
       // without a signal (a reload does the same at once).
       reload_tls(self);
+      if (!self->state.tls_problem.empty()
+          && unix_ms_now() - self->state.tls_problem_logged_at >= 3600 * 1000)
+        check_tls(self);
       publish_lock_states(self, false);
       if (!self->state.state_waiting.empty() && self->state.cfg.locks_seen)
         for (const auto& [lock, seen] : self->state.cfg.locks_seen())

@@ -92,6 +92,10 @@ struct uplink_state {
   std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
   std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
   std::size_t bad_tls_fingerprint = 0; ///< of unusable files already reported
+  /// Why the TLS files in use cannot work (expired, not yet valid, missing,
+  /// unreadable); empty when they can. Logged at start, on change and hourly.
+  std::string tls_problem;
+  std::int64_t tls_problem_logged_at = 0; ///< Unix ms
   std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
   /// MQTT 5 request/response: where (and with what correlation data) the
   /// result of a command id goes. Bounded; the oldest entries go first.

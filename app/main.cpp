@@ -143,6 +143,8 @@ std::optional<lockbridge::config::gateway_config> load_config(const std::string&
       spdlog::error("reload: {}", printable_text(e.to_string()));
     return result.config;
   }
+  for (const auto& w : result.warnings)
+    std::cerr << "lockbridge: warning: " << printable_text(w.to_string()) << "\n";
   for (const auto& e : result.errors)
     std::cerr << "lockbridge: " << printable_text(e.to_string()) << "\n";
   if (!result.errors.empty())

@@ -68,6 +68,16 @@ public:
     errors_.push_back(config_error{file_, 0, 0, std::move(key), std::move(message)});
   }
 
+  /// A problem that does not stop the gateway (it serves the locks without
+  /// the cloud): reported, never refused.
+  void warning(const toml::source_region& where, std::string key, std::string message) {
+    const auto& file = where.path && *where.path != file_ ? *where.path : file_;
+    warnings_.push_back(config_error{file, static_cast<std::uint32_t>(where.begin.line),
+                                     static_cast<std::uint32_t>(where.begin.column),
+                                     std::move(key), std::move(message)});
+  }
+  std::vector<config_error>& warnings() { return warnings_; }
+
   /// Reports keys of `tbl` not in `known`.
   void only_keys(const toml::table& tbl, const std::string& path,
                  std::initializer_list<std::string_view> known) {
@@ -154,6 +164,36 @@ public:
   }
 
   /// A path relative to the config file's directory; checked to exist.
+  /// An [mqtt] TLS file: as `file`, but a missing or unreadable one is a
+  /// warning (the gateway serves the locks without the cloud meanwhile); a
+  /// secret readable by others stays an error.
+  std::optional<std::filesystem::path> tls_file(const toml::table& tbl, std::string_view key,
+                                                bool secret, bool production) {
+    auto value = text(tbl, "mqtt", key, std::nullopt);
+    if (!value)
+      return std::nullopt;
+    const auto& where = tbl.get(key)->source();
+    if (value->empty()) {
+      error(where, join("mqtt", key), "expected a file path, got an empty string");
+      return std::nullopt;
+    }
+    std::filesystem::path p{*value};
+    if (p.is_relative())
+      p = base_ / p;
+    std::error_code ec;
+    auto note = " (the gateway starts and serves the locks, but cannot reach the cloud until "
+                "the file is in place; no restart needed)";
+    if (!std::filesystem::is_regular_file(p, ec))
+      warning(where, join("mqtt", key),
+              "file " + p.string() + " does not exist or is not a regular file" + note);
+    else if (::access(p.c_str(), R_OK) != 0)
+      warning(where, join("mqtt", key), "file " + p.string() + " is not readable by this user" + note);
+    else if (secret && production && world_readable(p))
+      error(where, join("mqtt", key),
+            "secret file " + p.string() + " is readable by others; run: chmod o-rwx " + p.string());
+    return p;
+  }
+
   std::optional<std::filesystem::path> file(const toml::table& tbl, const std::string& path,
                                             std::string_view key, bool secret,
                                             bool production) {
@@ -270,6 +310,7 @@ private:
   std::string file_;
   std::filesystem::path base_;
   std::vector<config_error> errors_;
+  std::vector<config_error> warnings_;
 };
 
 void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
@@ -399,11 +440,14 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     }
     if (auto v = r.text(*mq, "mqtt", "client_id", std::string{}))
       cfg.mqtt.client_id = *v;
-    if (auto v = r.file(*mq, "mqtt", "ca_file", false, production))
+    // The cloud's files: missing or unreadable ones are warnings, not
+    // errors. Doors never wait for the cloud: the gateway starts, serves
+    // the locks, and connects once usable files are in place.
+    if (auto v = r.tls_file(*mq, "ca_file", false, production))
       cfg.mqtt.ca_file = *v;
-    if (auto v = r.file(*mq, "mqtt", "cert_file", false, production))
+    if (auto v = r.tls_file(*mq, "cert_file", false, production))
       cfg.mqtt.cert_file = *v;
-    if (auto v = r.file(*mq, "mqtt", "key_file", true, production))
+    if (auto v = r.tls_file(*mq, "key_file", true, production))
       cfg.mqtt.key_file = *v;
     if (auto v = r.integer(*mq, "mqtt", "inflight_window", defaults::inflight_window, 1, 65535))
       cfg.mqtt.inflight_window = static_cast<std::uint32_t>(*v);
@@ -422,7 +466,9 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.mqtt.reconnect_max_ms = static_cast<std::uint32_t>(*v);
     if (!cfg.mqtt.ca_file.empty() && !cfg.mqtt.cert_file.empty() && !cfg.mqtt.key_file.empty())
       for (const auto& p : check_tls_files(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file))
-        r.error(mq->get(p.which)->source(), "mqtt." + p.which, p.message);
+        r.warning(mq->get(p.which)->source(), "mqtt." + p.which,
+                  p.message + " (the gateway starts and serves the locks, but cannot reach the "
+                              "cloud until this is fixed; no restart needed)");
     if (cfg.mqtt.reconnect_max_ms < cfg.mqtt.reconnect_min_ms)
       r.error(mq->source(), "mqtt.reconnect_max_ms", "must not be below mqtt.reconnect_min_ms");
   }
@@ -708,6 +754,7 @@ load_result load_from_string(const std::string& text, const std::string& source_
   cfg.source = source_name;
   read_document(r, root, cfg);
   out.errors = std::move(r.errors());
+  out.warnings = std::move(r.warnings());
   if (out.errors.empty())
     out.config = std::move(cfg);
   return out;

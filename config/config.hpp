@@ -133,6 +133,8 @@ struct config_error {
 struct load_result {
   std::optional<gateway_config> config;
   std::vector<config_error> errors;
+  /// Problems that do not stop the gateway (the cloud's TLS files unusable).
+  std::vector<config_error> warnings;
 };
 
 /// One key set from outside the file: `key` is "section.key" (a key of a

@@ -281,6 +281,8 @@ std::string encode_status(const gateway_status& s) {
                                        {"out", rate(h.events_out_per_s)}}},
                      {"oldest_pending_age_s", h.oldest_pending_age_s}};
   }
+  if (s.tls_problem)
+    doc["tls_problem"] = *s.tls_problem;
   if (s.storage) {
     const auto& g = *s.storage;
     doc["storage"] = {{"ok", g.ok}, {"faults", g.faults}};

@@ -147,6 +147,8 @@ struct gateway_status {
   };
   std::optional<storage_part> storage;
   std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
+  /// Why the TLS files cannot reach the cloud (expired, missing, ...), if they cannot.
+  std::optional<std::string> tls_problem;
   std::uint32_t cert_warning_days = 30; ///< `tls.expiring_soon` below this many days left
 };
 

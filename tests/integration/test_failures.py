@@ -16,7 +16,7 @@ import subprocess
 import time
 import unittest
 
-from harness import LOCKBRIDGE, Site, schema_validator, wait_for, run
+from harness import FAKETIME_LIB, LOCKBRIDGE, Site, schema_validator, wait_for, run
 
 EXIT_STATE = 65
 EXIT_ENVIRONMENT = 69
@@ -390,6 +390,69 @@ class FullDisk(Site):
         self.assertNotIn("restarting all of them", log)
         self.assertIn("journal: the disk refuses writes", log)
         self.assertIn("the disk takes writes again", log)
+
+    def journal_depth(self):
+        rc, status = self.status()
+        return status["journal"]["depth"] if rc == 0 else -1
+
+
+class ExpiredCertificate(Site):
+    """Doors never wait for the cloud: with an expired client certificate the
+    gateway starts, journals events and answers access offline, and connects
+    as soon as usable files are put in place, without a restart."""
+
+    locks = 2
+
+    def setUp(self):
+        super().setUp()
+        # An expired certificate from the site's own CA (issued "in 2020" for a day).
+        key = os.path.join(self.dir, "client.key")
+        cert = os.path.join(self.dir, "client.pem")
+        csr = os.path.join(self.dir, "client.csr")
+        ext = os.path.join(self.dir, "client.ext")
+        with open(ext, "w") as f:
+            f.write("extendedKeyUsage=clientAuth\n")
+        old = dict(os.environ, LD_PRELOAD=FAKETIME_LIB, FAKETIME="@2020-01-01 00:00:00")
+        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", "/CN=gw-1"], env=old)
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", self.pki.ca, "-CAkey", self.pki.ca_key,
+             "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", ext], env=old)
+        os.chmod(key, 0o600)
+        self.client_cert, self.client_key = cert, key
+        self.write_config(cert=cert, key=key)
+
+    def test_expired_client_certificate_at_start(self):
+        check = subprocess.run([LOCKBRIDGE, "check-config", self.config], capture_output=True,
+                               text=True, timeout=30)
+        self.assertEqual(check.returncode, 0, check.stderr)
+        self.assertIn("warning", check.stderr)
+        self.assertIn("mqtt.cert_file", check.stderr)
+        self.assertIn("expired", check.stderr)
+
+        checker = self.start_checker(expect=401, timeout=120)
+        self.start_gateway()
+        wait_for(lambda: "cannot reach the cloud with these TLS files" in self.gateway_log_text(),
+                 10, "the TLS problem in the log")
+        rc, status = self.status()
+        self.assertEqual(rc, 0, status)
+        self.assertIn("expired", status["tls_problem"])
+        self.assertFalse(status["broker"]["connected"])
+
+        # Offline: events are journalled and acknowledged, access is answered.
+        sim = self.locksim(events=200, batch=10)
+        self.assertTrue(json.loads(sim.output(timeout=60))["complete"])
+        self.assertEqual(self.access("lock-01", "card-x", "front")["allow"], False)
+        self.assertEqual(self.journal_depth(), 401)
+
+        # Usable files in place of the old ones: connected, no restart, nothing lost.
+        shutil.copy(self.gw_cert, self.client_cert)
+        shutil.copy(self.gw_key, self.client_key)
+        report = json.loads(checker.output(timeout=120))
+        self.assert_complete_delivery(report, {l: 200 for l in self.lock_ids})
+        rc, status = self.status()
+        self.assertNotIn("tls_problem", status)
+        self.assertTrue(status["broker"]["connected"])
+        self.assertEqual(self.gateway_log_text().count("lockbridge: ready"), 1)
 
     def journal_depth(self):
         rc, status = self.status()
