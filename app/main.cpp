@@ -139,6 +139,8 @@ std::optional<lockbridge::config::gateway_config> load_config(const std::string&
   // newline cannot start a line of its own.
   using lockbridge::protocol::printable_text;
   if (reloading) {
+    for (const auto& w : result.warnings)
+      spdlog::warn("reload: {}", printable_text(w.to_string()));
     for (const auto& e : result.errors)
       spdlog::error("reload: {}", printable_text(e.to_string()));
     return result.config;

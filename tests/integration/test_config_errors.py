@@ -31,8 +31,11 @@ class ConfigErrors(Site):
              "store.colour: unknown key"),
             ("wrong type", good.replace("status_interval_s = 1", "status_interval_s = \"1\""),
              "mqtt.status_interval_s: expected an integer, got a string"),
-            ("missing certificate", good.replace(self.gw_cert, "/nonexistent/gw.pem"),
-             "mqtt.cert_file: file /nonexistent/gw.pem does not exist"),
+            # (a missing client certificate is a warning since issue 13: the
+            # doors must not wait for the cloud; a lock's key is an error)
+            ("missing lock key", good.replace(f"{self.psk_dir}/lock-01.psk",
+                                              "/nonexistent/lock-01.psk"),
+             "locks[0].psk_file: file /nonexistent/lock-01.psk does not exist"),
         ]
         for what, text, expected in cases:
             p = self.run_with(text)
@@ -41,7 +44,7 @@ class ConfigErrors(Site):
             # file:line:column: key
             line = next(i + 1 for i, l in enumerate(text.splitlines())
                         if expected.split(":")[0].split(".")[-1] in l
-                        or (what == "missing certificate" and "/nonexistent/gw.pem" in l))
+                        or (what == "missing lock key" and "/nonexistent/lock-01.psk" in l))
             self.assertIn(f"{self.config}:{line}:", p.stderr, what)
             self.assertIn("nothing was started", p.stderr)
             self.assertFalse(os.path.exists(os.path.join(self.state_dir, "data.mdb")))
