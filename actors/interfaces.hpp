@@ -149,8 +149,11 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::lost, std::uint64_t, std::string>,
   /// Paho reports: PUBACK for the publish with this number.
   caf::reacts_to<atom::acked, std::uint64_t>,
-  /// Paho reports: the publish with this number failed.
-  caf::reacts_to<atom::nacked, std::uint64_t>,
+  /// Paho reports: the publish with this number failed (MQTT 5 reason code,
+  /// 0x80 or above when the broker refused it; 0 when none was given).
+  caf::reacts_to<atom::nacked, std::uint64_t, std::int32_t>,
+  /// Publishing may go on after a refusal's backoff (sent to itself).
+  caf::reacts_to<atom::retry>,
   /// Tell the journal what the broker has acknowledged (sent to itself: at
   /// most one removal per interval, not one per PUBACK).
   caf::reacts_to<atom::remove>,

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/failure.hpp"
+#include "protocols/log_fields.hpp"
 
 #include "actors/error.hpp"
 #include "actors/keeper.hpp"
@@ -66,7 +67,8 @@ struct paho_link : mqtt::callback {
     }
     void on_failure(const mqtt::token& tok) override {
       auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
-      caf::anon_send(link->self, atom::nacked_v, static_cast<std::uint64_t>(number));
+      caf::anon_send(link->self, atom::nacked_v, static_cast<std::uint64_t>(number),
+                     static_cast<std::int32_t>(tok.get_reason_code()));
     }
   };
 
@@ -183,6 +185,9 @@ protocol::gateway_status status_now(self_ptr self) {
   s.client_cert_expires_at = st.cert_expires_at;
   if (!st.tls_problem.empty())
     s.tls_problem = st.tls_problem;
+  if (st.refused_publishes > 0)
+    s.broker_refusals = protocol::gateway_status::refusals_part{
+      st.refused_publishes, st.last_refusal_reason, st.last_refusal_at};
   s.cert_warning_days = st.cfg.mqtt.cert_warning_days;
   if (st.cfg.ble_figures)
     s.ble = st.cfg.ble_figures();
@@ -344,7 +349,15 @@ void publish_status(self_ptr self) {
         add_health(self, s, f);
         try {
           auto msg = mqtt::make_message(st.topics.status(), protocol::encode_status(s), 1, true);
-          st.link->client->publish(msg);
+          auto number = st.next_number++;
+          st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
+                                   st.link->on_publish);
+          // The status doubles as a probe of the broker while no event is in
+          // flight: its PUBACK must come back within the stall bound too.
+          if (st.probe_number == 0) {
+            st.probe_number = number;
+            st.probe_sent_at = std::chrono::steady_clock::now();
+          }
         } catch (const mqtt::exception& e) {
           spdlog::warn("uplink: status publish failed: {}", e.what());
         }
@@ -415,6 +428,7 @@ void forget_in_flight(uplink_state& st) {
   st.next_key = st.acked_upto + 1;
   st.audit_window.clear();
   st.audit_next = 0;
+  st.probe_number = 0;
 }
 
 /// Publishes the audit records waiting in the store on `audit` (at most two
@@ -422,7 +436,7 @@ void forget_in_flight(uplink_state& st) {
 /// acknowledged them.
 void pump_audit(self_ptr self) {
   auto& st = self->state;
-  if (!st.connected || !st.cfg.vault)
+  if (!st.connected || !st.cfg.vault || st.publishing_paused)
     return;
   while (st.audit_window.size() < 2) {
     std::vector<std::uint64_t> damaged;
@@ -469,7 +483,7 @@ void pump_audit(self_ptr self) {
 void pump(self_ptr self) {
   auto& st = self->state;
   const auto per_message = static_cast<std::size_t>(st.cfg.mqtt.max_events_per_message);
-  while (st.connected && st.window.size() < st.cfg.mqtt.inflight_window) {
+  while (st.connected && !st.publishing_paused && st.window.size() < st.cfg.mqtt.inflight_window) {
     auto room = st.cfg.mqtt.inflight_window - st.window.size();
     std::vector<std::uint64_t> damaged;
     auto entries = st.cfg.store->read(st.next_key, room * per_message, &damaged);
@@ -512,10 +526,102 @@ void pump(self_ptr self) {
         spdlog::warn("uplink: publish failed ({}); will resend after reconnecting", e.what());
         return;
       }
-      st.window.push_back({number, last_key, records.size(), false});
+      st.window.push_back({number, last_key, records.size(), false,
+                           std::chrono::steady_clock::now()});
       st.next_key = last_key + 1;
     }
   }
+}
+
+void schedule_reconnect(self_ptr self, const std::string& reason);
+
+/// What a refused publish means, said for an installer: the usual cause is
+/// a certificate whose CN (the broker's user name under
+/// use_identity_as_username) is not gateway.id, or an ACL without this
+/// gateway's topics.
+std::string refusal_hint(const uplink_state& st) {
+  auto cn = config::certificate_common_name(st.cfg.mqtt.cert_file);
+  std::string hint;
+  if (cn && *cn != st.cfg.gateway)
+    hint = "the client certificate's CN is \"" + protocol::printable_text(*cn)
+           + "\", not the gateway id \"" + st.cfg.gateway
+           + "\" that the shipped ACL expects; have it issued for " + st.cfg.gateway;
+  else
+    hint = "check that the broker's ACL lets this gateway's user (its certificate's CN) "
+           "publish under " + st.topics.prefix();
+  return hint;
+}
+
+/// A publish failed or was refused: stop publishing for a backoff that
+/// doubles from mqtt.reconnect_min_ms to reconnect_max_ms, then send again
+/// from the first unacknowledged event (kept in the journal meanwhile).
+/// One log line a minute at most, with the reason code and a hint.
+void publish_refused(self_ptr self, std::uint64_t number, std::int32_t reason) {
+  auto& st = self->state;
+  ++st.refused_publishes;
+  st.last_refusal_reason = reason;
+  auto now = unix_ms_now();
+  st.last_refusal_at = now;
+  auto min = std::chrono::milliseconds{st.cfg.mqtt.reconnect_min_ms};
+  auto max = std::chrono::milliseconds{st.cfg.mqtt.reconnect_max_ms};
+  st.refusal_backoff = st.refusal_backoff.count() == 0 ? min : std::min(max, st.refusal_backoff * 2);
+  if (now - st.refusal_logged_at >= 60000) {
+    spdlog::error("uplink: the broker {} publish {} (reason code 0x{:02x}); events stay in the "
+                  "journal and are sent again in {} ms (backing off to {} ms); {}{}",
+                  reason >= 0x80 ? "refused" : "did not take", number, reason,
+                  st.refusal_backoff.count(), max.count(), refusal_hint(st),
+                  st.refusals_unlogged > 0
+                    ? fmt::format(" ({} more refusals in the last minute)", st.refusals_unlogged)
+                    : std::string{});
+    st.refusal_logged_at = now;
+    st.refusals_unlogged = 0;
+  } else {
+    ++st.refusals_unlogged;
+  }
+  st.window.clear();
+  st.next_key = st.acked_upto + 1;
+  st.audit_window.clear();
+  st.audit_next = 0;
+  if (!st.publishing_paused) {
+    st.publishing_paused = true;
+    self->delayed_send(self, st.refusal_backoff, atom::retry_v);
+  }
+}
+
+/// Drops a link over which the broker acknowledges nothing (a hung broker:
+/// the TCP connection stays open) and makes a new one.
+void check_stall(self_ptr self) {
+  auto& st = self->state;
+  if (!st.connected)
+    return;
+  auto bound = std::chrono::milliseconds{st.cfg.mqtt.keepalive_s * 1500};
+  auto now = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> oldest;
+  for (const auto& f : st.window)
+    if (!f.acked) {
+      oldest = f.sent_at;
+      break;
+    }
+  if (st.probe_number != 0 && (!oldest || st.probe_sent_at < *oldest))
+    oldest = st.probe_sent_at;
+  if (!oldest || now - *oldest < bound)
+    return;
+  ++st.stalls;
+  st.stalled = true;
+  spdlog::error("uplink: the broker {} has acknowledged nothing for {} s (1.5 keep-alives); "
+                "it hangs: dropping the link and connecting again (events stay in the journal)",
+                st.cfg.mqtt.broker_uri,
+                std::chrono::duration_cast<std::chrono::seconds>(now - *oldest).count());
+  ++st.generation;
+  forget_in_flight(st);
+  try {
+    st.link->client->disconnect(0);
+  } catch (const mqtt::exception&) {
+  }
+  // A hung broker would also hang the TLS probe, whose verdict ("the broker
+  // may not accept our certificate") would mislead: the cause is known.
+  st.first_failure = false;
+  schedule_reconnect(self, "stalled");
 }
 
 void schedule_reconnect(self_ptr self, const std::string& reason) {
@@ -706,6 +812,12 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     [self](atom::committed, std::uint64_t) { pump(self); },
     [self](atom::acked, std::uint64_t number) {
       auto& st = self->state;
+      st.refusal_backoff = std::chrono::milliseconds{0};
+      st.stalled = false;
+      if (number == st.probe_number) {
+        st.probe_number = 0;
+        return;
+      }
       bool audit_ack = false;
       for (auto& f : st.audit_window)
         if (f.number == number) {
@@ -757,26 +869,28 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         self->send(st.journal, atom::remove_v, st.acked_upto);
       }
     },
-    [self](atom::nacked, std::uint64_t number) {
+    [self](atom::nacked, std::uint64_t number, std::int32_t reason) {
       auto& st = self->state;
-      for (const auto& f : st.audit_window)
-        if (f.number == number) {
-          spdlog::warn("uplink: audit publish {} failed; resending", number);
-          st.audit_window.clear();
-          st.audit_next = 0;
-          pump_audit(self);
-          return;
-        }
+      if (number == st.probe_number) {
+        st.probe_number = 0;
+        if (reason >= 0x80)
+          publish_refused(self, number, reason);
+        return;
+      }
       bool ours = false;
+      for (const auto& f : st.audit_window)
+        ours = ours || f.number == number;
       for (auto& f : st.window)
         ours = ours || f.number == number;
       if (!ours)
-        return; // from before a reconnect: already being resent
-      spdlog::warn("uplink: publish {} failed; resending from the first unacknowledged event",
-                   number);
-      st.window.clear();
-      st.next_key = st.acked_upto + 1;
+        return; // from before a reconnect or a refusal: already being resent
+      publish_refused(self, number, reason);
+    },
+    [self](atom::retry) {
+      auto& st = self->state;
+      st.publishing_paused = false;
       pump(self);
+      pump_audit(self);
     },
     [self](atom::status) {
       publish_status(self);
@@ -868,6 +982,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       // The TLS files are watched, so a renewal dropped in place is used
       // without a signal (a reload does the same at once).
       reload_tls(self);
+      check_stall(self);
       if (!self->state.tls_problem.empty()
           && unix_ms_now() - self->state.tls_problem_logged_at >= 3600 * 1000)
         check_tls(self);
@@ -891,6 +1006,8 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
             auto doc = nlohmann::json::parse(protocol::encode_status(s));
             doc["broker"] = {{"uri", st.cfg.mqtt.broker_uri},
                              {"connected", st.connected},
+                             {"stalled", st.stalled},
+                             {"stalls", st.stalls},
                              {"in_flight", st.window.size()},
                              {"results_waiting", st.pending_results.size()}};
             rp.deliver(doc.dump());

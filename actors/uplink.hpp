@@ -59,6 +59,7 @@ struct uplink_state {
     std::uint64_t last_key = 0; ///< the last journal key it carries
     std::uint64_t events = 0;
     bool acked = false;
+    std::chrono::steady_clock::time_point sent_at{};
   };
 
   uplink_config cfg;
@@ -75,6 +76,25 @@ struct uplink_state {
   bool removal_scheduled = false;
   std::deque<in_flight> window;
   std::chrono::milliseconds backoff{0};
+  /// Publishes the broker refused (PUBACK reason >= 0x80) or that failed:
+  /// publishing pauses for a backoff that doubles like the reconnect's,
+  /// instead of resending at once (which spun at a core's worth of CPU).
+  std::uint64_t refused_publishes = 0;
+  std::int32_t last_refusal_reason = 0;
+  std::int64_t last_refusal_at = 0;      ///< Unix ms
+  std::int64_t refusal_logged_at = 0;    ///< Unix ms; at most one line a minute
+  std::uint64_t refusals_unlogged = 0;
+  std::chrono::milliseconds refusal_backoff{0};
+  bool publishing_paused = false;
+  /// The broker acknowledges nothing (hung: process stopped, TCP open): the
+  /// oldest publish waits longer than the bound. Status says so; the link is
+  /// dropped and made again.
+  bool stalled = false;
+  std::uint64_t stalls = 0;
+  /// The status message in flight (a probe of the broker while no events
+  /// are): its number and when it left; 0 when none is unacknowledged.
+  std::uint64_t probe_number = 0;
+  std::chrono::steady_clock::time_point probe_sent_at{};
   bool first_failure = true; ///< explain the next connect failure (TLS probe)
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;

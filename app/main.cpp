@@ -132,9 +132,10 @@ void setup_logging(const std::string& level) {
 std::vector<lockbridge::config::override_value> overrides;
 
 /// Loads the config or prints every error (file:line:column: key: message).
-std::optional<lockbridge::config::gateway_config> load_config(const std::string& file,
-                                                             bool reloading = false) {
-  auto result = lockbridge::config::load(file, overrides);
+std::optional<lockbridge::config::gateway_config>
+load_config(const std::string& file, bool reloading = false,
+            lockbridge::config::load_purpose purpose = lockbridge::config::load_purpose::run) {
+  auto result = lockbridge::config::load(file, overrides, purpose);
   // Errors quote values from the file: echoed escaped, so a value with a
   // newline cannot start a line of its own.
   using lockbridge::protocol::printable_text;
@@ -211,7 +212,7 @@ std::string reload_from_socket(const std::string& file, const lockbridge::superv
 /// if it took the file, 78 if the file has errors (printed; the daemon keeps
 /// its configuration), 3 if no daemon runs.
 int reload_command(const std::string& file) {
-  auto cfg = load_config(file);
+  auto cfg = load_config(file, false, lockbridge::config::load_purpose::locate);
   if (!cfg)
     return exit_config;
   auto reply = lockbridge::query_status(cfg->status_socket, 30, "reload");
@@ -474,31 +475,59 @@ int with_store(const std::string& file,
   }
 }
 
-/// `lockbridge credentials stats`: reads the store without starting anything
-/// (the daemon may be running: LMDB readers do not disturb it).
+/// The running daemon's status document, if a daemon answers on the
+/// config's socket. Reading the config to find the socket opens no secret,
+/// so the `lockbridge` group can use the stats commands under the shipped
+/// unit, where only the daemon holds the key-encryption key.
+std::optional<nlohmann::json> daemon_status(const std::string& file) {
+  auto result = lockbridge::config::load(file, overrides, lockbridge::config::load_purpose::locate);
+  if (!result.config)
+    return std::nullopt;
+  auto reply = lockbridge::query_status(result.config->status_socket, 5);
+  if (!reply.ok)
+    return std::nullopt;
+  auto doc = nlohmann::json::parse(reply.text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || doc.contains("error"))
+    return std::nullopt;
+  return doc;
+}
+
+void print_credentials(std::uint64_t count, std::uint64_t version, std::int64_t synced_at,
+                       std::uint32_t max_age_hours, bool as_json) {
+  auto now = lockbridge::protocol::unix_ms_now();
+  auto max_age_ms = std::int64_t{max_age_hours} * 3600 * 1000;
+  bool stale = synced_at == 0 || now - synced_at > max_age_ms;
+  if (as_json) {
+    std::cout << "{\"count\":" << count << ",\"version\":" << version
+              << ",\"synced_at\":" << synced_at << ",\"age_s\":"
+              << (synced_at == 0 ? -1 : (now - synced_at) / 1000)
+              << ",\"stale\":" << (stale ? "true" : "false")
+              << ",\"max_age_hours\":" << max_age_hours << "}\n";
+    return;
+  }
+  std::cout << "credentials:   " << count << "\n"
+            << "version:       " << version << (version == 0 ? " (never synced)" : "") << "\n";
+  if (synced_at != 0)
+    std::cout << "last sync:     " << (now - synced_at) / 1000 << " s ago\n";
+  std::cout << "stale:         " << (stale ? "yes" : "no") << " (maximum age " << max_age_hours
+            << " h; then doors follow their offline policy)\n";
+}
+
+/// `lockbridge credentials stats`: from the running daemon if there is one
+/// (no key needed), otherwise from the store, without starting anything.
 int credentials_stats(const std::string& file, bool as_json) {
+  if (auto doc = daemon_status(file); doc && doc->contains("credentials")) {
+    auto cfg = load_config(file, false, lockbridge::config::load_purpose::locate);
+    const auto& c = (*doc)["credentials"];
+    print_credentials(c.value("count", std::uint64_t{0}), c.value("version", std::uint64_t{0}),
+                      c.value("synced_at", std::int64_t{0}),
+                      cfg ? cfg->credentials.max_age_hours : 0, as_json);
+    return exit_ok;
+  }
   return with_store(file, [as_json](const lockbridge::config::gateway_config& cfg,
                                     lockbridge::store::vault& vault) {
     auto f = vault.credentials->figures();
-    auto now = lockbridge::protocol::unix_ms_now();
-    auto max_age_ms = std::int64_t{cfg.credentials.max_age_hours} * 3600 * 1000;
-    bool stale = f.synced_at == 0 || now - f.synced_at > max_age_ms;
-    if (as_json) {
-      std::cout << "{\"count\":" << f.count << ",\"version\":" << f.version
-                << ",\"synced_at\":" << f.synced_at << ",\"age_s\":"
-                << (f.synced_at == 0 ? -1 : (now - f.synced_at) / 1000)
-                << ",\"stale\":" << (stale ? "true" : "false")
-                << ",\"max_age_hours\":" << cfg.credentials.max_age_hours << "}\n";
-    } else {
-      std::cout << "credentials:   " << f.count << "\n"
-                << "version:       " << f.version << (f.version == 0 ? " (never synced)" : "")
-                << "\n";
-      if (f.synced_at != 0)
-        std::cout << "last sync:     " << (now - f.synced_at) / 1000 << " s ago\n";
-      std::cout << "stale:         " << (stale ? "yes" : "no") << " (maximum age "
-                << cfg.credentials.max_age_hours << " h; then doors follow their offline "
-                << "policy)\n";
-    }
+    print_credentials(f.count, f.version, f.synced_at, cfg.credentials.max_age_hours, as_json);
     return exit_ok;
   });
 }
@@ -506,7 +535,7 @@ int credentials_stats(const std::string& file, bool as_json) {
 /// `lockbridge status`: the running daemon's figures, over its local socket.
 /// Exit 3 (LSB "not running") when nothing listens; never waits more than 5 s.
 int show_status(const std::string& file, bool as_json) {
-  auto cfg = load_config(file);
+  auto cfg = load_config(file, false, lockbridge::config::load_purpose::locate);
   if (!cfg)
     return exit_config;
   auto reply = lockbridge::query_status(cfg->status_socket, 5);
@@ -565,9 +594,7 @@ int show_status(const std::string& file, bool as_json) {
 /// `lockbridge journal stats`: what waits for the broker, read from the store
 /// without the daemon (or beside it).
 int journal_stats(const std::string& file, bool as_json) {
-  return with_store(file, [as_json](const lockbridge::config::gateway_config&,
-                                    lockbridge::store::vault& vault) {
-    auto f = vault.events->figures();
+  auto print = [as_json](const lockbridge::protocol::journal_figures& f) {
     auto age_s = f.oldest_received_at == 0
                    ? 0
                    : (lockbridge::protocol::unix_ms_now() - f.oldest_received_at) / 1000;
@@ -587,6 +614,20 @@ int journal_stats(const std::string& file, bool as_json) {
         std::cout << "oldest:                 received " << age_s << " s ago\n";
     }
     return exit_ok;
+  };
+  // From the running daemon if there is one (no key needed), else the store.
+  if (auto doc = daemon_status(file); doc && doc->contains("journal")) {
+    const auto& j = (*doc)["journal"];
+    lockbridge::protocol::journal_figures f;
+    f.depth = j.value("depth", std::uint64_t{0});
+    f.bytes = j.value("bytes", std::uint64_t{0});
+    f.limit_bytes = j.value("limit_bytes", std::uint64_t{0});
+    f.oldest_received_at = j.value("oldest_received_at", std::int64_t{0});
+    return print(f);
+  }
+  return with_store(file, [&print](const lockbridge::config::gateway_config&,
+                                   lockbridge::store::vault& vault) {
+    return print(vault.events->figures());
   });
 }
 
@@ -595,7 +636,7 @@ int journal_stats(const std::string& file, bool as_json) {
 /// failed, 3 if the daemon is not running.
 int local_command(const std::string& file, const std::string& name, nlohmann::json payload,
                   bool as_json) {
-  auto cfg = load_config(file);
+  auto cfg = load_config(file, false, lockbridge::config::load_purpose::locate);
   if (!cfg)
     return exit_config;
   if (!payload.contains("id"))

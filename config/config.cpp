@@ -53,8 +53,13 @@ namespace {
 /// Walks one TOML document, collecting every error with its position.
 class reader {
 public:
-  reader(std::string file, std::filesystem::path base_dir)
-    : file_(std::move(file)), base_(std::move(base_dir)) {}
+  reader(std::string file, std::filesystem::path base_dir, bool check_files = true)
+    : file_(std::move(file)), base_(std::move(base_dir)), check_files_(check_files) {}
+
+  /// Whether referenced files are opened and checked (not when the config is
+  /// only read to find the running daemon's socket, by a user who may not
+  /// read the secrets).
+  [[nodiscard]] bool check_files() const noexcept { return check_files_; }
 
   void error(const toml::source_region& where, std::string key, std::string message) {
     // A value set from outside the file names its origin instead.
@@ -180,6 +185,8 @@ public:
     std::filesystem::path p{*value};
     if (p.is_relative())
       p = base_ / p;
+    if (!check_files_)
+      return p;
     std::error_code ec;
     auto note = " (the gateway starts and serves the locks, but cannot reach the cloud until "
                 "the file is in place; no restart needed)";
@@ -208,6 +215,8 @@ public:
     std::filesystem::path p{*value};
     if (p.is_relative())
       p = base_ / p;
+    if (!check_files_)
+      return p;
     std::error_code ec;
     if (!std::filesystem::is_regular_file(p, ec)) {
       error(where, join(path, key), "file " + p.string() + " does not exist or is not a regular file");
@@ -311,6 +320,7 @@ private:
   std::filesystem::path base_;
   std::vector<config_error> errors_;
   std::vector<config_error> warnings_;
+  bool check_files_ = true;
 };
 
 void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
@@ -464,7 +474,8 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.mqtt.reconnect_min_ms = static_cast<std::uint32_t>(*v);
     if (auto v = r.integer(*mq, "mqtt", "reconnect_max_ms", defaults::reconnect_max_ms, 10, 3600000))
       cfg.mqtt.reconnect_max_ms = static_cast<std::uint32_t>(*v);
-    if (!cfg.mqtt.ca_file.empty() && !cfg.mqtt.cert_file.empty() && !cfg.mqtt.key_file.empty())
+    if (r.check_files() && !cfg.mqtt.ca_file.empty() && !cfg.mqtt.cert_file.empty()
+        && !cfg.mqtt.key_file.empty())
       for (const auto& p : check_tls_files(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file))
         r.warning(mq->get(p.which)->source(), "mqtt." + p.which,
                   p.message + " (the gateway starts and serves the locks, but cannot reach the "
@@ -525,7 +536,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     std::error_code ec;
     if (!from_systemd.empty() && std::filesystem::is_regular_file(from_systemd, ec))
       cfg.security.kek_file = from_systemd;
-    else
+    else if (r.check_files())
       r.error("security.key_encryption_key_file",
               std::string{"missing: the key-encryption key that protects the state at rest. "
                           "Make one (umask 077; openssl rand -hex 32 > /etc/lockbridge/secrets/kek.key) "
@@ -577,8 +588,10 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       }
       if (auto v = r.file(tbl, path, "psk_file", true, production)) {
         lock.psk_file = *v;
-        if (auto psk = read_psk(*v); !psk)
-          r.error(tbl.get("psk_file")->source(), path + ".psk_file", psk.error().message);
+        if (r.check_files()) { // (not when only locating the daemon)
+          if (auto psk = read_psk(*v); !psk)
+            r.error(tbl.get("psk_file")->source(), path + ".psk_file", psk.error().message);
+        }
       }
       if (auto t = r.text(tbl, path, "transport", std::string{"coap"})) {
         if (*t == "coap")
@@ -627,6 +640,8 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     else
       r.error("ble.poll_interval_s", text);
   }
+  if (!r.check_files())
+    return;
   std::optional<std::array<std::uint8_t, 32>> kek;
   if (!cfg.security.kek_file.empty()) {
     if (auto key = read_key32(cfg.security.kek_file); !key)
@@ -738,9 +753,9 @@ void apply_overrides(reader& r, toml::table& root, const std::vector<override_va
 
 load_result load_from_string(const std::string& text, const std::string& source_name,
                              const std::filesystem::path& base_dir,
-                             const std::vector<override_value>& overrides) {
+                             const std::vector<override_value>& overrides, load_purpose purpose) {
   load_result out;
-  reader r{source_name, base_dir};
+  reader r{source_name, base_dir, purpose == load_purpose::run};
   toml::table root;
   try {
     root = toml::parse(text, source_name);
@@ -760,7 +775,8 @@ load_result load_from_string(const std::string& text, const std::string& source_
   return out;
 }
 
-load_result load(const std::filesystem::path& file, const std::vector<override_value>& overrides) {
+load_result load(const std::filesystem::path& file, const std::vector<override_value>& overrides,
+                 load_purpose purpose) {
   std::ifstream in{file, std::ios::binary};
   if (!in) {
     load_result out;
@@ -771,7 +787,7 @@ load_result load(const std::filesystem::path& file, const std::vector<override_v
   std::stringstream text;
   text << in.rdbuf();
   auto base = std::filesystem::absolute(file).parent_path();
-  return load_from_string(text.str(), file.string(), base, overrides);
+  return load_from_string(text.str(), file.string(), base, overrides, purpose);
 }
 
 } // namespace lockbridge::config

@@ -152,16 +152,24 @@ struct override_value {
 /// `LOCKBRIDGE_GATEWAY__LOG_LEVEL=debug`. Other variables are ignored.
 std::vector<override_value> overrides_from_environment(char** environment);
 
+/// Why a config is read: to run (every referenced file is checked and the
+/// secrets read), or only to locate the running daemon's socket (`status`,
+/// `reload`, the stats commands), by a member of the `lockbridge` group who
+/// cannot read the secrets: values are validated, files are not opened.
+enum class load_purpose { run, locate };
+
 /// Reads, parses and validates `file`, including that referenced files exist
 /// and secret files are not readable by others in production. `overrides`
 /// apply in order on top of the file (defaults < file < environment <
 /// command line: pass the environment's first).
 load_result load(const std::filesystem::path& file,
-                 const std::vector<override_value>& overrides = {});
+                 const std::vector<override_value>& overrides = {},
+                 load_purpose purpose = load_purpose::run);
 
 /// The same from text (tests); relative paths resolve against `base_dir`.
 load_result load_from_string(const std::string& text, const std::string& source_name,
                              const std::filesystem::path& base_dir,
-                             const std::vector<override_value>& overrides = {});
+                             const std::vector<override_value>& overrides = {},
+                             load_purpose purpose = load_purpose::run);
 
 } // namespace lockbridge::config

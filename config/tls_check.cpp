@@ -67,6 +67,19 @@ std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
   return problems;
 }
 
+std::optional<std::string> certificate_common_name(const std::filesystem::path& cert_file) {
+  auto cert = read_cert(cert_file);
+  if (!cert)
+    return std::nullopt;
+  char cn[256] = {0};
+  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, cn,
+                                    sizeof cn);
+  ERR_clear_error();
+  if (n < 0)
+    return std::nullopt;
+  return std::string(cn, static_cast<std::size_t>(n));
+}
+
 std::optional<std::int64_t> certificate_not_after(const std::filesystem::path& cert_file) {
   auto cert = read_cert(cert_file);
   if (!cert)

@@ -22,6 +22,9 @@ std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
                                          const std::filesystem::path& cert_file,
                                          const std::filesystem::path& key_file);
 
+/// The subject's common name of the PEM certificate in `cert_file`, if it parses and has one.
+std::optional<std::string> certificate_common_name(const std::filesystem::path& cert_file);
+
 /// When the PEM certificate in `cert_file` expires (Unix seconds), if it parses.
 std::optional<std::int64_t> certificate_not_after(const std::filesystem::path& cert_file);
 

@@ -283,6 +283,10 @@ std::string encode_status(const gateway_status& s) {
   }
   if (s.tls_problem)
     doc["tls_problem"] = *s.tls_problem;
+  if (s.broker_refusals)
+    doc["broker_refusals"] = {{"count", s.broker_refusals->count},
+                              {"last_reason_code", s.broker_refusals->last_reason_code},
+                              {"last_at", s.broker_refusals->last_at}};
   if (s.storage) {
     const auto& g = *s.storage;
     doc["storage"] = {{"ok", g.ok}, {"faults", g.faults}};

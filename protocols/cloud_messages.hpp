@@ -147,6 +147,13 @@ struct gateway_status {
   };
   std::optional<storage_part> storage;
   std::optional<std::int64_t> client_cert_expires_at; ///< Unix ms of the client certificate's end
+  /// Publishes the broker refused or failed since start (absent if none).
+  struct refusals_part {
+    std::uint64_t count = 0;
+    std::int32_t last_reason_code = 0; ///< MQTT 5 reason code (0x87: not authorized)
+    std::int64_t last_at = 0;          ///< Unix ms
+  };
+  std::optional<refusals_part> broker_refusals;
   /// Why the TLS files cannot reach the cloud (expired, missing, ...), if they cannot.
   std::optional<std::string> tls_problem;
   std::uint32_t cert_warning_days = 30; ///< `tls.expiring_soon` below this many days left

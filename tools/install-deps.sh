@@ -13,6 +13,8 @@ packages=(
   # real peers and tools for tests and the demo
   mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils tzdata faketime systemd
   python3 python3-jsonschema python3-paho-mqtt python3-lmdb
+  # the lock simulator runs under valgrind where a crash must be caught (test_failures)
+  valgrind util-linux
   # the BLE tests: a private D-Bus with a mock of BlueZ (no radio needed)
   dbus python3-dbus python3-dbusmock python3-gi
 )

@@ -71,6 +71,7 @@ struct lock_state {
   clock_type::time_point sent_at;
   clock_type::time_point resume_at;
   std::uint64_t retries = 0;
+  bool reopen = false; ///< open a new session from the main loop (never inside a callback)
   std::uint64_t refused_full = 0;
   std::uint64_t errors = 0;
   std::string last_error;
@@ -90,10 +91,33 @@ lock_state* lock_of(coap_session_t* s) {
   return static_cast<lock_state*>(coap_session_get_app_data(s));
 }
 
+/// Sessions replaced by a new one, kept referenced until libcoap can no
+/// longer be retransmitting on them. libcoap 4.3.1's send queue holds its
+/// own reference to a session with a CON in flight; if the application's
+/// reference is gone, the queue's last release frees the session in the
+/// middle of coap_io_prepare_io, which goes on using it (use after free,
+/// seen under valgrind; SIGSEGV or the `ssl != NULL` assertion when the
+/// gateway was killed repeatedly). Released from the main loop only.
+struct retired_session {
+  coap_session_t* session;
+  std::chrono::steady_clock::time_point at;
+};
+std::deque<retired_session> retired;
+/// Longer than CoAP's MAX_TRANSMIT_WAIT (93 s with the default parameters).
+constexpr auto retire_for = std::chrono::seconds{100};
+
+void release_retired(bool all) {
+  auto now = std::chrono::steady_clock::now();
+  while (!retired.empty() && (all || now - retired.front().at > retire_for)) {
+    coap_session_release(retired.front().session);
+    retired.pop_front();
+  }
+}
+
 void open_session(lock_state& l) {
   if (l.session != nullptr) {
     coap_session_set_app_data(l.session, nullptr);
-    coap_session_release(l.session);
+    retired.push_back({l.session, std::chrono::steady_clock::now()});
     l.session = nullptr;
   }
   if (opt.plain) {
@@ -235,7 +259,10 @@ void on_nack(coap_session_t* session, const coap_pdu_t*, const coap_nack_reason_
     l->in_flight = false;
     ++l->retries;
     l->resume_at = clock_type::now() + std::chrono::milliseconds{200};
-    open_session(*l);
+    // Not here: libcoap is inside this session's processing, and releasing
+    // it now frees what libcoap is about to use (it crashed when the gateway
+    // was killed mid-handshake). The main loop opens a new one.
+    l->reopen = true;
   }
 }
 
@@ -448,8 +475,13 @@ int main(int argc, char** argv) {
         // No answer: the gateway may be down or restarting. Start afresh.
         l.in_flight = false;
         ++l.retries;
+        l.reopen = true;
+      }
+      if (l.reopen) {
+        l.reopen = false;
         open_session(l);
       }
+      release_retired(false);
       if (!l.in_flight && !l.pending.empty() && now >= l.resume_at)
         send_batch(l);
       all_done = all_done && l.generated >= opt.events_per_lock && l.pending.empty();
@@ -505,6 +537,7 @@ int main(int argc, char** argv) {
   for (auto& l : locks)
     if (l.session != nullptr)
       coap_session_release(l.session);
+  release_retired(true);
   coap_free_context(ctx);
   coap_cleanup();
   return complete ? 0 : 1;

@@ -11,14 +11,18 @@
 #include <cstring>
 #include <deque>
 #include <list>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string_view>
+#include <utility>
 
 #include <coap3/coap.h>
 #include <spdlog/spdlog.h>
+
+#include "protocols/log_fields.hpp"
 
 namespace lockbridge::transport {
 
@@ -41,16 +45,42 @@ std::string peer_of(const coap_session_t* s) {
   return buf;
 }
 
+/// libcoap's own warnings: at most one line per 10 s (with how many were
+/// held back), so a peer that fails handshakes cannot flood the journal.
+/// Its per-handshake DTLS lines ("DTLS: SSL3 alert ...", "SSL_accept ...")
+/// go to debug: the gateway logs each refusal itself, once, with its cause
+/// (unknown identity, or a known lock with the wrong key).
+std::mutex libcoap_log_mutex;
+std::chrono::steady_clock::time_point libcoap_log_next{};
+std::uint64_t libcoap_log_held = 0;
+
 void route_libcoap_logs(coap_log_t level, const char* message) {
-  std::string text{message};
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
-    text.pop_back();
-  if (level <= LOG_ERR)
-    spdlog::error("libcoap: {}", text);
-  else if (level <= LOG_WARNING)
-    spdlog::warn("libcoap: {}", text);
-  else
+  std::string text = protocol::printable_text(message);
+  while (text.size() >= 4 && (text.ends_with("\\x0a") || text.ends_with("\\x0d")))
+    text.resize(text.size() - 4);
+  if (level > LOG_WARNING || text.find("DTLS: ") != std::string::npos) {
     spdlog::debug("libcoap: {}", text);
+    return;
+  }
+  std::uint64_t held = 0;
+  {
+    std::lock_guard guard{libcoap_log_mutex};
+    auto now = std::chrono::steady_clock::now();
+    if (now < libcoap_log_next) {
+      ++libcoap_log_held;
+      spdlog::debug("libcoap: {}", text);
+      return;
+    }
+    libcoap_log_next = now + std::chrono::seconds{10};
+    held = std::exchange(libcoap_log_held, 0);
+  }
+  auto tail = held > 0 ? fmt::format(" ({} more libcoap warnings not logged in the last 10 s)",
+                                     held)
+                       : std::string{};
+  if (level <= LOG_ERR)
+    spdlog::error("libcoap: {}{}", text, tail);
+  else
+    spdlog::warn("libcoap: {}{}", text, tail);
 }
 
 void add_cbor(coap_pdu_t* response, const std::vector<std::uint8_t>& body) {
@@ -127,12 +157,51 @@ struct coap_server::impl {
     std::vector<std::uint8_t> psk;
     coap_bin_const_t psk_bin{};
     mutable warn_limiter bad_batch_warnings; // only libcoap's thread uses it
+    mutable warn_limiter wrong_key_warnings;
     /// False once a reload removed the lock. Entries are never erased: live
     /// DTLS sessions point at them.
     bool active = true;
   };
 
   warn_limiter unknown_identity_warnings;
+  warn_limiter dtls_error_warnings;
+
+  /// Handshakes under a known lock's identity that have not completed: a
+  /// lock with the wrong key never completes one (DTLS drops the records
+  /// that fail to authenticate, so no error is raised). Only libcoap's
+  /// thread uses it; the session pointers are compared, never followed.
+  struct handshake {
+    lock_entry* lock = nullptr;
+    std::string peer;
+    std::chrono::steady_clock::time_point began{};
+  };
+  std::map<const coap_session_t*, handshake> handshakes;
+  static constexpr auto handshake_limit = std::chrono::seconds{10};
+
+  /// Says which known locks' handshakes did not complete in time: the
+  /// lock's key is probably not its psk_file's (at most one line per lock
+  /// per 10 s).
+  void check_handshakes() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto it = handshakes.begin(); it != handshakes.end();) {
+      if (now - it->second.began < handshake_limit) {
+        ++it;
+        continue;
+      }
+      ++counters.handshake_refusals;
+      ++counters.wrong_key_handshakes;
+      std::uint64_t suppressed = 0;
+      if (it->second.lock->wrong_key_warnings.allow(suppressed))
+        spdlog::warn("coap: lock {}: a DTLS handshake from {} under its identity did not "
+                     "complete within {} s: wrong PSK? (the lock's key must be the content of "
+                     "its psk_file){}",
+                     it->second.lock->id, it->second.peer, handshake_limit.count(),
+                     suppressed > 0 ? fmt::format(" ({} more not logged in the last 10 s)",
+                                                  suppressed)
+                                    : std::string{});
+      it = handshakes.erase(it);
+    }
+  }
 
   /// When each lock was last heard from (any admitted request).
   mutable std::mutex seen_mutex;
@@ -442,24 +511,35 @@ struct coap_server::impl {
       return nullptr;
     }
     coap_session_set_app_data(session, &it->second);
+    self->handshakes[session] = {&it->second, peer_of(session), std::chrono::steady_clock::now()};
     return &it->second.psk_bin;
   }
 
   static int on_event(coap_session_t* session, const coap_event_t event) {
+    auto self = of(session);
     if (event == COAP_EVENT_DTLS_ERROR) {
-      if (auto self = of(session))
-        ++self->counters.handshake_refusals;
       auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
-      if (lock != nullptr)
-        spdlog::warn("coap: DTLS handshake from {} as lock {} failed; the lock's "
-                     "pre-shared key does not match its psk_file",
-                     peer_of(session), lock->id);
-      else
-        spdlog::warn("coap: DTLS error on session from {}", peer_of(session));
+      if (self != nullptr) {
+        self->handshakes.erase(session);
+        // An unknown identity was counted and logged when it was refused.
+        if (lock != nullptr)
+          ++self->counters.handshake_refusals;
+        std::uint64_t suppressed = 0;
+        if (lock != nullptr && lock->wrong_key_warnings.allow(suppressed))
+          spdlog::warn("coap: DTLS handshake from {} as lock {} failed: wrong PSK? (the lock's "
+                       "key must be the content of its psk_file)",
+                       peer_of(session), lock->id);
+        else if (lock == nullptr && self->dtls_error_warnings.allow(suppressed))
+          spdlog::debug("coap: DTLS error on session from {}", peer_of(session));
+      }
     } else if (event == COAP_EVENT_DTLS_CLOSED || event == COAP_EVENT_SESSION_CLOSED) {
-      if (auto self = of(session))
+      if (self != nullptr) {
+        self->handshakes.erase(session);
         self->forget_session(session);
+      }
     } else if (event == COAP_EVENT_DTLS_CONNECTED) {
+      if (self != nullptr)
+        self->handshakes.erase(session);
       auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
       spdlog::info("coap: lock {} connected over DTLS from {}", lock ? lock->id : "?",
                    peer_of(session));
@@ -705,6 +785,8 @@ struct coap_server::impl {
       }
       if (!decided.empty())
         report_decisions();
+      if (!handshakes.empty())
+        check_handshakes();
     }
   }
 };

@@ -43,6 +43,8 @@ struct coap_counters {
   std::atomic<std::uint64_t> bad_requests{0};
   std::atomic<std::uint64_t> refused_full{0};
   std::atomic<std::uint64_t> handshake_refusals{0};
+  /// Handshakes under a known lock's identity that failed or never completed (wrong key?).
+  std::atomic<std::uint64_t> wrong_key_handshakes{0};
   std::atomic<std::uint64_t> access_queries{0};
 };
 
