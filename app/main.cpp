@@ -83,7 +83,7 @@ protected:
     case spdlog::level::critical: priority = 2; break;
     default: break;
     }
-    std::string message = "MESSAGE=" + std::string{text};
+    std::string message = "MESSAGE=" + lockbridge::protocol::printable_text(text);
     std::string prio = "PRIORITY=" + std::to_string(priority);
     std::string ident = "SYSLOG_IDENTIFIER=lockbridge";
     std::string component = "LOCKBRIDGE_COMPONENT=" + fields.component;
@@ -99,6 +99,25 @@ protected:
     sd_journal_sendv(iov, n);
   }
   void flush_() override {}
+};
+
+/// stderr, one line per message: control characters inside a message (a
+/// newline in a value a line quotes, an escape sequence) are escaped, so no
+/// value from outside (config, locks, cloud) can start a line of its own or
+/// move the terminal, whichever code path logs it.
+class escaping_stderr_sink final : public spdlog::sinks::base_sink<std::mutex> {
+protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    std::string_view text{formatted.data(), formatted.size()};
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+      text.remove_suffix(1);
+    auto line = lockbridge::protocol::printable_text(text);
+    line += '\n';
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  }
+  void flush_() override { std::fflush(stderr); }
 };
 
 /// True if stderr is connected to journald (systemd sets JOURNAL_STREAM).
@@ -120,8 +139,9 @@ void setup_logging(const std::string& level) {
     spdlog::set_level(spdlog::level::from_str(level));
     return;
   }
-  auto logger = spdlog::stderr_logger_mt("lockbridge");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  auto logger = std::make_shared<spdlog::logger>("lockbridge",
+                                                  std::make_shared<escaping_stderr_sink>());
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::flush_on(spdlog::level::info);

@@ -591,6 +591,29 @@ class LogHygiene(Site):
         sim = self.locksim(locks=1, events=10)
         self.assertTrue(json.loads(sim.output(timeout=60))["complete"])
 
+    def test_values_from_outside_cannot_start_a_line(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        forged = "x\n2026-01-01T00:00:00.000 info lockbridge: ready\x1b[2J"
+        cloud.send("erase_subject", {"schema": "lockbridge/erase-subject/1", "id": forged,
+                                     "subject": forged})
+        cloud.send("lock", {"schema": "lockbridge/lock-command/1", "id": forged,
+                            "lock": forged, "op": "unlock"})
+        cloud.send("nonsense", forged)
+        time.sleep(2)
+        subprocess.run(["coap-client-openssl", "-m", "post", "-B", "2", "-u", "a\nb\x1b",
+                        "-k", "00112233445566778899aabbccddeeff",
+                        f"coaps://127.0.0.1:{self.coap_port}/v1/events"],
+                       capture_output=True, timeout=30)
+        time.sleep(1)
+        import re
+        with open(self.gateway_log, "rb") as f:
+            raw = f.read()
+        self.assertNotIn(b"\x1b", raw)
+        for line in raw.decode(errors="replace").splitlines():
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} ", line)
+        self.assertEqual(self.gateway_log_text().count("lockbridge: ready"), 1)
+
 
 class LockSimulatorSurvivesKills(Site):
     """The lock simulator through 20 SIGKILLs of the gateway: it never crashes,

@@ -91,6 +91,14 @@ TEST_CASE("cloud_messages: events JSON escapes what it must and stays valid") {
   CHECK(doc["gateway"] == "g");
 }
 
+TEST_CASE("log_fields: a value echoed in a log line cannot start a line or move the terminal") {
+  CHECK(printable_text("plain text, UTF-8: é") == "plain text, UTF-8: é");
+  CHECK(printable_text("a\nlockbridge: ready") == "a\\x0alockbridge: ready");
+  CHECK(printable_text(std::string_view{"\r\x1b[2J\x7f\0z", 8}) == "\\x0d\\x1b[2J\\x7f\\x00z");
+  // Escaping twice changes nothing more (values already escaped stay as they are).
+  CHECK(printable_text(printable_text("x\ny")) == printable_text("x\ny"));
+}
+
 TEST_CASE("log_fields: component and lock id are taken from the line") {
   auto f = fields_of("coap: lock lock-07 sent a bad event batch: events[0].seq: missing");
   CHECK(f.component == "coap");
