@@ -55,7 +55,22 @@ protocol::access_decision access_service::decide(const std::string& lock_id,
   }
   if (decision.reason != protocol::access_reason::stale_store) {
     auto key = store_->key_of(request.cred);
-    auto found = store_->find(key);
+    store::credential_store::found found;
+    try {
+      found = store_->find(key);
+    } catch (const store::store_error& e) {
+      // A damaged credential table: this door gets no decision (5.00 from
+      // the transport), and the process ends with the damaged-state code
+      // rather than answering from a file it cannot trust.
+      if (on_fatal && (e.why() == store::store_error::kind::damaged
+                       || e.why() == store::store_error::kind::panic)) {
+        spdlog::critical("access: the credential table is damaged: {}", e.what());
+        on_fatal(e.why() == store::store_error::kind::damaged ? failure_kind::state
+                                                              : failure_kind::runtime,
+                 e.what());
+      }
+      throw;
+    }
     if (found.damaged) {
       // Never used, never a crash: the door gets "unknown credential", the
       // value goes to quarantine, and the event is counted and audited.

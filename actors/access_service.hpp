@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "actors/failure.hpp"
 #include "config/config.hpp"
 #include "protocols/clock_guard.hpp"
 #include "protocols/credentials.hpp"
@@ -43,6 +44,11 @@ public:
   /// Decisions since start, by reason (index: protocol::access_reason).
   std::array<std::atomic<std::uint64_t>, 8> decisions{};
   std::atomic<std::int64_t> clock_behind_ms{0};
+
+  /// Called (from the transport's thread) when a decision meets a damaged
+  /// credential table: the supervisor's fatal path (thread-safe; the
+  /// process then ends with the damaged-state code). Unset: just thrown.
+  std::function<void(failure_kind, const std::string&)> on_fatal;
 
 private:
   std::shared_ptr<store::vault> vault_;

@@ -87,6 +87,7 @@ void spawn_children(self_ptr self) {
                      lock_state_ptr{std::make_shared<const protocol::lock_state>(state)});
   };
   auto access = std::make_shared<access_service>(vault, gw);
+  access->on_fatal = st.cfg.on_fatal;
   coap_cfg.on_decided = [sessions, access](const std::string& lock,
                                            const protocol::access_request& request,
                                            const protocol::access_decision& decision) {

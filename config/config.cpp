@@ -168,42 +168,14 @@ public:
     return static_cast<std::uint64_t>(v);
   }
 
-  /// A path relative to the config file's directory; checked to exist.
-  /// An [mqtt] TLS file: as `file`, but a missing or unreadable one is a
-  /// warning (the gateway serves the locks without the cloud meanwhile); a
-  /// secret readable by others stays an error.
-  std::optional<std::filesystem::path> tls_file(const toml::table& tbl, std::string_view key,
-                                                bool secret, bool production) {
-    auto value = text(tbl, "mqtt", key, std::nullopt);
-    if (!value)
-      return std::nullopt;
-    const auto& where = tbl.get(key)->source();
-    if (value->empty()) {
-      error(where, join("mqtt", key), "expected a file path, got an empty string");
-      return std::nullopt;
-    }
-    std::filesystem::path p{*value};
-    if (p.is_relative())
-      p = base_ / p;
-    if (!check_files_)
-      return p;
-    std::error_code ec;
-    auto note = " (the gateway starts and serves the locks, but cannot reach the cloud until "
-                "the file is in place; no restart needed)";
-    if (!std::filesystem::is_regular_file(p, ec))
-      warning(where, join("mqtt", key),
-              "file " + p.string() + " does not exist or is not a regular file" + note);
-    else if (::access(p.c_str(), R_OK) != 0)
-      warning(where, join("mqtt", key), "file " + p.string() + " is not readable by this user" + note);
-    else if (secret && production && world_readable(p))
-      error(where, join("mqtt", key),
-            "secret file " + p.string() + " is readable by others; run: chmod o-rwx " + p.string());
-    return p;
-  }
-
+  /// A path relative to the config file's directory; checked to exist and
+  /// be readable (not when only locating the daemon). With `cloud_side`
+  /// (the [mqtt] TLS files), a missing or unreadable file is a warning: the
+  /// gateway serves the locks without the cloud meanwhile. A secret readable
+  /// by others is an error either way.
   std::optional<std::filesystem::path> file(const toml::table& tbl, const std::string& path,
-                                            std::string_view key, bool secret,
-                                            bool production) {
+                                            std::string_view key, bool secret, bool production,
+                                            bool cloud_side = false) {
     auto value = text(tbl, path, key, std::nullopt);
     if (!value)
       return std::nullopt;
@@ -217,19 +189,27 @@ public:
       p = base_ / p;
     if (!check_files_)
       return p;
+    // True if the path is unusable: an error, or for the cloud's files a warning.
+    auto unusable = [&](const std::string& message) {
+      if (!cloud_side) {
+        error(where, join(path, key), message);
+        return true;
+      }
+      warning(where, join(path, key),
+              message + " (the gateway starts and serves the locks, but cannot reach the cloud "
+                        "until the file is in place; no restart needed)");
+      return false;
+    };
     std::error_code ec;
     if (!std::filesystem::is_regular_file(p, ec)) {
-      error(where, join(path, key), "file " + p.string() + " does not exist or is not a regular file");
-      return std::nullopt;
-    }
-    if (::access(p.c_str(), R_OK) != 0) {
-      error(where, join(path, key), "file " + p.string() + " is not readable by this user");
-      return std::nullopt;
-    }
-    if (secret && production && world_readable(p)) {
+      if (unusable("file " + p.string() + " does not exist or is not a regular file"))
+        return std::nullopt;
+    } else if (::access(p.c_str(), R_OK) != 0) {
+      if (unusable("file " + p.string() + " is not readable by this user"))
+        return std::nullopt;
+    } else if (secret && production && world_readable(p)) {
       error(where, join(path, key),
-            "secret file " + p.string()
-              + " is readable by others; run: chmod o-rwx " + p.string());
+            "secret file " + p.string() + " is readable by others; run: chmod o-rwx " + p.string());
       return std::nullopt;
     }
     return p;
@@ -453,11 +433,11 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     // The cloud's files: missing or unreadable ones are warnings, not
     // errors. Doors never wait for the cloud: the gateway starts, serves
     // the locks, and connects once usable files are in place.
-    if (auto v = r.tls_file(*mq, "ca_file", false, production))
+    if (auto v = r.file(*mq, "mqtt", "ca_file", false, production, true))
       cfg.mqtt.ca_file = *v;
-    if (auto v = r.tls_file(*mq, "cert_file", false, production))
+    if (auto v = r.file(*mq, "mqtt", "cert_file", false, production, true))
       cfg.mqtt.cert_file = *v;
-    if (auto v = r.tls_file(*mq, "key_file", true, production))
+    if (auto v = r.file(*mq, "mqtt", "key_file", true, production, true))
       cfg.mqtt.key_file = *v;
     if (auto v = r.integer(*mq, "mqtt", "inflight_window", defaults::inflight_window, 1, 65535))
       cfg.mqtt.inflight_window = static_cast<std::uint32_t>(*v);

@@ -147,6 +147,16 @@ environment::environment(const std::filesystem::path& dir, std::uint64_t map_siz
                         + "; upgrade lockbridge or restore a matching backup",
                       store_error::kind::foreign};
     t.commit();
+  } catch (const store_error& e) {
+    mdb_env_close(impl_->env);
+    if (impl_->lock_fd >= 0)
+      ::close(impl_->lock_fd);
+    if (e.why() == store_error::kind::damaged)
+      throw store_error{(dir / "data.mdb").string() + " is damaged: " + e.what()
+                          + ". Run `lockbridge state check`, then salvage or restore "
+                            "(docs/operations.md, Recovery)",
+                        store_error::kind::damaged};
+    throw;
   } catch (...) {
     mdb_env_close(impl_->env);
     if (impl_->lock_fd >= 0)

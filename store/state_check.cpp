@@ -137,23 +137,34 @@ struct raw_env {
 };
 
 /// The walk the child runs. Returns the problem, or empty.
-std::string walk_all(const std::filesystem::path& dir, std::uint64_t max_items) {
+std::string walk_all(const std::filesystem::path& dir, std::uint64_t max_items, bool write_probe) {
   try {
-    raw_env e{dir};
+    raw_env e{dir, write_probe ? 0u : static_cast<unsigned>(MDB_RDONLY)};
     txn t{e.env, false};
     std::uint64_t items = 0, sum = 0;
     auto walk = [&](MDB_dbi dbi, const std::string& name) {
       cursor c{t.get(), dbi};
       MDB_val k, v;
+      std::uint64_t here = 0;
       int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST);
       for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
         sum += touch(k) + touch(v);
+        ++here;
         if (++items > max_items)
           throw store_error{"table " + name + " holds more records than the file has room for "
                             "(a loop in its pages)"};
       }
       if (rc != MDB_NOTFOUND)
         throw_lmdb(("walk table " + name).c_str(), rc);
+      // LMDB pages carry no checksum: a page overwritten with bytes that
+      // still parse can hide its records. The table's own count, kept in
+      // its parent, says how many the walk must have met.
+      MDB_stat st{};
+      check(mdb_stat(t.get(), dbi, &st), "count a table");
+      if (st.ms_entries != here)
+        throw store_error{"table " + name + " counts " + std::to_string(st.ms_entries)
+                          + " records but a walk reaches " + std::to_string(here)
+                          + " (a page of it was overwritten)"};
     };
     walk(0, "(free pages)");
     for (const auto& name : table_names(t.get())) {
@@ -164,6 +175,25 @@ std::string walk_all(const std::filesystem::path& dir, std::uint64_t max_items) 
     // A checksum nobody needs, published so that the reads happen.
     static std::atomic<std::uint64_t> sink;
     sink.store(sum, std::memory_order_relaxed);
+    t.commit();
+    // The daemon's first steps take the write path, which reads more of the
+    // file (the free list, page bounds checked against the last page):
+    // take them here too, in a write transaction that is aborted.
+    if (write_probe) {
+      txn w{e.env, true};
+      MDB_dbi meta;
+      check(mdb_dbi_open(w.get(), "meta", MDB_CREATE, &meta), "open the meta table for writing");
+      for (const auto& name : table_names(w.get())) {
+        MDB_dbi dbi;
+        check(mdb_dbi_open(w.get(), name.c_str(), 0, &dbi), "open a table for writing");
+      }
+      std::string probe(3000, 'p');
+      MDB_val k = as_val(std::string_view{"\xff lockbridge write probe"});
+      MDB_val v = as_val(std::string_view{probe});
+      check(mdb_put(w.get(), meta, &k, &v, 0), "write a probe record");
+      check(mdb_del(w.get(), meta, &k, nullptr), "remove the probe record");
+      // w aborts on destruction: nothing reaches the file.
+    }
     return {};
   } catch (const std::exception& e) {
     return e.what();
@@ -374,11 +404,11 @@ std::optional<std::string> check_meta_pages(const std::filesystem::path& dir) {
 }
 
 std::optional<std::string> walk_in_child(const std::filesystem::path& dir,
-                                         std::chrono::seconds limit) {
+                                         std::chrono::seconds limit, bool write_probe) {
   // No page holds more than a few hundred records; a walk that counts more
   // than that per page of the file is going round in circles.
   auto max_items = size_of(dir / "data.mdb") / 8 + 1024;
-  return in_child([&](int) { return walk_all(dir, max_items); }, limit);
+  return in_child([&](int) { return walk_all(dir, max_items, write_probe); }, limit);
 }
 
 void preflight_state(const std::filesystem::path& dir, bool start_empty) {
@@ -412,7 +442,7 @@ void preflight_state(const std::filesystem::path& dir, bool start_empty) {
                                  "(docs/operations.md, Recovery)",
                       store_error::kind::damaged};
   auto limit = std::chrono::seconds{static_cast<std::chrono::seconds::rep>(60 + size_of(data) / (64ull << 20))};
-  if (auto problem = walk_in_child(dir, limit))
+  if (auto problem = walk_in_child(dir, limit, true))
     throw store_error{data.string() + " is damaged: " + *problem
                         + ". Run `lockbridge state check`, then salvage or restore "
                           "(docs/operations.md, Recovery)",

@@ -53,11 +53,14 @@ state_identity new_identity(const std::string& site, const std::string& gateway,
 std::optional<std::string> check_meta_pages(const std::filesystem::path& dir);
 
 /// Walks every record of every table (and LMDB's free list) in a child
-/// process, reading every byte, within `limit`. Returns the problem (LMDB's
-/// error, or the signal the walk died of, or that it did not end in time),
-/// or nothing if the walk completed. Call before the process maps the file.
+/// process, reading every byte, within `limit`; with `write_probe` (the
+/// daemon's start, which holds the state's lock) it then takes the write
+/// path as the daemon's first transaction does, and aborts it. Returns the
+/// problem (LMDB's error, or the signal the walk died of, or that it did
+/// not end in time), or nothing if the walk completed. Call before the
+/// process maps the file.
 std::optional<std::string> walk_in_child(const std::filesystem::path& dir,
-                                         std::chrono::seconds limit);
+                                         std::chrono::seconds limit, bool write_probe = false);
 
 /// The checks a start runs before opening the state (in this order): the
 /// directory is usable; the identity file and the data file agree (state
