@@ -445,37 +445,38 @@ void reload(self_ptr self, const config::gateway_config& next) {
 std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive,
                                          bool start_empty) {
   store::vault_keys keys;
+  // The key material leaves memory however this ends.
+  struct cleanse {
+    store::vault_keys& k;
+    ~cleanse() {
+      OPENSSL_cleanse(k.kek.data(), k.kek.size());
+      OPENSSL_cleanse(k.lookup.data(), k.lookup.size());
+      if (k.previous_kek)
+        OPENSSL_cleanse(k.previous_kek->data(), k.previous_kek->size());
+    }
+  } cleanse_keys{keys};
   auto kek = config::read_key32(gw.security.kek_file);
   if (!kek)
     throw configuration_error{"key-encryption key: " + kek.error().to_string()};
   keys.kek = *kek;
+  OPENSSL_cleanse(kek->data(), kek->size());
   if (!gw.security.previous_kek_file.empty()) {
     auto previous = config::read_key32(gw.security.previous_kek_file);
     if (!previous)
       throw configuration_error{"previous key-encryption key: " + previous.error().to_string()};
     keys.previous_kek = *previous;
+    OPENSSL_cleanse(previous->data(), previous->size());
   }
   auto lookup = config::read_key32(gw.credentials.lookup_key_file);
   if (!lookup)
     throw configuration_error{"credential lookup key: " + lookup.error().to_string()};
   keys.lookup = *lookup;
+  OPENSSL_cleanse(lookup->data(), lookup->size());
   std::optional<store::state_owner> owner;
   if (exclusive)
     owner = store::state_owner{gw.site, gw.gateway, start_empty};
-  std::shared_ptr<store::vault> v;
-  try {
-    v = store::open_vault(gw.store.state_dir, gw.store.journal_max_bytes, keys,
-                          protocol::unix_ms_now(), exclusive, owner);
-  } catch (...) {
-    OPENSSL_cleanse(keys.kek.data(), keys.kek.size());
-    OPENSSL_cleanse(keys.lookup.data(), keys.lookup.size());
-    throw;
-  }
-  OPENSSL_cleanse(keys.kek.data(), keys.kek.size());
-  OPENSSL_cleanse(keys.lookup.data(), keys.lookup.size());
-  if (keys.previous_kek)
-    OPENSSL_cleanse(keys.previous_kek->data(), keys.previous_kek->size());
-  return v;
+  return store::open_vault(gw.store.state_dir, gw.store.journal_max_bytes, keys,
+                           protocol::unix_ms_now(), exclusive, owner);
 }
 
 supervisor_actor::behavior_type
