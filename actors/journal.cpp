@@ -43,12 +43,11 @@ std::uint64_t journal_state::flush() {
     storage_fault(e.what());
     return 0;
   }
-  if (retry_delay.count() > 0 || (cfg.health && cfg.health->get().faults > 0)) {
-    if (cfg.health && cfg.health->recovered())
-      spdlog::warn("journal: the disk takes writes again; locks' events are acknowledged as "
-                   "before");
-    retry_delay = std::chrono::milliseconds{0};
-  }
+  // (recovered() is one relaxed atomic load while the disk is healthy)
+  if (cfg.health && cfg.health->recovered())
+    spdlog::warn("journal: the disk takes writes again; locks' events are acknowledged as "
+                 "before");
+  retry_delay = std::chrono::milliseconds{0};
   remove_upto = 0;
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
     const auto& o = outcomes[i];
