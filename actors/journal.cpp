@@ -24,8 +24,28 @@ caf::error validate(const journal_config& cfg) {
   return caf::none;
 }
 
+void journal_state::hold(store::append_request&& batch) {
+  if (held.size() >= max_held) {
+    if (held_dropped++ % 1000 == 0)
+      spdlog::error("journal: {} access decisions could not be journalled (the journal is full "
+                    "or the disk refuses writes, and {} are already held); they are lost for "
+                    "the audit stream (the doors had their answers)",
+                    held_dropped, max_held);
+    return;
+  }
+  if (held.empty())
+    spdlog::warn("journal: holding access decisions in memory until the journal takes them");
+  held.push_back(std::move(batch));
+}
+
 std::uint64_t journal_state::flush() {
   flush_scheduled = false;
+  // Held gateway events go first: they are older than anything gathered.
+  for (auto it = held.rbegin(); it != held.rend(); ++it) {
+    batches.insert(batches.begin(), std::move(*it));
+    request_ids.insert(request_ids.begin(), 0);
+  }
+  held.clear();
   if (batches.empty() && remove_upto == 0)
     return 0;
   auto before = cfg.store->next_key();
@@ -60,7 +80,10 @@ std::uint64_t journal_state::flush() {
     }
     counters.duplicates += o.duplicates;
     counters.stored += o.stored;
-    cfg.reply(request_ids[i], o);
+    if (request_ids[i] == 0 && o.result == store::append_outcome::status::refused_full)
+      hold(std::move(batches[i]));
+    else
+      cfg.reply(request_ids[i], o);
   }
   batches.clear();
   request_ids.clear();
@@ -78,6 +101,10 @@ void journal_state::storage_fault(const std::string& what) {
                   "access decisions go on; free space in the state directory ({} faults so far)",
                   what, cfg.health ? cfg.health->get().faults : 0);
   for (std::size_t i = 0; i < batches.size(); ++i) {
+    if (request_ids[i] == 0) {
+      hold(std::move(batches[i]));
+      continue;
+    }
     store::append_outcome o;
     o.result = store::append_outcome::status::refused_full;
     o.acked_seq = cfg.store->progress(batches[i].lock_id);
@@ -147,9 +174,11 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
         self->send(st.uplink, atom::committed_v, next);
       // Removals refused by a failing disk are tried again after a delay
       // (a lock's retry may come first and carry them along).
-      if (st.retry_delay.count() > 0 && st.remove_upto > 0 && !st.retry_scheduled) {
+      if ((st.remove_upto > 0 || !st.held.empty()) && !st.retry_scheduled
+          && (st.retry_delay.count() > 0 || !st.held.empty())) {
         st.retry_scheduled = true;
-        self->delayed_send(self, st.retry_delay, atom::retry_v);
+        auto delay = st.retry_delay.count() > 0 ? st.retry_delay : std::chrono::milliseconds{5000};
+        self->delayed_send(self, delay, atom::retry_v);
       }
     },
     [self, schedule_flush](atom::retry) {

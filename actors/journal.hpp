@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -38,6 +39,13 @@ struct journal_state {
   uplink_actor uplink;
   std::vector<std::uint64_t> request_ids;
   std::vector<store::append_request> batches;
+  /// The gateway's own events (access decisions, request id 0) that a full
+  /// journal or a failing disk refused: no lock resends them, so they are
+  /// held here and appended first at the next commit (at most
+  /// `max_held`; beyond that, counted and logged as lost).
+  std::deque<store::append_request> held;
+  static constexpr std::size_t max_held = 10000;
+  std::uint64_t held_dropped = 0;
   std::uint64_t remove_upto = 0;
   bool flush_scheduled = false;
   /// While the disk refuses writes: the delay before removals are tried
@@ -54,6 +62,8 @@ struct journal_state {
   void purge();
   /// Answers the gathered batches "full" after a failed commit and records the fault.
   void storage_fault(const std::string& what);
+  /// Keeps a refused gateway event for the next commit (bounded).
+  void hold(store::append_request&& batch);
 };
 
 /// Spawned detached: its commits block on fdatasync and must not hold up the

@@ -520,7 +520,14 @@ class HungBroker(Site):
     def test_a_hung_broker_is_detected_and_nothing_is_lost(self):
         self.start_gateway()
         wait_for(lambda: "uplink: connected" in self.gateway_log_text(), 15, "the uplink")
-        checker = self.start_checker(expect=2 * 600, timeout=240, session="cloud-hung")
+        # The cloud's subscriber keeps a persistent session but is away while
+        # the broker hangs: a subscriber's own link through a hung broker is
+        # broken too, and the broker's redelivery on its return is the
+        # broker's order, not the gateway's. Queued for it, events arrive in
+        # the order the gateway published them.
+        first = self.start_checker(timeout=30, session="cloud-hung", capture=False)
+        first.proc.send_signal(signal.SIGTERM)
+        first.output(timeout=30)
         sim = self.locksim(events=600, rate=20, batch=5, duration=120)
         time.sleep(2)
         os.kill(self.broker.proc.pid, signal.SIGSTOP)
@@ -541,8 +548,17 @@ class HungBroker(Site):
         finally:
             os.kill(self.broker.proc.pid, signal.SIGCONT)
         self.assertTrue(json.loads(sim.output(timeout=120))["complete"])
+        checker = self.start_checker(expect=2 * 600, timeout=240, session="cloud-hung")
         report = json.loads(checker.output(timeout=180))
-        self.assert_complete_delivery(report, {l: 600 for l in self.lock_ids})
+        # Nothing lost, nothing malformed. Order: a publish the hung broker
+        # still held on the abandoned link may be processed when it wakes,
+        # ahead of the gateway's resend on the new link; its events then
+        # arrive again, in order, after it (docs/mqtt-api.md, Delivery).
+        self.assertEqual(report["bad_messages"], 0)
+        self.assertEqual(report["gaps"], 0, report)
+        for lock in self.lock_ids:
+            self.assertEqual(report["locks"][lock]["unique"], 600, report)
+            self.assertEqual(report["locks"][lock]["highest_seq"], 600, report)
         wait_for(lambda: not self.status()[1]["broker"]["stalled"], 30, "the stall to clear")
 
 
