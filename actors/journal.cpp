@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -33,19 +34,25 @@ void journal_state::hold(store::append_request&& batch) {
                     held_dropped, max_held);
     return;
   }
-  if (held.empty())
+  if (!holding) {
+    holding = true;
     spdlog::warn("journal: holding access decisions in memory until the journal takes them");
+  }
   held.push_back(std::move(batch));
 }
 
 std::uint64_t journal_state::flush() {
   flush_scheduled = false;
   // Held gateway events go first: they are older than anything gathered.
-  for (auto it = held.rbegin(); it != held.rend(); ++it) {
-    batches.insert(batches.begin(), std::move(*it));
-    request_ids.insert(request_ids.begin(), 0);
+  if (!held.empty()) {
+    std::vector<store::append_request> all;
+    all.reserve(held.size() + batches.size());
+    std::move(held.begin(), held.end(), std::back_inserter(all));
+    std::move(batches.begin(), batches.end(), std::back_inserter(all));
+    request_ids.insert(request_ids.begin(), held.size(), 0);
+    batches = std::move(all);
+    held.clear();
   }
-  held.clear();
   if (batches.empty() && remove_upto == 0)
     return 0;
   auto before = cfg.store->next_key();
@@ -64,9 +71,11 @@ std::uint64_t journal_state::flush() {
     return 0;
   }
   // (recovered() is one relaxed atomic load while the disk is healthy)
-  if (cfg.health && cfg.health->recovered())
+  if (cfg.health && cfg.health->recovered() && fault_logged) {
+    fault_logged = false;
     spdlog::warn("journal: the disk takes writes again; locks' events are acknowledged as "
                  "before");
+  }
   retry_delay = std::chrono::milliseconds{0};
   remove_upto = 0;
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
@@ -87,6 +96,10 @@ std::uint64_t journal_state::flush() {
   }
   batches.clear();
   request_ids.clear();
+  if (holding && held.empty()) {
+    holding = false;
+    spdlog::info("journal: the held access decisions are journalled");
+  }
   auto after = cfg.store->next_key();
   return after > before ? after : 0;
 }
@@ -96,10 +109,17 @@ void journal_state::storage_fault(const std::string& what) {
   // events and retry (5.03 with Max-Age), removals wait for the next try.
   bool first = !cfg.health || cfg.health->fail(what, protocol::unix_ms_now());
   ++counters.refused_full;
-  if (first || counters.refused_full % 1000 == 0)
+  // A disk at the edge flaps (a small commit fits, the next does not): one
+  // line per 10 s at most, and "writable again" only after such a line.
+  auto now = std::chrono::steady_clock::now();
+  if ((first && now - fault_logged_at >= std::chrono::seconds{10})
+      || counters.refused_full % 1000 == 0) {
+    fault_logged_at = now;
+    fault_logged = true;
     spdlog::error("journal: the disk refuses writes ({}); locks are told to retry later (5.03), "
                   "access decisions go on; free space in the state directory ({} faults so far)",
                   what, cfg.health ? cfg.health->get().faults : 0);
+  }
   for (std::size_t i = 0; i < batches.size(); ++i) {
     if (request_ids[i] == 0) {
       hold(std::move(batches[i]));

@@ -46,6 +46,9 @@ struct journal_state {
   std::deque<store::append_request> held;
   static constexpr std::size_t max_held = 10000;
   std::uint64_t held_dropped = 0;
+  bool holding = false; ///< said once per episode that decisions are held
+  std::chrono::steady_clock::time_point fault_logged_at{};
+  bool fault_logged = false; ///< a storage fault was logged and its end not yet
   std::uint64_t remove_upto = 0;
   bool flush_scheduled = false;
   /// While the disk refuses writes: the delay before removals are tried
