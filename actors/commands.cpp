@@ -8,6 +8,7 @@
 #include "actors/error.hpp"
 #include "actors/keeper.hpp"
 #include "protocols/clock_guard.hpp"
+#include "protocols/json_input.hpp"
 
 namespace lockbridge {
 
@@ -36,9 +37,9 @@ void commands_state::on_command(commands_actor::pointer self, const std::string&
            {"reason", r.error->message}});
     cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
   };
-  r.id = protocol::command_id_of(payload).value_or("");
   auto c = protocol::decode_lock_command(payload);
   if (!c) {
+    r.id = protocol::command_id_of(payload).value_or(""); // the result still names it
     refuse(c.error(), "");
     return;
   }
@@ -113,8 +114,8 @@ void commands_state::on_done(const lock_command_done& done) {
     r.status = a->result == "done" ? "ok" : a->result;
     r.detail = a->detail.value_or(a->result == "done" ? "done" : "");
   }
-  r.receipt = nlohmann::json{{"lock", c.lock}, {"op", to_string(c.op)}, {"attempts", o.attempts}}
-                .dump();
+  r.receipt = protocol::dump_safe(
+    nlohmann::json{{"lock", c.lock}, {"op", to_string(c.op)}, {"attempts", o.attempts}});
   spdlog::info("commands: {} to lock {} ({}): {}{}{}", to_string(c.op), c.lock, c.id, r.status,
                r.detail.empty() ? "" : ": ", r.detail);
   audit(*cfg.vault, "lock_command",

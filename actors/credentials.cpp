@@ -44,7 +44,6 @@ void credentials_state::save_clock() {
 void credentials_state::on_snapshot_chunk(const std::string& payload) {
   protocol::command_result r;
   r.command = snapshot_command;
-  r.id = protocol::command_id_of(payload).value_or("");
   auto in_force = cfg.store->figures().version;
   auto refuse = [&](input_error e, bool abandon) {
     r.status = "error";
@@ -60,7 +59,8 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
     r.error = std::move(e);
     reply(std::move(r));
   };
-  auto chunk = protocol::decode_snapshot_chunk(payload);
+  auto chunk = protocol::decode_snapshot_chunk(payload); // parsed once
+  r.id = chunk ? chunk->id : protocol::command_id_of(payload).value_or("");
   if (!chunk) {
     // A bad chunk of the snapshot being received ends it: never a mixture.
     refuse(chunk.error(), true);
@@ -181,9 +181,9 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
 void credentials_state::on_delta(const std::string& payload) {
   protocol::command_result r;
   r.command = delta_command;
-  r.id = protocol::command_id_of(payload).value_or("");
   auto in_force = cfg.store->figures().version;
-  auto delta = protocol::decode_credential_delta(payload);
+  auto delta = protocol::decode_credential_delta(payload); // parsed once
+  r.id = delta ? delta->id : protocol::command_id_of(payload).value_or("");
   if (!delta) {
     spdlog::warn("credentials: delta refused: {}", delta.error().to_string());
     r.status = "error";

@@ -10,6 +10,7 @@
 #include "actors/error.hpp"
 #include "protocols/clock_guard.hpp"
 #include "store/quarantine.hpp"
+#include "protocols/json_input.hpp"
 
 namespace lockbridge {
 
@@ -136,7 +137,7 @@ std::string keeper_state::erase_subject(const std::string& payload) {
     spdlog::info("erase_subject {}: {} credentials and {} pending events removed", request->id,
                  keys.size(), events);
     r.status = "ok";
-    r.receipt = receipt.dump();
+    r.receipt = protocol::dump_safe(receipt);
   } catch (const std::exception& e) {
     spdlog::error("erase_subject {}: failed: {}", request->id, e.what());
     r.status = "error";
@@ -185,7 +186,7 @@ std::string keeper_state::rotate_keys(const std::string& payload) {
     r.status = request->data_key ? "pending" : "ok";
     if (request->data_key)
       r.detail = "re-sealing stored values; a second result follows when done";
-    r.receipt = receipt.dump();
+    r.receipt = protocol::dump_safe(receipt);
   } catch (const std::exception& e) {
     spdlog::error("rotate_keys {}: failed: {}", request->id, e.what());
     r.status = "error";
@@ -243,7 +244,7 @@ bool keeper_state::reseal_step() {
     r.status = "ok";
     r.ts = unix_ms_now();
     r.detail = "every stored value is sealed with data key " + std::to_string(p.new_key);
-    r.receipt = nlohmann::json{{"data_key", p.new_key}, {"retired", retired}}.dump();
+    r.receipt = protocol::dump_safe(nlohmann::json{{"data_key", p.new_key}, {"retired", retired}});
     answer(r);
   }
   v.resealing = false;

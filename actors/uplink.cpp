@@ -18,6 +18,8 @@
 #include "protocols/clock_guard.hpp"
 #include "config/tls_check.hpp"
 #include "transports/tls_probe.hpp"
+#include "protocols/json_input.hpp"
+#include "transports/contain.hpp"
 
 namespace lockbridge {
 
@@ -26,6 +28,8 @@ namespace {
 using protocol::unix_ms_now;
 
 /// Paho wants tcp/ssl schemes; accept mqtts:// in the config as well.
+using transport::contain;
+
 std::string paho_uri(std::string uri) {
   if (uri.starts_with("mqtts://"))
     uri = "ssl://" + uri.substr(8);
@@ -48,27 +52,34 @@ struct paho_link : mqtt::callback {
     paho_link* link = nullptr;
     std::uint64_t generation = 0;
     void on_success(const mqtt::token&) override {
-      caf::anon_send(link->self, atom::connected_v, generation);
+      contain("uplink: Paho's connect callback",
+              [&] { caf::anon_send(link->self, atom::connected_v, generation); }, [] {});
     }
     void on_failure(const mqtt::token& tok) override {
-      auto rc = tok.get_return_code();
-      caf::anon_send(link->self, atom::lost_v, generation,
-                     "connect failed: " + mqtt::exception::error_str(rc) + " (code "
-                       + std::to_string(rc) + ", reason "
-                       + std::to_string(static_cast<int>(tok.get_reason_code())) + ")");
+      contain("uplink: Paho's connect callback", [&] {
+        auto rc = tok.get_return_code();
+        caf::anon_send(link->self, atom::lost_v, generation,
+                       "connect failed: " + mqtt::exception::error_str(rc) + " (code "
+                         + std::to_string(rc) + ", reason "
+                         + std::to_string(static_cast<int>(tok.get_reason_code())) + ")");
+      }, [] {});
     }
   };
 
   struct publish_listener : mqtt::iaction_listener {
     paho_link* link = nullptr;
     void on_success(const mqtt::token& tok) override {
-      auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
-      caf::anon_send(link->self, atom::acked_v, static_cast<std::uint64_t>(number));
+      contain("uplink: Paho's publish callback", [&] {
+        auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+        caf::anon_send(link->self, atom::acked_v, static_cast<std::uint64_t>(number));
+      }, [] {});
     }
     void on_failure(const mqtt::token& tok) override {
-      auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
-      caf::anon_send(link->self, atom::nacked_v, static_cast<std::uint64_t>(number),
-                     static_cast<std::int32_t>(tok.get_reason_code()));
+      contain("uplink: Paho's publish callback", [&] {
+        auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+        caf::anon_send(link->self, atom::nacked_v, static_cast<std::uint64_t>(number),
+                       static_cast<std::int32_t>(tok.get_reason_code()));
+      }, [] {});
     }
   };
 
@@ -89,6 +100,10 @@ struct paho_link : mqtt::callback {
   subscribe_listener on_subscribe;
 
   void message_arrived(mqtt::const_message_ptr msg) override {
+    contain("uplink: Paho's message callback", [&] { take(msg); }, [] {});
+  }
+
+  void take(const mqtt::const_message_ptr& msg) {
     // MQTT 5 request/response: a client may name where the result goes and
     // what to correlate it with.
     const auto& props = msg->get_properties();
@@ -102,8 +117,10 @@ struct paho_link : mqtt::callback {
   }
 
   void connection_lost(const std::string& cause) override {
-    caf::anon_send(self, atom::lost_v, generation,
-                   "connection lost" + (cause.empty() ? std::string{} : ": " + cause));
+    contain("uplink: Paho's connection-lost callback", [&] {
+      caf::anon_send(self, atom::lost_v, generation,
+                     "connection lost" + (cause.empty() ? std::string{} : ": " + cause));
+    }, [] {});
   }
 };
 
@@ -287,7 +304,7 @@ void publish_lock_state(self_ptr self, const std::string& lock, bool available,
                     {"fw", it->second.fw}};
   try {
     st.link->client->publish(
-      mqtt::make_message(st.topics.lock_state(lock), doc.dump(), 1, true));
+      mqtt::make_message(st.topics.lock_state(lock), protocol::dump_safe(doc), 1, true));
   } catch (const mqtt::exception& e) {
     spdlog::warn("uplink: lock state publish failed: {}", e.what());
   }
@@ -463,7 +480,7 @@ void pump_audit(self_ptr self) {
                        {"records", std::move(records)}};
     auto number = st.next_number++;
     try {
-      auto msg = mqtt::make_message(st.topics.audit(), doc.dump(), 1, false);
+      auto msg = mqtt::make_message(st.topics.audit(), protocol::dump_safe(doc), 1, false);
       st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
                                st.link->on_publish);
     } catch (const mqtt::exception& e) {
@@ -935,7 +952,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       spdlog::warn("uplink: unknown command \"{}\" refused", name);
       protocol::command_result r;
       r.id = protocol::command_id_of(payload).value_or("");
-      r.command = name.size() <= 64 ? name : name.substr(0, 64);
+      r.command = std::string{protocol::utf8_prefix(name, 64)};
       r.status = "error";
       r.error = input_error{"", "unknown command; this gateway accepts lock, "
                                 "credentials/snapshot, credentials/delta, erase_subject and "
@@ -1010,7 +1027,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                              {"stalls", st.stalls},
                              {"in_flight", st.window.size()},
                              {"results_waiting", st.pending_results.size()}};
-            rp.deliver(doc.dump());
+            rp.deliver(protocol::dump_safe(doc));
           },
           [rp](const caf::error& err) mutable { rp.deliver(err); });
       return rp;

@@ -48,6 +48,7 @@
 #include "store/journal.hpp"
 #include "store/state_check.hpp"
 #include "status_socket.hpp"
+#include "protocols/json_input.hpp"
 
 namespace {
 
@@ -183,7 +184,7 @@ std::string answer_local(caf::actor_system& sys, const lockbridge::supervisor_ac
   caf::scoped_actor self{sys};
   std::string out;
   auto on_error = [&](caf::error& err) {
-    out = nlohmann::json{{"error", caf::to_string(err)}}.dump();
+    out = lockbridge::protocol::dump_safe(nlohmann::json{{"error", caf::to_string(err)}});
   };
   if (request == "status") {
     self->request(sup, std::chrono::seconds{5}, lockbridge::atom::get_v)

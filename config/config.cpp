@@ -17,6 +17,7 @@
 #include "config/defaults.hpp"
 #include "config/secrets.hpp"
 #include "config/tls_check.hpp"
+#include "protocols/cbor.hpp"
 #include "protocols/cloud_messages.hpp"
 
 namespace lockbridge::config {
@@ -507,8 +508,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     cfg.security.pseudonym_epoch_days = defaults::pseudonym_epoch_days;
   }
   if (cfg.security.kek_file.empty()
-      && (root.get("security") == nullptr
-          || root.get("security")->as_table()->get("key_encryption_key_file") == nullptr)) {
+      && !root["security"]["key_encryption_key_file"]) {
     const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
     std::filesystem::path from_systemd;
     if (dir != nullptr && *dir != '\0')
@@ -680,6 +680,120 @@ std::vector<override_value> overrides_from_environment(char** environment) {
 
 namespace {
 
+/// Limits checked before toml++ sees a text. Its parser recurses once per
+/// level of a dotted key (a header dotted tens of thousands of levels deep
+/// overflows the stack) and reaches undefined behaviour on some non-ASCII
+/// characters outside strings; TOML allows neither deep keys we could use nor
+/// non-ASCII outside quotes, so refusing them first costs nothing valid.
+constexpr std::size_t max_config_bytes = std::size_t{8} << 20;
+constexpr std::size_t max_dots_per_line = 32;
+
+/// The first reason `text` must not reach the parser, with its position.
+std::optional<config_error> guard_toml(std::string_view text, const std::string& source) {
+  auto fail = [&](std::size_t line, std::size_t column, std::string message) {
+    return config_error{source, static_cast<std::uint32_t>(line),
+                        static_cast<std::uint32_t>(column), "", std::move(message)};
+  };
+  if (text.size() > max_config_bytes)
+    return fail(0, 0, "the file has " + std::to_string(text.size())
+                        + " bytes; a config may have at most "
+                        + std::to_string(max_config_bytes >> 20) + " MiB");
+  enum class in { code, comment, basic, literal, multiline_basic, multiline_literal };
+  auto state = in::code;
+  std::size_t line = 1, column = 0, dots = 0, line_start = 0;
+  auto opens = [&](std::size_t i, char quote) {
+    return i + 2 < text.size() && text[i + 1] == quote && text[i + 2] == quote;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    auto byte = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      if (!protocol::cbor::is_valid_utf8(text.substr(line_start, i - line_start)))
+        return fail(line, 1, "this line is not valid UTF-8; save the file as UTF-8");
+      ++line;
+      column = 0;
+      dots = 0;
+      line_start = i + 1;
+      if (state != in::multiline_basic && state != in::multiline_literal)
+        state = in::code; // an unterminated one-line string is the parser's to report
+      continue;
+    }
+    ++column;
+    switch (state) {
+    case in::code:
+      if (byte >= 0x80)
+        return fail(line, column, "a non-ASCII character outside a quoted string or comment; "
+                                  "quote the key or the value (\"é\" = 1, key = \"é\")");
+      if (c == '#') {
+        state = in::comment;
+      } else if (c == '"' || c == '\'') {
+        bool multiline = opens(i, c);
+        state = c == '"' ? (multiline ? in::multiline_basic : in::basic)
+                         : (multiline ? in::multiline_literal : in::literal);
+        if (multiline) {
+          i += 2;
+          column += 2;
+        }
+      } else if (c == '.' && ++dots > max_dots_per_line) {
+        return fail(line, column, "more than " + std::to_string(max_dots_per_line)
+                                    + " '.' on one line outside strings; keys may be dotted at "
+                                      "most " + std::to_string(max_dots_per_line) + " levels deep");
+      }
+      break;
+    case in::comment:
+      break;
+    case in::basic:
+    case in::multiline_basic:
+      if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
+        ++i; // the escaped character (a line-ending backslash is seen as a newline)
+        ++column;
+      } else if (c == '"' && (state == in::basic || opens(i, '"'))) {
+        if (state == in::multiline_basic) {
+          i += 2;
+          column += 2;
+        }
+        state = in::code;
+      }
+      break;
+    case in::literal:
+    case in::multiline_literal:
+      if (c == '\'' && (state == in::literal || opens(i, '\''))) {
+        if (state == in::multiline_literal) {
+          i += 2;
+          column += 2;
+        }
+        state = in::code;
+      }
+      break;
+    }
+  }
+  if (!protocol::cbor::is_valid_utf8(text.substr(line_start)))
+    return fail(line, 1, "this line is not valid UTF-8; save the file as UTF-8");
+  return std::nullopt;
+}
+
+/// toml::parse behind the guard; nullopt once `error` says why not.
+std::optional<toml::table> parse_toml(std::string_view text, const std::string& source,
+                                      config_error& error) {
+  if (auto refused = guard_toml(text, source)) {
+    refused->message = "TOML not accepted: " + refused->message;
+    error = std::move(*refused);
+    return std::nullopt;
+  }
+  try {
+    return toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source();
+    error = config_error{where.path ? *where.path : source,
+                         static_cast<std::uint32_t>(where.begin.line),
+                         static_cast<std::uint32_t>(where.begin.column), "",
+                         "TOML syntax error: " + std::string{e.description()}};
+  } catch (const std::exception& e) {
+    error = config_error{source, 0, 0, "", std::string{"cannot parse: "} + e.what()};
+  }
+  return std::nullopt;
+}
+
 /// Puts each override into the parsed document, where validation then treats
 /// it like any key of the file (its errors name the override's origin).
 void apply_overrides(reader& r, toml::table& root, const std::vector<override_value>& overrides) {
@@ -696,10 +810,9 @@ void apply_overrides(reader& r, toml::table& root, const std::vector<override_va
       r.error(o.key, "(" + o.origin + ") [[" + section + "]] entries are set in the file only");
       continue;
     }
-    toml::table parsed;
-    try {
-      parsed = toml::parse("v = " + o.value, o.origin);
-    } catch (const toml::parse_error&) {
+    config_error problem;
+    auto parsed = parse_toml("v = " + o.value, o.origin, problem);
+    if (!parsed) {
       // Not a TOML value: the text itself, as a string.
       std::string quoted = "\"";
       for (char c : o.value) {
@@ -709,10 +822,9 @@ void apply_overrides(reader& r, toml::table& root, const std::vector<override_va
           quoted += c;
       }
       quoted += '"';
-      try {
-        parsed = toml::parse("v = " + quoted, o.origin);
-      } catch (const toml::parse_error& e) {
-        r.error(o.key, "(" + o.origin + ") not a usable value: " + std::string{e.description()});
+      parsed = parse_toml("v = " + quoted, o.origin, problem);
+      if (!parsed) {
+        r.error(o.key, "(" + o.origin + ") not a usable value: " + problem.message);
         continue;
       }
     }
@@ -725,7 +837,7 @@ void apply_overrides(reader& r, toml::table& root, const std::vector<override_va
       r.error(o.key, "(" + o.origin + ") " + section + " is not a table in the file");
       continue;
     }
-    node->as_table()->insert_or_assign(key, std::move(*parsed.get("v")));
+    node->as_table()->insert_or_assign(key, std::move(*parsed->get("v")));
   }
 }
 
@@ -736,14 +848,13 @@ load_result load_from_string(const std::string& text, const std::string& source_
                              const std::vector<override_value>& overrides, load_purpose purpose) {
   load_result out;
   reader r{source_name, base_dir, purpose == load_purpose::run};
-  toml::table root;
-  try {
-    root = toml::parse(text, source_name);
-  } catch (const toml::parse_error& e) {
-    r.error(e.source(), "", std::string{"TOML syntax error: "} + std::string{e.description()});
-    out.errors = std::move(r.errors());
+  config_error problem;
+  auto parsed = parse_toml(text, source_name, problem);
+  if (!parsed) {
+    out.errors.push_back(std::move(problem));
     return out;
   }
+  auto& root = *parsed;
   apply_overrides(r, root, overrides);
   gateway_config cfg;
   cfg.source = source_name;

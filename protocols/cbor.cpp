@@ -1,5 +1,7 @@
 #include "protocols/cbor.hpp"
 
+#include <set>
+
 namespace lockbridge::protocol::cbor {
 
 void writer::head(major type, std::uint64_t argument) {
@@ -107,6 +109,14 @@ std::optional<std::string_view> reader::text(const head& h) {
   return view;
 }
 
+std::optional<std::span<const std::uint8_t>> reader::bytes(const head& h) {
+  if (h.type != major::byte_string || h.argument > input_.size() - position_)
+    return std::nullopt;
+  auto view = input_.subspan(position_, static_cast<std::size_t>(h.argument));
+  position_ += static_cast<std::size_t>(h.argument);
+  return view;
+}
+
 bool reader::take_break() {
   if (position_ < input_.size() && input_[position_] == 0xff) {
     ++position_;
@@ -152,6 +162,107 @@ bool is_valid_utf8(std::string_view text) noexcept {
     i += extra + 1;
   }
   return true;
+}
+
+std::optional<std::string> check_shape(std::span<const std::uint8_t> input,
+                                       std::size_t max_depth) {
+  struct frame {
+    bool map = false;
+    bool indefinite = false;
+    std::uint64_t remaining = 0; ///< items still to come (a map's keys and values both count)
+    std::uint64_t taken = 0;
+    std::set<std::string_view> keys;
+  };
+  std::vector<frame> open;
+  reader in{input};
+  auto at = [&](std::size_t position) { return " at byte " + std::to_string(position); };
+  bool started = false;
+  for (;;) {
+    // Close what is complete.
+    while (!open.empty()) {
+      auto& f = open.back();
+      if (f.indefinite) {
+        auto position = in.position();
+        if (!in.take_break())
+          break;
+        if (f.map && f.taken % 2 != 0)
+          return "map ends after a key without its value" + at(position);
+      } else if (f.remaining > 0) {
+        break;
+      }
+      open.pop_back();
+    }
+    if (started && open.empty())
+      break;
+    started = true;
+    auto position = in.position();
+    auto h = in.next();
+    if (!h)
+      return (in.at_end() ? "truncated CBOR" : "malformed CBOR") + at(position);
+    bool is_key = false;
+    if (!open.empty()) {
+      auto& f = open.back();
+      is_key = f.map && f.taken % 2 == 0;
+      ++f.taken;
+      if (!f.indefinite)
+        --f.remaining;
+    }
+    if (is_key && h->type != major::text_string)
+      return "map key is a " + std::string{h->type_name()} + "; expected a text string"
+             + at(position);
+    auto left = input.size() - in.position();
+    switch (h->type) {
+    case major::unsigned_integer:
+    case major::negative_integer:
+      break;
+    case major::byte_string:
+      if (!in.bytes(*h))
+        return "byte string of " + std::to_string(h->argument) + " bytes runs past the end"
+               + at(position);
+      break;
+    case major::text_string: {
+      auto text = in.text(*h);
+      if (!text)
+        return "text string of " + std::to_string(h->argument) + " bytes runs past the end"
+               + at(position);
+      if (!is_valid_utf8(*text))
+        return "text string is not valid UTF-8" + at(position);
+      if (is_key && !open.back().keys.insert(*text).second)
+        return "map key appears twice" + at(position) + "; each key may appear once";
+      break;
+    }
+    case major::array:
+    case major::map: {
+      if (open.size() + 1 > max_depth)
+        return "arrays and maps nested more than " + std::to_string(max_depth) + " deep"
+               + at(position);
+      frame f;
+      f.map = h->type == major::map;
+      f.indefinite = h->indefinite;
+      // Every item takes at least one byte: a count beyond what remains is a lie.
+      if (!f.indefinite) {
+        if (h->argument > left / (f.map ? 2 : 1))
+          return std::string{f.map ? "map of " : "array of "} + std::to_string(h->argument)
+                 + (f.map ? " entries" : " items") + " cannot fit in the " + std::to_string(left)
+                 + " bytes that remain" + at(position);
+        f.remaining = h->argument * (f.map ? 2 : 1);
+      }
+      open.push_back(std::move(f));
+      break;
+    }
+    case major::tag:
+      return "tagged items are not used" + at(position);
+    case major::simple:
+      if (h->info != 20 && h->info != 21 && h->info != 22 && (h->info < 25 || h->info > 27))
+        return "simple value " + std::to_string(h->argument) + " is not used; expected false, "
+               "true, null or a float" + at(position);
+      break;
+    }
+  }
+  if (!in.at_end())
+    return std::to_string(input.size() - in.position()) + " bytes after the item"
+           + at(in.position());
+  return std::nullopt;
 }
 
 } // namespace lockbridge::protocol::cbor

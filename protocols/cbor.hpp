@@ -71,6 +71,9 @@ public:
   /// After a text-string head: the string's bytes, consumed.
   std::optional<std::string_view> text(const head& h);
 
+  /// After a byte-string head: the string's bytes, consumed.
+  std::optional<std::span<const std::uint8_t>> bytes(const head& h);
+
   /// True (and consumed) if the next byte is the "break" that ends an
   /// indefinite-length array or map.
   bool take_break();
@@ -85,5 +88,16 @@ private:
 
 /// True if `text` is well-formed UTF-8 (no overlong forms, no surrogates).
 bool is_valid_utf8(std::string_view text) noexcept;
+
+/// Checks, without recursion and before any DOM parser sees them, that
+/// `input` is exactly one well-formed CBOR item of the kind lockbridge's lock
+/// protocol uses: arrays and maps nested at most `max_depth` deep, every
+/// declared length within the bytes that remain, text strings valid UTF-8,
+/// map keys unique text strings, no tags, no simple values other than false,
+/// true, null and floats. An item that passes cannot make nlohmann's
+/// `from_cbor` throw, recurse deeply or build text `dump()` refuses.
+/// Returns the first problem found, with its byte offset.
+std::optional<std::string> check_shape(std::span<const std::uint8_t> input,
+                                       std::size_t max_depth);
 
 } // namespace lockbridge::protocol::cbor

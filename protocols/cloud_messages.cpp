@@ -1,5 +1,7 @@
 #include "protocols/cloud_messages.hpp"
 
+#include "protocols/json_input.hpp"
+
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
@@ -326,7 +328,7 @@ std::string encode_status(const gateway_status& s) {
       {"epochs_destroyed", p.epochs_destroyed},
       {"erasures", p.erasures}};
   }
-  return doc.dump();
+  return dump_safe(doc);
 }
 
 std::string encode_offline_will(std::string_view site, std::string_view gateway) {
@@ -334,7 +336,7 @@ std::string encode_offline_will(std::string_view site, std::string_view gateway)
               {"site", site},
               {"gateway", gateway},
               {"state", "offline"}};
-  return doc.dump();
+  return dump_safe(doc);
 }
 
 } // namespace lockbridge::protocol

@@ -1,14 +1,17 @@
 #include "protocols/credentials.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <set>
+#include <unordered_map>
 
 #include <date/tz.h>
 #include <nlohmann/json.hpp>
 
 #include "protocols/cbor.hpp"
 #include "protocols/cloud_messages.hpp"
+#include "protocols/json_input.hpp"
 
 namespace lockbridge::protocol {
 
@@ -105,10 +108,20 @@ result<credential> decode_credential(std::span<const std::uint8_t> bytes) {
     return std::nullopt;
   };
   bool has_subject = false, has_version = false;
+  std::uint32_t seen = 0;
   for (std::uint64_t i = 0; i < map->argument; ++i) {
     auto key = read_text();
     if (!key || key->size() != 1)
       return damaged("bad key");
+    // Each field once: a repeated one would be merged (two door lists) into a
+    // value that no longer encodes back to what was stored.
+    static constexpr std::string_view fields = "sdfuwrv";
+    auto field = fields.find(static_cast<char>(std::tolower(static_cast<unsigned char>((*key)[0]))));
+    if (field != std::string_view::npos) {
+      if (seen & (1u << field))
+        return damaged("field " + *key + " appears twice");
+      seen |= 1u << field;
+    }
     switch ((*key)[0]) {
     case 's': {
       auto v = read_text();
@@ -192,17 +205,11 @@ class json_reader {
 public:
   /// Parses `text`; on failure `error` is set.
   explicit json_reader(std::string_view text) {
-    if (text.size() > credential_limits::max_message_bytes) {
-      error = input_error{"", "message of " + std::to_string(text.size())
-                                + " bytes exceeds the limit of "
-                                + std::to_string(credential_limits::max_message_bytes)};
-      return;
-    }
-    doc = json::parse(text, nullptr, false);
-    if (doc.is_discarded())
-      error = input_error{"", "not valid JSON"};
-    else if (!doc.is_object())
-      error = input_error{"", std::string{"expected a JSON object, got "} + doc.type_name()};
+    auto parsed = parse_json_input(text, credential_limits::max_message_bytes, 8);
+    if (parsed)
+      doc = std::move(*parsed);
+    else
+      error = parsed.error();
   }
 
   json doc;
@@ -430,18 +437,107 @@ result<std::vector<credential_update>> get_credentials(const json& doc, std::str
   return out;
 }
 
+/// Refuses a delta that names one credential twice (in two operations, or
+/// twice in one): which one wins would depend on the order they are applied
+/// in, and a revoke undone by an upsert of the same message is a mistake the
+/// cloud must hear about. The positions are named, never the identifier.
+std::optional<input_error> each_credential_once(const credential_delta& d) {
+  std::unordered_map<std::string_view, std::string> seen;
+  seen.reserve(d.revoke.size() + d.remove.size() + d.upsert.size());
+  auto note = [&](std::string_view cred, std::string path) -> std::optional<input_error> {
+    auto [it, fresh] = seen.emplace(cred, path);
+    if (fresh)
+      return std::nullopt;
+    return input_error{path, "names the same credential as " + it->second
+                               + "; a delta may name each credential once"};
+  };
+  for (std::size_t i = 0; i < d.revoke.size(); ++i)
+    if (auto e = note(d.revoke[i], "revoke[" + std::to_string(i) + "]"))
+      return e;
+  for (std::size_t i = 0; i < d.remove.size(); ++i)
+    if (auto e = note(d.remove[i], "delete[" + std::to_string(i) + "]"))
+      return e;
+  for (std::size_t i = 0; i < d.upsert.size(); ++i)
+    if (auto e = note(d.upsert[i].cred, "upsert[" + std::to_string(i) + "].cred"))
+      return e;
+  return std::nullopt;
+}
+
+} // namespace
+
+namespace {
+
+/// Finds the top-level "id" of a JSON object without building the document,
+/// and stops there: the cloud writes it near the start, before any list of
+/// credentials.
+class id_finder : public nlohmann::json_sax<json> {
+public:
+  std::optional<std::string> id;
+
+  bool null() override { return value(); }
+  bool boolean(bool) override { return value(); }
+  bool number_integer(number_integer_t) override { return value(); }
+  bool number_unsigned(number_unsigned_t) override { return value(); }
+  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool binary(binary_t&) override { return value(); }
+  bool string(string_t& s) override {
+    if (depth_ == 1 && at_id_) {
+      if (is_valid_id(s))
+        id = s;
+      return false; // found: stop here
+    }
+    return value();
+  }
+  bool start_object(std::size_t) override {
+    at_id_ = false;
+    ++depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    at_id_ = depth_ == 1 && k == "id";
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    return depth_ > 0; // the top-level object ended without an id
+  }
+  bool start_array(std::size_t) override {
+    if (depth_ == 0)
+      return false; // not an object
+    at_id_ = false;
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+private:
+  bool value() {
+    if (depth_ == 0)
+      return false; // not an object
+    if (depth_ == 1 && at_id_)
+      return false; // "id" is not a string
+    at_id_ = false;
+    return true;
+  }
+
+  std::size_t depth_ = 0;
+  bool at_id_ = false;
+};
+
 } // namespace
 
 std::optional<std::string> command_id_of(std::string_view text) {
   if (text.size() > credential_limits::max_message_bytes)
     return std::nullopt;
-  auto doc = json::parse(text, nullptr, false);
-  if (!doc.is_object())
-    return std::nullopt;
-  auto it = doc.find("id");
-  if (it == doc.end() || !it->is_string() || !is_valid_id(it->get_ref<const std::string&>()))
-    return std::nullopt;
-  return it->get<std::string>();
+  id_finder finder;
+  json::sax_parse(text, &finder, json::input_format_t::json, false);
+  return std::move(finder.id);
 }
 
 result<snapshot_chunk> decode_snapshot_chunk(std::string_view text) {
@@ -487,6 +583,13 @@ result<snapshot_chunk> decode_snapshot_chunk(std::string_view text) {
   if (!creds)
     return creds.error();
   c.credentials = std::move(*creds);
+  std::unordered_map<std::string_view, std::size_t> seen;
+  seen.reserve(c.credentials.size());
+  for (std::size_t i = 0; i < c.credentials.size(); ++i)
+    if (auto [it, fresh] = seen.emplace(c.credentials[i].cred, i); !fresh)
+      return input_error{"credentials[" + std::to_string(i) + "].cred",
+                         "names the same credential as credentials[" + std::to_string(it->second)
+                           + "]; a chunk may name each credential once"};
   return c;
 }
 
@@ -529,6 +632,8 @@ result<credential_delta> decode_credential_delta(std::string_view text) {
   if (!upsert)
     return upsert.error();
   d.upsert = std::move(*upsert);
+  if (auto e = each_credential_once(d))
+    return *e;
   if (d.version == d.base_version && (!d.revoke.empty() || !d.remove.empty() || !d.upsert.empty()))
     return input_error{"version", "must be greater than base_version when the delta changes "
                                   "anything (an empty delta with version = base_version only "
@@ -799,7 +904,7 @@ std::string encode_command_result(std::string_view site, std::string_view gatewa
     doc["request"] = "snapshot";
   if (r.receipt)
     doc["receipt"] = json::parse(*r.receipt, nullptr, false);
-  return doc.dump();
+  return dump_safe(doc);
 }
 
 } // namespace lockbridge::protocol

@@ -6,6 +6,7 @@
 
 #include "protocols/cbor.hpp"
 #include "protocols/cloud_messages.hpp"
+#include "protocols/json_input.hpp"
 
 namespace lockbridge::protocol {
 
@@ -77,8 +78,30 @@ result<lock_command> fields_of(const json& doc, bool with_lock) {
   auto e = doc.find("expires_at");
   if (e == doc.end() || !e->is_number_unsigned() || e->get<std::uint64_t>() == 0)
     return input_error{"expires_at", "missing or not a positive integer; expected Unix ms"};
+  // Checked before it becomes a signed number that arithmetic uses.
+  if (e->get<std::uint64_t>() > lock_command_limits::max_expires_at_ms)
+    return input_error{"expires_at", "beyond the year 9999; expected Unix milliseconds"};
   c.expires_at = static_cast<std::int64_t>(e->get<std::uint64_t>());
   return c;
+}
+
+/// Parses a lock's CBOR into nlohmann's DOM, only after its shape is known to
+/// be safe for it (no absurd counts, no deep nesting, valid text, unique
+/// keys): a lock's bytes never throw, recurse or carry text dump() refuses.
+/// The protocol's messages are flat maps; one more level is allowed so that a
+/// misplaced array or map gets its field's own error.
+result<json> parse_lock_cbor(std::span<const std::uint8_t> cbor, std::size_t max_bytes) {
+  if (cbor.size() > max_bytes)
+    return input_error{"", "payload of " + std::to_string(cbor.size())
+                             + " bytes exceeds the limit of " + std::to_string(max_bytes)};
+  if (auto problem = cbor::check_shape(cbor, 2))
+    return input_error{"", *problem};
+  auto doc = json::from_cbor(cbor.begin(), cbor.end(), true, false);
+  if (doc.is_discarded())
+    return input_error{"", "not valid CBOR"};
+  if (!doc.is_object())
+    return input_error{"", std::string{"expected a map, got "} + doc.type_name()};
+  return doc;
 }
 
 } // namespace
@@ -94,15 +117,10 @@ std::string_view to_string(lock_op op) noexcept {
 }
 
 result<lock_command> decode_lock_command(std::string_view text) {
-  if (text.size() > lock_command_limits::max_message_bytes)
-    return input_error{"", "message of " + std::to_string(text.size())
-                             + " bytes exceeds the limit of "
-                             + std::to_string(lock_command_limits::max_message_bytes)};
-  auto doc = json::parse(text, nullptr, false);
-  if (doc.is_discarded())
-    return input_error{"", "not valid JSON"};
-  if (!doc.is_object())
-    return input_error{"", std::string{"expected a JSON object, got "} + doc.type_name()};
+  auto parsed = parse_json_input(text, lock_command_limits::max_message_bytes, 4);
+  if (!parsed)
+    return parsed.error();
+  const auto& doc = *parsed;
   auto schema = doc.find("schema");
   if (schema == doc.end() || !schema->is_string() || *schema != command_schema)
     return input_error{"schema", "expected \"" + std::string{command_schema} + "\""};
@@ -117,12 +135,10 @@ std::vector<std::uint8_t> encode_lock_request(const lock_command& c) {
 }
 
 result<lock_command> decode_lock_request(std::span<const std::uint8_t> cbor) {
-  if (cbor.size() > lock_command_limits::max_message_bytes)
-    return input_error{"", "payload too large"};
-  auto doc = json::from_cbor(cbor.begin(), cbor.end(), true, false);
-  if (doc.is_discarded())
-    return input_error{"", "not valid CBOR"};
-  return fields_of(doc, false);
+  auto doc = parse_lock_cbor(cbor, lock_command_limits::max_message_bytes);
+  if (!doc)
+    return doc.error();
+  return fields_of(*doc, false);
 }
 
 std::vector<std::uint8_t> encode_lock_answer(const lock_answer& a) {
@@ -133,13 +149,10 @@ std::vector<std::uint8_t> encode_lock_answer(const lock_answer& a) {
 }
 
 result<lock_answer> decode_lock_answer(std::span<const std::uint8_t> cbor) {
-  if (cbor.size() > lock_command_limits::max_message_bytes)
-    return input_error{"", "payload too large"};
-  auto doc = json::from_cbor(cbor.begin(), cbor.end(), true, false);
-  if (doc.is_discarded())
-    return input_error{"", "not valid CBOR"};
-  if (!doc.is_object())
-    return input_error{"", "expected a map"};
+  auto parsed = parse_lock_cbor(cbor, lock_command_limits::max_message_bytes);
+  if (!parsed)
+    return parsed.error();
+  const auto& doc = *parsed;
   lock_answer a;
   auto id = doc.find("id");
   auto res = doc.find("result");
@@ -171,11 +184,10 @@ std::vector<std::uint8_t> encode_lock_state(const lock_state& s) {
 }
 
 result<lock_state> decode_lock_state(std::span<const std::uint8_t> cbor) {
-  if (cbor.size() > 512)
-    return input_error{"", "payload too large"};
-  auto doc = json::from_cbor(cbor.begin(), cbor.end(), true, false);
-  if (doc.is_discarded() || !doc.is_object())
-    return input_error{"", "expected a CBOR map"};
+  auto parsed = parse_lock_cbor(cbor, 512);
+  if (!parsed)
+    return parsed.error();
+  const auto& doc = *parsed;
   for (const auto& [key, value] : doc.items())
     if (key != "locked" && key != "door_open" && key != "battery" && key != "fw")
       return input_error{key, "unknown field; expected locked, door_open, battery, fw"};

@@ -22,6 +22,9 @@ struct lock_command_limits {
   static constexpr std::uint32_t max_duration_s = 3600;
   /// A command may live at most this long (expires_at - now).
   static constexpr std::int64_t max_lifetime_ms = 10 * 60 * 1000;
+  /// The largest expiry accepted (9999-12-31T23:59:59.999Z): an integer from
+  /// outside is range-checked before it is made signed or used in arithmetic.
+  static constexpr std::uint64_t max_expires_at_ms = 253402300799999;
 };
 
 /// A lock command: from the cloud's JSON, and as the lock receives it (CBOR,

@@ -54,6 +54,7 @@ struct options {
   std::string access_door = "door-01";
   double linger_s = 0;                // after the events: keep the sessions, answer commands
   std::string command_answer = "done"; // done | refused | failed: how commands are answered
+  int hostile_states = 0; // the first N state answers per lock claim a 2^64-1-item array (tests)
 };
 
 struct lock_state {
@@ -75,6 +76,7 @@ struct lock_state {
   std::uint64_t refused_full = 0;
   std::uint64_t errors = 0;
   std::string last_error;
+  int hostile_states_sent = 0;
 };
 
 options opt;
@@ -288,6 +290,13 @@ void on_state(coap_resource_t*, coap_session_t* session, const coap_pdu_t*,
     coap_pdu_set_code(response, COAP_RESPONSE_CODE_NOT_FOUND);
     return;
   }
+  if (lock->hostile_states_sent < opt.hostile_states) {
+    // An array header that claims 2^64-1 items, and nothing after it.
+    ++lock->hostile_states_sent;
+    answer_cbor(response, COAP_RESPONSE_CODE_CONTENT,
+                {0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff});
+    return;
+  }
   answer_cbor(response, COAP_RESPONSE_CODE_CONTENT,
               lockbridge::protocol::encode_lock_state(lock->own));
 }
@@ -406,6 +415,11 @@ int main(int argc, char** argv) {
   app.add_option("--command-answer", opt.command_answer, "how commands are answered")
     ->check(CLI::IsMember({"done", "refused", "failed"}))
     ->capture_default_str();
+  app.add_option("--hostile-states", opt.hostile_states,
+                 "answer the first N state requests and notifications of each lock with an "
+                 "array header claiming 2^64-1 items (a hostile lock, for tests)")
+    ->capture_default_str()
+    ->check(CLI::Range(0, 1000));
   CLI11_PARSE(app, argc, argv);
   opt.with_creds = !no_creds;
 

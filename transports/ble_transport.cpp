@@ -20,6 +20,7 @@
 
 #include "protocols/ble_link.hpp"
 #include "protocols/clock_guard.hpp"
+#include "transports/contain.hpp"
 
 namespace lockbridge::transport {
 
@@ -466,7 +467,8 @@ struct ble_transport::impl {
   // ---- signals ------------------------------------------------------------
 
   static int on_properties(sd_bus_message* m, void* userdata, sd_bus_error*) {
-    static_cast<impl*>(userdata)->properties_changed(m);
+    contain("ble: a BlueZ signal", [&] { static_cast<impl*>(userdata)->properties_changed(m); },
+            [] {});
     return 0;
   }
 
@@ -800,6 +802,11 @@ struct ble_transport::impl {
   }
 
   static int on_write_done(sd_bus_message* reply, void* userdata, sd_bus_error*) {
+    return contain("ble: a write's reply", [&] { return on_write_done_body(reply, userdata); },
+                   [] { return 0; });
+  }
+
+  static int on_write_done_body(sd_bus_message* reply, void* userdata) {
     auto* ctx = static_cast<call_ctx*>(userdata);
     const sd_bus_error* e = sd_bus_message_get_error(reply);
     if (e == nullptr)
@@ -864,6 +871,11 @@ struct ble_transport::impl {
   }
 
   static int on_connect_done(sd_bus_message* reply, void* userdata, sd_bus_error*) {
+    return contain("ble: Connect's reply", [&] { return on_connect_done_body(reply, userdata); },
+                   [] { return 0; });
+  }
+
+  static int on_connect_done_body(sd_bus_message* reply, void* userdata) {
     auto* ctx = static_cast<call_ctx*>(userdata);
     auto* self = ctx->self;
     auto* l = self->link_of(ctx);
@@ -1170,57 +1182,62 @@ struct ble_transport::impl {
     bus = nullptr;
   }
 
-  void loop() {
-    while (running) {
-      if (bus == nullptr && !attach()) {
-        // Commands still end by their deadline; nothing else can happen.
-        take_inbox();
-        tick();
-        pollfd wake{wake_fd, POLLIN, 0};
-        ::poll(&wake, 1, 200);
-        if (wake.revents & POLLIN) {
-          std::uint64_t n = 0;
-          [[maybe_unused]] auto got = ::read(wake_fd, &n, sizeof n);
-        }
-        continue;
-      }
-      auto now = steady::now();
-      if (now >= next_adapter_check) {
-        scan_objects();
-        start_discovery();
-        next_adapter_check = now + std::chrono::seconds{adapter_present ? 30 : 5};
-      }
+  /// One pass of the BLE thread: bus events, timers, what to start next.
+  void loop_once() {
+    if (bus == nullptr && !attach()) {
+      // Commands still end by their deadline; nothing else can happen.
       take_inbox();
       tick();
-      schedule();
-      int r = 0;
-      bool progressed = false;
-      while ((r = sd_bus_process(bus, nullptr)) > 0 && running)
-        progressed = true;
-      if (r < 0) {
-        spdlog::error("ble: the system bus connection failed ({}); reconnecting", strerror(-r));
-        reconnect_bus();
-        continue;
-      }
-      sd_bus_flush(bus);
-      if (progressed)
-        continue; // what just happened may let a link be released or started now
-      pollfd fds[2] = {{sd_bus_get_fd(bus), static_cast<short>(sd_bus_get_events(bus)), 0},
-                       {wake_fd, POLLIN, 0}};
-      int timeout = 50;
-      std::uint64_t until = 0;
-      if (sd_bus_get_timeout(bus, &until) >= 0 && until != UINT64_MAX) {
-        timespec ts{};
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        std::uint64_t mono = std::uint64_t(ts.tv_sec) * 1'000'000 + std::uint64_t(ts.tv_nsec) / 1000;
-        timeout = until <= mono ? 0 : std::min<int>(timeout, static_cast<int>((until - mono) / 1000));
-      }
-      ::poll(fds, 2, timeout);
-      if (fds[1].revents & POLLIN) {
+      pollfd wake{wake_fd, POLLIN, 0};
+      ::poll(&wake, 1, 200);
+      if (wake.revents & POLLIN) {
         std::uint64_t n = 0;
         [[maybe_unused]] auto got = ::read(wake_fd, &n, sizeof n);
       }
+      return;
     }
+    auto now = steady::now();
+    if (now >= next_adapter_check) {
+      scan_objects();
+      start_discovery();
+      next_adapter_check = now + std::chrono::seconds{adapter_present ? 30 : 5};
+    }
+    take_inbox();
+    tick();
+    schedule();
+    int r = 0;
+    bool progressed = false;
+    while ((r = sd_bus_process(bus, nullptr)) > 0 && running)
+      progressed = true;
+    if (r < 0) {
+      spdlog::error("ble: the system bus connection failed ({}); reconnecting", strerror(-r));
+      reconnect_bus();
+      return;
+    }
+    sd_bus_flush(bus);
+    if (progressed)
+      return; // what just happened may let a link be released or started now
+    pollfd fds[2] = {{sd_bus_get_fd(bus), static_cast<short>(sd_bus_get_events(bus)), 0},
+                     {wake_fd, POLLIN, 0}};
+    int timeout = 50;
+    std::uint64_t until = 0;
+    if (sd_bus_get_timeout(bus, &until) >= 0 && until != UINT64_MAX) {
+      timespec ts{};
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      std::uint64_t mono = std::uint64_t(ts.tv_sec) * 1'000'000 + std::uint64_t(ts.tv_nsec) / 1000;
+      timeout = until <= mono ? 0 : std::min<int>(timeout, static_cast<int>((until - mono) / 1000));
+    }
+    ::poll(fds, 2, timeout);
+    if (fds[1].revents & POLLIN) {
+      std::uint64_t n = 0;
+      [[maybe_unused]] auto got = ::read(wake_fd, &n, sizeof n);
+    }
+  }
+
+  void loop() {
+    while (running)
+      contain("ble: the BLE thread", [&] { loop_once(); },
+              [] { std::this_thread::sleep_for(std::chrono::milliseconds{100}); });
     if (bus != nullptr) {
       for (auto& [id, l] : links)
         if (l.at != phase::idle)

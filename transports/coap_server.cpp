@@ -23,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "protocols/log_fields.hpp"
+#include "transports/contain.hpp"
 
 namespace lockbridge::transport {
 
@@ -384,8 +385,7 @@ struct coap_server::impl {
       send_waiting_commands();
   }
 
-  static coap_response_t on_response(coap_session_t* s, const coap_pdu_t*,
-                                     const coap_pdu_t* received, const coap_mid_t) {
+  static coap_response_t on_response_body(coap_session_t* s, const coap_pdu_t* received) {
     auto self = of(s);
     if (self == nullptr)
       return COAP_RESPONSE_OK;
@@ -412,8 +412,7 @@ struct coap_server::impl {
     return COAP_RESPONSE_OK;
   }
 
-  static void on_nack(coap_session_t* s, const coap_pdu_t* sent, const coap_nack_reason_t,
-                      const coap_mid_t) {
+  static void on_nack_body(coap_session_t* s, const coap_pdu_t* sent) {
     auto self = of(s);
     if (self == nullptr || sent == nullptr)
       return;
@@ -493,8 +492,8 @@ struct coap_server::impl {
     return it == registry.end() ? nullptr : static_cast<impl*>(it->second);
   }
 
-  static const coap_bin_const_t* on_identity(coap_bin_const_t* identity, coap_session_t* session,
-                                             void* arg) {
+  static const coap_bin_const_t* on_identity_body(coap_bin_const_t* identity,
+                                                  coap_session_t* session, void* arg) {
     auto self = static_cast<impl*>(arg);
     std::string_view id{reinterpret_cast<const char*>(identity->s), identity->length};
     auto it = self->locks.find(id);
@@ -515,7 +514,7 @@ struct coap_server::impl {
     return &it->second.psk_bin;
   }
 
-  static int on_event(coap_session_t* session, const coap_event_t event) {
+  static int on_event_body(coap_session_t* session, const coap_event_t event) {
     auto self = of(session);
     if (event == COAP_EVENT_DTLS_ERROR) {
       auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
@@ -599,9 +598,9 @@ struct coap_server::impl {
     return it == locks.end() || !it->second.active ? nullptr : &it->second;
   }
 
-  static void on_events_request(coap_resource_t* resource, coap_session_t* s,
-                                const coap_pdu_t* request, const coap_string_t* query,
-                                coap_pdu_t* response) {
+  static void on_events_request_body(coap_resource_t* resource, coap_session_t* s,
+                                     const coap_pdu_t* request, const coap_string_t* query,
+                                     coap_pdu_t* response) {
     auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
     auto token = coap_pdu_get_token(request);
     if (auto async = coap_find_async(s, token)) {
@@ -679,8 +678,7 @@ struct coap_server::impl {
     delete reply;
   }
 
-  static void on_time_request(coap_resource_t* resource, coap_session_t*, const coap_pdu_t*,
-                              const coap_string_t*, coap_pdu_t* response) {
+  static void on_time_request_body(coap_resource_t* resource, coap_pdu_t* response) {
     auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
     auto now = self->cfg.clock ? self->cfg.clock()
                                : std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -690,9 +688,9 @@ struct coap_server::impl {
     add_cbor(response, protocol::encode_time(now));
   }
 
-  static void on_access_request(coap_resource_t* resource, coap_session_t* s,
-                                const coap_pdu_t* request, const coap_string_t* query,
-                                coap_pdu_t* response) {
+  static void on_access_request_body(coap_resource_t* resource, coap_session_t* s,
+                                     const coap_pdu_t* request, const coap_string_t* query,
+                                     coap_pdu_t* response) {
     auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
     ++self->counters.access_queries;
     auto lock = self->admit(s, request, query, response);
@@ -757,6 +755,57 @@ struct coap_server::impl {
     }
   }
 
+  // ---- the callbacks libcoap calls: nothing may unwind through it ----------
+
+  static void answer_internal_error(coap_pdu_t* response) {
+    answer_error(response, COAP_RESPONSE_CODE_INTERNAL_ERROR, "internal error; retry");
+  }
+
+  static coap_response_t on_response(coap_session_t* s, const coap_pdu_t*,
+                                     const coap_pdu_t* received, const coap_mid_t) {
+    return contain("coap: a response from a lock", [&] { return on_response_body(s, received); },
+                   [] { return COAP_RESPONSE_OK; });
+  }
+
+  static void on_nack(coap_session_t* s, const coap_pdu_t* sent, const coap_nack_reason_t,
+                      const coap_mid_t) {
+    contain("coap: an unanswered request", [&] { on_nack_body(s, sent); }, [] {});
+  }
+
+  static const coap_bin_const_t* on_identity(coap_bin_const_t* identity, coap_session_t* session,
+                                             void* arg) {
+    return contain("coap: a DTLS handshake",
+                   [&] { return on_identity_body(identity, session, arg); },
+                   []() -> const coap_bin_const_t* { return nullptr; });
+  }
+
+  static int on_event(coap_session_t* session, const coap_event_t event) {
+    return contain("coap: a session event", [&] { return on_event_body(session, event); },
+                   [] { return 0; });
+  }
+
+  static void on_events_request(coap_resource_t* resource, coap_session_t* s,
+                                const coap_pdu_t* request, const coap_string_t* query,
+                                coap_pdu_t* response) {
+    contain("coap: POST /v1/events",
+            [&] { on_events_request_body(resource, s, request, query, response); },
+            [&] { answer_internal_error(response); });
+  }
+
+  static void on_time_request(coap_resource_t* resource, coap_session_t*, const coap_pdu_t*,
+                              const coap_string_t*, coap_pdu_t* response) {
+    contain("coap: GET /v1/time", [&] { on_time_request_body(resource, response); },
+            [&] { answer_internal_error(response); });
+  }
+
+  static void on_access_request(coap_resource_t* resource, coap_session_t* s,
+                                const coap_pdu_t* request, const coap_string_t* query,
+                                coap_pdu_t* response) {
+    contain("coap: POST /v1/access",
+            [&] { on_access_request_body(resource, s, request, query, response); },
+            [&] { answer_internal_error(response); });
+  }
+
   void loop() {
     int coap_fd = coap_context_get_coap_fd(ctx);
     pollfd fds[2] = {{coap_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
@@ -768,25 +817,35 @@ struct coap_server::impl {
         spdlog::error("coap: poll failed: {}", std::strerror(errno));
         break;
       }
-      if (fds[1].revents & POLLIN) {
-        std::uint64_t n;
-        [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof n);
-        apply_new_locks();
-        drain_completions();
-        take_new_commands();
-      }
-      if (!commands.empty()) {
-        expire_commands();
-        send_waiting_commands();
-      }
-      if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0) {
+      // One pass; an exception in lockbridge's own work on this thread is
+      // contained like one in a callback (the thread must not end).
+      bool io_failed = contain(
+        "coap: the I/O thread",
+        [&] {
+          if (fds[1].revents & POLLIN) {
+            std::uint64_t n;
+            [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof n);
+            apply_new_locks();
+            drain_completions();
+            take_new_commands();
+          }
+          if (!commands.empty()) {
+            expire_commands();
+            send_waiting_commands();
+          }
+          if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0)
+            return true;
+          if (!decided.empty())
+            report_decisions();
+          if (!handshakes.empty())
+            check_handshakes();
+          return false;
+        },
+        [] { return false; });
+      if (io_failed) {
         spdlog::error("coap: libcoap's I/O loop failed");
         break;
       }
-      if (!decided.empty())
-        report_decisions();
-      if (!handshakes.empty())
-        check_handshakes();
     }
   }
 };

@@ -491,3 +491,88 @@ TEST_CASE("secrets: placeholders and trivial secrets are refused") {
 }
 
 }
+
+TEST_SUITE("config") {
+
+TEST_CASE("config: a section of the wrong TOML type is an error, not a crash") {
+  fixture f;
+  struct row {
+    std::string text;
+    std::string key;
+  };
+  auto without_security = replace(valid, "[security]\nkey_encryption_key_file = \"kek.key\"\n"
+                                         "pseudonym_epoch_days = 30\n", "");
+  std::vector<row> rows{
+    {"security = 1\n" + without_security, "security"},
+    {without_security + "\n[[security]]\nkey_encryption_key_file = \"kek.key\"\n", "security"},
+    {"gateway = 1\n" + valid.substr(valid.find("[security]")), "gateway"},
+    {replace(valid, "[store]", "[[store]]"), "store"},
+    {replace(valid, "[mqtt]", "[[mqtt]]"), "mqtt"},
+    {replace(valid, "[coap]", "[[coap]]"), "coap"},
+    {replace(valid, "[credentials]", "[[credentials]]"), "credentials"},
+    {"ble = \"hci0\"\n" + valid, "ble"},
+    {"locks = 1\n" + valid.substr(0, valid.find("[[locks]]")), "locks"},
+    {"doors = [1, 2]\n" + replace(valid, "[[doors]]\nid = \"front\"\noffline_policy = "
+                                         "\"keep_last_known\"\n", ""), "doors"},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.text.substr(0, 60));
+    auto out = f.load(r.text);
+    REQUIRE_FALSE(out.config.has_value());
+    bool named = false;
+    for (const auto& e : out.errors)
+      named = named || e.key == r.key;
+    CHECK(named);
+  }
+}
+
+TEST_CASE("config: input toml++ cannot take safely is refused before it parses") {
+  fixture f;
+  std::string header = "[a";
+  for (int i = 0; i < 40000; ++i)
+    header += ".a";
+  header += "]\n";
+  auto deep_header = f.load(valid + header);
+  REQUIRE(deep_header.errors.size() == 1);
+  CHECK(deep_header.errors[0].message.find("dotted at most 32 levels") != std::string::npos);
+  CHECK(deep_header.errors[0].line > 0);
+  std::string key = "a";
+  for (int i = 0; i < 100000; ++i)
+    key += ".a";
+  auto deep_key = f.load(key + " = 1\n" + valid);
+  REQUIRE(deep_key.errors.size() == 1);
+  CHECK(deep_key.errors[0].line == 1);
+  auto accent = f.load(valid + "\n\xc3\xa9 = 1\n");
+  REQUIRE(accent.errors.size() == 1);
+  CHECK(accent.errors[0].message.find("non-ASCII") != std::string::npos);
+  CHECK(accent.errors[0].column == 1);
+  auto latin1 = f.load(valid + "# caf\xe9\n");
+  REQUIRE(latin1.errors.size() == 1);
+  CHECK(latin1.errors[0].message.find("not valid UTF-8") != std::string::npos);
+  // What TOML allows stays allowed: non-ASCII in strings and comments, dots
+  // in strings, a quoted key.
+  auto fine = f.load(replace(valid, "site = \"site-1\"",
+                             "site = \"site-1\" # caf\xc3\xa9 \"quoted\" 'x' a.b.c.d\n"
+                             "\"\xc3\xa9t\xc3\xa9\" = \"a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u."
+                             "v.w.x.y.z.a.b.c.d.e.f.g.h.i\""));
+  REQUIRE(fine.errors.size() == 1);
+  CHECK(fine.errors[0].key == "gateway.\xc3\xa9t\xc3\xa9"); // unknown key, parsed
+  auto multiline = f.load(replace(valid, "site = \"site-1\"",
+                                  "x = \"\"\"\n\xc3\xa9 = 1\n\"\"\"\ny = '''\n\xc3\xa9'''"));
+  for (const auto& e : multiline.errors)
+    CHECK(e.message.find("non-ASCII") == std::string::npos);
+  // The same guard holds for an override from the environment.
+  std::vector<override_value> overrides{{"store.state_dir", "\xc3\xa9t\xc3\xa9", "environment X"}};
+  auto quoted = load_from_string(valid, "test.toml", f.dir, overrides);
+  CHECK(quoted.errors.empty());
+  overrides = {{"store.state_dir", "x\xff", "environment X"}};
+  auto latin1_override = load_from_string(valid, "test.toml", f.dir, overrides);
+  REQUIRE(latin1_override.errors.size() == 1);
+  CHECK(latin1_override.errors[0].message.find("not valid UTF-8") != std::string::npos);
+  CHECK(latin1_override.errors[0].message.find("environment X") != std::string::npos);
+  // Nested arrays past toml++'s own bound are text, not a crash.
+  overrides = {{"store.state_dir", std::string(10000, '[') + "1", "environment X"}};
+  CHECK_NOTHROW(load_from_string(valid, "test.toml", f.dir, overrides));
+}
+
+}

@@ -391,6 +391,33 @@ class DeviceAppears(BleSite):
         self.assert_complete_delivery(report, {"ble-1": 20, "ble-2": 20})
 
 
+class HostileState(BleSite):
+    """A BLE lock answers the gateway's state request with a CBOR array
+    header claiming 2^64-1 items (authentic, sealed with its key). That once
+    threw on the BLE thread and ended the gateway."""
+    ble_count = 2
+    ble_events = 20
+
+    def test_a_state_claiming_a_huge_array_is_logged_and_the_lock_still_served(self):
+        lock, addr = self.ble_locks[0]
+        self.bluez.control.SetFault(addr, "huge_state")
+        checker = self.start_checker(expect=50, timeout=60)
+        self.start_gateway()
+        wait_for(lambda: all(self.bluez.stats()["locks"][a]["acked"] == 20
+                             for _, a in self.ble_locks), 30, "both locks' first events")
+        wait_for(lambda: "bad state over BLE" in self.gateway_log_text(), 10, "the state refused")
+        self.assertEqual(self.bluez.stats()["locks"][addr]["faults_done"], ["huge_state"])
+        # The same lock is served afterwards, on a later visit too.
+        self.bluez.control.AddEvents(addr, 10)
+        report = json.loads(checker.output(timeout=60))
+        self.assert_complete_delivery(report, {"ble-1": 30, "ble-2": 20})
+        log = self.gateway_log_text()
+        self.assertIn("cannot fit", log)
+        self.assertIsNone(self.gateway.proc.poll(), "lockbridge died")
+        rc, doc = self.status()
+        self.assertGreaterEqual(doc["ble"]["bad_messages"], 1, doc)
+
+
 class StorageFull(BleSite):
     """The journal fills while the broker is away: BLE locks are told 503
     with a retry time, keep their events, and everything arrives once the

@@ -75,6 +75,37 @@ class LockInput(Site):
         self.assertEqual(log.count("lock lock-01 sent a bad event batch"), 1, log)
         self.assertIsNone(self.gateway.proc.poll(), "lockbridge died")
 
+    def test_a_state_claiming_a_huge_array_is_logged_and_every_lock_still_served(self):
+        """A lock's state notification whose CBOR array header claims 2^64-1
+        items once threw out of libcoap's thread and ended the gateway. Each
+        lock here sends three such states (the answer to the gateway's
+        observation and the first notifications), then valid ones."""
+        prefix = "lockbridge/v1/site-1/gw-1/"
+        checker = self.start_checker(timeout=60, idle_exit=6,
+                                     topics=[prefix + "events", prefix + "locks/+/state"])
+        self.start_gateway()
+        sim = self.locksim(locks=2, events=40, rate=10, batch=5, duration=60,
+                           extra=["--hostile-states", "3"])
+        sim_report = json.loads(sim.output(timeout=90))
+        self.assertTrue(sim_report["complete"], sim_report)
+        report = json.loads(checker.output(timeout=90))
+        for lock in ("lock-01", "lock-02"):
+            self.assertEqual(report["locks"][lock]["unique"], 40, report)
+        log = self.gateway_log_text()
+        self.assertIn("sent a state that is not valid", log)
+        self.assertIn("cannot fit", log)
+        # Valid states after the hostile ones are taken and published.
+        states = {}
+        for m in self.captured():
+            if m["topic"].startswith(prefix + "locks/") and m["payload"]:
+                states[m["topic"]] = json.loads(m["payload"])
+        for lock in ("lock-01", "lock-02"):
+            self.assertEqual(states[prefix + f"locks/{lock}/state"]["state"]["fw"], "sim-1.0",
+                             states)
+        self.assertIsNone(self.gateway.proc.poll(), "lockbridge died")
+        rc, doc = self.status()
+        self.assertEqual(rc, 0, doc)
+
     def test_time_resource(self):
         self.start_gateway()
         rc, out, err = self.coap_client("lock-01", self.psk_of("lock-01"), None, path="v1/time",

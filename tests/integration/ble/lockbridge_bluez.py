@@ -307,6 +307,11 @@ class MockLock:
         self.session['recv'] = counter
         if kind == K_STATE_REQUEST:
             self.stats['state_requests'] += 1
+            if 'huge_state' in self.faults:  # an array header claiming 2**64-1 items
+                self.faults.remove('huge_state')
+                self.stats['faults_done'].append('huge_state')
+                self.send(K_STATE, b'\x9b' + b'\xff' * 8)
+                return
             self.send(K_STATE, cbor_helper.encode(self.state))
             return
         if kind == K_COMMAND:
