@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <charconv>
 #include <fstream>
@@ -682,106 +683,177 @@ namespace {
 
 /// Limits checked before toml++ sees a text. Its parser recurses once per
 /// level of a dotted key (a header dotted tens of thousands of levels deep
-/// overflows the stack) and reaches undefined behaviour on some non-ASCII
-/// characters outside strings; TOML allows neither deep keys we could use nor
-/// non-ASCII outside quotes, so refusing them first costs nothing valid.
+/// overflows the stack), and toml++ 3.3.0 reaches undefined behaviour on some
+/// non-ASCII characters (its whitespace test has an unreachable branch that
+/// characters such as U+00E9 reach when they stand where whitespace may).
 constexpr std::size_t max_config_bytes = std::size_t{8} << 20;
 constexpr std::size_t max_dots_per_line = 32;
 
-/// The first reason `text` must not reach the parser, with its position.
-std::optional<config_error> guard_toml(std::string_view text, const std::string& source) {
+/// The same document in ASCII, for toml++: every non-ASCII character inside
+/// a string becomes its \u or \U escape (a literal string becomes the basic
+/// string of the same value), inside a comment a '?'; outside both it is an
+/// error (TOML allows none there). Keys may be dotted at most 32 deep (more
+/// than 32 dots on a line outside strings is refused). Lines and their
+/// numbers are kept, so toml++'s positions stay right (columns may shift
+/// on a line with an escaped character). Returns the first problem instead.
+std::optional<config_error> to_ascii_toml(std::string_view text, const std::string& source,
+                                          std::string& out) {
   auto fail = [&](std::size_t line, std::size_t column, std::string message) {
     return config_error{source, static_cast<std::uint32_t>(line),
-                        static_cast<std::uint32_t>(column), "", std::move(message)};
+                        static_cast<std::uint32_t>(column), "",
+                        "TOML not accepted: " + std::move(message)};
   };
   if (text.size() > max_config_bytes)
     return fail(0, 0, "the file has " + std::to_string(text.size())
                         + " bytes; a config may have at most "
                         + std::to_string(max_config_bytes >> 20) + " MiB");
+  {
+    std::size_t line = 1, start = 0;
+    for (;;) {
+      auto end = text.find('\n', start);
+      auto piece = text.substr(start, end == std::string_view::npos ? end : end - start);
+      if (!protocol::cbor::is_valid_utf8(piece))
+        return fail(line, 1, "this line is not valid UTF-8; save the file as UTF-8");
+      if (end == std::string_view::npos)
+        break;
+      start = end + 1;
+      ++line;
+    }
+  }
+  out.clear();
+  out.reserve(text.size() + text.size() / 8);
   enum class in { code, comment, basic, literal, multiline_basic, multiline_literal };
   auto state = in::code;
-  std::size_t line = 1, column = 0, dots = 0, line_start = 0;
-  auto opens = [&](std::size_t i, char quote) {
-    return i + 2 < text.size() && text[i + 1] == quote && text[i + 2] == quote;
+  std::size_t line = 1, column = 0, dots = 0;
+  auto run_of = [&](std::size_t i, char quote) {
+    std::size_t n = 0;
+    while (i + n < text.size() && text[i + n] == quote)
+      ++n;
+    return n;
   };
   for (std::size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
     auto byte = static_cast<unsigned char>(c);
     if (c == '\n') {
-      if (!protocol::cbor::is_valid_utf8(text.substr(line_start, i - line_start)))
-        return fail(line, 1, "this line is not valid UTF-8; save the file as UTF-8");
       ++line;
       column = 0;
       dots = 0;
-      line_start = i + 1;
-      if (state != in::multiline_basic && state != in::multiline_literal)
-        state = in::code; // an unterminated one-line string is the parser's to report
+      if (state == in::comment || state == in::basic || state == in::literal)
+        state = in::code; // an unterminated one-line string is toml++'s to report
+      out += c;
       continue;
     }
     ++column;
+    if (byte >= 0x80) {
+      // One whole character (the text is valid UTF-8).
+      std::size_t length = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : 2;
+      std::uint32_t cp = byte & (length == 4 ? 0x07 : length == 3 ? 0x0f : 0x1f);
+      for (std::size_t k = 1; k < length; ++k)
+        cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3f);
+      i += length - 1;
+      if (state == in::code)
+        return fail(line, column, "a non-ASCII character outside a quoted string or comment; "
+                                  "quote the key or the value (\"\xc3\xa9\" = 1, key = \"\xc3\xa9\")");
+      if (state == in::comment) {
+        out += '?';
+      } else {
+        char escaped[12];
+        std::snprintf(escaped, sizeof escaped, cp <= 0xffff ? "\\u%04X" : "\\U%08X", cp);
+        out += escaped;
+      }
+      continue;
+    }
     switch (state) {
     case in::code:
-      if (byte >= 0x80)
-        return fail(line, column, "a non-ASCII character outside a quoted string or comment; "
-                                  "quote the key or the value (\"é\" = 1, key = \"é\")");
       if (c == '#') {
         state = in::comment;
       } else if (c == '"' || c == '\'') {
-        bool multiline = opens(i, c);
+        bool multiline = run_of(i, c) >= 3;
         state = c == '"' ? (multiline ? in::multiline_basic : in::basic)
                          : (multiline ? in::multiline_literal : in::literal);
+        out += multiline ? "\"\"\"" : "\"";
         if (multiline) {
           i += 2;
           column += 2;
         }
+        continue;
       } else if (c == '.' && ++dots > max_dots_per_line) {
         return fail(line, column, "more than " + std::to_string(max_dots_per_line)
                                     + " '.' on one line outside strings; keys may be dotted at "
                                       "most " + std::to_string(max_dots_per_line) + " levels deep");
       }
+      out += c;
       break;
     case in::comment:
+      out += c;
       break;
     case in::basic:
     case in::multiline_basic:
       if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
-        ++i; // the escaped character (a line-ending backslash is seen as a newline)
+        if (static_cast<unsigned char>(text[i + 1]) >= 0x80)
+          return fail(line, column + 1, "a backslash before a non-ASCII character is not an "
+                                        "escape; write \\\\ for a backslash");
+        out += c;
+        out += text[i + 1]; // the escaped character, never a closing quote
+        ++i;
         ++column;
-      } else if (c == '"' && (state == in::basic || opens(i, '"'))) {
-        if (state == in::multiline_basic) {
-          i += 2;
-          column += 2;
-        }
+      } else if (c == '"' && state == in::basic) {
+        out += c;
         state = in::code;
+      } else if (c == '"') {
+        // Up to two quotes before the closing three belong to the string;
+        // the same characters close it in the ASCII text.
+        auto n = run_of(i, '"');
+        out.append(n, '"');
+        i += n - 1;
+        column += n - 1;
+        if (n >= 3)
+          state = in::code;
+      } else {
+        out += c;
       }
       break;
     case in::literal:
     case in::multiline_literal:
-      if (c == '\'' && (state == in::literal || opens(i, '\''))) {
-        if (state == in::multiline_literal) {
-          i += 2;
-          column += 2;
-        }
+      if (c == '\'' && state == in::literal) {
+        out += '"';
         state = in::code;
+      } else if (c == '\'') {
+        auto n = run_of(i, '\'');
+        if (n > 5)
+          return fail(line, column, "more than five ' in a row inside a multi-line literal "
+                                    "string");
+        if (n >= 3) {
+          out.append(n - 3, '\''); // part of the value
+          out += "\"\"\"";
+          state = in::code;
+        } else {
+          out.append(n, '\'');
+        }
+        i += n - 1;
+        column += n - 1;
+      } else if (c == '\\' || c == '"') {
+        out += '\\'; // literal in the original, escaped in the basic string it becomes
+        out += c;
+      } else {
+        out += c;
       }
       break;
     }
   }
-  if (!protocol::cbor::is_valid_utf8(text.substr(line_start)))
-    return fail(line, 1, "this line is not valid UTF-8; save the file as UTF-8");
   return std::nullopt;
 }
 
-/// toml::parse behind the guard; nullopt once `error` says why not.
+/// toml::parse of the ASCII form; nullopt once `error` says why not.
 std::optional<toml::table> parse_toml(std::string_view text, const std::string& source,
                                       config_error& error) {
-  if (auto refused = guard_toml(text, source)) {
-    refused->message = "TOML not accepted: " + refused->message;
+  std::string ascii;
+  if (auto refused = to_ascii_toml(text, source, ascii)) {
     error = std::move(*refused);
     return std::nullopt;
   }
   try {
-    return toml::parse(text, source);
+    return toml::parse(ascii, source);
   } catch (const toml::parse_error& e) {
     const auto& where = e.source();
     error = config_error{where.path ? *where.path : source,

@@ -213,7 +213,11 @@ std::optional<std::string> check_shape(std::span<const std::uint8_t> input,
     auto left = input.size() - in.position();
     switch (h->type) {
     case major::unsigned_integer:
+      break;
     case major::negative_integer:
+      // Below -2^63 a DOM parser's signed integer wraps to a wrong value.
+      if (h->argument > static_cast<std::uint64_t>(INT64_MAX))
+        return "negative integer below -2^63" + at(position);
       break;
     case major::byte_string:
       if (!in.bytes(*h))

@@ -742,6 +742,9 @@ result<access_request> decode_access_request(std::span<const std::uint8_t> paylo
                                     + std::to_string(v->size())};
       if (*key == "door" && !is_valid_id(*v))
         return input_error{field, "expected a door id (1-64 of A-Z a-z 0-9 _ -)"};
+      // A text string is UTF-8 (RFC 8949), as in an event batch.
+      if (!cbor::is_valid_utf8(*v))
+        return input_error{field, "expected valid UTF-8"};
       target.assign(*v);
     } else if (*key == "ts") {
       if (has_ts)

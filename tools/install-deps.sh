@@ -17,6 +17,8 @@ packages=(
   valgrind util-linux
   # the BLE tests: a private D-Bus with a mock of BlueZ (no radio needed)
   dbus python3-dbus python3-dbusmock python3-gi
+  # the fuzz targets: libFuzzer with ASan and UBSan from Debian's clang
+  clang libclang-rt-dev
 )
 
 missing=()
