@@ -12,7 +12,7 @@ cmake --preset default >/dev/null
 cmake --build --preset default
 ctest --preset default "$@"
 if [ $# -eq 0 ]; then
-  cmake --preset fuzz >/dev/null
+  cmake --preset fuzz -DLOCKBRIDGE_FUZZ_SECONDS=20 >/dev/null
   cmake --build --preset fuzz
   ctest --preset fuzz -j "$(nproc)"
 fi

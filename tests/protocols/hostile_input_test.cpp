@@ -211,3 +211,25 @@ TEST_CASE("hostile input: text from outside is shortened and written without thr
 }
 
 }
+
+TEST_SUITE("protocols") {
+
+TEST_CASE("hostile input: an access request's credential must be UTF-8 (found by fuzzing)") {
+  // {"cred": "CAR" + 0x9a + "o", "door": "door-01", "ts": ...}
+  bytes request{0xa3, 0x64, 'c', 'r', 'e', 'd', 0x65, 'C', 'A', 'R', 0x9a, 'o', 0x64, 'd', 'o',
+                'o', 'r', 0x67, 'd', 'o', 'o', 'r', '-', '0', '1', 0x62, 't', 's', 0x01};
+  auto r = decode_access_request(request);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().field == "cred");
+  CHECK(mentions(r.error(), "UTF-8"));
+}
+
+TEST_CASE("hostile input: a negative integer below -2^63 is refused by the shape check") {
+  bytes state{0xa1, 0x67, 'b', 'a', 't', 't', 'e', 'r', 'y', 0x3b, 0xff, 0xff, 0xff, 0xff, 0xff,
+              0xff, 0xff, 0xff};
+  auto s = decode_lock_state(state);
+  REQUIRE_FALSE(s);
+  CHECK(mentions(s.error(), "below -2^63"));
+}
+
+}
