@@ -176,10 +176,10 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::audit>,
   /// The local status (JSON): the status message's figures and the link's state.
   caf::replies_to<atom::get>::with<std::string>,
-  /// A reload (with the number of locks now configured): if the CA,
-  /// certificate or key files changed on disk (same paths), check them and
-  /// reconnect with them.
-  caf::reacts_to<atom::reload, std::uint64_t>,
+  /// A reload (the number of locks now configured, mqtt.cert_warning_days,
+  /// coap.lock_silence_s): if the CA, certificate or key files changed on
+  /// disk (same paths), check them and reconnect with them.
+  caf::reacts_to<atom::reload, std::uint64_t, std::uint32_t, std::uint32_t>,
   /// Its own timer: the same check of the TLS files, without a reload.
   caf::reacts_to<atom::tick>>;
 

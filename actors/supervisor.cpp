@@ -8,6 +8,8 @@
 #include "actors/commands.hpp"
 #include "actors/credentials.hpp"
 #include "actors/error.hpp"
+#include "config/keys.hpp"
+#include "protocols/json_input.hpp"
 #include "actors/journal.hpp"
 #include "actors/keeper.hpp"
 #include "actors/lock_session.hpp"
@@ -283,67 +285,36 @@ void stop_children(self_ptr self) {
   self->state.transports.reset();
 }
 
-/// Sections whose change a reload does not apply (they need a restart).
-std::vector<std::string> restart_only_changes(const config::gateway_config& a,
-                                              const config::gateway_config& b) {
-  std::vector<std::string> out;
-  auto addresses = [](const std::vector<config::listen_address>& v) {
-    std::string s;
-    for (const auto& x : v)
-      s += x.host + ":" + std::to_string(x.port) + ",";
-    return s;
-  };
-  if (a.site != b.site || a.gateway != b.gateway || a.environment != b.environment
-      || a.time_zone != b.time_zone
-      || a.log_level != b.log_level)
-    out.push_back("[gateway]");
-  if (a.store.state_dir != b.store.state_dir || a.store.journal_max_bytes != b.store.journal_max_bytes
-      || a.store.retention_days != b.store.retention_days)
-    out.push_back("[store]");
-  if (addresses(a.coap.dtls_listen) != addresses(b.coap.dtls_listen)
-      || addresses(a.coap.plain_listen) != addresses(b.coap.plain_listen)
-      || a.coap.full_retry_after_s != b.coap.full_retry_after_s)
-    out.push_back("[coap]");
-  const auto& m = a.mqtt;
-  const auto& n = b.mqtt;
-  if (m.broker_uri != n.broker_uri || m.client_id != n.client_id || m.ca_file != n.ca_file
-      || m.cert_file != n.cert_file || m.key_file != n.key_file
-      || m.inflight_window != n.inflight_window
-      || m.max_events_per_message != n.max_events_per_message || m.keepalive_s != n.keepalive_s
-      || m.status_interval_s != n.status_interval_s || m.reconnect_min_ms != n.reconnect_min_ms
-      || m.reconnect_max_ms != n.reconnect_max_ms)
-    out.push_back("[mqtt]");
-  auto doors = [](const config::credentials_config& c) {
-    std::string s;
-    for (const auto& d : c.doors)
-      s += d.id + "=" + std::to_string(static_cast<int>(d.policy)) + ",";
-    return s;
-  };
-  const auto& x = a.ble;
-  const auto& y = b.ble;
-  if (x.adapter != y.adapter || x.max_connections != y.max_connections
-      || x.poll_interval_s != y.poll_interval_s || x.connect_timeout_ms != y.connect_timeout_ms
-      || x.idle_release_ms != y.idle_release_ms || x.max_hold_ms != y.max_hold_ms
-      || x.fragment_timeout_ms != y.fragment_timeout_ms || x.default_mtu != y.default_mtu)
-    out.push_back("[ble]");
-  if (a.security.pseudonym_epoch_days != b.security.pseudonym_epoch_days)
-    out.push_back("[security]");
-  if (a.credentials.lookup_key_file != b.credentials.lookup_key_file
-      || a.credentials.max_age_hours != b.credentials.max_age_hours
-      || a.credentials.default_policy != b.credentials.default_policy
-      || doors(a.credentials) != doors(b.credentials))
-    out.push_back("[credentials]/[[doors]]");
-  return out;
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v)
+    s += (s.empty() ? "" : ", ") + x;
+  return s.empty() ? std::string{"none"} : s;
 }
 
-/// A reload: the lock set changes in place; nothing else is touched.
-void reload(self_ptr self, const config::gateway_config& next) {
+/// The lock set of a reload, changed in place: sessions of added locks
+/// first, then the transports; removed locks are refused first, then their
+/// sessions stop. Returns why it was not applied, if it was not.
+std::optional<std::string> reload_locks(self_ptr self, const config::gateway_config& next,
+                                        std::vector<std::string>& added,
+                                        std::vector<std::string>& removed);
+
+/// A reload: every key the table in config/keys.cpp marks `applied` is
+/// applied now (the lock set in place, the log level, the uplink's lock
+/// silence and certificate warning, a new key-encryption key); every other
+/// changed key is named as needing a restart. Returns the outcome as JSON
+/// (for `lockbridge reload`).
+std::string reload(self_ptr self, const config::gateway_config& next) {
   auto& st = self->state;
-  auto later = restart_only_changes(st.cfg.gateway, next);
-  for (const auto& section : later)
-    spdlog::warn("reload: changes to {} need a restart (systemctl restart lockbridge); they "
-                 "are not applied now",
-                 section);
+  auto plan = config::plan_reload(st.cfg.gateway, next);
+  if (!plan.needs_restart.empty())
+    spdlog::warn("reload: changed, and taking effect only after a restart (systemctl restart "
+                 "lockbridge): {}; the running values stay until then",
+                 joined(plan.needs_restart));
+  if (!plan.applied.empty())
+    spdlog::info("reload: applying {}", joined(plan.applied));
+  if (next.log_level != st.cfg.gateway.log_level)
+    spdlog::set_level(spdlog::level::from_str(next.log_level));
   // A new key-encryption key (rotated in place or under a new path): re-wrap
   // the data keys under it. Nothing else changes: values stay as they are.
   if (auto kek = config::read_key32(next.security.kek_file); !kek) {
@@ -363,35 +334,71 @@ void reload(self_ptr self, const config::gateway_config& next) {
     }
     OPENSSL_cleanse(kek->data(), kek->size());
   }
-  st.cfg.gateway.security.kek_file = next.security.kek_file;
-  // TLS files rotated in place (same paths): the uplink checks and reconnects.
+  // TLS files rotated in place (same paths): the uplink checks and
+  // reconnects; it takes its reloadable settings with them.
   if (st.uplink)
-    self->send(st.uplink, atom::reload_v, std::uint64_t{next.locks.size()});
+    self->send(st.uplink, atom::reload_v, std::uint64_t{next.locks.size()},
+               next.mqtt.cert_warning_days, next.coap.lock_silence_s);
+  std::vector<std::string> added, removed;
+  auto locks_refused = reload_locks(self, next, added, removed);
+  auto running_locks = st.cfg.gateway.locks;
+  auto running_locks_text = st.cfg.gateway.values.find("locks") != st.cfg.gateway.values.end()
+                              ? std::optional<std::string>{st.cfg.gateway.values["locks"]}
+                              : std::nullopt;
+  config::apply_reloadable(st.cfg.gateway, next);
+  if (locks_refused) {
+    // Everything else applies; the lock set stays as it was.
+    st.cfg.gateway.locks = std::move(running_locks);
+    if (running_locks_text)
+      st.cfg.gateway.values["locks"] = *running_locks_text;
+    std::erase(plan.applied, std::string{"locks"});
+  }
+  audit(*st.vault, "config_reloaded",
+        {{"file", next.source.string()}, {"locks", st.cfg.gateway.locks.size()},
+         {"added", added}, {"removed", removed}, {"applied", plan.applied},
+         {"needs_restart", plan.needs_restart},
+         {"refused", locks_refused ? nlohmann::json{{"locks", *locks_refused}}
+                                   : nlohmann::json::object()}});
+  nlohmann::json outcome{{"ok", !locks_refused},
+                         {"applied", plan.applied},
+                         {"needs_restart", plan.needs_restart},
+                         {"locks", st.cfg.gateway.locks.size()},
+                         {"added", added},
+                         {"removed", removed}};
+  if (locks_refused)
+    outcome["refused"] = {{"locks", *locks_refused}};
+  return protocol::dump_safe(outcome);
+}
+
+std::optional<std::string> reload_locks(self_ptr self, const config::gateway_config& next,
+                                        std::vector<std::string>& added,
+                                        std::vector<std::string>& removed) {
+  auto& st = self->state;
   if (!st.server || st.restarting) {
     spdlog::warn("reload: the gateway is restarting its actors; the new locks apply when they "
                  "are back");
-    st.cfg.gateway.locks = next.locks;
-    return;
+    return std::nullopt;
   }
   std::vector<transport::coap_lock> locks;
   std::vector<transport::ble_lock> ble_locks;
   try {
     std::tie(locks, ble_locks) = read_lock_keys(next.locks);
   } catch (const std::exception& e) {
-    spdlog::error("reload: {}; the running configuration stays in force", e.what());
-    return;
+    spdlog::error("reload: {}; the running lock set stays in force", e.what());
+    return std::string{e.what()};
   }
   if (!ble_locks.empty() && !st.ble) {
-    spdlog::error("reload: BLE locks were added to a gateway started without any; restart it "
-                  "(systemctl restart lockbridge); the running configuration stays in force");
-    return;
+    std::string why = "BLE locks were added to a gateway started without any; restart it "
+                      "(systemctl restart lockbridge)";
+    spdlog::error("reload: {}; the running lock set stays in force", why);
+    return why;
   }
   std::map<std::string, std::filesystem::path> before, after;
   for (const auto& l : st.cfg.gateway.locks)
     before[l.id] = l.psk_file;
   for (const auto& l : next.locks)
     after[l.id] = l.psk_file;
-  std::vector<std::string> added, removed, kept;
+  std::vector<std::string> kept;
   for (const auto& [id, file] : after)
     (before.contains(id) ? kept : added).push_back(id);
   for (const auto& [id, file] : before)
@@ -426,18 +433,9 @@ void reload(self_ptr self, const config::gateway_config& next) {
       st.lock_sessions.erase(it);
     }
   }
-  st.cfg.gateway.locks = next.locks;
-  auto join = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& x : v)
-      s += (s.empty() ? "" : ", ") + x;
-    return s.empty() ? std::string{"none"} : s;
-  };
   spdlog::info("reload: {} locks now; added: {}; removed: {}; the others kept their sessions",
-               next.locks.size(), join(added), join(removed));
-  audit(*st.vault, "config_reloaded",
-        {{"file", next.source.string()}, {"locks", next.locks.size()}, {"added", added},
-         {"removed", removed}, {"needs_restart", later}});
+               next.locks.size(), joined(added), joined(removed));
+  return std::nullopt;
 }
 
 } // namespace
@@ -493,7 +491,11 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
     if (st.cfg.on_start_failed)
       st.cfg.on_start_failed(kind_of(e), e.what());
     self->quit(caf::exit_reason::user_shutdown);
-    return {[](atom::restart) {}, [](atom::reload, const config_ptr&) {}, [](atom::tick) {},
+    return {[](atom::restart) {},
+            [](atom::reload, const config_ptr&) -> caf::result<std::string> {
+              return caf::make_error(ec::restarting, "the gateway did not start");
+            },
+            [](atom::tick) {},
             [](atom::get) -> caf::result<std::string> {
               return caf::make_error(ec::restarting, "the gateway did not start");
             },
@@ -548,14 +550,14 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
   if (st.cfg.on_watchdog && st.cfg.watchdog_interval.count() > 0)
     self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
   return {
-    [self](atom::reload, const config_ptr& next) {
+    [self](atom::reload, const config_ptr& next) -> std::string {
       if (!next) {
         audit(*self->state.vault, "config_reload_refused",
               {{"file", self->state.cfg.gateway.source.string()},
                {"reason", "the file has errors (logged); the running configuration stays"}});
-        return;
+        return protocol::dump_safe(nlohmann::json{{"ok", false}});
       }
-      reload(self, *next);
+      return reload(self, *next);
     },
     [self](atom::get) -> caf::result<std::string> {
       auto& st = self->state;

@@ -75,9 +75,11 @@ namespace lockbridge {
 using supervisor_actor = caf::typed_actor<
   /// Start (or restart) every child.
   caf::reacts_to<atom::restart>,
-  /// Apply a new configuration: locks added, removed or re-keyed take effect
-  /// without touching the others; other changes need a restart (logged).
-  caf::reacts_to<atom::reload, config_ptr>,
+  /// Apply a new configuration: what config/keys.cpp marks `applied` takes
+  /// effect (locks added, removed or re-keyed without touching the others);
+  /// other changed keys are named as needing a restart. The answer is the
+  /// outcome as JSON (an empty config_ptr: the file was refused).
+  caf::replies_to<atom::reload, config_ptr>::with<std::string>,
   /// Feed the watchdog if healthy (its own timer).
   caf::reacts_to<atom::tick>,
   /// The local status (JSON), from the uplink (`lockbridge status`).

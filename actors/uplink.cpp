@@ -369,6 +369,8 @@ void publish_status(self_ptr self) {
           auto number = st.next_number++;
           st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
                                    st.link->on_publish);
+          spdlog::debug("uplink: status published ({} events waiting, {} locks heard from)",
+                        f.depth, s.health ? s.health->locks_available : 0);
           // The status doubles as a probe of the broker while no event is in
           // flight: its PUBACK must come back within the stall bound too.
           if (st.probe_number == 0) {
@@ -991,9 +993,16 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       pump_audit(self);
       self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
     },
-    [self](atom::reload, std::uint64_t locks) {
-      self->state.cfg.locks_configured = locks;
+    [self](atom::reload, std::uint64_t locks, std::uint32_t cert_warning_days,
+           std::uint32_t lock_silence_s) {
+      auto& cfg = self->state.cfg;
+      cfg.locks_configured = locks;
+      cfg.lock_silence = std::chrono::seconds{lock_silence_s};
+      bool warning_changed = cfg.mqtt.cert_warning_days != cert_warning_days;
+      cfg.mqtt.cert_warning_days = cert_warning_days;
       reload_tls(self);
+      if (warning_changed)
+        read_cert_expiry(self); // the certificate's remaining life against the new bound
     },
     [self](atom::tick) {
       // The TLS files are watched, so a renewal dropped in place is used

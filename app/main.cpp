@@ -209,7 +209,8 @@ std::string answer_local(caf::actor_system& sys, const lockbridge::supervisor_ac
 /// `lockbridge reload` (the unit's ExecReload): reads and validates the
 /// file like SIGHUP does, and says whether it was taken, so that a refused
 /// reload fails visibly instead of reporting success.
-std::string reload_from_socket(const std::string& file, const lockbridge::supervisor_actor& sup) {
+std::string reload_from_socket(caf::actor_system& sys, const std::string& file,
+                               const lockbridge::supervisor_actor& sup) {
   spdlog::info("reload: reading {} (lockbridge reload)", file);
   auto result = lockbridge::config::load(file, overrides);
   if (!result.config) {
@@ -223,10 +224,19 @@ std::string reload_from_socket(const std::string& file, const lockbridge::superv
     caf::anon_send(sup, lockbridge::atom::reload_v, lockbridge::config_ptr{});
     return nlohmann::json{{"ok", false}, {"errors", errors}}.dump();
   }
-  caf::anon_send(sup, lockbridge::atom::reload_v,
-                 lockbridge::config_ptr{
-                   std::make_shared<const lockbridge::config::gateway_config>(*result.config)});
-  return nlohmann::json{{"ok", true}}.dump();
+  // The supervisor's answer says what was applied and what needs a restart.
+  caf::scoped_actor self{sys};
+  std::string out;
+  self
+    ->request(sup, std::chrono::seconds{20}, lockbridge::atom::reload_v,
+              lockbridge::config_ptr{
+                std::make_shared<const lockbridge::config::gateway_config>(*result.config)})
+    .receive([&](std::string& text) { out = std::move(text); },
+             [&](caf::error& err) {
+               out = lockbridge::protocol::dump_safe(
+                 nlohmann::json{{"ok", false}, {"errors", {caf::to_string(err)}}});
+             });
+  return out;
 }
 
 /// `lockbridge reload`: asks the running daemon to reload its file. Exit 0
@@ -246,11 +256,30 @@ int reload_command(const std::string& file) {
     std::cerr << "lockbridge: the daemon answered: " << reply.text;
     return exit_failure;
   }
-  if (!doc.value("ok", false)) {
+  auto list = [&](const char* key) {
+    std::string out;
+    if (doc.contains(key) && doc[key].is_array())
+      for (const auto& k : doc[key])
+        out += (out.empty() ? "" : ", ") + (k.is_string() ? k.get<std::string>() : k.dump());
+    return out;
+  };
+  if (!doc.value("ok", false) && !doc.contains("refused")) {
     std::cerr << "lockbridge: the daemon refused the reload; it keeps its configuration\n";
     return exit_config;
   }
-  std::cout << "reloaded " << file << " (the daemon's log says what changed)\n";
+  std::cout << "reloaded " << file << "\n";
+  if (auto applied = list("applied"); !applied.empty())
+    std::cout << "  applied: " << applied << "\n";
+  if (auto later = list("needs_restart"); !later.empty())
+    std::cout << "  changed, but taking effect only after a restart (systemctl restart "
+                 "lockbridge): "
+              << later << "\n";
+  if (doc.contains("refused") && doc["refused"].is_object()) {
+    for (const auto& [what, why] : doc["refused"].items())
+      std::cerr << "lockbridge: not applied: " << what << ": "
+                << (why.is_string() ? why.get<std::string>() : why.dump()) << "\n";
+    return exit_failure;
+  }
   return exit_ok;
 }
 
@@ -381,7 +410,7 @@ int run(const std::string& file, bool start_empty) {
             if (!sup || !started)
               return nlohmann::json{{"error", "the gateway is starting"}}.dump();
             if (request == "reload")
-              return reload_from_socket(file, *sup);
+              return reload_from_socket(sys, file, *sup);
             return answer_local(sys, *sup, request);
           });
       } catch (const std::exception& e) {

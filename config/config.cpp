@@ -16,6 +16,7 @@
 #include <toml++/toml.h>
 
 #include "config/defaults.hpp"
+#include "config/keys.hpp"
 #include "config/secrets.hpp"
 #include "config/tls_check.hpp"
 #include "protocols/cbor.hpp"
@@ -87,7 +88,7 @@ public:
 
   /// Reports keys of `tbl` not in `known`.
   void only_keys(const toml::table& tbl, const std::string& path,
-                 std::initializer_list<std::string_view> known) {
+                 const std::vector<std::string_view>& known) {
     for (auto&& [k, v] : tbl) {
       bool found = false;
       for (auto name : known)
@@ -306,14 +307,11 @@ private:
 };
 
 void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
-  r.only_keys(root, "",
-              {"gateway", "store", "coap", "ble", "mqtt", "credentials", "security", "locks", "doors"});
+  r.only_keys(root, "", sections());
   bool production = true;
 
   if (auto gw = r.table(root, "", "gateway", true)) {
-    r.only_keys(*gw, "gateway",
-                {"site", "id", "environment", "pseudonym_key_file", "log_level", "time_zone",
-                 "status_socket"});
+    r.only_keys(*gw, "gateway", keys_of("gateway"));
     if (auto v = r.text(*gw, "gateway", "status_socket", defaults::status_socket)) {
       std::filesystem::path p{*v};
       cfg.status_socket = p.is_relative() ? r.base() / p : p;
@@ -361,7 +359,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   const toml::table empty;
   auto store = r.table(root, "", "store", false);
   const auto& st = store != nullptr ? *store : empty;
-  r.only_keys(st, "store", {"state_dir", "journal_max_mb", "retention_days"});
+  r.only_keys(st, "store", keys_of("store"));
   if (auto v = r.text(st, "store", "state_dir", defaults::state_dir)) {
     std::filesystem::path p{*v};
     cfg.store.state_dir = p.is_relative() ? r.base() / p : p;
@@ -374,7 +372,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
 
   auto coap = r.table(root, "", "coap", false);
   const auto& co = coap != nullptr ? *coap : empty;
-  r.only_keys(co, "coap", {"dtls_listen", "plain_listen", "full_retry_after_s", "lock_silence_s"});
+  r.only_keys(co, "coap", keys_of("coap"));
   if (auto v = r.integer(co, "coap", "lock_silence_s", defaults::lock_silence_s, 1, 86400))
     cfg.coap.lock_silence_s = static_cast<std::uint32_t>(*v);
   cfg.coap.dtls_listen = r.addresses(co, "coap", "dtls_listen", {defaults::dtls_listen});
@@ -388,8 +386,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
 
   auto ble = r.table(root, "", "ble", false);
   const auto& bl = ble != nullptr ? *ble : empty;
-  r.only_keys(bl, "ble", {"adapter", "max_connections", "poll_interval_s", "connect_timeout_ms",
-                          "idle_release_ms", "max_hold_ms", "fragment_timeout_ms", "default_mtu"});
+  r.only_keys(bl, "ble", keys_of("ble"));
   if (auto v = r.text(bl, "ble", "adapter", std::string{defaults::ble_adapter})) {
     bool ok = !v->empty() && v->size() <= 32;
     for (char c : *v)
@@ -418,10 +415,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   ble_integer("default_mtu", defaults::ble_default_mtu, 23, 517, cfg.ble.default_mtu);
 
   if (auto mq = r.table(root, "", "mqtt", true)) {
-    r.only_keys(*mq, "mqtt", {"broker", "client_id", "ca_file", "cert_file", "key_file",
-                              "inflight_window", "max_events_per_message", "keepalive_s",
-                              "status_interval_s", "reconnect_min_ms", "reconnect_max_ms",
-                              "cert_warning_days"});
+    r.only_keys(*mq, "mqtt", keys_of("mqtt"));
     if (auto v = r.text(*mq, "mqtt", "broker", std::nullopt)) {
       if (v->starts_with("ssl://") || v->starts_with("mqtts://"))
         cfg.mqtt.broker_uri = *v;
@@ -482,7 +476,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     return std::nullopt;
   };
   if (auto creds = r.table(root, "", "credentials", true)) {
-    r.only_keys(*creds, "credentials", {"lookup_key_file", "max_age_hours", "offline_policy"});
+    r.only_keys(*creds, "credentials", keys_of("credentials"));
     if (auto v = r.file(*creds, "credentials", "lookup_key_file", true, production))
       cfg.credentials.lookup_key_file = *v;
     if (auto v = r.integer(*creds, "credentials", "max_age_hours",
@@ -492,9 +486,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.credentials.default_policy = *p;
   }
   if (auto sec = r.table(root, "", "security", false)) {
-    r.only_keys(*sec, "security",
-                {"key_encryption_key_file", "previous_key_encryption_key_file",
-                 "pseudonym_epoch_days"});
+    r.only_keys(*sec, "security", keys_of("security"));
     // The key-encryption key must not be readable by others in any environment.
     if (sec->get("key_encryption_key_file") != nullptr)
       if (auto v = r.file(*sec, "security", "key_encryption_key_file", true, true))
@@ -534,7 +526,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       for (auto& item : *doors->as_array()) {
         auto path = "doors[" + std::to_string(i++) + "]";
         const auto& tbl = *item.as_table();
-        r.only_keys(tbl, path, {"id", "offline_policy"});
+        r.only_keys(tbl, path, keys_of("doors"));
         door_config door;
         if (auto v = r.id(tbl, path, "id")) {
           door.id = *v;
@@ -560,7 +552,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     for (auto& item : *locks->as_array()) {
       auto path = "locks[" + std::to_string(i++) + "]";
       const auto& tbl = *item.as_table();
-      r.only_keys(tbl, path, {"id", "psk_file", "transport", "ble_address"});
+      r.only_keys(tbl, path, keys_of("locks"));
       lock_config lock;
       if (auto v = r.id(tbl, path, "id")) {
         lock.id = *v;
@@ -915,6 +907,27 @@ void apply_overrides(reader& r, toml::table& root, const std::vector<override_va
 
 } // namespace
 
+namespace {
+
+/// What the document sets, key by key, as TOML text (for a reload to compare).
+void record_values(const toml::table& root, gateway_config& cfg) {
+  auto text = [](const toml::node& node) {
+    std::ostringstream out;
+    node.visit([&](const auto& n) { out << n; });
+    return out.str();
+  };
+  for (auto&& [section, node] : root) {
+    if (const auto* tbl = node.as_table()) {
+      for (auto&& [key, value] : *tbl)
+        cfg.values[std::string{section.str()} + "." + std::string{key.str()}] = text(value);
+    } else {
+      cfg.values[std::string{section.str()}] = text(node);
+    }
+  }
+}
+
+} // namespace
+
 load_result load_from_string(const std::string& text, const std::string& source_name,
                              const std::filesystem::path& base_dir,
                              const std::vector<override_value>& overrides, load_purpose purpose) {
@@ -931,6 +944,7 @@ load_result load_from_string(const std::string& text, const std::string& source_
   gateway_config cfg;
   cfg.source = source_name;
   read_document(r, root, cfg);
+  record_values(root, cfg);
   out.errors = std::move(r.errors());
   out.warnings = std::move(r.warnings());
   if (out.errors.empty())

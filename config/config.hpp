@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -111,6 +112,10 @@ struct gateway_config {
   mqtt_config mqtt;
   ble_config ble;
   std::vector<lock_config> locks;
+  /// Each key as the file (with overrides) set it, in TOML: "section.key",
+  /// and "locks"/"doors" for the entry lists. A reload compares these
+  /// (config/keys.hpp); a key left to its default is absent.
+  std::map<std::string, std::string> values;
 };
 
 /// "aa:bb:cc:dd:ee:ff" -> "AA:BB:CC:DD:EE:FF" (BlueZ's spelling); nullopt if

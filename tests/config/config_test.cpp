@@ -1,4 +1,5 @@
 #include "config/config.hpp"
+#include "config/keys.hpp"
 #include "config/secrets.hpp"
 
 #include <doctest/doctest.h>
@@ -595,6 +596,62 @@ TEST_CASE("config: input toml++ cannot take safely is refused before it parses")
   // Nested arrays past toml++'s own bound are text, not a crash.
   overrides = {{"store.state_dir", std::string(10000, '[') + "1", "environment X"}};
   CHECK_NOTHROW(load_from_string(valid, "test.toml", f.dir, overrides));
+}
+
+}
+
+TEST_SUITE("config") {
+
+TEST_CASE("config: every key is declared once with its reload rule, and a reload names changes") {
+  fixture f;
+  auto running = f.load(valid);
+  REQUIRE(running.config);
+  // Every key of the file is recorded as set.
+  CHECK(running.config->values.at("gateway.site") == "'site-1'");
+  CHECK(running.config->values.count("locks") == 1);
+  CHECK(running.config->values.count("doors") == 1);
+  // No key is declared twice.
+  for (const auto& a : key_rules()) {
+    int n = 0;
+    for (const auto& b : key_rules())
+      n += a.section == b.section && a.key == b.key;
+    CHECK(n == 1);
+  }
+  struct row {
+    std::string from, to;
+    std::vector<std::string> applied, needs_restart;
+  };
+  std::vector<row> rows{
+    {"time_zone = \"Europe/Rome\"", "time_zone = \"Europe/Rome\"\nlog_level = \"debug\"",
+     {"gateway.log_level"}, {}},
+    {"time_zone = \"Europe/Rome\"", "time_zone = \"Europe/Rome\"\nstatus_socket = \"x.sock\"",
+     {}, {"gateway.status_socket"}},
+    {"[coap]", "[coap]\nlock_silence_s = 60", {"coap.lock_silence_s"}, {}},
+    {"[mqtt]", "[mqtt]\ncert_warning_days = 200", {"mqtt.cert_warning_days"}, {}},
+    {"[mqtt]", "[mqtt]\nkeepalive_s = 20", {}, {"mqtt.keepalive_s"}},
+    {"journal_max_mb = 64", "journal_max_mb = 65", {}, {"store.journal_max_mb"}},
+    {"id = \"lock-b\"", "id = \"lock-c\"", {"locks"}, {}},
+    {"offline_policy = \"keep_last_known\"", "offline_policy = \"fail_secure\"", {}, {"doors"}},
+    {"key_encryption_key_file = \"kek.key\"", "key_encryption_key_file = \"lookup2.key\"",
+     {"security.key_encryption_key_file"}, {}},
+  };
+  f.write("lookup2.key", "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f91", 0600);
+  for (const auto& r : rows) {
+    CAPTURE(r.to);
+    auto next = f.load(replace(valid, r.from, r.to));
+    REQUIRE(next.config);
+    auto plan = plan_reload(*running.config, *next.config);
+    CHECK(plan.applied == r.applied);
+    CHECK(plan.needs_restart == r.needs_restart);
+    // Applying takes the applied keys only: the same plan again has nothing
+    // left to apply, and the restart-only keys are still pending.
+    auto after = *running.config;
+    apply_reloadable(after, *next.config);
+    auto again = plan_reload(after, *next.config);
+    CHECK(again.applied.empty());
+    CHECK(again.needs_restart == r.needs_restart);
+  }
+  CHECK(plan_reload(*running.config, *f.load(valid).config).applied.empty());
 }
 
 }

@@ -12,7 +12,9 @@ import signal
 import time
 import unittest
 
-from harness import Site, wait_for
+import subprocess
+
+from harness import LOCKBRIDGE, Site, wait_for
 
 
 class Reload(Site):
@@ -70,6 +72,68 @@ class Reload(Site):
         # The broken file's error names file, line and key; lock-04 (from the good
         # reload) kept working through it.
         self.assertRegex(log, r"reload: \S+lockbridge.toml:\d+:\d+: mqtt.nonsense: unknown key")
+
+
+class ReloadRules(Site):
+    """Every config key is declared once as applied on a reload or needing a
+    restart (config/keys.cpp): each reloadable key takes effect, checked in
+    status or behaviour; a changed restart-only key is named."""
+    locks = 1
+    extra_mqtt = "cert_warning_days = 7"
+
+    def health(self):
+        rc, doc = self.status()
+        self.assertEqual(rc, 0, doc)
+        return doc
+
+    def test_each_reloadable_key_applies_and_a_restart_only_key_is_named(self):
+        self.start_gateway()
+        sim = self.locksim(locks=1, events=5, rate=0, batch=5, extra=["--linger", "90"])
+        wait_for(lambda: self.health()["health"]["locks_available"] == 1, 20, "lock-01 heard")
+        self.assertFalse(self.health()["tls"]["expiring_soon"])  # 29 days left, warning at 7
+        # At info, the status published each second is not logged.
+        time.sleep(1.5)
+        self.assertNotIn(" debug uplink: status published", self.gateway_log_text())
+
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace('log_level = "info"', 'log_level = "debug"')
+        text = text.replace("cert_warning_days = 7", "cert_warning_days = 60\nkeepalive_s = 17")
+        text = text.replace("[coap]\n", "[coap]\nlock_silence_s = 2\n")
+        with open(self.config, "w") as f:
+            f.write(text)
+        out = subprocess.run([LOCKBRIDGE, "reload", "--config", self.config],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("applied: coap.lock_silence_s, gateway.log_level, mqtt.cert_warning_days",
+                      out.stdout)
+        self.assertIn("only after a restart (systemctl restart lockbridge): mqtt.keepalive_s",
+                      out.stdout)
+        # coap.lock_silence_s: the lingering, silent lock counts as unavailable within 2 s.
+        wait_for(lambda: self.health()["health"]["locks_available"] == 0, 20,
+                 "lock-01 to count as silent")
+        # mqtt.cert_warning_days: 29 days left is now within the warning.
+        self.assertTrue(self.health()["tls"]["expiring_soon"])
+        # gateway.log_level: now it is.
+        wait_for(lambda: " debug uplink: status published" in self.gateway_log_text(), 10,
+                 "a debug line")
+
+        # A restart-only key by SIGHUP: named (with the one still pending), not applied.
+        old_config = os.path.join(self.dir, "old.toml")
+        shutil.copy(self.config, old_config)
+        with open(self.config, "w") as f:
+            f.write(text.replace("status.sock", "other.sock"))
+        self.gateway.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "restart (systemctl restart lockbridge): gateway.status_socket, "
+                         "mqtt.keepalive_s; the running values stay" in self.gateway_log_text(),
+                 15, "the restart-only keys to be named")
+        # The daemon still answers where it listened (the old socket).
+        out = subprocess.run([LOCKBRIDGE, "status", "--config", old_config, "--json"],
+                             capture_output=True, text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "other.sock")))
+        self.assertIsNone(self.gateway.proc.poll(), "lockbridge died")
+        sim.kill(signal.SIGTERM)
 
 
 class CertificateRotation(Site):
