@@ -62,8 +62,10 @@ void commands_state::on_command(commands_actor::pointer self, const std::string&
            c->lock);
     return;
   }
+  auto request = protocol::encode_lock_request(*c);
   try {
-    if (!cfg.vault->commands->remember(c->id, c->expires_at)) {
+    // Durable with the command itself: a restart sends it again or answers it.
+    if (!cfg.vault->commands->remember(c->id, c->expires_at, c->lock, request)) {
       refuse({"id", "command id already seen (a replay); each command needs a new id"}, c->lock);
       return;
     }
@@ -73,14 +75,79 @@ void commands_state::on_command(commands_actor::pointer self, const std::string&
   }
   spdlog::info("commands: {} to lock {} ({}), expires in {} s", to_string(c->op), c->lock, c->id,
                (c->expires_at - now) / 1000);
-  in_flight.emplace(c->id, *c);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds{c->expires_at - now};
+  send(self, *c, std::move(request));
+}
+
+void commands_state::send(commands_actor::pointer self, const protocol::lock_command& c,
+                          std::vector<std::uint8_t> request) {
+  auto now = unix_ms_now();
+  in_flight.emplace(c.id, c);
+  auto deadline = std::chrono::steady_clock::now()
+                  + std::chrono::milliseconds{std::max<std::int64_t>(0, c.expires_at - now)};
   auto target = caf::actor_cast<commands_actor>(self);
-  auto report = [target, id = c->id](transport::command_outcome out) {
+  auto report = [target, id = c.id](transport::command_outcome out) {
     auto done = std::make_shared<const lock_command_done>(lock_command_done{id, std::move(out)});
     caf::anon_send(target, atom::result_v, lock_command_done_ptr{std::move(done)});
   };
-  cfg.server->send_command(c->lock, protocol::encode_lock_request(*c), deadline, report);
+  cfg.server->send_command(c.lock, std::move(request), deadline, report);
+}
+
+void commands_state::answer(const protocol::command_result& r, const std::string& id) {
+  auto json = protocol::encode_command_result(cfg.site, cfg.gateway, r);
+  std::uint64_t number = 0;
+  try {
+    number = cfg.vault->results->append_answer(json, id);
+  } catch (const std::exception& e) {
+    spdlog::error("commands: cannot record the result of command {} ({}); it is sent from "
+                  "memory only",
+                  id, e.what());
+  }
+  if (number > 0 && cfg.announce_result)
+    cfg.announce_result(number, std::move(json));
+  else
+    cfg.publish_result(std::move(json));
+}
+
+void commands_state::resume(commands_actor::pointer self) {
+  std::vector<store::command_ids::unanswered_command> waiting;
+  try {
+    waiting = cfg.vault->commands->unanswered();
+  } catch (const std::exception& e) {
+    spdlog::error("commands: cannot read the commands accepted before the restart: {}", e.what());
+    return;
+  }
+  auto now = unix_ms_now();
+  for (auto& u : waiting) {
+    auto decoded = protocol::decode_lock_request(u.request);
+    protocol::command_result r;
+    r.command = "lock";
+    r.id = u.id;
+    r.ts = now;
+    r.status = "failed";
+    if (!decoded) {
+      r.detail = "the gateway restarted while this command was in flight, and its stored copy "
+                 "does not decode (" + decoded.error().to_string() + "); it was not sent again";
+    } else if (u.expires_at <= now) {
+      r.detail = "the gateway restarted while this command was in flight, and it expired before "
+                 "it could be sent again; whether the lock acted before the restart shows in "
+                 "its events and state";
+    } else if (!cfg.is_lock(u.lock)) {
+      r.detail = "the gateway restarted while this command was in flight, and lock " + u.lock
+                 + " is no longer configured; it was not sent again";
+    } else {
+      auto c = *decoded;
+      c.lock = u.lock;
+      spdlog::info("commands: {} to lock {} ({}) accepted before the restart: sent again, "
+                   "expires in {} s",
+                   to_string(c.op), c.lock, c.id, (c.expires_at - now) / 1000);
+      send(self, c, std::move(u.request));
+      continue;
+    }
+    spdlog::warn("commands: command {} to lock {}: {}", u.id, u.lock, r.detail);
+    audit(*cfg.vault, "lock_command",
+          {{"command", u.id}, {"lock", u.lock}, {"outcome", "failed"}, {"reason", r.detail}});
+    answer(r, u.id);
+  }
 }
 
 void commands_state::on_done(const lock_command_done& done) {
@@ -121,13 +188,14 @@ void commands_state::on_done(const lock_command_done& done) {
   audit(*cfg.vault, "lock_command",
         {{"command", c.id}, {"lock", c.lock}, {"op", to_string(c.op)}, {"outcome", r.status},
          {"attempts", o.attempts}});
-  cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+  answer(r, c.id);
 }
 
 commands_actor::behavior_type commands(commands_actor::stateful_pointer<commands_state> self,
                                        commands_config cfg) {
   log_exceptions(self);
   self->state.cfg = std::move(cfg);
+  self->state.resume(self);
   return {
     [self](atom::command, const std::string&, const std::string& payload) {
       self->state.on_command(self, payload);

@@ -18,7 +18,9 @@ struct commands_config {
   std::shared_ptr<store::vault> vault;            ///< replay ids and the audit trail
   std::shared_ptr<transport::lock_transport> server; ///< to reach the locks (any transport)
   std::function<bool(const std::string&)> is_lock; ///< configured now?
-  std::function<void(std::string)> publish_result; ///< JSON for cmd_result
+  std::function<void(std::string)> publish_result; ///< JSON for cmd_result (kept in the outbox)
+  /// A result already kept in the outbox under this number: publish it.
+  std::function<void(std::uint64_t, std::string)> announce_result;
   std::string site;
   std::string gateway;
 };
@@ -33,6 +35,15 @@ struct commands_state {
 
   void on_command(commands_actor::pointer self, const std::string& payload);
   void on_done(const lock_command_done& done);
+  /// At start: every command accepted before a stop and not answered is
+  /// sent again if it has not expired, otherwise answered `failed`.
+  void resume(commands_actor::pointer self);
+  /// Sends an accepted command to its lock; its outcome comes back as atom::result.
+  void send(commands_actor::pointer self, const protocol::lock_command& c,
+            std::vector<std::uint8_t> request);
+  /// Records the result of command `id` and marks it answered, in one
+  /// transaction, then has it published.
+  void answer(const protocol::command_result& r, const std::string& id);
 };
 
 /// Detached: recording a command id is a durable LMDB write.

@@ -162,8 +162,9 @@ using uplink_actor = caf::typed_actor<
   /// Paho reports: a message on a subscribed cmd/ topic (topic, payload, and
   /// the MQTT 5 response topic and correlation data, empty if absent).
   caf::reacts_to<atom::command, std::string, std::string, std::string, std::string>,
-  /// Publish this JSON on cmd_result (kept while offline, bounded).
-  caf::reacts_to<atom::result, std::string>,
+  /// A cmd_result to publish: kept in the outbox under this number (removed
+  /// on PUBACK), or 0 if it could not be stored (then kept in memory, bounded).
+  caf::reacts_to<atom::result, std::uint64_t, std::string>,
   /// Where credential commands go.
   caf::reacts_to<atom::route, credentials_actor>,
   /// Where erase_subject and rotate_keys go.

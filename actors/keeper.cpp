@@ -217,6 +217,12 @@ bool keeper_state::reseal_step() {
   case 3:
     v.epochs->reseal();
     ++p.table;
+    p.next_key = 0;
+    return true;
+  case 4:
+    p.next_key = v.results->reseal(p.next_key, cfg.reseal_batch);
+    if (p.next_key == 0)
+      ++p.table;
     return true;
   default:
     break;

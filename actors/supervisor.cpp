@@ -207,8 +207,18 @@ void spawn_children(self_ptr self) {
   cr_cfg.vault = vault;
   cr_cfg.site = gw.site;
   cr_cfg.gateway = gw.gateway;
-  cr_cfg.publish_result = [up](std::string payload) {
-    caf::anon_send(up, atom::result_v, std::move(payload));
+  // A result is kept in the outbox before it is published: a restart while
+  // the cloud is away loses none (removed on the broker's PUBACK).
+  cr_cfg.publish_result = [up, vault](std::string payload) {
+    std::uint64_t number = 0;
+    try {
+      number = vault->results->append(payload);
+    } catch (const std::exception& e) {
+      spdlog::error("results: cannot keep a command result on disk ({}); it is sent from memory "
+                    "and lost if the gateway stops before the broker has it",
+                    e.what());
+    }
+    caf::anon_send(up, atom::result_v, number, std::move(payload));
   };
   if (auto err = validate(cr_cfg))
     throw std::runtime_error{"credentials: " + caf::to_string(err)};
@@ -232,6 +242,9 @@ void spawn_children(self_ptr self) {
   c_cfg.site = gw.site;
   c_cfg.gateway = gw.gateway;
   c_cfg.publish_result = cr_cfg.publish_result;
+  c_cfg.announce_result = [up](std::uint64_t number, std::string payload) {
+    caf::anon_send(up, atom::result_v, number, std::move(payload));
+  };
   c_cfg.is_lock = [sessions](const std::string& lock) { return sessions->find(lock).has_value(); };
   if (auto err = validate(c_cfg))
     throw std::runtime_error{"commands: " + caf::to_string(err)};

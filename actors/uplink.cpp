@@ -420,6 +420,50 @@ mqtt::message_ptr result_message(uplink_state& st, const std::string& payload) {
   return msg;
 }
 
+/// Publishes what waits in the outbox, a bounded window at a time; each is
+/// removed on its PUBACK, and everything not acknowledged is read again
+/// after a reconnection.
+void pump_results(self_ptr self) {
+  auto& st = self->state;
+  constexpr std::size_t window = 32;
+  if (!st.connected || st.publishing_paused || !st.cfg.vault
+      || st.result_flights.size() >= window)
+    return;
+  std::vector<store::outbox::entry> entries;
+  try {
+    entries = st.cfg.vault->results->read(st.results_next, window - st.result_flights.size());
+  } catch (const std::exception& e) {
+    spdlog::error("uplink: cannot read the results waiting: {}", e.what());
+    return;
+  }
+  for (auto& e : entries) {
+    auto number = st.next_number++;
+    try {
+      st.link->client->publish(result_message(st, e.payload),
+                               reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
+                               st.link->on_publish);
+    } catch (const mqtt::exception& ex) {
+      spdlog::warn("uplink: cmd_result publish failed ({}); sent again after reconnecting",
+                   ex.what());
+      return;
+    }
+    st.result_flights[number] = e.number;
+    st.results_next = e.number + 1;
+  }
+}
+
+/// Results kept in the outbox (waiting for the broker or in flight).
+std::uint64_t results_stored(uplink_state& st) {
+  if (!st.cfg.vault)
+    return 0;
+  try {
+    return st.cfg.vault->results->size();
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+/// A result that could not be stored: published from memory.
 void publish_result(self_ptr self, std::string payload) {
   auto& st = self->state;
   if (st.connected) {
@@ -447,6 +491,8 @@ void forget_in_flight(uplink_state& st) {
   st.next_key = st.acked_upto + 1;
   st.audit_window.clear();
   st.audit_next = 0;
+  st.result_flights.clear();
+  st.results_next = 0;
   st.probe_number = 0;
 }
 
@@ -813,6 +859,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         publish_result(self, std::move(st.pending_results.front()));
         st.pending_results.pop_front();
       }
+      pump_results(self);
       publish_status(self);
       publish_lock_states(self, true);
       pump(self);
@@ -835,6 +882,16 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       st.stalled = false;
       if (number == st.probe_number) {
         st.probe_number = 0;
+        return;
+      }
+      if (auto r = st.result_flights.find(number); r != st.result_flights.end()) {
+        try {
+          st.cfg.vault->results->remove(r->second);
+        } catch (const std::exception& e) {
+          spdlog::error("uplink: removing a delivered result failed: {}", e.what());
+        }
+        st.result_flights.erase(r);
+        pump_results(self);
         return;
       }
       bool audit_ack = false;
@@ -896,6 +953,13 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
           publish_refused(self, number, reason);
         return;
       }
+      if (auto r = st.result_flights.find(number); r != st.result_flights.end()) {
+        // Read again from the outbox once publishing resumes.
+        st.results_next = std::min(st.results_next, r->second);
+        st.result_flights.erase(r);
+        publish_refused(self, number, reason);
+        return;
+      }
       bool ours = false;
       for (const auto& f : st.audit_window)
         ours = ours || f.number == number;
@@ -910,6 +974,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       st.publishing_paused = false;
       pump(self);
       pump_audit(self);
+      pump_results(self);
     },
     [self](atom::status) {
       publish_status(self);
@@ -960,9 +1025,27 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                                 "credentials/snapshot, credentials/delta, erase_subject and "
                                 "rotate_keys"};
       r.ts = unix_ms_now();
-      publish_result(self, protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r));
+      auto json = protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r);
+      std::uint64_t number = 0;
+      if (st.cfg.vault) {
+        try {
+          number = st.cfg.vault->results->append(json);
+        } catch (const std::exception& e) {
+          spdlog::error("uplink: cannot keep a command result on disk ({}); sent from memory",
+                        e.what());
+        }
+      }
+      if (number == 0)
+        publish_result(self, std::move(json));
+      else
+        pump_results(self);
     },
-    [self](atom::result, std::string& payload) { publish_result(self, std::move(payload)); },
+    [self](atom::result, std::uint64_t number, std::string& payload) {
+      if (number == 0)
+        publish_result(self, std::move(payload));
+      else
+        pump_results(self); // read from the outbox, in order
+    },
     [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
     [self](atom::route, keeper_actor target) { self->state.keeper = std::move(target); },
     [self](atom::route, commands_actor target) {
@@ -1035,7 +1118,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                              {"stalled", st.stalled},
                              {"stalls", st.stalls},
                              {"in_flight", st.window.size()},
-                             {"results_waiting", st.pending_results.size()}};
+                             {"results_waiting", st.pending_results.size() + results_stored(st)}};
             rp.deliver(protocol::dump_safe(doc));
           },
           [rp](const caf::error& err) mutable { rp.deliver(err); });

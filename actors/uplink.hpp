@@ -116,7 +116,9 @@ struct uplink_state {
   /// unreadable); empty when they can. Logged at start, on change and hourly.
   std::string tls_problem;
   std::int64_t tls_problem_logged_at = 0; ///< Unix ms
-  std::deque<std::string> pending_results; ///< cmd_result messages kept while offline
+  std::deque<std::string> pending_results; ///< results not in the outbox (its disk failed)
+  std::map<std::uint64_t, std::uint64_t> result_flights; ///< publish number -> outbox number
+  std::uint64_t results_next = 0; ///< the next outbox number to publish
   /// MQTT 5 request/response: where (and with what correlation data) the
   /// result of a command id goes. Bounded; the oldest entries go first.
   struct reply_route {

@@ -131,6 +131,7 @@ environment::environment(const std::filesystem::path& dir, std::uint64_t map_siz
           "open quarantine database");
     check(mdb_dbi_open(t.get(), "commands", MDB_CREATE, &impl_->commands),
           "open commands database");
+    check(mdb_dbi_open(t.get(), "outbox", MDB_CREATE, &impl_->outbox), "open outbox database");
     auto version = get_u64(t.get(), impl_->meta, "schema_version", 0);
     if (version == 0)
       put_u64(t.get(), impl_->meta, "schema_version", schema_version);

@@ -33,7 +33,8 @@ struct environment::impl {
   MDB_dbi epochs = 0;      ///< pseudonym epoch (u32 BE) -> sealed epoch key
   MDB_dbi audit = 0;       ///< audit seq (u64 BE) -> sealed, hash-chained record
   MDB_dbi quarantine = 0;  ///< quarantine seq (u64 BE) -> what failed to open
-  MDB_dbi commands = 0;    ///< lock command id -> its expiry (u64 BE), against replays
+  MDB_dbi commands = 0;    ///< lock command id -> its expiry (u64 BE) [+ the command, while unanswered]
+  MDB_dbi outbox = 0;      ///< outbox number (u64 BE) -> sealed cmd_result JSON, until PUBACK
   std::filesystem::path dir;
   int lock_fd = -1;
 };

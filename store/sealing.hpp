@@ -34,6 +34,7 @@ inline constexpr std::string_view journal = "journal";
 inline constexpr std::string_view credentials = "credentials";
 inline constexpr std::string_view epochs = "epochs";
 inline constexpr std::string_view audit = "audit";
+inline constexpr std::string_view outbox = "outbox";
 } // namespace table
 
 /// The data keys that seal values at rest, wrapped in LMDB by the

@@ -535,6 +535,7 @@ std::vector<table_report> check_values(environment& env, const keyring& keys) {
   walk(in.credentials, table::credentials, true);
   walk(in.epochs, table::epochs, true);
   walk(in.audit, table::audit, true);
+  walk(in.outbox, table::outbox, true);
   walk(in.progress, "progress", false);
   walk(in.subjects, "subjects", false);
   walk(in.quarantine, "quarantine", false);

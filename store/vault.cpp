@@ -25,6 +25,8 @@ std::shared_ptr<vault> open_vault(const std::filesystem::path& dir, std::uint64_
   v->audit->keep_alive(v->env);
   v->commands = std::make_shared<command_ids>(*v->env);
   v->commands->keep_alive(v->env);
+  v->results = std::make_shared<outbox>(*v->env, v->keys);
+  v->results->keep_alive(v->env);
   return v;
 }
 

@@ -12,6 +12,7 @@
 #include "store/environment.hpp"
 #include "store/epochs.hpp"
 #include "store/journal.hpp"
+#include "store/outbox.hpp"
 #include "store/pseudonyms.hpp"
 #include "store/sealing.hpp"
 
@@ -74,6 +75,7 @@ struct vault {
   std::shared_ptr<pseudonym_source> pseudonyms;
   std::shared_ptr<audit_log> audit;
   std::shared_ptr<command_ids> commands;
+  std::shared_ptr<outbox> results; ///< cmd_result messages until the broker acknowledges them
 
   std::atomic<std::uint64_t> quarantined{0};       ///< values moved to quarantine
   std::atomic<std::uint64_t> audit_purged{0};      ///< audit records purged by retention

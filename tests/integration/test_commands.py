@@ -9,10 +9,11 @@ Real components: mosquitto (mTLS), lockbridge, the project's lock simulator
 
 import json
 import signal
+import subprocess
 import time
 import unittest
 
-from harness import Site, schema_validator, wait_for
+from harness import LOCKBRIDGE, Site, schema_validator, wait_for
 
 PREFIX = "lockbridge/v1/site-1/gw-1/"
 
@@ -87,7 +88,8 @@ class LockCommands(Site):
             self.assertIn("nothing was sent", r["detail"])
         replay = cloud.wait_result("unlock-1", skip=1, timeout=20)
         self.assertEqual((replay["status"], replay["error"]["field"]), ("error", "id"), replay)
-        broken = cloud.wait_result("", timeout=20)  # malformed JSON: no usable id
+        # Malformed JSON: the id is still read from its start, so the result names it.
+        broken = cloud.wait_result("broken-1", timeout=20)
         self.assertEqual(broken["error"]["message"], "not valid JSON")
         self.assertIn("exceeds the limit", cloud.wait_result("big-1")["error"]["message"])
 
@@ -187,6 +189,76 @@ class LockCommands(Site):
         self.assertEqual((topic, doc["status"], corr), (PREFIX + "cmd_result", "error", b"corr-2"))
         report = self.stop(sim)
         self.assertEqual([c["id"] for c in report["commands"]], ["v5-1"])
+
+class ResultsSurviveRestart(Site):
+    """Nothing the cloud must receive lives only in memory (issue 14): an
+    erasure receipt and lock command results are kept in LMDB until the
+    broker acknowledges them, and a lock command accepted before a SIGKILL
+    gets exactly one definite result after it."""
+    locks = 2
+    broker_persistence = True
+
+    def results(self):
+        return [json.loads(m["payload"]) for m in self.captured()
+                if m["topic"] == PREFIX + "cmd_result" and m["payload"]]
+
+    def test_receipt_and_results_arrive_after_a_sigkill_with_the_broker_down(self):
+        self.start_gateway()
+        cloud = self.cloud()
+        checker = self.start_checker(timeout=240, session="cloud-results",
+                                     topics=[PREFIX + "cmd_result"])
+        # Accepted while no lock is connected: one lives long enough to be sent
+        # after the restart, the other expires while the gateway is down.
+        cloud.send("lock", command("later-1", lock="lock-01", expires_in_ms=120000))
+        cloud.send("lock", command("soon-1", lock="lock-02", op="lock", expires_in_ms=5000))
+        wait_for(lambda: "(soon-1), expires in" in self.gateway_log_text()
+                 and "(later-1), expires in" in self.gateway_log_text(), 15, "both accepted")
+        self.broker.stop()
+        out = subprocess.run([LOCKBRIDGE, "erase-subject", "--subject", "sub-GONE", "--id",
+                              "erase-1", "--json", "--config", self.config],
+                             capture_output=True, text=True, timeout=90)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        rc, doc = self.status()
+        self.assertEqual(doc["broker"]["results_waiting"], 1, doc)  # the receipt, on disk
+
+        self.gateway.kill()  # SIGKILL
+        self.gateway.proc.wait(timeout=10)
+        time.sleep(6)  # soon-1 expires meanwhile
+        self.restart_gateway()
+        self.assertIn("command soon-1 to lock lock-02: the gateway restarted",
+                      self.gateway_log_text().split("lockbridge: ready")[-2])
+        sim = self.locksim(locks=1, events=1, rate=0, batch=1, extra=["--linger", "30"])
+        wait_for(lambda: "(later-1) accepted before the restart: sent again"
+                 in self.gateway_log_text(), 20, "later-1 sent again")
+        wait_for(lambda: "lock-01 (later-1): ok" in self.gateway_log_text(), 20,
+                 "lock-01's answer")
+        rc, doc = self.status()
+        self.assertEqual(doc["broker"]["results_waiting"], 3, doc)
+
+        self.broker.start()
+        wait_for(lambda: {"later-1", "soon-1", "erase-1"} <= {r["id"] for r in self.results()},
+                 60, "the three results")
+        time.sleep(2)  # a second result would have arrived by now
+        checker.kill(signal.SIGTERM)
+        results = self.results()
+        ids = [r["id"] for r in results]
+        for cid in ("later-1", "soon-1", "erase-1"):
+            self.assertEqual(ids.count(cid), 1, results)
+        by_id = {r["id"]: r for r in results}
+        for r in results:
+            schema_validator("cmd-result.schema.json").validate(r)
+        self.assertEqual(by_id["later-1"]["status"], "ok", by_id)
+        self.assertEqual(by_id["soon-1"]["status"], "failed", by_id)
+        self.assertIn("expired before it could be sent again", by_id["soon-1"]["detail"])
+        self.assertEqual(by_id["erase-1"]["status"], "ok", by_id)
+        report = self.stop_sim(sim)
+        self.assertEqual([c["id"] for c in report["commands"]], ["later-1"])
+        wait_for(lambda: self.status()[1]["broker"]["results_waiting"] == 0, 20,
+                 "the outbox emptied by the acknowledgements")
+
+    def stop_sim(self, sim):
+        sim.proc.send_signal(signal.SIGTERM)
+        return json.loads(sim.output(timeout=30))
 
 
 if __name__ == "__main__":

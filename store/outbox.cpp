@@ -1,0 +1,117 @@
+#include "store/outbox.hpp"
+
+#include <cstring>
+
+#include "store/lmdb_detail.hpp"
+
+namespace lockbridge::store {
+
+namespace {
+
+constexpr std::string_view next_key = "outbox.next";
+
+} // namespace
+
+outbox::outbox(environment& env, std::shared_ptr<const keyring> keys)
+  : env_(env), keys_(std::move(keys)) {}
+
+std::uint64_t outbox::append_in(void* txn_handle, std::string_view payload) {
+  auto& in = env_.internals();
+  auto* t = static_cast<MDB_txn*>(txn_handle);
+  auto number = get_u64(t, in.meta, next_key, 1);
+  std::uint8_t key[8];
+  put_be64(key, number);
+  auto sealed = keys_->seal(table::outbox, key,
+                            {reinterpret_cast<const std::uint8_t*>(payload.data()),
+                             payload.size()});
+  MDB_val k{sizeof key, key}, v{sealed.size(), sealed.data()};
+  check(mdb_put(t, in.outbox, &k, &v, 0), "append to the outbox");
+  put_u64(t, in.meta, next_key, number + 1);
+  return number;
+}
+
+std::uint64_t outbox::append(std::string_view payload) {
+  txn t{env_.internals().env, true};
+  auto number = append_in(t.get(), payload);
+  t.commit();
+  return number;
+}
+
+std::uint64_t outbox::append_answer(std::string_view payload, std::string_view command_id) {
+  auto& in = env_.internals();
+  txn t{in.env, true};
+  auto number = append_in(t.get(), payload);
+  // The command keeps only its expiry (against replays): answered.
+  MDB_val k = as_val(command_id), v;
+  int rc = mdb_get(t.get(), in.commands, &k, &v);
+  if (rc == MDB_SUCCESS && v.mv_size > 8) {
+    std::uint8_t expiry[8];
+    std::memcpy(expiry, v.mv_data, 8);
+    MDB_val nv{8, expiry};
+    check(mdb_put(t.get(), in.commands, &k, &nv, 0), "mark the command answered");
+  } else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
+    check(rc, "read the command");
+  }
+  t.commit();
+  return number;
+}
+
+void outbox::remove(std::uint64_t number) {
+  auto& in = env_.internals();
+  txn t{in.env, true};
+  std::uint8_t key[8];
+  put_be64(key, number);
+  MDB_val k{sizeof key, key};
+  int rc = mdb_del(t.get(), in.outbox, &k, nullptr);
+  if (rc == MDB_NOTFOUND)
+    return;
+  check(rc, "remove from the outbox");
+  t.commit();
+}
+
+std::vector<outbox::entry> outbox::read(std::uint64_t from, std::size_t max,
+                                        std::uint64_t* unreadable) const {
+  auto& in = env_.internals();
+  txn t{in.env, false};
+  cursor c{t.get(), in.outbox};
+  std::uint8_t key[8];
+  put_be64(key, from);
+  MDB_val k{sizeof key, key}, v;
+  std::vector<entry> out;
+  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  for (; rc == MDB_SUCCESS && out.size() < max; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8)
+      continue;
+    auto plain = keys_->open(table::outbox, {static_cast<const std::uint8_t*>(k.mv_data), 8},
+                             {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
+    if (!plain) {
+      if (unreadable != nullptr)
+        ++*unreadable;
+      continue;
+    }
+    out.push_back({get_be64(k.mv_data), std::string{plain->begin(), plain->end()}});
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    check(rc, "read the outbox");
+  return out;
+}
+
+std::uint64_t outbox::size() const {
+  auto& in = env_.internals();
+  txn t{in.env, false};
+  MDB_stat s{};
+  check(mdb_stat(t.get(), in.outbox, &s), "count the outbox");
+  return s.ms_entries;
+}
+
+std::uint64_t outbox::reseal(std::uint64_t from, std::size_t max) {
+  auto& in = env_.internals();
+  txn t{in.env, true};
+  std::uint8_t key[8];
+  put_be64(key, from);
+  auto next = reseal_values(t.get(), in.outbox, *keys_, table::outbox, key, max);
+  t.commit();
+  return next.size() == 8 ? get_be64(next.data()) : 0;
+}
+
+} // namespace lockbridge::store

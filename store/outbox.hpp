@@ -1,0 +1,62 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/environment.hpp"
+#include "store/sealing.hpp"
+
+namespace lockbridge::store {
+
+/// What the cloud was promised and has not acknowledged: command results,
+/// erasure receipts, key-rotation results. Each is sealed in the `outbox`
+/// table from the moment it exists until the broker's PUBACK, so a restart
+/// while the cloud is away loses none. Numbers rise and are never reused.
+/// Thread-safe (LMDB serialises writers).
+class outbox {
+  std::shared_ptr<const void> owner_;
+
+public:
+  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
+
+  outbox(environment& env, std::shared_ptr<const keyring> keys);
+
+  /// Appends `payload` (a cmd_result JSON); durable when it returns. Its number.
+  std::uint64_t append(std::string_view payload);
+
+  /// Appends the result of lock command `command_id` and marks the command
+  /// answered, in one transaction: across any restart, a command gets
+  /// exactly one result.
+  std::uint64_t append_answer(std::string_view payload, std::string_view command_id);
+
+  /// The broker acknowledged it.
+  void remove(std::uint64_t number);
+
+  struct entry {
+    std::uint64_t number = 0;
+    std::string payload;
+  };
+  /// Up to `max` entries numbered `from` or later, oldest first. An entry
+  /// that does not open is skipped and counted in `unreadable`.
+  std::vector<entry> read(std::uint64_t from, std::size_t max,
+                          std::uint64_t* unreadable = nullptr) const;
+
+  /// How many wait.
+  [[nodiscard]] std::uint64_t size() const;
+
+  /// Re-seals up to `max` entries from `from` under the data key in force;
+  /// returns the next number to continue from (0 when done).
+  std::uint64_t reseal(std::uint64_t from, std::size_t max);
+
+private:
+  std::uint64_t append_in(void* txn, std::string_view payload);
+
+  environment& env_;
+  std::shared_ptr<const keyring> keys_;
+};
+
+} // namespace lockbridge::store
