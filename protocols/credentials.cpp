@@ -279,10 +279,11 @@ result<std::optional<time_bound>> get_bound(const json& obj, const std::string& 
     return std::optional<time_bound>{};
   auto field = join(path, key);
   if (it->is_number_integer()) {
-    auto v = it->get<std::int64_t>();
-    if (v < 0)
-      return input_error{field, "expected Unix milliseconds after 1970"};
-    return std::optional<time_bound>{time_bound{false, v}};
+    // Range-checked before it is made signed: 1970 to the end of 9999.
+    if (!it->is_number_unsigned() || it->get<std::uint64_t>() > 253402300799999)
+      return input_error{field, "expected Unix milliseconds from 1970 to the year 9999"};
+    return std::optional<time_bound>{
+      time_bound{false, static_cast<std::int64_t>(it->get<std::uint64_t>())}};
   }
   if (it->is_string()) {
     auto local = parse_local_datetime(it->get_ref<const std::string&>());

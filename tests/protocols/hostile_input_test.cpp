@@ -233,3 +233,20 @@ TEST_CASE("hostile input: a negative integer below -2^63 is refused by the shape
 }
 
 }
+
+TEST_SUITE("protocols") {
+
+TEST_CASE("hostile input: a credential's validity is range-checked before it is made signed") {
+  for (const char* bound : {"253402300800000", "9223372036854775808", "18446744073709551615",
+                            "-1"}) {
+    CAPTURE(bound);
+    auto text = std::string{R"({"schema":"lockbridge/credentials-snapshot/1","id":"c","snapshot":)"}
+                + R"("s","version":1,"chunk":1,"chunks":1,"credentials":[{"cred":"A",)"
+                + R"("subject":"x","doors":["*"],"valid_until":)" + bound + "}]}";
+    auto chunk = decode_snapshot_chunk(text);
+    REQUIRE_FALSE(chunk);
+    CHECK(chunk.error().field == "credentials[0].valid_until");
+  }
+}
+
+}
