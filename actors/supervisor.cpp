@@ -201,6 +201,23 @@ void spawn_children(self_ptr self) {
   auto jr = self->spawn<caf::detached>(journal, j_cfg, up);
   self->send(up, atom::connect_v, jr);
 
+  // The lock sessions exist before the commands actor starts: it resumes
+  // the commands accepted before a stop, and asks which locks are configured.
+  st.children.clear();
+  st.lock_sessions.clear();
+  for (const auto& lock : gw.locks) {
+    lock_session_config ls_cfg{lock.id, pseudonyms};
+    if (auto err = validate(ls_cfg))
+      throw std::runtime_error{"lock " + lock.id + ": " + caf::to_string(err)};
+    auto session = self->spawn(lock_session, ls_cfg, jr);
+    {
+      std::lock_guard guard{sessions->mutex};
+      sessions->sessions[lock.id] = session;
+    }
+    st.children.push_back(caf::actor_cast<caf::actor>(session));
+    st.lock_sessions[lock.id] = caf::actor_cast<caf::actor>(session);
+  }
+
   lockbridge::credentials_config cr_cfg;
   cr_cfg.store = credential_store;
   cr_cfg.access = access;
@@ -254,24 +271,11 @@ void spawn_children(self_ptr self) {
   spdlog::info("credentials: {} in force at version {}{}", f.count, f.version,
                f.synced_at == 0 ? " (never synced: doors follow their offline policy)" : "");
 
-  st.children.clear();
   st.children.push_back(caf::actor_cast<caf::actor>(up));
   st.children.push_back(caf::actor_cast<caf::actor>(jr));
   st.children.push_back(caf::actor_cast<caf::actor>(cr));
   st.children.push_back(caf::actor_cast<caf::actor>(kp));
   st.children.push_back(caf::actor_cast<caf::actor>(cm));
-  for (const auto& lock : gw.locks) {
-    lock_session_config ls_cfg{lock.id, pseudonyms};
-    if (auto err = validate(ls_cfg))
-      throw std::runtime_error{"lock " + lock.id + ": " + caf::to_string(err)};
-    auto session = self->spawn(lock_session, ls_cfg, jr);
-    {
-      std::lock_guard guard{sessions->mutex};
-      sessions->sessions[lock.id] = session;
-    }
-    st.children.push_back(caf::actor_cast<caf::actor>(session));
-    st.lock_sessions[lock.id] = caf::actor_cast<caf::actor>(session);
-  }
   st.server = coap;
   st.ble = ble;
   st.transports = server;

@@ -225,8 +225,8 @@ class ResultsSurviveRestart(Site):
         self.gateway.proc.wait(timeout=10)
         time.sleep(6)  # soon-1 expires meanwhile
         self.restart_gateway()
-        self.assertIn("command soon-1 to lock lock-02: the gateway restarted",
-                      self.gateway_log_text().split("lockbridge: ready")[-2])
+        wait_for(lambda: "command soon-1 to lock lock-02: the gateway restarted"
+                 in self.gateway_log_text(), 15, "soon-1 answered at start")
         sim = self.locksim(locks=1, events=1, rate=0, batch=1, extra=["--linger", "30"])
         wait_for(lambda: "(later-1) accepted before the restart: sent again"
                  in self.gateway_log_text(), 20, "later-1 sent again")
