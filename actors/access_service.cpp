@@ -25,13 +25,21 @@ bool access_service::stale(std::int64_t now_ms) const {
   return synced == 0 || now_ms - synced > max_age_ms_;
 }
 
+bool access_service::due(std::atomic<std::int64_t>& next, std::chrono::steady_clock::time_point now,
+                         std::chrono::steady_clock::duration every) {
+  auto at = now.time_since_epoch().count();
+  auto expected = next.load(std::memory_order_relaxed);
+  // One of the threads deciding (CoAP, BLE) wins the line; the other skips it.
+  return at >= expected
+         && next.compare_exchange_strong(expected, at + every.count(), std::memory_order_relaxed);
+}
+
 protocol::access_decision access_service::decide(const std::string& lock_id,
                                                  const protocol::access_request& request) {
   auto clock = clock_.read();
   clock_behind_ms = clock.behind_ms;
   auto steady = std::chrono::steady_clock::now();
-  if (clock.behind_ms > 2000 && steady >= next_clock_warning_) {
-    next_clock_warning_ = steady + std::chrono::minutes{1};
+  if (clock.behind_ms > 2000 && due(next_clock_warning_, steady, std::chrono::minutes{1})) {
     spdlog::warn("access: the system clock is {} s behind the latest time this gateway has "
                  "seen; deciding with the latter so that no expired credential opens again "
                  "(check NTP and the real-time clock)",
@@ -42,8 +50,7 @@ protocol::access_decision access_service::decide(const std::string& lock_id,
   if (auto it = door_policies_.find(request.door); it != door_policies_.end())
     policy = it->second;
   if (stale(clock.now)) {
-    if (steady >= next_stale_warning_) {
-      next_stale_warning_ = steady + std::chrono::minutes{10};
+    if (due(next_stale_warning_, steady, std::chrono::minutes{10})) {
       spdlog::warn("access: the credential set is stale (no successful sync within the "
                    "configured maximum age); door {} follows its policy {}",
                    request.door,

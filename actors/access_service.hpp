@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -59,8 +60,12 @@ private:
   config::offline_policy default_policy_;
   std::map<std::string, config::offline_policy, std::less<>> door_policies_;
   protocol::clock_guard clock_;
-  std::chrono::steady_clock::time_point next_clock_warning_{};
-  std::chrono::steady_clock::time_point next_stale_warning_{};
+  /// When the next warning may be logged (steady clock ticks): decide()
+  /// runs on the CoAP and the BLE threads at once.
+  std::atomic<std::int64_t> next_clock_warning_{0};
+  std::atomic<std::int64_t> next_stale_warning_{0};
+  static bool due(std::atomic<std::int64_t>& next, std::chrono::steady_clock::time_point now,
+                  std::chrono::steady_clock::duration every);
 };
 
 } // namespace lockbridge
