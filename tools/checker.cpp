@@ -74,6 +74,18 @@ int main(int argc, char** argv) {
     opts.set_automatic_reconnect(1, 2);
   opts.set_ssl(ssl);
   client.start_consuming();
+  if (!session.empty()) {
+    // After an automatic reconnection the broker may have lost the session
+    // (a broker killed before it saved it): subscribe again, every time.
+    client.set_connected_handler([&client, &topics](const std::string&) {
+      try {
+        for (const auto& t : topics)
+          client.subscribe(t, 1);
+      } catch (const mqtt::exception& e) {
+        std::cerr << "checker: cannot subscribe again: " << e.what() << "\n";
+      }
+    });
+  }
   try {
     client.connect(opts)->wait();
     for (const auto& t : topics)

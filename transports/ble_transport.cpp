@@ -21,6 +21,7 @@
 #include "protocols/ble_link.hpp"
 #include "protocols/clock_guard.hpp"
 #include "transports/contain.hpp"
+#include "transports/thread_owner.hpp"
 
 namespace lockbridge::transport {
 
@@ -1011,7 +1012,10 @@ struct ble_transport::impl {
   }
 
   /// Timeouts, releases and command deadlines.
+  thread_owner io_thread; ///< the BLE loop: the only thread touching sd-bus and the links
+
   void tick() {
+    io_thread.check();
     auto now = steady::now();
     bool others_wait = false;
     for (auto& [id, l] : links)
@@ -1080,6 +1084,7 @@ struct ble_transport::impl {
   }
 
   void take_inbox() {
+    io_thread.check();
     std::deque<std::pair<request_id, events_reply>> done;
     std::deque<new_command> commands;
     std::optional<std::vector<ble_lock>> locks;
@@ -1235,6 +1240,7 @@ struct ble_transport::impl {
   }
 
   void loop() {
+    io_thread.claim();
     while (running)
       contain("ble: the BLE thread", [&] { loop_once(); },
               [] { std::this_thread::sleep_for(std::chrono::milliseconds{100}); });

@@ -24,6 +24,7 @@
 
 #include "protocols/log_fields.hpp"
 #include "transports/contain.hpp"
+#include "transports/thread_owner.hpp"
 
 namespace lockbridge::transport {
 
@@ -340,6 +341,7 @@ struct coap_server::impl {
 
   /// Sends every command that is not in flight and whose lock has a session.
   void send_waiting_commands() {
+    io_thread.check();
     for (auto& c : commands) {
       if (!c.token.empty())
         continue;
@@ -443,8 +445,11 @@ struct coap_server::impl {
   std::deque<std::pair<request_id, events_reply>> completions;
   std::optional<std::vector<coap_lock>> new_locks; // under queue_mutex
 
+  thread_owner io_thread; ///< libcoap's loop: the only thread touching the context
+
   /// On libcoap's thread: applies a reload's lock set.
   void apply_new_locks() {
+    io_thread.check();
     std::optional<std::vector<coap_lock>> update;
     {
       std::lock_guard guard{queue_mutex};
@@ -735,6 +740,7 @@ struct coap_server::impl {
   }
 
   void drain_completions() {
+    io_thread.check();
     std::deque<std::pair<request_id, events_reply>> batch;
     {
       std::lock_guard guard{queue_mutex};
@@ -807,6 +813,7 @@ struct coap_server::impl {
   }
 
   void loop() {
+    io_thread.claim();
     int coap_fd = coap_context_get_coap_fd(ctx);
     pollfd fds[2] = {{coap_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
     while (running.load(std::memory_order_relaxed)) {
