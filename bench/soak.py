@@ -137,7 +137,12 @@ class Soak(Site):
                             duration=duration, extra=["--start-seq", str(start_seq)])
 
     def finish_sim(self, sim, timeout):
-        report = json.loads(sim.output(timeout=timeout))
+        out = sim.output(timeout=timeout)
+        try:
+            report = json.loads(out)
+        except json.JSONDecodeError:
+            self.crashes.append(f"a lock simulator ended with {sim.proc.returncode} and no report")
+            return None
         if not report["complete"]:
             self.crashes.append(f"a lock simulator did not complete: {report.get('locks')}")
         for lock, l in report["locks"].items():

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <thread>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -81,8 +82,9 @@ int main(int argc, char** argv) {
       try {
         for (const auto& t : topics)
           client.subscribe(t, 1);
-      } catch (const mqtt::exception& e) {
+      } catch (const std::exception& e) {
         std::cerr << "checker: cannot subscribe again: " << e.what() << "\n";
+      } catch (...) {
       }
     });
   }
@@ -123,7 +125,15 @@ int main(int argc, char** argv) {
         && std::chrono::duration<double>(now - last_message).count() > idle_exit_s)
       break;
     mqtt::const_message_ptr msg;
-    if (!client.try_consume_message_for(&msg, std::chrono::milliseconds{200}) || !msg) {
+    bool got = false;
+    try {
+      got = client.try_consume_message_for(&msg, std::chrono::milliseconds{200});
+    } catch (const mqtt::exception& e) {
+      std::cerr << "checker: " << e.what() << "; still waiting (automatic reconnection)\n";
+      std::this_thread::sleep_for(std::chrono::milliseconds{200});
+      continue;
+    }
+    if (!got || !msg) {
       if (cap.is_open())
         cap.flush(); // quiet for 200 ms: what was captured is on disk for readers
       continue;
