@@ -184,10 +184,10 @@ int main(int argc, char** argv) {
       last_event_unix = unix_s();
     }
   }
-  client.stop_consuming();
   try {
+    client.stop_consuming(); // (throws if the link is down at this moment)
     client.disconnect()->wait_for(2000);
-  } catch (const mqtt::exception&) {
+  } catch (const std::exception&) {
   }
 
   nlohmann::json report;
@@ -201,15 +201,20 @@ int main(int argc, char** argv) {
   std::uint64_t duplicates = 0, gaps = 0, violations = 0;
   for (auto& [lock, t] : tallies) {
     std::uint64_t missing = 0, first = 0;
+    auto ranges = nlohmann::json::array(); // [first, last] of each run of missing seqs (100 at most)
     for (std::uint64_t s = 1; s <= t.highest; ++s)
       if (!t.seen[s]) {
         ++missing;
         if (first == 0)
           first = s;
+        if (!ranges.empty() && ranges.back()[1].get<std::uint64_t>() + 1 == s)
+          ranges.back()[1] = s;
+        else if (ranges.size() < 100)
+          ranges.push_back({s, s});
       }
     report["locks"][lock] = {{"received", t.received}, {"unique", t.unique},
                              {"highest_seq", t.highest}, {"duplicates", t.duplicates},
-                             {"gaps", missing}, {"first_gap", first},
+                             {"gaps", missing}, {"first_gap", first}, {"gap_ranges", ranges},
                              {"order_violations", t.order_violations}};
     duplicates += t.duplicates;
     gaps += missing;
