@@ -205,14 +205,7 @@ class Soak(Site):
             self.add_ble_events(4)
             self.finish_sim(sim, timeout=150)
             seq += 20
-            before = len(self.broker.log_text())
-            self.broker.start()
-
-            def reconnected():
-                text = self.broker.log_text()
-                return " as soak " in (text[before:] if len(text) > before else text)
-            wait_for(reconnected, 30, "the checker to reconnect")
-            self.check_peers(("checker", checker))
+            self.start_broker_for(checker)
         wait_for(lambda: self.journal_depth() == 0, 120, "the journal to drain")
         print(f"soak: broker kills done ({BROKER_KILLS})", flush=True)
 
@@ -235,7 +228,7 @@ class Soak(Site):
         self.finish_sim(sim, timeout=300)
         seq += per_lock
         waited = self.journal_depth()
-        self.broker.start()
+        self.start_broker_for(checker)
         wait_for(lambda: self.journal_depth() == 0, 300, "the outage's backlog to drain")
         print(f"soak: {OUTAGE_HOURS:.0f} h outage (x{SPEED}) done; {waited} events waited",
               flush=True)
@@ -253,7 +246,7 @@ class Soak(Site):
             sim = self.run_sim(per_lock, 0, seq, duration=900, batch=20)
             wait_for(lambda: self.refused_full() > refused_before, 600, "the journal to fill")
             fills.append(self.journal_depth())
-            self.broker.start()
+            self.start_broker_for(checker)
             self.finish_sim(sim, timeout=900)
             seq += per_lock
         wait_for(lambda: self.journal_depth() == 0, 300, "the journal to drain")
@@ -278,6 +271,19 @@ class Soak(Site):
         is denied and journalled as the gateway's own event)."""
         return self.locksim(locks=1, events=20, rate=0, batch=1, duration=30,
                             extra=["--access-creds", "50", "--first-lock", str(COAP_LOCKS + 1)])
+
+    def start_broker_for(self, checker):
+        """Starts the broker and waits for the checker's session to be back
+        (its reconnection backoff grows while the broker is away; counting
+        before it is back would report what is queued for it as missing)."""
+        before = len(self.broker.log_text())
+        self.broker.start()
+
+        def reconnected():
+            text = self.broker.log_text()
+            return " as soak " in (text[before:] if len(text) > before else text)
+        wait_for(reconnected, 60, "the checker to reconnect")
+        self.check_peers(("checker", checker))
 
     def journal_depth(self):
         rc, doc = self.status()
