@@ -7,6 +7,7 @@
 
 #include "actors/error.hpp"
 #include "actors/keeper.hpp"
+#include "actors/results.hpp"
 #include "protocols/clock_guard.hpp"
 #include "protocols/json_input.hpp"
 
@@ -94,14 +95,7 @@ void commands_state::send(commands_actor::pointer self, const protocol::lock_com
 
 void commands_state::answer(const protocol::command_result& r, const std::string& id) {
   auto json = protocol::encode_command_result(cfg.site, cfg.gateway, r);
-  std::uint64_t number = 0;
-  try {
-    number = cfg.vault->results->append_answer(json, id);
-  } catch (const std::exception& e) {
-    spdlog::error("commands: cannot record the result of command {} ({}); it is sent from "
-                  "memory only",
-                  id, e.what());
-  }
+  auto number = keep_result(*cfg.vault, "commands", json, id);
   if (number > 0 && cfg.announce_result)
     cfg.announce_result(number, std::move(json));
   else

@@ -13,6 +13,7 @@
 #include "actors/journal.hpp"
 #include "actors/keeper.hpp"
 #include "actors/lock_session.hpp"
+#include "actors/results.hpp"
 #include "actors/uplink.hpp"
 #include "config/secrets.hpp"
 #include "protocols/clock_guard.hpp"
@@ -227,14 +228,7 @@ void spawn_children(self_ptr self) {
   // A result is kept in the outbox before it is published: a restart while
   // the cloud is away loses none (removed on the broker's PUBACK).
   cr_cfg.publish_result = [up, vault](std::string payload) {
-    std::uint64_t number = 0;
-    try {
-      number = vault->results->append(payload);
-    } catch (const std::exception& e) {
-      spdlog::error("results: cannot keep a command result on disk ({}); it is sent from memory "
-                    "and lost if the gateway stops before the broker has it",
-                    e.what());
-    }
+    auto number = keep_result(*vault, "results", payload);
     caf::anon_send(up, atom::result_v, number, std::move(payload));
   };
   if (auto err = validate(cr_cfg))

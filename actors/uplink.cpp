@@ -1,5 +1,6 @@
 #include "actors/uplink.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -14,6 +15,7 @@
 
 #include "actors/error.hpp"
 #include "actors/keeper.hpp"
+#include "actors/results.hpp"
 #include "store/quarantine.hpp"
 #include "protocols/clock_guard.hpp"
 #include "config/tls_check.hpp"
@@ -420,23 +422,55 @@ mqtt::message_ptr result_message(uplink_state& st, const std::string& payload) {
   return msg;
 }
 
+/// Entries of the outbox that do not open: never sent, moved aside,
+/// counted, audited (as the journal's).
+void quarantine_results(uplink_state& st, const std::vector<std::uint64_t>& damaged) {
+  for (auto number : damaged)
+    spdlog::error("uplink: command result {} in the outbox does not open (altered or moved); it "
+                  "is quarantined and not sent", number);
+  try {
+    auto moved = st.cfg.vault->results->quarantine(damaged);
+    if (moved > 0) {
+      st.cfg.vault->quarantined += moved;
+      audit(*st.cfg.vault, "quarantine",
+            {{"table", "outbox"}, {"entries", moved}, {"first_key", damaged.front()}});
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("uplink: quarantine failed: {}", e.what());
+  }
+}
+
 /// Publishes what waits in the outbox, a bounded window at a time; each is
 /// removed on its PUBACK, and everything not acknowledged is read again
-/// after a reconnection.
+/// after a reconnection. After a refusal the read starts again at the
+/// refused one; results still in flight behind it are not published twice.
 void pump_results(self_ptr self) {
   auto& st = self->state;
   constexpr std::size_t window = 32;
   if (!st.connected || st.publishing_paused || !st.cfg.vault
       || st.result_flights.size() >= window)
     return;
+  auto in_flight = [&st](std::uint64_t outbox_number) {
+    return std::any_of(st.result_flights.begin(), st.result_flights.end(),
+                       [&](const auto& f) { return f.second == outbox_number; });
+  };
   std::vector<store::outbox::entry> entries;
+  std::vector<std::uint64_t> damaged;
   try {
-    entries = st.cfg.vault->results->read(st.results_next, window - st.result_flights.size());
+    entries = st.cfg.vault->results->read(st.results_next, window, &damaged);
   } catch (const std::exception& e) {
     spdlog::error("uplink: cannot read the results waiting: {}", e.what());
     return;
   }
+  if (!damaged.empty())
+    quarantine_results(st, damaged);
   for (auto& e : entries) {
+    if (st.result_flights.size() >= window)
+      return;
+    if (in_flight(e.number)) {
+      st.results_next = e.number + 1;
+      continue;
+    }
     auto number = st.next_number++;
     try {
       st.link->client->publish(result_message(st, e.payload),
@@ -480,6 +514,15 @@ void publish_result(self_ptr self, std::string payload) {
     st.pending_results.pop_front();
   }
   st.pending_results.push_back(std::move(payload));
+}
+
+/// A result kept in the outbox as `number` goes out from there, in order;
+/// one the disk refused (0) is published from memory.
+void send_result(self_ptr self, std::uint64_t number, std::string payload) {
+  if (number == 0)
+    publish_result(self, std::move(payload));
+  else
+    pump_results(self);
 }
 
 /// The link is gone (or left): everything not acknowledged, events and audit
@@ -1026,25 +1069,11 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                                 "rotate_keys"};
       r.ts = unix_ms_now();
       auto json = protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r);
-      std::uint64_t number = 0;
-      if (st.cfg.vault) {
-        try {
-          number = st.cfg.vault->results->append(json);
-        } catch (const std::exception& e) {
-          spdlog::error("uplink: cannot keep a command result on disk ({}); sent from memory",
-                        e.what());
-        }
-      }
-      if (number == 0)
-        publish_result(self, std::move(json));
-      else
-        pump_results(self);
+      auto number = st.cfg.vault ? keep_result(*st.cfg.vault, "uplink", json) : 0;
+      send_result(self, number, std::move(json));
     },
     [self](atom::result, std::uint64_t number, std::string& payload) {
-      if (number == 0)
-        publish_result(self, std::move(payload));
-      else
-        pump_results(self); // read from the outbox, in order
+      send_result(self, number, std::move(payload));
     },
     [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
     [self](atom::route, keeper_actor target) { self->state.keeper = std::move(target); },

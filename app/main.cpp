@@ -222,7 +222,7 @@ std::string reload_from_socket(caf::actor_system& sys, const std::string& file,
     spdlog::error("reload: {} has errors (listed above); the running configuration stays in force",
                   file);
     caf::anon_send(sup, lockbridge::atom::reload_v, lockbridge::config_ptr{});
-    return nlohmann::json{{"ok", false}, {"errors", errors}}.dump();
+    return lockbridge::protocol::dump_safe(nlohmann::json{{"ok", false}, {"errors", errors}});
   }
   // The supervisor's answer says what was applied and what needs a restart.
   caf::scoped_actor self{sys};
@@ -260,7 +260,7 @@ int reload_command(const std::string& file) {
     std::string out;
     if (doc.contains(key) && doc[key].is_array())
       for (const auto& k : doc[key])
-        out += (out.empty() ? "" : ", ") + (k.is_string() ? k.get<std::string>() : k.dump());
+        out += (out.empty() ? "" : ", ") + (k.is_string() ? k.get<std::string>() : lockbridge::protocol::dump_safe(k));
     return out;
   };
   if (!doc.value("ok", false) && !doc.contains("refused")) {
@@ -277,7 +277,7 @@ int reload_command(const std::string& file) {
   if (doc.contains("refused") && doc["refused"].is_object()) {
     for (const auto& [what, why] : doc["refused"].items())
       std::cerr << "lockbridge: not applied: " << what << ": "
-                << (why.is_string() ? why.get<std::string>() : why.dump()) << "\n";
+                << (why.is_string() ? why.get<std::string>() : lockbridge::protocol::dump_safe(why)) << "\n";
     return exit_failure;
   }
   return exit_ok;
@@ -408,7 +408,7 @@ int run(const std::string& file, bool start_empty) {
               sup = sup_slot;
             }
             if (!sup || !started)
-              return nlohmann::json{{"error", "the gateway is starting"}}.dump();
+              return lockbridge::protocol::dump_safe(nlohmann::json{{"error", "the gateway is starting"}});
             if (request == "reload")
               return reload_from_socket(sys, file, *sup);
             return answer_local(sys, *sup, request);
@@ -692,7 +692,7 @@ int local_command(const std::string& file, const std::string& name, nlohmann::js
   if (!payload.contains("id"))
     payload["id"] = "local-" + std::to_string(lockbridge::protocol::unix_ms_now());
   auto reply = lockbridge::query_status(cfg->status_socket, 70,
-                                        "command " + name + " " + payload.dump());
+                                        "command " + name + " " + lockbridge::protocol::dump_safe(payload));
   if (!reply.ok) {
     std::cerr << "lockbridge: " << reply.text << "\n";
     return reply.not_running ? exit_not_running : exit_failure;
@@ -704,7 +704,7 @@ int local_command(const std::string& file, const std::string& name, nlohmann::js
     return exit_failure;
   }
   if (as_json) {
-    std::cout << doc.dump() << "\n";
+    std::cout << lockbridge::protocol::dump_safe(doc) << "\n";
   } else {
     std::cout << name << " " << doc.value("id", "") << ": " << doc.value("status", "") << "\n";
     if (doc.contains("error"))
@@ -714,7 +714,7 @@ int local_command(const std::string& file, const std::string& name, nlohmann::js
       std::cout << "  " << doc.value("detail", "") << "\n";
     if (doc.contains("receipt"))
       for (const auto& [k, v] : doc["receipt"].items())
-        std::cout << "  " << k << ": " << v.dump() << "\n";
+        std::cout << "  " << k << ": " << lockbridge::protocol::dump_safe(v) << "\n";
     std::cout << "(the result is also published on cmd_result, now or when the broker is back)\n";
   }
   auto status = doc.value("status", "");
@@ -778,7 +778,7 @@ int state_check(const std::string& file, bool as_json) {
     nlohmann::json doc{{"ok", report.ok()}, {"tables", tables_json(report.tables)}};
     if (report.structure)
       doc["damage"] = *report.structure;
-    std::cout << doc.dump() << "\n";
+    std::cout << lockbridge::protocol::dump_safe(doc) << "\n";
   } else if (report.structure) {
     std::cout << "state DAMAGED: " << *report.structure << "\n"
               << "next: `lockbridge state salvage --to DIR` copies what can still be read; or "
@@ -839,7 +839,7 @@ int state_salvage(const std::string& file, const std::filesystem::path& to, bool
                        {"lost", tables_json(report.lost)},
                        {"notes", report.notes},
                        {"to", to.string()}};
-    std::cout << doc.dump() << "\n";
+    std::cout << lockbridge::protocol::dump_safe(doc) << "\n";
   } else {
     std::cout << "salvaged into " << to.string() << ":\n";
     print_tables(report.copied, "records copied");
@@ -872,7 +872,7 @@ int audit_verify(const std::string& file, bool as_json) {
                          {"first_seq", v.first_seq}, {"next_seq", f.next_seq}};
       if (!v.ok)
         doc["broken_at"] = v.broken_at, doc["reason"] = v.reason;
-      std::cout << doc.dump() << "\n";
+      std::cout << lockbridge::protocol::dump_safe(doc) << "\n";
     } else if (v.ok) {
       std::cout << "audit trail intact: " << v.records << " records held (seq " << v.first_seq
                 << " to " << f.next_seq - 1 << "; earlier ones were delivered to the broker and "

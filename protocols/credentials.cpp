@@ -697,9 +697,8 @@ result<rotate_keys_request> decode_rotate_keys(std::string_view text) {
 result<access_request> decode_access_request(std::span<const std::uint8_t> payload) {
   if (payload.empty())
     return input_error{"", "empty payload; expected a CBOR map {cred, door, ts}"};
-  if (payload.size() > 1024)
-    return input_error{"", "payload of " + std::to_string(payload.size())
-                             + " bytes exceeds the limit of 1024"};
+  if (payload.size() > credential_limits::max_access_request_bytes)
+    return too_large("payload", payload.size(), credential_limits::max_access_request_bytes);
   cbor::reader in{payload};
   auto malformed = [&] {
     return input_error{"", "malformed CBOR (truncated or invalid at byte "

@@ -61,6 +61,7 @@ struct credential_limits {
   static constexpr std::size_t max_per_chunk = 10000;
   static constexpr std::uint32_t max_chunks = 1000;
   static constexpr std::size_t max_message_bytes = 8 * 1024 * 1024;
+  static constexpr std::size_t max_access_request_bytes = 1024; ///< a lock's access query
 };
 
 /// Stored value of a credential (compact CBOR).

@@ -81,8 +81,7 @@ result<json> parse_checked(std::string_view text, std::size_t max_depth, bool na
 result<json> parse_json_input(std::string_view text, std::size_t max_bytes,
                               std::size_t max_depth) {
   if (text.size() > max_bytes)
-    return input_error{"", "message of " + std::to_string(text.size())
-                             + " bytes exceeds the limit of " + std::to_string(max_bytes)};
+    return too_large("message", text.size(), max_bytes);
   auto doc = parse_checked(text, max_depth, false);
   if (!doc && doc.error().message.starts_with("a key appears twice"))
     return parse_checked(text, max_depth, true); // again, to name it

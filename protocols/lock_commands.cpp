@@ -92,8 +92,7 @@ result<lock_command> fields_of(const json& doc, bool with_lock) {
 /// misplaced array or map gets its field's own error.
 result<json> parse_lock_cbor(std::span<const std::uint8_t> cbor, std::size_t max_bytes) {
   if (cbor.size() > max_bytes)
-    return input_error{"", "payload of " + std::to_string(cbor.size())
-                             + " bytes exceeds the limit of " + std::to_string(max_bytes)};
+    return too_large("payload", cbor.size(), max_bytes);
   if (auto problem = cbor::check_shape(cbor, 2))
     return input_error{"", *problem};
   auto doc = json::from_cbor(cbor.begin(), cbor.end(), true, false);

@@ -257,9 +257,7 @@ result<event_batch> decode_event_batch(std::span<const std::uint8_t> payload) {
   if (payload.empty())
     return input_error{"", "empty payload; expected a CBOR map"};
   if (payload.size() > lock_limits::max_payload_bytes)
-    return input_error{"", "payload of " + std::to_string(payload.size())
-                             + " bytes exceeds the limit of "
-                             + std::to_string(lock_limits::max_payload_bytes)};
+    return too_large("payload", payload.size(), lock_limits::max_payload_bytes);
   return decoder{payload}.batch();
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <cstddef>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -17,6 +19,13 @@ struct input_error {
     return field.empty() ? message : field + ": " + message;
   }
 };
+
+/// The error for an input of `size` bytes over its limit of `max` bytes;
+/// `what` names the input ("payload", "message").
+inline input_error too_large(std::string_view what, std::size_t size, std::size_t max) {
+  return {"", std::string{what} + " of " + std::to_string(size) + " bytes exceeds the limit of "
+                + std::to_string(max)};
+}
 
 /// A value or the reason there is none. A small stand-in for C++23's
 /// std::expected, which GCC 12 in C++20 mode lacks.

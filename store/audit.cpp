@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include "protocols/json_input.hpp"
 #include "store/lmdb_detail.hpp"
 
 namespace lockbridge::store {
@@ -70,13 +71,14 @@ std::uint64_t audit_log::append(std::int64_t now_ms, std::string_view action,
   txn t{in.env, true};
   auto seq = get_u64(t.get(), in.meta, next_key, 1);
   auto prev = get_text(t.get(), in.meta, head_key, zero_hash);
-  // nlohmann's object is a sorted map: dump() is the canonical form.
+  // nlohmann's object is a sorted map: dump() is the canonical form. Details
+  // may carry outside text: invalid UTF-8 is replaced, never thrown on.
   nlohmann::json record{{"seq", seq},
                         {"at", now_ms},
                         {"action", action},
                         {"detail", detail.is_null() ? nlohmann::json::object() : std::move(detail)},
                         {"prev", prev}};
-  auto text = record.dump();
+  auto text = protocol::dump_safe(record);
   std::uint8_t key[8];
   put_be64(key, seq);
   auto sealed = keys_->seal(table::audit, key,

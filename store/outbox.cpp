@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "protocols/clock_guard.hpp"
 #include "store/lmdb_detail.hpp"
 
 namespace lockbridge::store {
@@ -70,7 +71,7 @@ void outbox::remove(std::uint64_t number) {
 }
 
 std::vector<outbox::entry> outbox::read(std::uint64_t from, std::size_t max,
-                                        std::uint64_t* unreadable) const {
+                                        std::vector<std::uint64_t>* unreadable) const {
   auto& in = env_.internals();
   txn t{in.env, false};
   cursor c{t.get(), in.outbox};
@@ -86,7 +87,7 @@ std::vector<outbox::entry> outbox::read(std::uint64_t from, std::size_t max,
                              {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
     if (!plain) {
       if (unreadable != nullptr)
-        ++*unreadable;
+        unreadable->push_back(get_be64(k.mv_data));
       continue;
     }
     out.push_back({get_be64(k.mv_data), std::string{plain->begin(), plain->end()}});
@@ -94,6 +95,30 @@ std::vector<outbox::entry> outbox::read(std::uint64_t from, std::size_t max,
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
     check(rc, "read the outbox");
   return out;
+}
+
+std::uint64_t outbox::quarantine(std::span<const std::uint64_t> numbers) {
+  auto& in = env_.internals();
+  txn t{in.env, true};
+  std::uint64_t moved = 0;
+  auto now = protocol::unix_ms_now();
+  for (auto number : numbers) {
+    std::uint8_t key[8];
+    put_be64(key, number);
+    MDB_val k{sizeof key, key}, v;
+    int rc = mdb_get(t.get(), in.outbox, &k, &v);
+    if (rc == MDB_NOTFOUND)
+      continue;
+    check(rc, "read an outbox entry");
+    if (keys_->open(table::outbox, key, {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size}))
+      continue; // it opens now (a data key came back): not damaged
+    quarantine_value(t.get(), in, table::outbox, key, v, "does not open", now);
+    check(mdb_del(t.get(), in.outbox, &k, nullptr), "delete an outbox entry");
+    ++moved;
+  }
+  if (moved > 0)
+    t.commit();
+  return moved;
 }
 
 std::uint64_t outbox::size() const {

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,9 +42,15 @@ public:
     std::string payload;
   };
   /// Up to `max` entries numbered `from` or later, oldest first. An entry
-  /// that does not open is skipped and counted in `unreadable`.
+  /// that does not open is skipped and its number added to `unreadable`
+  /// (for quarantine()).
   std::vector<entry> read(std::uint64_t from, std::size_t max,
-                          std::uint64_t* unreadable = nullptr) const;
+                          std::vector<std::uint64_t>* unreadable = nullptr) const;
+
+  /// Moves the entries `numbers` that still do not open to the quarantine
+  /// table (store/quarantine.hpp), so they stop being read and counted as
+  /// waiting. Returns how many moved.
+  std::uint64_t quarantine(std::span<const std::uint64_t> numbers);
 
   /// How many wait.
   [[nodiscard]] std::uint64_t size() const;

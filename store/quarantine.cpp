@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "protocols/json_input.hpp"
 #include "store/lmdb_detail.hpp"
 
 namespace lockbridge::store {
@@ -37,7 +38,7 @@ void quarantine_value(MDB_txn* t, environment::impl& in, std::string_view table,
                    {"at", now_ms},
                    {"reason", reason},
                    {"value", hex({static_cast<const std::uint8_t*>(value.mv_data), value.mv_size})}};
-  auto text = j.dump();
+  auto text = protocol::dump_safe(j);
   auto seq = get_u64(t, in.meta, "quarantine.next", 1);
   std::uint8_t k[8];
   put_be64(k, seq);

@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
     ++per_topic[topic];
     if (cap.is_open())
       cap << nlohmann::json{{"topic", topic}, {"retained", msg->is_retained()},
-                            {"payload", msg->get_payload_str()}}.dump()
+                            {"payload", msg->get_payload_str()}}
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
           << "\n";
     if (cap.is_open() && per_topic.size() > 0 && (messages % 256 == 0))
       cap.flush();

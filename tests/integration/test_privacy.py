@@ -259,6 +259,47 @@ class Privacy(Site):
         self.assertTrue(json.loads(sim.output(timeout=60))["complete"])
         self.assertEqual(self.gateway.proc.poll(), None)
 
+    def test_a_damaged_result_in_the_outbox_is_quarantined_and_the_others_go_out(self):
+        self.start_gateway()
+        checker = self.start_checker(timeout=150, session="cloud-outbox",
+                                     topics=[PREFIX + "cmd_result", PREFIX + "audit"])
+        self.broker.stop()
+        for i in (1, 2, 3):
+            out = self.cli("erase-subject", "--subject", f"sub-nobody-{i}", "--id", f"erase-{i}",
+                           "--json")
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertEqual(self.status()[1]["broker"]["results_waiting"], 3)
+        self.stop_gateway()
+
+        # The second receipt's sealed value gets one bit flipped.
+        env = lmdb.open(self.state_dir, max_dbs=16, subdir=True)
+        outbox = env.open_db(b"outbox", create=False)
+        with env.begin(write=True) as txn:
+            items = list(txn.cursor(db=outbox))
+            self.assertEqual(len(items), 3)
+            k, v = items[1]
+            flipped = bytearray(v)
+            flipped[-20] ^= 0x08
+            txn.put(k, bytes(flipped), db=outbox)
+        env.close()
+
+        self.restart()
+        self.broker.start()
+        wait_for(lambda: {"erase-1", "erase-3"} <= {r["id"] for r in self.captured_on("/cmd_result")}
+                 and any(r["action"] == "quarantine" for r in self.audit_records()),
+                 60, "the two intact receipts and the quarantine's audit record")
+        wait_for(lambda: self.status()[1]["broker"]["results_waiting"] == 0, 20,
+                 "the outbox to empty")
+        time.sleep(2)  # a duplicate would have arrived by now
+        checker.kill(signal.SIGTERM)
+        ids = [r["id"] for r in self.captured_on("/cmd_result")]
+        self.assertEqual(sorted(set(ids)), ["erase-1", "erase-3"])
+        p = self.privacy_status()
+        self.assertEqual((p["quarantined"], p["quarantined_since_start"]), (1, 1))
+        quarantines = [r["detail"] for r in self.audit_records() if r["action"] == "quarantine"]
+        self.assertEqual([(q["table"], q["entries"]) for q in quarantines], [("outbox", 1)])
+        self.assertIn("in the outbox does not open (altered or moved)", self.gateway_log_text())
+
     def test_key_rotations_while_events_stream_lose_nothing(self):
         self.start_gateway()
         cloud = self.cloud()

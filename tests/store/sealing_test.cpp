@@ -9,6 +9,7 @@
 #include "store/audit.hpp"
 #include "store/epochs.hpp"
 #include "store/journal.hpp"
+#include "store/outbox.hpp"
 #include "store/pseudonyms.hpp"
 #include "store/quarantine.hpp"
 #include "tests/store/helpers.hpp"
@@ -178,6 +179,45 @@ TEST_CASE("sealing: a flipped bit in the file is quarantined, never used") {
   CHECK(damaged.empty());
   CHECK(purge_quarantine_before(env, protocol::journal_record{}.received_at) == 0);
   CHECK(purge_quarantine_before(env, std::numeric_limits<std::int64_t>::max()) == 1);
+}
+
+TEST_CASE("sealing: an outbox entry with a flipped bit is quarantined, the others still go out") {
+  temp_dir dir;
+  std::uint64_t first = 0;
+  {
+    environment env{dir.path, map_size};
+    outbox box{env, ring(env)};
+    first = box.append(R"({"id":"r1"})");
+    box.append(R"({"id":"r2"})");
+    box.append(R"({"id":"r3"})");
+  }
+  bool patched = patch_file(dir.path / "data.mdb", [](std::string& data) {
+    const std::string header{"\x01\x00\x00\x00\x01", 5};
+    auto at = data.find(header);
+    if (at == std::string::npos)
+      return false;
+    data[at + 20] = static_cast<char>(data[at + 20] ^ 0x01);
+    return true;
+  });
+  REQUIRE(patched);
+  environment env{dir.path, map_size};
+  outbox box{env, ring(env)};
+  std::vector<std::uint64_t> damaged;
+  auto entries = box.read(0, 10, &damaged);
+  REQUIRE(damaged.size() == 1);
+  CHECK(entries.size() == 2);
+  CHECK(damaged[0] >= first);
+  CHECK(box.quarantine(damaged) == 1);
+  CHECK(box.quarantine(damaged) == 0); // already moved
+  CHECK(box.size() == 2);
+  CHECK(quarantine_stats(env).count == 1);
+  damaged.clear();
+  CHECK(box.read(0, 10, &damaged).size() == 2);
+  CHECK(damaged.empty());
+  // An entry that opens is never quarantined, whatever the caller says.
+  std::vector<std::uint64_t> healthy{entries[0].number};
+  CHECK(box.quarantine(healthy) == 0);
+  CHECK(box.size() == 2);
 }
 
 TEST_CASE("erasure: matching journal entries go, the others stay") {

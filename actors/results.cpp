@@ -1,0 +1,30 @@
+#include "actors/results.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "protocols/clock_guard.hpp"
+
+namespace lockbridge {
+
+std::uint64_t keep_result(store::vault& v, std::string_view owner, std::string_view payload,
+                          std::string_view command_id) {
+  try {
+    auto number = command_id.empty() ? v.results->append(payload)
+                                     : v.results->append_answer(payload, command_id);
+    v.storage.recovered();
+    return number;
+  } catch (const store::store_error& e) {
+    if (e.why() == store::store_error::kind::storage)
+      v.storage.fail(e.what(), protocol::unix_ms_now());
+    spdlog::error("{}: cannot keep a command result on disk ({}); it is sent from memory and "
+                  "lost if the gateway stops before the broker has it",
+                  owner, e.what());
+  } catch (const std::exception& e) {
+    spdlog::error("{}: cannot keep a command result on disk ({}); it is sent from memory and "
+                  "lost if the gateway stops before the broker has it",
+                  owner, e.what());
+  }
+  return 0;
+}
+
+} // namespace lockbridge
