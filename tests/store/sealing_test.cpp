@@ -58,6 +58,20 @@ bool patch_file(const std::filesystem::path& file, const std::function<bool(std:
   return true;
 }
 
+/// Finds the first value sealed under data key 1 (format 0x01, id 00000001)
+/// in the raw file and flips one bit of its ciphertext, as an attacker or a
+/// failing disk would.
+bool flip_first_sealed_value(const std::filesystem::path& file) {
+  return patch_file(file, [](std::string& data) {
+    const std::string header{"\x01\x00\x00\x00\x01", 5};
+    auto at = data.find(header);
+    if (at == std::string::npos)
+      return false;
+    data[at + 20] = static_cast<char>(data[at + 20] ^ 0x01);
+    return true;
+  });
+}
+
 } // namespace
 
 TEST_SUITE("store") {
@@ -153,17 +167,7 @@ TEST_CASE("sealing: a flipped bit in the file is quarantined, never used") {
     std::vector<append_request> reqs{events("a", 1, 3)};
     j.append(reqs);
   }
-  // Find a value in the raw file by the sealed header of data key 1 (format
-  // 0x01, id 00000001) and flip one bit of its ciphertext, as an attacker or
-  // a failing disk would.
-  bool patched = patch_file(dir.path / "data.mdb", [](std::string& data) {
-    const std::string header{"\x01\x00\x00\x00\x01", 5};
-    auto at = data.find(header);
-    if (at == std::string::npos)
-      return false;
-    data[at + 20] = static_cast<char>(data[at + 20] ^ 0x01);
-    return true;
-  });
+  bool patched = flip_first_sealed_value(dir.path / "data.mdb");
   REQUIRE(patched);
   environment env{dir.path, map_size};
   journal j{env, ring(env), {}};
@@ -191,14 +195,7 @@ TEST_CASE("sealing: an outbox entry with a flipped bit is quarantined, the other
     box.append(R"({"id":"r2"})");
     box.append(R"({"id":"r3"})");
   }
-  bool patched = patch_file(dir.path / "data.mdb", [](std::string& data) {
-    const std::string header{"\x01\x00\x00\x00\x01", 5};
-    auto at = data.find(header);
-    if (at == std::string::npos)
-      return false;
-    data[at + 20] = static_cast<char>(data[at + 20] ^ 0x01);
-    return true;
-  });
+  bool patched = flip_first_sealed_value(dir.path / "data.mdb");
   REQUIRE(patched);
   environment env{dir.path, map_size};
   outbox box{env, ring(env)};
