@@ -13,13 +13,10 @@ std::uint64_t keep_result(store::vault& v, std::string_view owner, std::string_v
                                      : v.results->append_answer(payload, command_id);
     v.storage.recovered();
     return number;
-  } catch (const store::store_error& e) {
-    if (e.why() == store::store_error::kind::storage)
-      v.storage.fail(e.what(), protocol::unix_ms_now());
-    spdlog::error("{}: cannot keep a command result on disk ({}); it is sent from memory and "
-                  "lost if the gateway stops before the broker has it",
-                  owner, e.what());
   } catch (const std::exception& e) {
+    if (auto* fault = dynamic_cast<const store::store_error*>(&e);
+        fault != nullptr && fault->why() == store::store_error::kind::storage)
+      v.storage.fail(e.what(), protocol::unix_ms_now());
     spdlog::error("{}: cannot keep a command result on disk ({}); it is sent from memory and "
                   "lost if the gateway stops before the broker has it",
                   owner, e.what());

@@ -457,7 +457,8 @@ void pump_results(self_ptr self) {
   std::vector<store::outbox::entry> entries;
   std::vector<std::uint64_t> damaged;
   try {
-    entries = st.cfg.vault->results->read(st.results_next, window, &damaged);
+    entries = st.cfg.vault->results->read(st.results_next, window - st.result_flights.size(),
+                                          &damaged);
   } catch (const std::exception& e) {
     spdlog::error("uplink: cannot read the results waiting: {}", e.what());
     return;

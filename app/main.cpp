@@ -260,7 +260,8 @@ int reload_command(const std::string& file) {
     std::string out;
     if (doc.contains(key) && doc[key].is_array())
       for (const auto& k : doc[key])
-        out += (out.empty() ? "" : ", ") + (k.is_string() ? k.get<std::string>() : lockbridge::protocol::dump_safe(k));
+        out += (out.empty() ? "" : ", ")
+               + (k.is_string() ? k.get<std::string>() : lockbridge::protocol::dump_safe(k));
     return out;
   };
   if (!doc.value("ok", false) && !doc.contains("refused")) {
@@ -277,7 +278,9 @@ int reload_command(const std::string& file) {
   if (doc.contains("refused") && doc["refused"].is_object()) {
     for (const auto& [what, why] : doc["refused"].items())
       std::cerr << "lockbridge: not applied: " << what << ": "
-                << (why.is_string() ? why.get<std::string>() : lockbridge::protocol::dump_safe(why)) << "\n";
+                << (why.is_string() ? why.get<std::string>()
+                                    : lockbridge::protocol::dump_safe(why))
+                << "\n";
     return exit_failure;
   }
   return exit_ok;
@@ -408,7 +411,8 @@ int run(const std::string& file, bool start_empty) {
               sup = sup_slot;
             }
             if (!sup || !started)
-              return lockbridge::protocol::dump_safe(nlohmann::json{{"error", "the gateway is starting"}});
+              return lockbridge::protocol::dump_safe(
+                nlohmann::json{{"error", "the gateway is starting"}});
             if (request == "reload")
               return reload_from_socket(sys, file, *sup);
             return answer_local(sys, *sup, request);
@@ -692,7 +696,8 @@ int local_command(const std::string& file, const std::string& name, nlohmann::js
   if (!payload.contains("id"))
     payload["id"] = "local-" + std::to_string(lockbridge::protocol::unix_ms_now());
   auto reply = lockbridge::query_status(cfg->status_socket, 70,
-                                        "command " + name + " " + lockbridge::protocol::dump_safe(payload));
+                                        "command " + name + " "
+                                          + lockbridge::protocol::dump_safe(payload));
   if (!reply.ok) {
     std::cerr << "lockbridge: " << reply.text << "\n";
     return reply.not_running ? exit_not_running : exit_failure;

@@ -7,12 +7,12 @@
 
 #include <chrono>
 #include <csignal>
-#include <thread>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
