@@ -71,6 +71,8 @@ void spawn_children(self_ptr self) {
   coap_cfg.dtls_listen = gw.coap.dtls_listen;
   coap_cfg.plain_listen = gw.coap.plain_listen;
   coap_cfg.full_retry_after_s = gw.coap.full_retry_after_s;
+  coap_cfg.max_sessions = gw.coap.max_sessions;
+  coap_cfg.idle_release_s = gw.coap.idle_release_s;
   auto [coap_locks, ble_locks] = read_lock_keys(gw.locks);
   coap_cfg.locks = std::move(coap_locks);
   auto credential_store = vault->credentials;
@@ -158,6 +160,20 @@ void spawn_children(self_ptr self) {
       out.emplace_back(id, it == seen.end() ? 0 : it->second);
     }
     return out;
+  };
+  up_cfg.coap_figures = [coap, max = gw.coap.max_sessions] {
+    const auto& c = coap->counters();
+    protocol::gateway_status::coap_part p;
+    p.sessions = c.sessions;
+    p.peak_sessions = c.peak_sessions;
+    p.max_sessions = max;
+    p.session_refusals = c.session_refusals;
+    p.sessions_released = c.sessions_released;
+    p.handshake_refusals = c.handshake_refusals;
+    p.wrong_key_handshakes = c.wrong_key_handshakes;
+    p.requests = c.requests;
+    p.bad_requests = c.bad_requests;
+    return p;
   };
   if (ble)
     up_cfg.ble_figures = [ble] {

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <utility>
 
 #include <caf/all.hpp>
 #include <mqtt/async_client.h>
@@ -210,6 +211,8 @@ protocol::gateway_status status_now(self_ptr self) {
   s.cert_warning_days = st.cfg.mqtt.cert_warning_days;
   if (st.cfg.ble_figures)
     s.ble = st.cfg.ble_figures();
+  if (st.cfg.coap_figures)
+    s.coap = st.cfg.coap_figures();
   if (st.cfg.credentials) {
     auto f = st.cfg.credentials->figures();
     protocol::gateway_status::credentials_part c;
@@ -283,6 +286,59 @@ void add_health(self_ptr self, protocol::gateway_status& s, const journal_figure
   s.health = h;
 }
 
+/// How many publishes each stream may have in Paho's hands at once besides
+/// the events window (mqtt.inflight_window): audit batches, command results
+/// from the outbox, retained messages. Paho's buffer is sized for their sum.
+constexpr std::size_t audit_window_size = 2;
+constexpr std::size_t results_window_size = 32;
+constexpr std::size_t retained_window_size = 8;
+
+/// Publishes waiting retained messages while their window has room. A
+/// message Paho cannot take now stays waiting; the next PUBACK, tick or
+/// connection sends it.
+void pump_retained(self_ptr self) {
+  auto& st = self->state;
+  while (st.connected && !st.publishing_paused && !st.retained_waiting.empty()
+         && st.retained_flights.size() < retained_window_size) {
+    auto it = st.retained_waiting.begin();
+    auto number = st.next_number++;
+    try {
+      st.link->client->publish(mqtt::make_message(it->first, it->second, 1, true),
+                               reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
+                               st.link->on_publish);
+    } catch (const mqtt::exception& e) {
+      spdlog::warn("uplink: retained publish on {} not taken now ({}); sent again shortly",
+                   it->first, e.what());
+      return;
+    }
+    // The status doubles as a probe of the broker while no event is in
+    // flight: its PUBACK must come back within the stall bound too.
+    if (it->first == st.topics.status()) {
+      spdlog::debug("uplink: status published");
+      if (st.probe_number == 0) {
+        st.probe_number = number;
+        st.probe_sent_at = std::chrono::steady_clock::now();
+      }
+    }
+    st.retained_flights[number] = {it->first, std::move(it->second)};
+    st.retained_waiting.erase(it);
+  }
+}
+
+/// Queues a retained message for `topic`, replacing one still waiting.
+void publish_retained(self_ptr self, const std::string& topic, std::string payload) {
+  self->state.retained_waiting[topic] = std::move(payload);
+  pump_retained(self);
+}
+
+/// Retained messages in flight on a link that is gone, or refused: waiting
+/// again, unless a newer one for the same topic already is.
+void requeue_retained(uplink_state& st) {
+  for (auto& [number, f] : st.retained_flights)
+    st.retained_waiting.try_emplace(f.topic, std::move(f.payload));
+  st.retained_flights.clear();
+}
+
 /// Publishes one lock's retained state: availability, and its own state if
 /// it has told it.
 void publish_lock_state(self_ptr self, const std::string& lock, bool available,
@@ -304,12 +360,7 @@ void publish_lock_state(self_ptr self, const std::string& lock, bool available,
                     {"door_open", it->second.door_open},
                     {"battery", it->second.battery},
                     {"fw", it->second.fw}};
-  try {
-    st.link->client->publish(
-      mqtt::make_message(st.topics.lock_state(lock), protocol::dump_safe(doc), 1, true));
-  } catch (const mqtt::exception& e) {
-    spdlog::warn("uplink: lock state publish failed: {}", e.what());
-  }
+  publish_retained(self, st.topics.lock_state(lock), protocol::dump_safe(doc));
 }
 
 /// Publishes (retained) each lock's availability when it changed, or all of
@@ -345,11 +396,7 @@ void publish_lock_states(self_ptr self, bool all) {
       if (configured)
         continue;
       st.lock_states.erase(lock);
-      try {
-        st.link->client->publish(mqtt::make_message(st.topics.lock_state(lock), "", 1, true));
-      } catch (const mqtt::exception& e) {
-        spdlog::warn("uplink: clearing the state of removed lock {} failed: {}", lock, e.what());
-      }
+      publish_retained(self, st.topics.lock_state(lock), "");
     }
   st.lock_available = std::move(next);
 }
@@ -366,22 +413,9 @@ void publish_status(self_ptr self) {
           return;
         s.journal = f;
         add_health(self, s, f);
-        try {
-          auto msg = mqtt::make_message(st.topics.status(), protocol::encode_status(s), 1, true);
-          auto number = st.next_number++;
-          st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
-                                   st.link->on_publish);
-          spdlog::debug("uplink: status published ({} events waiting, {} locks heard from)",
-                        f.depth, s.health ? s.health->locks_available : 0);
-          // The status doubles as a probe of the broker while no event is in
-          // flight: its PUBACK must come back within the stall bound too.
-          if (st.probe_number == 0) {
-            st.probe_number = number;
-            st.probe_sent_at = std::chrono::steady_clock::now();
-          }
-        } catch (const mqtt::exception& e) {
-          spdlog::warn("uplink: status publish failed: {}", e.what());
-        }
+        publish_retained(self, st.topics.status(), protocol::encode_status(s));
+        spdlog::debug("uplink: status queued ({} events waiting, {} locks heard from)", f.depth,
+                      s.health ? s.health->locks_available : 0);
       },
       [](const caf::error& err) {
         spdlog::warn("uplink: journal figures unavailable: {}", caf::to_string(err));
@@ -446,7 +480,7 @@ void quarantine_results(uplink_state& st, const std::vector<std::uint64_t>& dama
 /// refused one; results still in flight behind it are not published twice.
 void pump_results(self_ptr self) {
   auto& st = self->state;
-  constexpr std::size_t window = 32;
+  constexpr std::size_t window = results_window_size;
   if (!st.connected || st.publishing_paused || !st.cfg.vault
       || st.result_flights.size() >= window)
     return;
@@ -457,8 +491,7 @@ void pump_results(self_ptr self) {
   std::vector<store::outbox::entry> entries;
   std::vector<std::uint64_t> damaged;
   try {
-    entries = st.cfg.vault->results->read(st.results_next, window - st.result_flights.size(),
-                                          &damaged);
+    entries = st.cfg.vault->results->read(st.results_next, window, &damaged);
   } catch (const std::exception& e) {
     spdlog::error("uplink: cannot read the results waiting: {}", e.what());
     return;
@@ -537,6 +570,7 @@ void forget_in_flight(uplink_state& st) {
   st.audit_next = 0;
   st.result_flights.clear();
   st.results_next = 0;
+  requeue_retained(st);
   st.probe_number = 0;
 }
 
@@ -547,7 +581,7 @@ void pump_audit(self_ptr self) {
   auto& st = self->state;
   if (!st.connected || !st.cfg.vault || st.publishing_paused)
     return;
-  while (st.audit_window.size() < 2) {
+  while (st.audit_window.size() < audit_window_size) {
     std::vector<std::uint64_t> damaged;
     auto entries = st.cfg.vault->audit->read(st.audit_next, 100, &damaged);
     for (auto seq : damaged)
@@ -697,6 +731,22 @@ void publish_refused(self_ptr self, std::uint64_t number, std::int32_t reason) {
   }
 }
 
+/// Makes the link's Paho client (at start, and in place of one abandoned).
+void new_client(self_ptr self) {
+  auto& st = self->state;
+  // Paho's buffer holds what every window may have in its hands at once,
+  // with room for a subscription and the goodbye.
+  auto buffered = st.cfg.mqtt.inflight_window + audit_window_size + results_window_size
+                  + retained_window_size + 8;
+  mqtt::create_options create(MQTTVERSION_5, static_cast<int>(buffered));
+  // The old client (if any) is destroyed first: its socket is closed and
+  // whatever it still held is dropped without callbacks.
+  st.link->client.reset();
+  st.link->client = std::make_unique<mqtt::async_client>(paho_uri(st.cfg.mqtt.broker_uri),
+                                                         st.cfg.mqtt.client_id, create, nullptr);
+  st.link->client->set_callback(*st.link);
+}
+
 /// Drops a link over which the broker acknowledges nothing (a hung broker:
 /// the TCP connection stays open) and makes a new one.
 void check_stall(self_ptr self) {
@@ -723,10 +773,13 @@ void check_stall(self_ptr self) {
                 std::chrono::duration_cast<std::chrono::seconds>(now - *oldest).count());
   ++st.generation;
   forget_in_flight(st);
-  try {
-    st.link->client->disconnect(0);
-  } catch (const mqtt::exception&) {
-  }
+  // Paho cannot be trusted to close a link to a hung broker: its DISCONNECT
+  // waits behind writes the broker does not read, and a connect queued
+  // meanwhile goes ahead of it (Paho puts connects first), so the stale
+  // DISCONNECT then ends the new link. The client is abandoned with all it
+  // holds and a new one made; the journal, the outbox and the retained
+  // messages waiting have what it held.
+  new_client(self);
   // A hung broker would also hang the TLS probe, whose verdict ("the broker
   // may not accept our certificate") would mislead: the cause is known.
   st.first_failure = false;
@@ -824,10 +877,13 @@ void reload_tls(self_ptr self) {
   // acknowledged event.
   ++st.generation;
   forget_in_flight(st);
+  bool closed = true;
   try {
-    st.link->client->disconnect(0)->wait_for(2000);
+    closed = st.link->client->disconnect(0)->wait_for(2000);
   } catch (const mqtt::exception&) {
   }
+  if (!closed)
+    new_client(self); // a broker that does not let go (see check_stall)
   start_connect(self);
 }
 
@@ -847,11 +903,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.link->self = caf::actor_cast<caf::actor>(self);
   st.link->on_connect.link = st.link.get();
   st.link->on_publish.link = st.link.get();
-  mqtt::create_options create(MQTTVERSION_5,
-                              static_cast<int>(st.cfg.mqtt.inflight_window) * 2 + 20);
-  st.link->client = std::make_unique<mqtt::async_client>(paho_uri(st.cfg.mqtt.broker_uri),
-                                                         st.cfg.mqtt.client_id, create, nullptr);
-  st.link->client->set_callback(*st.link);
+  new_client(self);
   self->attach_functor([link = st.link, topic = st.topics.status(),
                         offline = protocol::encode_offline_will(st.cfg.site, st.cfg.gateway)] {
     // Say goodbye on a clean stop, so the retained status is right at once.
@@ -906,6 +958,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       pump_results(self);
       publish_status(self);
       publish_lock_states(self, true);
+      pump_retained(self); // what was in flight when the last link dropped
       pump(self);
       pump_audit(self);
     },
@@ -924,8 +977,10 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       auto& st = self->state;
       st.refusal_backoff = std::chrono::milliseconds{0};
       st.stalled = false;
-      if (number == st.probe_number) {
+      if (number == st.probe_number)
         st.probe_number = 0;
+      if (st.retained_flights.erase(number) > 0) {
+        pump_retained(self);
         return;
       }
       if (auto r = st.result_flights.find(number); r != st.result_flights.end()) {
@@ -991,8 +1046,13 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     },
     [self](atom::nacked, std::uint64_t number, std::int32_t reason) {
       auto& st = self->state;
-      if (number == st.probe_number) {
+      if (number == st.probe_number)
         st.probe_number = 0;
+      if (auto r = st.retained_flights.find(number); r != st.retained_flights.end()) {
+        // Waiting again (unless a newer one is); the next PUBACK, tick or
+        // retry sends it.
+        st.retained_waiting.try_emplace(r->second.topic, std::move(r->second.payload));
+        st.retained_flights.erase(r);
         if (reason >= 0x80)
           publish_refused(self, number, reason);
         return;
@@ -1019,6 +1079,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       pump(self);
       pump_audit(self);
       pump_results(self);
+      pump_retained(self);
     },
     [self](atom::status) {
       publish_status(self);
@@ -1126,6 +1187,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
           && unix_ms_now() - self->state.tls_problem_logged_at >= 3600 * 1000)
         check_tls(self);
       publish_lock_states(self, false);
+      pump_retained(self); // what Paho could not take at the last try
       if (!self->state.state_waiting.empty() && self->state.cfg.locks_seen)
         for (const auto& [lock, seen] : self->state.cfg.locks_seen())
           if (self->state.state_waiting.contains(lock))
@@ -1148,7 +1210,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                              {"stalled", st.stalled},
                              {"stalls", st.stalls},
                              {"in_flight", st.window.size()},
-                             {"results_waiting", st.pending_results.size() + results_stored(st)}};
+                             {"results_waiting", st.pending_results.size() + results_stored(st)},
+                             {"retained_waiting",
+                              st.retained_waiting.size() + st.retained_flights.size()}};
             rp.deliver(protocol::dump_safe(doc));
           },
           [rp](const caf::error& err) mutable { rp.deliver(err); });

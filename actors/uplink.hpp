@@ -40,6 +40,8 @@ struct uplink_config {
   std::function<std::vector<std::pair<std::string, std::int64_t>>()> locks_seen;
   /// The BLE transport's figures (unset without BLE locks).
   std::function<protocol::gateway_status::ble_part()> ble_figures;
+  /// The CoAP transport's figures.
+  std::function<protocol::gateway_status::coap_part()> coap_figures;
   /// A lock silent for longer is published as unavailable.
   std::chrono::seconds lock_silence{300};
 };
@@ -133,6 +135,16 @@ struct uplink_state {
   /// events are in the events stream already): when it was, and which wait.
   std::map<std::string, std::int64_t> state_published_at;
   std::set<std::string> state_waiting;
+  /// Retained messages (the status, each lock's state, the clearing of a
+  /// removed lock's) waiting to go, one per topic: a newer one replaces the
+  /// older. They go behind their own small window, so a burst (a thousand
+  /// locks heard from at once) never overruns Paho's buffer; none is dropped.
+  std::map<std::string, std::string> retained_waiting; ///< topic -> payload
+  struct retained_flight {
+    std::string topic;
+    std::string payload;
+  };
+  std::map<std::uint64_t, retained_flight> retained_flights; ///< publish number -> message
   // Rates for the health figures: the counters at the last sample.
   std::int64_t rate_at = 0;
   std::uint64_t rate_in_count = 0, rate_out_count = 0;

@@ -383,6 +383,16 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
             "\"development\" on a test bench");
   if (auto v = r.integer(co, "coap", "full_retry_after_s", defaults::full_retry_after_s, 1, 3600))
     cfg.coap.full_retry_after_s = static_cast<std::uint32_t>(*v);
+  if (auto v = r.integer(co, "coap", "max_sessions", defaults::coap_max_sessions, 1, 100000))
+    cfg.coap.max_sessions = static_cast<std::uint32_t>(*v);
+  if (auto v = r.integer(co, "coap", "idle_release_s", defaults::coap_idle_release_s, 0, 86400)) {
+    if (*v > 0 && *v < 10)
+      r.error(co.get("idle_release_s")->source(), "coap.idle_release_s",
+              "expected 0 (keep sessions) or 10-86400 seconds; a shorter time makes every "
+              "lock handshake again between two requests");
+    else
+      cfg.coap.idle_release_s = static_cast<std::uint32_t>(*v);
+  }
 
   auto ble = r.table(root, "", "ble", false);
   const auto& bl = ble != nullptr ? *ble : empty;

@@ -45,6 +45,8 @@ struct coap_config {
   std::vector<listen_address> plain_listen; ///< development only
   std::uint32_t full_retry_after_s = 0;     ///< Max-Age of a 5.03 when the journal is full
   std::uint32_t lock_silence_s = 0;         ///< a lock silent longer is unavailable
+  std::uint32_t max_sessions = 0;           ///< locks served at once; more are refused
+  std::uint32_t idle_release_s = 0;         ///< release a session unused this long (0: never)
 };
 
 struct mqtt_config {

@@ -23,6 +23,10 @@ inline constexpr std::uint32_t cert_warning_days = 30;
 inline constexpr std::uint32_t reconnect_min_ms = 500;
 inline constexpr std::uint32_t reconnect_max_ms = 30000;
 inline constexpr std::uint32_t full_retry_after_s = 30;
+/// Locks served over CoAP at once (bounds the DTLS sessions' memory).
+inline constexpr std::uint32_t coap_max_sessions = 1000;
+/// 0: a lock's DTLS session is kept while the lock is there.
+inline constexpr std::uint32_t coap_idle_release_s = 0;
 inline constexpr const char* time_zone = "UTC";
 inline constexpr const char* status_socket = "/run/lockbridge/status.sock";
 inline constexpr std::uint32_t credentials_max_age_hours = 168;

@@ -29,6 +29,8 @@ constexpr key_rule rules[] = {
   {"coap", "plain_listen", restart},
   {"coap", "full_retry_after_s", restart},
   {"coap", "lock_silence_s", applied},
+  {"coap", "max_sessions", restart},
+  {"coap", "idle_release_s", restart},
   {"ble", "adapter", restart},
   {"ble", "max_connections", restart},
   {"ble", "poll_interval_s", restart},

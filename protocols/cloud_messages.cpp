@@ -308,6 +308,18 @@ std::string encode_status(const gateway_status& s) {
                   {"bad_messages", b.bad_messages},
                   {"fragments_dropped", b.fragments_dropped}};
   }
+  if (s.coap) {
+    const auto& c = *s.coap;
+    doc["coap"] = {{"sessions", c.sessions},
+                   {"peak_sessions", c.peak_sessions},
+                   {"max_sessions", c.max_sessions},
+                   {"session_refusals", c.session_refusals},
+                   {"sessions_released", c.sessions_released},
+                   {"handshake_refusals", c.handshake_refusals},
+                   {"wrong_key_handshakes", c.wrong_key_handshakes},
+                   {"requests", c.requests},
+                   {"bad_requests", c.bad_requests}};
+  }
   if (s.privacy) {
     const auto& p = *s.privacy;
     doc["privacy"] = {

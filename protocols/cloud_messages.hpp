@@ -138,6 +138,19 @@ struct gateway_status {
     std::uint64_t fragments_dropped = 0;
   };
   std::optional<ble_part> ble;
+  /// The CoAP transport's sessions (absent in a will).
+  struct coap_part {
+    std::uint32_t sessions = 0;          ///< locks with a DTLS session now
+    std::uint32_t peak_sessions = 0;
+    std::uint32_t max_sessions = 0;      ///< coap.max_sessions
+    std::uint64_t session_refusals = 0;  ///< handshakes refused at max_sessions
+    std::uint64_t sessions_released = 0; ///< released after coap.idle_release_s
+    std::uint64_t handshake_refusals = 0;
+    std::uint64_t wrong_key_handshakes = 0;
+    std::uint64_t requests = 0;
+    std::uint64_t bad_requests = 0;
+  };
+  std::optional<coap_part> coap;
   /// Whether the disk takes writes (absent in a will).
   struct storage_part {
     bool ok = true;

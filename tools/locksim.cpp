@@ -56,6 +56,8 @@ struct options {
   double linger_s = 0;                // after the events: keep the sessions, answer commands
   std::string command_answer = "done"; // done | refused | failed: how commands are answered
   int hostile_states = 0; // the first N state answers per lock claim a 2^64-1-item array (tests)
+  int reopen_pause_ms = 200; // after the gateway closed or refused a session
+  bool quiet_states = false;  // door events do not change the observable state (scale runs)
 };
 
 struct lock_state {
@@ -78,6 +80,9 @@ struct lock_state {
   std::uint64_t errors = 0;
   std::string last_error;
   int hostile_states_sent = 0;
+  std::uint64_t closed_by_gateway = 0; ///< DTLS close_notify from the gateway
+  std::uint64_t session_failures = 0;  ///< handshakes that failed (refused)
+  clock_type::time_point first_ack{};  ///< when the lock was first served
 };
 
 options opt;
@@ -260,6 +265,8 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
       return COAP_RESPONSE_OK;
     }
     latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
+    if (l->acked_seq < opt.start_seq)
+      l->first_ack = now;
     l->acked_seq = std::max(l->acked_seq, *ack);
     while (!l->pending.empty() && l->pending.front().seq <= l->acked_seq)
       l->pending.pop_front();
@@ -280,6 +287,25 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
     l->resume_at = now + std::chrono::milliseconds{500};
   }
   return COAP_RESPONSE_OK;
+}
+
+/// The gateway ended the session (it released an idle one, or refused the
+/// handshake): the main loop opens a new one when the lock has something to
+/// send, after a pause so a refused lock does not hammer the gateway.
+int on_event(coap_session_t* session, const coap_event_t event) {
+  if (event != COAP_EVENT_DTLS_CLOSED && event != COAP_EVENT_DTLS_ERROR
+      && event != COAP_EVENT_SESSION_CLOSED)
+    return 0;
+  if (auto l = lock_of(session); l != nullptr && l->session == session) {
+    if (event == COAP_EVENT_DTLS_CLOSED)
+      ++l->closed_by_gateway;
+    else
+      ++l->session_failures;
+    l->in_flight = false;
+    l->reopen = true;
+    l->resume_at = clock_type::now() + std::chrono::milliseconds{opt.reopen_pause_ms};
+  }
+  return 0;
 }
 
 void on_nack(coap_session_t* session, const coap_pdu_t*, const coap_nack_reason_t, const coap_mid_t) {
@@ -390,7 +416,7 @@ void generate(lock_state& l, double elapsed_s) {
     ev.door = "door-" + l.id.substr(l.id.size() - 2);
     if (opt.with_creds && (ev.seq % 4 == 0 || ev.seq % 4 == 3))
       ev.cred = "CARD-" + l.id + "-" + std::to_string(ev.seq % 50);
-    if (ev.type == "door_open" || ev.type == "door_close") {
+    if (!opt.quiet_states && (ev.type == "door_open" || ev.type == "door_close")) {
       l.own.door_open = ev.type == "door_open";
       state_changed();
     }
@@ -416,7 +442,7 @@ int main(int argc, char** argv) {
   CLI::App app{"lockbridge-locksim: simulated door locks speaking lock protocol v1"};
   app.add_option("--gateway", opt.gateway, "gateway host:port")->capture_default_str();
   app.add_flag("--plain", opt.plain, "plain CoAP (development gateways only)");
-  app.add_option("--locks", opt.locks, "number of locks")->capture_default_str()->check(CLI::Range(1, 1000));
+  app.add_option("--locks", opt.locks, "number of locks")->capture_default_str()->check(CLI::Range(1, 10000));
   app.add_option("--prefix", opt.prefix, "lock id prefix")->capture_default_str();
   app.add_option("--first-lock", opt.first_lock, "number of the first lock")->capture_default_str();
   app.add_option("--psk-dir", opt.psk_dir, "directory with <lock-id>.psk files");
@@ -448,6 +474,13 @@ int main(int argc, char** argv) {
                  "array header claiming 2^64-1 items (a hostile lock, for tests)")
     ->capture_default_str()
     ->check(CLI::Range(0, 1000));
+  app.add_option("--reopen-pause-ms", opt.reopen_pause_ms,
+                 "wait this long before a new session when the gateway closed or refused one")
+    ->capture_default_str()
+    ->check(CLI::Range(0, 60000));
+  app.add_flag("--quiet-states", opt.quiet_states,
+               "door events leave the observable state alone (no notification per event: a "
+               "thousand simulated locks share one state resource)");
   CLI11_PARSE(app, argc, argv);
   opt.with_creds = !no_creds;
 
@@ -478,6 +511,7 @@ int main(int argc, char** argv) {
   ctx = coap_new_context(nullptr);
   coap_register_response_handler(ctx, on_response);
   coap_register_nack_handler(ctx, on_nack);
+  coap_register_event_handler(ctx, on_event);
   // The gateway sends lock commands on the lock's own session.
   auto commands = coap_resource_init(coap_make_str_const("v1/commands"), 0);
   coap_register_handler(commands, COAP_REQUEST_POST, on_command);
@@ -519,12 +553,14 @@ int main(int argc, char** argv) {
         ++l.retries;
         l.reopen = true;
       }
-      if (l.reopen) {
+      // A session the gateway ended is made again when there is something
+      // to send, as a quiet lock would.
+      if (l.reopen && now >= l.resume_at && !l.pending.empty()) {
         l.reopen = false;
         open_session(l);
       }
       release_retired(false);
-      if (!l.in_flight && !l.pending.empty() && now >= l.resume_at)
+      if (!l.in_flight && !l.reopen && !l.pending.empty() && now >= l.resume_at)
         send_batch(l);
       all_done = all_done && l.generated >= opt.events_per_lock && l.pending.empty();
     }
@@ -563,6 +599,24 @@ int main(int argc, char** argv) {
   report["requests_acked"] = latencies_us.size();
   report["latency_us"] = {{"p50", pct(0.50)}, {"p99", pct(0.99)}, {"max", latencies_us.empty() ? 0.0 : latencies_us.back()}};
   report["sessions_opened"] = sessions_opened;
+  {
+    // When every lock was first served (its first batch acknowledged), from
+    // the start: the time a site's locks take to be back after a power cut.
+    double served_s = 0;
+    std::uint64_t closed = 0, failures = 0, served = 0;
+    for (const auto& l : locks) {
+      closed += l.closed_by_gateway;
+      failures += l.session_failures;
+      if (l.first_ack != clock_type::time_point{}) {
+        ++served;
+        served_s = std::max(served_s, std::chrono::duration<double>(l.first_ack - start).count());
+      }
+    }
+    report["locks_served"] = served;
+    report["all_served_s"] = served_s;
+    report["sessions_closed_by_gateway"] = closed;
+    report["session_failures"] = failures;
+  }
   if (opt.access_creds > 0)
     report["access"] = {{"allowed", access_allowed}, {"denied", access_denied}};
   bool complete = true;

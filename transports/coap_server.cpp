@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -20,6 +21,7 @@
 #include <utility>
 
 #include <coap3/coap.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include "protocols/log_fields.hpp"
@@ -83,6 +85,16 @@ void route_libcoap_logs(coap_log_t level, const char* message) {
     spdlog::error("libcoap: {}{}", text, tail);
   else
     spdlog::warn("libcoap: {}{}", text, tail);
+}
+
+/// Lets OpenSSL free a DTLS session's record buffers while nothing is being
+/// read or written on it (they are most of an idle session's memory; see
+/// docs/benchmarks.md, "Memory per lock").
+void release_buffers_when_idle(coap_session_t* session) {
+  coap_tls_library_t library = COAP_TLS_LIBRARY_NOTLS;
+  auto tls = coap_session_get_tls(session, &library);
+  if (tls != nullptr && library == COAP_TLS_LIBRARY_OPENSSL)
+    SSL_set_mode(static_cast<SSL*>(tls), SSL_MODE_RELEASE_BUFFERS);
 }
 
 void add_cbor(coap_pdu_t* response, const std::vector<std::uint8_t>& body) {
@@ -166,6 +178,7 @@ struct coap_server::impl {
   };
 
   warn_limiter unknown_identity_warnings;
+  warn_limiter session_limit_warnings;
   warn_limiter dtls_error_warnings;
 
   /// Handshakes under a known lock's identity that have not completed: a
@@ -209,9 +222,64 @@ struct coap_server::impl {
   mutable std::mutex seen_mutex;
   std::map<std::string, std::int64_t, std::less<>> seen;
 
-  /// Each lock's latest session (referenced), to send it commands. Only
-  /// libcoap's thread uses it.
-  std::map<std::string, coap_session_t*, std::less<>> live;
+  /// Each lock's latest session (referenced), to send it commands, and when
+  /// the lock last used it. Only libcoap's thread uses it.
+  struct live_session {
+    coap_session_t* session = nullptr;
+    std::chrono::steady_clock::time_point used{};
+  };
+  std::map<std::string, live_session, std::less<>> live;
+
+  void count_sessions() {
+    auto n = static_cast<std::uint32_t>(live.size());
+    counters.sessions = n;
+    if (n > counters.peak_sessions)
+      counters.peak_sessions = n;
+  }
+
+  /// The lock whose live session `s` is, or nullptr.
+  live_session* live_of(coap_session_t* s) {
+    auto lock = static_cast<lock_entry*>(coap_session_get_app_data(s));
+    if (lock == nullptr)
+      return nullptr;
+    auto it = live.find(lock->id);
+    return it != live.end() && it->second.session == s ? &it->second : nullptr;
+  }
+
+  /// Releases the sessions of locks that used them less recently than
+  /// idle_release_s ago and have nothing in flight on them: libcoap frees a
+  /// session nobody references once it has been quiet for its session
+  /// timeout (set to the same bound), which ends the DTLS association; the
+  /// lock's next request makes a new one. Its state is observed again then.
+  void release_idle_sessions() {
+    if (cfg.idle_release_s == 0)
+      return;
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_idle_check)
+      return;
+    next_idle_check = now + std::chrono::seconds{1};
+    auto bound = std::chrono::seconds{cfg.idle_release_s};
+    for (auto it = live.begin(); it != live.end();) {
+      auto s = it->second.session;
+      bool busy = now - it->second.used < bound
+                  || std::any_of(pending.begin(), pending.end(),
+                                 [s](const auto& p) { return p.second.session == s; })
+                  || std::any_of(commands.begin(), commands.end(),
+                                 [&](const auto& c) { return c.lock == it->first; });
+      if (busy) {
+        ++it;
+        continue;
+      }
+      spdlog::debug("coap: lock {}: session unused for {} s released (coap.idle_release_s)",
+                    it->first, cfg.idle_release_s);
+      observations.erase(it->first);
+      coap_session_release(s);
+      it = live.erase(it);
+      ++counters.sessions_released;
+    }
+    count_sessions();
+  }
+  std::chrono::steady_clock::time_point next_idle_check{};
 
   /// Commands to locks: queued by any thread, then owned by libcoap's.
   struct outgoing_command {
@@ -310,15 +378,19 @@ struct coap_server::impl {
 
   /// On libcoap's thread: the lock's session became `s` (it made a request).
   void note_session(const std::string& lock, coap_session_t* s) {
+    auto now = std::chrono::steady_clock::now();
     auto it = live.find(lock);
-    if (it != live.end() && it->second == s)
+    if (it != live.end() && it->second.session == s) {
+      it->second.used = now;
       return;
+    }
     coap_session_reference(s);
     if (it != live.end()) {
-      coap_session_release(it->second);
-      it->second = s;
+      coap_session_release(it->second.session);
+      it->second = {s, now};
     } else {
-      live.emplace(lock, s);
+      live.emplace(lock, live_session{s, now});
+      count_sessions();
     }
     observe_state(lock, s);
     send_waiting_commands();
@@ -327,9 +399,10 @@ struct coap_server::impl {
   void forget_session(coap_session_t* s) {
     std::erase_if(observations, [s](const auto& o) { return o.second.session == s; });
     for (auto it = live.begin(); it != live.end(); ++it)
-      if (it->second == s) {
+      if (it->second.session == s) {
         coap_session_release(s);
         live.erase(it);
+        count_sessions();
         break;
       }
     for (auto& c : commands)
@@ -348,7 +421,7 @@ struct coap_server::impl {
       auto it = live.find(c.lock);
       if (it == live.end())
         continue;
-      auto s = it->second;
+      auto s = it->second.session;
       auto token = send_request(s, COAP_REQUEST_CODE_POST, "commands", false, c.body);
       if (!token)
         continue; // tried again on the next pass
@@ -391,6 +464,8 @@ struct coap_server::impl {
     auto self = of(s);
     if (self == nullptr)
       return COAP_RESPONSE_OK;
+    if (auto l = self->live_of(s))
+      l->used = std::chrono::steady_clock::now();
     auto token = coap_pdu_get_token(received);
     if (self->on_state_response(s, token, received))
       return COAP_RESPONSE_OK;
@@ -479,8 +554,8 @@ struct coap_server::impl {
     for (auto& [id, p] : pending)
       coap_session_release(p.session);
     pending.clear();
-    for (auto& [lock, s] : live)
-      coap_session_release(s);
+    for (auto& [lock, l] : live)
+      coap_session_release(l.session);
     live.clear();
     if (ctx != nullptr) {
       coap_free_context(ctx);
@@ -508,6 +583,23 @@ struct coap_server::impl {
       if (self->unknown_identity_warnings.allow(suppressed))
         spdlog::warn("coap: DTLS handshake from {} refused: unknown PSK identity \"{}\"{}",
                      peer_of(session), printable(identity->s, identity->length),
+                     suppressed > 0 ? fmt::format(" ({} more such refusals not logged in the "
+                                                  "last 10 s)",
+                                                  suppressed)
+                                    : std::string{});
+      return nullptr;
+    }
+    if (!self->live.contains(it->first)
+        && self->live.size() + self->handshakes.size() >= self->cfg.max_sessions) {
+      // Bounded memory: a lock beyond the maximum is refused, not served by
+      // growing. It tries again later; a lock already served is not affected.
+      ++self->counters.session_refusals;
+      std::uint64_t suppressed = 0;
+      if (self->session_limit_warnings.allow(suppressed))
+        spdlog::warn("coap: DTLS handshake from {} as lock {} refused: {} locks are served "
+                     "already (coap.max_sessions); raise it if the box has the memory, or "
+                     "move locks to another gateway{}",
+                     peer_of(session), it->first, self->cfg.max_sessions,
                      suppressed > 0 ? fmt::format(" ({} more such refusals not logged in the "
                                                   "last 10 s)",
                                                   suppressed)
@@ -544,6 +636,7 @@ struct coap_server::impl {
     } else if (event == COAP_EVENT_DTLS_CONNECTED) {
       if (self != nullptr)
         self->handshakes.erase(session);
+      release_buffers_when_idle(session);
       auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
       spdlog::info("coap: lock {} connected over DTLS from {}", lock ? lock->id : "?",
                    peer_of(session));
@@ -846,6 +939,7 @@ struct coap_server::impl {
             report_decisions();
           if (!handshakes.empty())
             check_handshakes();
+          release_idle_sessions();
           return false;
         },
         [] { return false; });
@@ -886,6 +980,8 @@ coap_server::coap_server(coap_server_config cfg, events_handler on_events)
     registry[in.ctx] = &in;
   }
   coap_context_set_block_mode(in.ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  if (in.cfg.idle_release_s > 0)
+    coap_context_set_session_timeout(in.ctx, in.cfg.idle_release_s);
   coap_register_event_handler(in.ctx, &impl::on_event);
   coap_register_response_handler(in.ctx, &impl::on_response);
   coap_register_nack_handler(in.ctx, &impl::on_nack);

@@ -29,6 +29,12 @@ struct coap_server_config {
   std::vector<config::listen_address> plain_listen;
   std::vector<coap_lock> locks;
   std::uint32_t full_retry_after_s = 30;
+  /// Locks served at once (with a session or in a handshake); one more is
+  /// refused at its handshake, counted and logged.
+  std::uint32_t max_sessions = 1000;
+  /// A lock's session unused this long is released (its memory freed; the
+  /// lock's next request makes a new one); 0 keeps sessions.
+  std::uint32_t idle_release_s = 0;
   access_handler on_access; ///< without it, /v1/access answers 5.03
   decided_handler on_decided;
   clock_source clock;       ///< without it, the system clock
@@ -46,6 +52,13 @@ struct coap_counters {
   /// Handshakes under a known lock's identity that failed or never completed (wrong key?).
   std::atomic<std::uint64_t> wrong_key_handshakes{0};
   std::atomic<std::uint64_t> access_queries{0};
+  /// Locks with a session now, and the most there were at once.
+  std::atomic<std::uint32_t> sessions{0};
+  std::atomic<std::uint32_t> peak_sessions{0};
+  /// Handshakes refused because max_sessions locks were served already.
+  std::atomic<std::uint64_t> session_refusals{0};
+  /// Sessions released after idle_release_s without use.
+  std::atomic<std::uint64_t> sessions_released{0};
 };
 
 /// The lock-facing CoAP server (libcoap, DTLS-PSK; plain UDP only if

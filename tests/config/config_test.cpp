@@ -158,6 +158,8 @@ TEST_CASE("config: a valid file loads with defaults filled in") {
   CHECK(c.store.journal_max_bytes == 64ull << 20);
   CHECK(c.store.retention_days == 90);
   CHECK(c.coap.dtls_listen.size() == 2);
+  CHECK(c.coap.max_sessions == 1000);
+  CHECK(c.coap.idle_release_s == 0);
   CHECK(c.coap.dtls_listen[1].host == "::1");
   CHECK(c.mqtt.inflight_window == 100);
   CHECK(c.mqtt.client_id == "lockbridge-site-1-gw-1");
@@ -265,6 +267,11 @@ TEST_CASE("config: each broken file names file, line and key") {
      "store.journal_max_mb", "expected an integer"},
     {"out of range", replace(valid, "journal_max_mb = 64", "retention_days = 91"),
      "store.retention_days", "from 1 to 90"},
+    {"idle release too short",
+     replace(valid, "dtls_listen = ", "idle_release_s = 5\ndtls_listen = "),
+     "coap.idle_release_s", "expected 0 (keep sessions) or 10-86400"},
+    {"no sessions", replace(valid, "dtls_listen = ", "max_sessions = 0\ndtls_listen = "),
+     "coap.max_sessions", "from 1 to 100000"},
     {"missing file", replace(valid, "\"lookup.key\"", "\"nope.key\""),
      "credentials.lookup_key_file", "does not exist"},
     {"unknown zone", replace(valid, "Europe/Rome", "Europe/Atlantis"), "gateway.time_zone",

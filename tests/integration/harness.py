@@ -330,6 +330,7 @@ class Site(unittest.TestCase):
     locks = 3
     extra_store = ""
     extra_mqtt = ""
+    extra_coap = ""
     time_zone = "UTC"
     pki_not_before = None
     broker_acl = False  # True: mosquitto with config/mosquitto.acl.example filled in
@@ -435,6 +436,7 @@ state_dir = "{self.state_dir}"
 
 [coap]
 dtls_listen = ["127.0.0.1:{self.coap_port}"]
+{self.extra_coap}
 
 [mqtt]
 broker = "{self.broker.uri}"
