@@ -76,6 +76,7 @@ std::uint64_t journal_state::flush() {
     spdlog::warn("journal: the disk takes writes again; locks' events are acknowledged as "
                  "before");
   }
+  ++counters.commits;
   retry_delay = std::chrono::milliseconds{0};
   remove_upto = 0;
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
@@ -215,6 +216,7 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
       f.purged_retention = self->state.counters.purged_retention;
       f.duplicates = self->state.counters.duplicates;
       f.stored = self->state.counters.stored;
+      f.commits = self->state.counters.commits;
       return f;
     },
   };

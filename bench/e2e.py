@@ -52,6 +52,7 @@ class Bench:
         self.psk_dir = os.path.join(self.dir, "psk")
         os.makedirs(self.psk_dir)
         self.lock_ids = [f"lock-{i:02d}" for i in range(1, args.locks + 1)]
+        self.config = os.path.join(self.dir, "lockbridge.toml")
         for lock in self.lock_ids:
             self.secret(os.path.join(self.psk_dir, f"{lock}.psk"), secrets.token_hex(16))
         self.key_file = os.path.join(self.dir, "kek.key")
@@ -78,9 +79,10 @@ class Bench:
 
     # -- processes -----------------------------------------------------------
 
-    def start_gateway(self, max_events_per_message, locks_toml=None, env=None):
+    def start_gateway(self, max_events_per_message, locks_toml=None, env=None, coap_extra=""):
         """`locks_toml`: the [[locks]] (and [ble]) part instead of this
-        bench's CoAP locks; `env`: the daemon's environment."""
+        bench's CoAP locks; `env`: the daemon's environment; `coap_extra`:
+        more [coap] keys."""
         state = os.path.join(self.dir, "state")
         shutil.rmtree(state, ignore_errors=True)
         config = os.path.join(self.dir, "lockbridge.toml")
@@ -106,6 +108,7 @@ journal_max_mb = 2048
 
 [coap]
 dtls_listen = ["127.0.0.1:{self.coap_port}"]
+{coap_extra}
 
 [mqtt]
 broker = "{self.broker.uri}"

@@ -7,6 +7,7 @@
 #   bench/run.sh --json F     also write the figures to F
 #   bench/run.sh --access     the access-decision benchmark (bench/access.py) instead
 #   bench/run.sh --ble        the BLE benchmark (bench/ble.py) instead
+#   bench/run.sh --scale      the scale benchmark (bench/scale.py): 1,000 then 5,000 locks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
@@ -15,6 +16,10 @@ cmake --build --preset default
 if [ "${1:-}" = "--ble" ]; then
   shift
   exec /usr/bin/python3 bench/ble.py "$@"
+fi
+if [ "${1:-}" = "--scale" ]; then
+  shift
+  exec /usr/bin/python3 bench/scale.py "$@"
 fi
 if [ "${1:-}" = "--access" ]; then
   shift

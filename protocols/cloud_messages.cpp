@@ -255,7 +255,8 @@ std::string encode_status(const gateway_status& s) {
       {"oldest_received_at", s.journal.oldest_received_at},
       {"refused_full", s.journal.refused_full},
       {"purged_retention", s.journal.purged_retention},
-      {"duplicates", s.journal.duplicates}}},
+      {"duplicates", s.journal.duplicates},
+      {"commits", s.journal.commits}}},
   };
   if (s.client_cert_expires_at) {
     auto left_ms = *s.client_cert_expires_at - s.now;

@@ -72,6 +72,7 @@ struct journal_figures {
   std::uint64_t purged_retention = 0;  ///< events purged by retention (since start)
   std::uint64_t duplicates = 0;        ///< repeated events acknowledged, not stored (since start)
   std::uint64_t stored = 0;            ///< events stored (since start)
+  std::uint64_t commits = 0;           ///< group commits of appended batches (since start)
 };
 
 /// The gateway status: the retained birth message and its periodic refresh.

@@ -58,6 +58,9 @@ struct options {
   int hostile_states = 0; // the first N state answers per lock claim a 2^64-1-item array (tests)
   int reopen_pause_ms = 200; // after the gateway closed or refused a session
   bool quiet_states = false;  // door events do not change the observable state (scale runs)
+  double burst_at_s = 0;      // at this time, every lock gets `burst` more events at once
+  std::uint64_t burst = 0;
+  std::string latency_file;   // every acknowledged request: when it was sent, how long it took
 };
 
 struct lock_state {
@@ -83,11 +86,16 @@ struct lock_state {
   std::uint64_t closed_by_gateway = 0; ///< DTLS close_notify from the gateway
   std::uint64_t session_failures = 0;  ///< handshakes that failed (refused)
   clock_type::time_point first_ack{};  ///< when the lock was first served
+  std::uint64_t regular = 0;           ///< events generated at --rate (not the burst)
+  bool burst_done = false;
 };
 
 options opt;
 std::vector<lock_state> locks;
 std::vector<double> latencies_us;
+/// When each acknowledged request was sent (s since start), beside latencies_us.
+std::vector<double> sent_at_s;
+clock_type::time_point started_at;
 coap_context_t* ctx = nullptr;
 coap_address_t dst;
 std::uint64_t sessions_opened = 0;
@@ -255,6 +263,7 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
     }
     ++(answer["allow"].get<bool>() ? access_allowed : access_denied);
     latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
+    sent_at_s.push_back(std::chrono::duration<double>(l->sent_at - started_at).count());
     l->acked_seq = l->pending.front().seq;
     l->pending.pop_front();
   } else if (code == COAP_RESPONSE_CODE_CHANGED) {
@@ -265,6 +274,7 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
       return COAP_RESPONSE_OK;
     }
     latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
+    sent_at_s.push_back(std::chrono::duration<double>(l->sent_at - started_at).count());
     if (l->acked_seq < opt.start_seq)
       l->first_ack = now;
     l->acked_seq = std::max(l->acked_seq, *ack);
@@ -400,12 +410,25 @@ void on_command(coap_resource_t*, coap_session_t* session, const coap_pdu_t* req
   answer_cbor(response, COAP_RESPONSE_CODE_CHANGED, lockbridge::protocol::encode_lock_answer(a));
 }
 
+std::uint64_t target_events() {
+  return opt.events_per_lock + opt.burst;
+}
+
 void generate(lock_state& l, double elapsed_s) {
   std::uint64_t due = opt.rate <= 0 ? opt.events_per_lock
                                     : std::min<std::uint64_t>(opt.events_per_lock,
                                                               static_cast<std::uint64_t>(elapsed_s * opt.rate) + 1);
+  std::uint64_t extra = 0;
+  if (opt.burst > 0 && !l.burst_done && elapsed_s >= opt.burst_at_s) {
+    l.burst_done = true;
+    extra = opt.burst;
+  }
   // Bound what is generated ahead of acknowledgements, as a lock's memory would.
-  while (l.generated < due && l.pending.size() < 10000) {
+  while ((l.regular < due || extra > 0) && l.pending.size() < 10000) {
+    if (l.regular < due)
+      ++l.regular;
+    else
+      --extra;
     lock_event ev;
     ev.seq = l.next_seq++;
     ev.ts = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -478,6 +501,12 @@ int main(int argc, char** argv) {
                  "wait this long before a new session when the gateway closed or refused one")
     ->capture_default_str()
     ->check(CLI::Range(0, 60000));
+  app.add_option("--burst-at", opt.burst_at_s,
+                 "at this many seconds, every lock gets --burst more events at once")
+    ->capture_default_str();
+  app.add_option("--burst", opt.burst, "events per lock in the burst")->capture_default_str();
+  app.add_option("--latency-file", opt.latency_file,
+                 "write every acknowledged request's send time (s) and latency (us) here");
   app.add_flag("--quiet-states", opt.quiet_states,
                "door events leave the observable state alone (no notification per event: a "
                "thousand simulated locks share one state resource)");
@@ -540,6 +569,7 @@ int main(int argc, char** argv) {
   }
 
   auto start = clock_type::now();
+  started_at = start;
   auto last_report = start;
   for (;;) {
     auto now = clock_type::now();
@@ -562,7 +592,7 @@ int main(int argc, char** argv) {
       release_retired(false);
       if (!l.in_flight && !l.reopen && !l.pending.empty() && now >= l.resume_at)
         send_batch(l);
-      all_done = all_done && l.generated >= opt.events_per_lock && l.pending.empty();
+      all_done = all_done && l.generated >= target_events() && l.pending.empty();
     }
     if (now - last_report > std::chrono::seconds{1}) {
       write_acked();
@@ -587,6 +617,11 @@ int main(int argc, char** argv) {
     coap_io_process(ctx, 100);
 
   auto elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+  if (!opt.latency_file.empty()) {
+    std::ofstream out{opt.latency_file};
+    for (std::size_t i = 0; i < latencies_us.size(); ++i)
+      out << sent_at_s[i] << ' ' << latencies_us[i] << '\n';
+  }
   std::sort(latencies_us.begin(), latencies_us.end());
   auto pct = [&](double p) {
     if (latencies_us.empty())
@@ -625,7 +660,7 @@ int main(int argc, char** argv) {
                              {"pending", l.pending.size()}, {"retries", l.retries},
                              {"refused_full", l.refused_full}, {"errors", l.errors},
                              {"last_error", l.last_error}};
-    complete = complete && l.pending.empty() && l.generated >= opt.events_per_lock;
+    complete = complete && l.pending.empty() && l.generated >= target_events();
   }
   report["complete"] = complete;
   report["commands"] = commands_received;
