@@ -73,6 +73,7 @@ void spawn_children(self_ptr self) {
   coap_cfg.full_retry_after_s = gw.coap.full_retry_after_s;
   coap_cfg.max_sessions = gw.coap.max_sessions;
   coap_cfg.idle_release_s = gw.coap.idle_release_s;
+  coap_cfg.receive_buffer_kb = gw.coap.receive_buffer_kb;
   auto [coap_locks, ble_locks] = read_lock_keys(gw.locks);
   coap_cfg.locks = std::move(coap_locks);
   auto credential_store = vault->credentials;

@@ -102,8 +102,11 @@ def read_latencies(path):
 
 
 def run_size(n, args):
-    steady_s, quiet_s, burst = args.steady_seconds, args.quiet_seconds, 20
-    regular = int(steady_s / 10) + 1
+    # A storm of 5,000 handshakes lasts about a minute here: the steady
+    # phase is lengthened with the size so that some of it comes after.
+    steady_s = max(args.steady_seconds, n // 40 // 10 * 10)
+    quiet_s, burst = args.quiet_seconds, 20
+    regular = max(1, steady_s // 10)  # the last lock's last event near steady_s (--spread)
     bench = Bench(argparse.Namespace(locks=n + ACCESS_LOCKS))
     fig = {"locks": n}
     try:
@@ -131,7 +134,12 @@ def run_size(n, args):
         fig["idle"] = {"cpu_pct": cpu / span * 100, "anon_kib": sampler.samples[-1][2]}
 
         total = n * (regular + burst)
-        chk = bench.checker(total, "lockbridge/v1/site-1/gw-1/events",
+        access_start = min(20, steady_s // 3)
+        access_rate = n / 60
+        per_lock = access_rate / ACCESS_LOCKS
+        access_seconds = max(10, steady_s - access_start - 5)
+        access_each = max(1, int(per_lock * access_seconds))
+        chk = bench.checker(total + ACCESS_LOCKS * access_each, "lockbridge/v1/site-1/gw-1/events",
                             timeout=steady_s + quiet_s + 600)
         lat_file = os.path.join(bench.dir, "latency.txt")
         log(f"{n} locks: storm, then {steady_s} s steady, {quiet_s} s quiet, a burst of {burst}")
@@ -139,22 +147,18 @@ def run_size(n, args):
         sim = subprocess.Popen(
             [LOCKSIM, "--gateway", f"127.0.0.1:{bench.coap_port}", "--psk-dir", bench.psk_dir,
              "--locks", str(n), "--events", str(regular), "--rate", "0.1", "--batch", "10",
-             "--burst-at", str(steady_s + quiet_s), "--burst", str(burst), "--quiet-states",
-             "--latency-file", lat_file, "--timeout-ms", "5000", "--max-backoff-ms", "500",
+             "--burst-at", str(steady_s + quiet_s), "--burst", str(burst), "--quiet-states", "--spread",
+             "--latency-file", lat_file, "--timeout-ms", "20000", "--max-backoff-ms", "500",
              "--duration", str(steady_s + quiet_s + 300)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         # Access queries once the storm is over, for most of the steady phase.
-        access_start = min(20, steady_s // 3)
         time.sleep(access_start)
-        access_rate = n / 60
-        per_lock = access_rate / ACCESS_LOCKS
-        access_seconds = max(10, steady_s - access_start - 5)
         acc = subprocess.Popen(
             [LOCKSIM, "--gateway", f"127.0.0.1:{bench.coap_port}", "--psk-dir", bench.psk_dir,
              "--locks", str(ACCESS_LOCKS), "--first-lock", str(n + 1),
-             "--events", str(max(1, int(per_lock * access_seconds))), "--rate", str(per_lock),
+             "--events", str(access_each), "--rate", str(per_lock),
              "--duration", str(access_seconds * 3 + 30), "--timeout-ms", "3000",
-             "--access-creds", str(CREDENTIALS)],
+             "--access-creds", str(CREDENTIALS), "--spread"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         acc_out, _ = acc.communicate(timeout=access_seconds * 4 + 60)
         sim_out, _ = sim.communicate(timeout=steady_s + quiet_s + 400)
@@ -187,11 +191,14 @@ def run_size(n, args):
             "ack_us": percentiles([x for s, x in lat if s <= served]),
             "cpu_pct": storm_cpu / storm_span * 100,
             "anon_kib_after": sampler.at(t0 + served + 1)[2]}
+        if steady_b - steady_a < 10:
+            raise SystemExit(f"bench: the storm lasted {served:.0f} s, leaving no steady phase; "
+                             "use a larger --steady-seconds")
         steady_cpu, steady_span = sampler.cpu_between(t0 + steady_a, t0 + steady_b)
-        steady_events = status_delta(steady_a, steady_b, "events", "in")
+        steady_events = status_delta(steady_a, steady_b, "events", "in")  # access decisions included
         fig["steady"] = {
             "ack_us": percentiles([x for s, x in lat if steady_a <= s <= steady_b]),
-            "access_us": acc_report["latency_us"], "access_answered": acc_report["requests_acked"],
+            "access_us": acc_report["latency_warm_us"], "access_answered": acc_report["requests_acked"],
             "access_per_s": access_rate,
             "events": steady_events,
             "cpu_us_per_event": steady_cpu / max(steady_events, 1) * 1e6,
@@ -202,14 +209,18 @@ def run_size(n, args):
         fig["quiet"] = {"cpu_pct": quiet_cpu / quiet_span * 100, "anon_kib": quiet_anon,
                         "anon_kib_per_lock": (quiet_anon - fig["idle"]["anon_kib"]) / n,
                         "sessions": sampler.status_at(t0 + quiet_b).get("coap", {}).get("sessions")}
-        burst_cpu, burst_span = sampler.cpu_between(t0 + burst_a, t0 + max(burst_done, burst_a + 1))
+        # (CPU samples every 0.5 s, status every 2 s: the windows are widened.)
+        burst_cpu, _ = sampler.cpu_between(t0 + burst_a - 0.5, t0 + burst_done + 1)
         fig["burst"] = {"events": n * burst, "done_s": burst_done - burst_a,
+                        "per_s": n * burst / max(burst_done - burst_a, 1e-9),
                         "ack_us": percentiles(burst_lat),
-                        "cpu_pct": burst_cpu / burst_span * 100,
-                        "commits": status_delta(burst_a, min(burst_done + 2, t_end - t0 - 1),
-                                                "journal", "commits")}
+                        "cpu_s": burst_cpu,
+                        "commits": (sampler.statuses[-1][1]["journal"]["commits"]
+                                    - sampler.status_at(t0 + burst_a - 1)["journal"]["commits"])}
+        # Access decisions are journalled and delivered as events too.
+        fig["steady_from_s"], fig["steady_to_s"] = steady_a, steady_b
         fig["delivered"] = sub["unique_events"]
-        fig["expected"] = total
+        fig["expected"] = total + acc_report["requests_acked"]
         fig["complete"] = report["complete"]
         fig["sessions_opened"] = report["sessions_opened"]
         fig["retained_waiting_peak"] = sampler.peak_retained_waiting()
@@ -242,7 +253,8 @@ def show(f):
           f"({st['handshakes_per_s']:,.0f} handshakes/s); ack p50 {ms(st['ack_us']['p50']):.1f} ms, "
           f"p99 {ms(st['ack_us']['p99']):.0f} ms, max {ms(st['ack_us']['max']):.0f} ms; gateway CPU "
           f"{st['cpu_pct']:.0f} %; anonymous RSS after {st['anon_kib_after'] / 1024:.1f} MiB")
-    print(f"    steady    {sd['events']:,} events at {n / 10:,.0f}/s: ack p50 {ms(sd['ack_us']['p50']):.2f} ms, "
+    print(f"    steady    {sd['events']:,} events at {n / 10:,.0f}/s from {f['steady_from_s']:.0f} s to "
+          f"{f['steady_to_s']:.0f} s: ack p50 {ms(sd['ack_us']['p50']):.2f} ms, "
           f"p99 {ms(sd['ack_us']['p99']):.2f} ms, max {ms(sd['ack_us']['max']):.1f} ms "
           f"(target p99 < 5 ms: {verdict(sd['ack_us']['p99'] < 5000)}); access at {sd['access_per_s']:.0f}/s "
           f"({sd['access_answered']:,} answered): p50 {ms(sd['access_us']['p50']):.2f} ms, "
@@ -254,7 +266,8 @@ def show(f):
           f"{q['anon_kib_per_lock']:.1f} KiB per lock above idle")
     print(f"    burst     {b['events']:,} events at once: all acknowledged in {b['done_s']:.1f} s; ack p50 "
           f"{ms(b['ack_us']['p50']):.1f} ms, p99 {ms(b['ack_us']['p99']):.0f} ms, max "
-          f"{ms(b['ack_us']['max']):.0f} ms; {b['commits']:,} journal commits; CPU {b['cpu_pct']:.0f} %")
+          f"{ms(b['ack_us']['max']):.0f} ms ({b['per_s']:,.0f} events/s); {b['commits']:,} journal commits; "
+          f"gateway CPU {b['cpu_s']:.2f} s")
     print(f"    uplink    retained messages queued at most {f['retained_waiting_peak']} (status "
           f"broker.retained_waiting); publishes refused by Paho: {f['publishes_refused_by_paho']} "
           f"(must be 0); peak anonymous RSS {f['peak_anon_kib'] / 1024:.1f} MiB")
@@ -275,13 +288,13 @@ def main():
         if not os.access(tool, os.X_OK):
             sys.exit(f"bench: {tool} is missing; build first (bench/run.sh does)")
     figures = {"machine": machine(), "args": vars(args), "sizes": []}
-    for n in [int(x) for x in args.sizes.split(",")]:
-        figures["sizes"].append(run_size(n, args))
     m = figures["machine"]
     print(f"lockbridge scale benchmark ({m['cpu']}, {m['cores']} cores, Linux {m['kernel']}; "
-          f"every party on this machine)")
-    for f in figures["sizes"]:
-        show(f)
+          f"every party on this machine)", flush=True)
+    for n in [int(x) for x in args.sizes.split(",")]:
+        figures["sizes"].append(run_size(n, args))
+        show(figures["sizes"][-1])
+        sys.stdout.flush()
     if args.json:
         with open(args.json, "w") as out:
             json.dump(figures, out, indent=2)

@@ -385,6 +385,9 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     cfg.coap.full_retry_after_s = static_cast<std::uint32_t>(*v);
   if (auto v = r.integer(co, "coap", "max_sessions", defaults::coap_max_sessions, 1, 100000))
     cfg.coap.max_sessions = static_cast<std::uint32_t>(*v);
+  if (auto v = r.integer(co, "coap", "receive_buffer_kb", defaults::coap_receive_buffer_kb, 64,
+                         262144))
+    cfg.coap.receive_buffer_kb = static_cast<std::uint32_t>(*v);
   if (auto v = r.integer(co, "coap", "idle_release_s", defaults::coap_idle_release_s, 0, 86400)) {
     if (*v > 0 && *v < 10)
       r.error(co.get("idle_release_s")->source(), "coap.idle_release_s",

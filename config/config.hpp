@@ -47,6 +47,7 @@ struct coap_config {
   std::uint32_t lock_silence_s = 0;         ///< a lock silent longer is unavailable
   std::uint32_t max_sessions = 0;           ///< locks served at once; more are refused
   std::uint32_t idle_release_s = 0;         ///< release a session unused this long (0: never)
+  std::uint32_t receive_buffer_kb = 0;      ///< UDP receive buffer of each CoAP socket
 };
 
 struct mqtt_config {

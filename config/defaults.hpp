@@ -27,6 +27,8 @@ inline constexpr std::uint32_t full_retry_after_s = 30;
 inline constexpr std::uint32_t coap_max_sessions = 1000;
 /// 0: a lock's DTLS session is kept while the lock is there.
 inline constexpr std::uint32_t coap_idle_release_s = 0;
+/// Room for a burst of lock requests on each CoAP socket.
+inline constexpr std::uint32_t coap_receive_buffer_kb = 4096;
 inline constexpr const char* time_zone = "UTC";
 inline constexpr const char* status_socket = "/run/lockbridge/status.sock";
 inline constexpr std::uint32_t credentials_max_age_hours = 168;

@@ -31,6 +31,7 @@ constexpr key_rule rules[] = {
   {"coap", "lock_silence_s", applied},
   {"coap", "max_sessions", restart},
   {"coap", "idle_release_s", restart},
+  {"coap", "receive_buffer_kb", restart},
   {"ble", "adapter", restart},
   {"ble", "max_connections", restart},
   {"ble", "poll_interval_s", restart},

@@ -7,6 +7,8 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <sys/resource.h>
+
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -58,6 +60,7 @@ struct options {
   int hostile_states = 0; // the first N state answers per lock claim a 2^64-1-item array (tests)
   int reopen_pause_ms = 200; // after the gateway closed or refused a session
   bool quiet_states = false;  // door events do not change the observable state (scale runs)
+  bool spread = false;        // locks' events spread over the period instead of in step
   double burst_at_s = 0;      // at this time, every lock gets `burst` more events at once
   std::uint64_t burst = 0;
   std::string latency_file;   // every acknowledged request: when it was sent, how long it took
@@ -87,6 +90,9 @@ struct lock_state {
   std::uint64_t session_failures = 0;  ///< handshakes that failed (refused)
   clock_type::time_point first_ack{};  ///< when the lock was first served
   std::uint64_t regular = 0;           ///< events generated at --rate (not the burst)
+  double phase = 0;                    ///< --spread: fraction of a period its events lag
+  std::uint64_t on_session = 0;        ///< requests sent on the current session
+  bool first_on_session = false;       ///< the request in flight waited for a handshake
   bool burst_done = false;
 };
 
@@ -95,6 +101,8 @@ std::vector<lock_state> locks;
 std::vector<double> latencies_us;
 /// When each acknowledged request was sent (s since start), beside latencies_us.
 std::vector<double> sent_at_s;
+/// Latencies of requests that did not open their session (no handshake in them).
+std::vector<double> warm_latencies_us;
 clock_type::time_point started_at;
 coap_context_t* ctx = nullptr;
 coap_address_t dst;
@@ -170,10 +178,19 @@ void open_session(lock_state& l) {
     l.session = coap_new_client_session_psk2(ctx, nullptr, &dst, COAP_PROTO_DTLS, &setup);
   }
   if (l.session == nullptr) {
-    std::cerr << "locksim: cannot create a session for " << l.id << "\n";
-    std::exit(2);
+    // Out of descriptors or ports (thousands of locks, each retry a new
+    // socket): tried again in a second, as a lock would.
+    static std::uint64_t failures = 0;
+    if (failures++ % 1000 == 0)
+      std::cerr << "locksim: cannot create a session for " << l.id << " (" << failures
+                << " such failures); trying again\n";
+    l.reopen = true;
+    l.in_flight = false;
+    l.resume_at = clock_type::now() + std::chrono::seconds{1};
+    return;
   }
   ++sessions_opened;
+  l.on_session = 0;
   former_owner.erase(l.session);
   coap_session_set_app_data(l.session, &l);
 }
@@ -202,6 +219,7 @@ void post(lock_state& l, const char* resource, const std::vector<std::uint8_t>& 
   l.sent_count = events;
   l.sent_at = clock_type::now();
   l.in_flight = true;
+  l.first_on_session = l.on_session++ == 0;
   if (coap_send(l.session, pdu) == COAP_INVALID_MID) {
     l.in_flight = false;
     l.resume_at = clock_type::now() + std::chrono::milliseconds{100};
@@ -264,6 +282,8 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
     ++(answer["allow"].get<bool>() ? access_allowed : access_denied);
     latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
     sent_at_s.push_back(std::chrono::duration<double>(l->sent_at - started_at).count());
+    if (!l->first_on_session)
+      warm_latencies_us.push_back(latencies_us.back());
     l->acked_seq = l->pending.front().seq;
     l->pending.pop_front();
   } else if (code == COAP_RESPONSE_CODE_CHANGED) {
@@ -275,6 +295,8 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
     }
     latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
     sent_at_s.push_back(std::chrono::duration<double>(l->sent_at - started_at).count());
+    if (!l->first_on_session)
+      warm_latencies_us.push_back(latencies_us.back());
     if (l->acked_seq < opt.start_seq)
       l->first_ack = now;
     l->acked_seq = std::max(l->acked_seq, *ack);
@@ -415,9 +437,13 @@ std::uint64_t target_events() {
 }
 
 void generate(lock_state& l, double elapsed_s) {
+  // The first event at once, the next ones every 1/rate s, shifted by the
+  // lock's phase (--spread) so that a thousand locks do not speak in step.
   std::uint64_t due = opt.rate <= 0 ? opt.events_per_lock
-                                    : std::min<std::uint64_t>(opt.events_per_lock,
-                                                              static_cast<std::uint64_t>(elapsed_s * opt.rate) + 1);
+                                    : std::min<std::uint64_t>(
+                                        opt.events_per_lock,
+                                        static_cast<std::uint64_t>(
+                                          std::max(0.0, elapsed_s * opt.rate - l.phase)) + 1);
   std::uint64_t extra = 0;
   if (opt.burst > 0 && !l.burst_done && elapsed_s >= opt.burst_at_s) {
     l.burst_done = true;
@@ -507,6 +533,9 @@ int main(int argc, char** argv) {
   app.add_option("--burst", opt.burst, "events per lock in the burst")->capture_default_str();
   app.add_option("--latency-file", opt.latency_file,
                  "write every acknowledged request's send time (s) and latency (us) here");
+  app.add_flag("--spread", opt.spread,
+               "after the first event, spread the locks' events evenly over each period of "
+               "1/rate s instead of all locks sending together");
   app.add_flag("--quiet-states", opt.quiet_states,
                "door events leave the observable state alone (no notification per event: a "
                "thousand simulated locks share one state resource)");
@@ -516,6 +545,12 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, [](int) { stop_requested = 1; });
   std::signal(SIGTERM, [](int) { stop_requested = 1; });
 
+  // One UDP socket per simulated lock: thousands need more descriptors than
+  // the usual soft limit.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   coap_startup();
   coap_set_log_level(LOG_ERR);
   coap_dtls_set_log_level(LOG_CRIT);
@@ -557,6 +592,8 @@ int main(int argc, char** argv) {
     std::snprintf(id, sizeof id, "%s%02d", opt.prefix.c_str(), opt.first_lock + i);
     l.id = id;
     l.next_seq = opt.start_seq;
+    if (opt.spread)
+      l.phase = static_cast<double>(i) / opt.locks;
     if (!opt.plain) {
       auto psk = lockbridge::config::read_psk(opt.psk_dir + "/" + l.id + ".psk");
       if (!psk) {
@@ -633,6 +670,17 @@ int main(int argc, char** argv) {
   report["elapsed_s"] = elapsed;
   report["requests_acked"] = latencies_us.size();
   report["latency_us"] = {{"p50", pct(0.50)}, {"p99", pct(0.99)}, {"max", latencies_us.empty() ? 0.0 : latencies_us.back()}};
+  {
+    // The same without each session's first request, which waited for the
+    // DTLS handshake.
+    auto& w = warm_latencies_us;
+    std::sort(w.begin(), w.end());
+    auto at = [&](double p) {
+      return w.empty() ? 0.0 : w[std::min(w.size() - 1, static_cast<std::size_t>(p * static_cast<double>(w.size())))];
+    };
+    report["latency_warm_us"] = {{"n", w.size()}, {"p50", at(0.50)}, {"p99", at(0.99)},
+                                 {"max", w.empty() ? 0.0 : w.back()}};
+  }
   report["sessions_opened"] = sessions_opened;
   {
     // When every lock was first served (its first batch acknowledged), from

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <list>
 #include <map>
 #include <mutex>
@@ -21,7 +22,6 @@
 #include <utility>
 
 #include <coap3/coap.h>
-#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include "protocols/log_fields.hpp"
@@ -87,16 +87,6 @@ void route_libcoap_logs(coap_log_t level, const char* message) {
     spdlog::warn("libcoap: {}{}", text, tail);
 }
 
-/// Lets OpenSSL free a DTLS session's record buffers while nothing is being
-/// read or written on it (they are most of an idle session's memory; see
-/// docs/benchmarks.md, "Memory per lock").
-void release_buffers_when_idle(coap_session_t* session) {
-  coap_tls_library_t library = COAP_TLS_LIBRARY_NOTLS;
-  auto tls = coap_session_get_tls(session, &library);
-  if (tls != nullptr && library == COAP_TLS_LIBRARY_OPENSSL)
-    SSL_set_mode(static_cast<SSL*>(tls), SSL_MODE_RELEASE_BUFFERS);
-}
-
 void add_cbor(coap_pdu_t* response, const std::vector<std::uint8_t>& body) {
   std::uint8_t buf[4];
   coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
@@ -128,6 +118,67 @@ coap_address_t to_address(const config::listen_address& a) {
     throw std::runtime_error{"not a numeric address: " + a.host};
   }
   return addr;
+}
+
+/// libcoap 4.3.1 does not expose an endpoint's socket: finds the UDP socket
+/// bound to `addr` among the process's descriptors (-1 if none).
+int bound_udp_socket(const coap_address_t& addr) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator{"/proc/self/fd", ec}) {
+    int fd = -1;
+    try {
+      fd = std::stoi(entry.path().filename().string());
+    } catch (const std::exception&) {
+      continue;
+    }
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_DGRAM)
+      continue;
+    sockaddr_storage bound{};
+    socklen_t size = sizeof bound;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &size) != 0
+        || bound.ss_family != addr.addr.sa.sa_family)
+      continue;
+    if (bound.ss_family == AF_INET) {
+      const auto& b = reinterpret_cast<const sockaddr_in&>(bound);
+      if (b.sin_port == addr.addr.sin.sin_port
+          && b.sin_addr.s_addr == addr.addr.sin.sin_addr.s_addr)
+        return fd;
+    } else if (bound.ss_family == AF_INET6) {
+      const auto& b = reinterpret_cast<const sockaddr_in6&>(bound);
+      if (b.sin6_port == addr.addr.sin6.sin6_port
+          && std::memcmp(&b.sin6_addr, &addr.addr.sin6.sin6_addr, sizeof b.sin6_addr) == 0)
+        return fd;
+    }
+  }
+  return -1;
+}
+
+/// A burst of requests from many locks (a site's power coming back) arrives
+/// faster than one loop pass reads it; the kernel drops what the socket's
+/// receive buffer cannot hold and the locks retry only after CoAP's
+/// ACK_TIMEOUT (2-3 s). The buffer is made `bytes` large: beyond
+/// net.core.rmem_max with CAP_NET_ADMIN, else up to it (then said once).
+void enlarge_receive_buffer(const coap_address_t& addr, const std::string& where, int bytes) {
+  int fd = bound_udp_socket(addr);
+  if (fd < 0) {
+    spdlog::debug("coap: no socket found for {} to enlarge its receive buffer", where);
+    return;
+  }
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  int actual = 0;
+  socklen_t len = sizeof actual;
+  ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &actual, &len);
+  // Linux reports twice the size asked for (its bookkeeping included).
+  if (actual / 2 < bytes)
+    spdlog::warn("coap: the receive buffer for {} is {} KiB, not the {} KiB of "
+                 "coap.receive_buffer_kb: raise the kernel's net.core.rmem_max (sysctl), or a "
+                 "burst of lock requests may be dropped and retried seconds later",
+                 where, actual / 2 / 1024, bytes / 1024);
+  else
+    spdlog::debug("coap: receive buffer for {}: {} KiB", where, actual / 2 / 1024);
 }
 
 std::once_flag libcoap_started;
@@ -636,7 +687,6 @@ struct coap_server::impl {
     } else if (event == COAP_EVENT_DTLS_CONNECTED) {
       if (self != nullptr)
         self->handshakes.erase(session);
-      release_buffers_when_idle(session);
       auto lock = static_cast<lock_entry*>(coap_session_get_app_data(session));
       spdlog::info("coap: lock {} connected over DTLS from {}", lock ? lock->id : "?",
                    peer_of(session));
@@ -982,6 +1032,11 @@ coap_server::coap_server(coap_server_config cfg, events_handler on_events)
   coap_context_set_block_mode(in.ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
   if (in.cfg.idle_release_s > 0)
     coap_context_set_session_timeout(in.ctx, in.cfg.idle_release_s);
+  // libcoap keeps at most 100 sessions in a DTLS handshake by default and
+  // drops the oldest when one more starts: a thousand locks connecting at
+  // once then evict each other's handshakes and wait for DTLS retransmissions
+  // (1, 2, 4 s...), most of them several times. max_sessions bounds them.
+  coap_context_set_max_handshake_sessions(in.ctx, in.cfg.max_sessions);
   coap_register_event_handler(in.ctx, &impl::on_event);
   coap_register_response_handler(in.ctx, &impl::on_response);
   coap_register_nack_handler(in.ctx, &impl::on_nack);
@@ -1001,6 +1056,8 @@ coap_server::coap_server(coap_server_config cfg, events_handler on_events)
       throw std::runtime_error{std::string{"coap: cannot listen for "} + what + " on " + a.host
                                + ":" + std::to_string(a.port)
                                + " (address in use or not local?)"};
+    enlarge_receive_buffer(addr, a.host + ":" + std::to_string(a.port),
+                           static_cast<int>(in.cfg.receive_buffer_kb * 1024));
     spdlog::info("coap: listening for {} on {}:{}", what, a.host, a.port);
   };
   for (const auto& a : in.cfg.dtls_listen)

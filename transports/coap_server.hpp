@@ -35,6 +35,8 @@ struct coap_server_config {
   /// A lock's session unused this long is released (its memory freed; the
   /// lock's next request makes a new one); 0 keeps sessions.
   std::uint32_t idle_release_s = 0;
+  /// The UDP receive buffer of each listening socket (a burst of requests).
+  std::uint32_t receive_buffer_kb = 4096;
   access_handler on_access; ///< without it, /v1/access answers 5.03
   decided_handler on_decided;
   clock_source clock;       ///< without it, the system clock

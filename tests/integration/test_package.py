@@ -24,6 +24,7 @@ INSTALLED = ["/usr/bin/lockbridge",
              "/usr/lib/systemd/system/lockbridge.service",
              "/usr/lib/sysusers.d/lockbridge.conf",
              "/usr/lib/tmpfiles.d/lockbridge.conf",
+             "/usr/lib/sysctl.d/60-lockbridge.conf",
              "/usr/share/doc/lockbridge/examples/lockbridge.example.toml",
              "/usr/share/doc/lockbridge/operations.md",
              "/usr/share/doc/lockbridge/schemas/events.schema.json"]
