@@ -79,12 +79,14 @@ class Bench:
 
     # -- processes -----------------------------------------------------------
 
-    def start_gateway(self, max_events_per_message, locks_toml=None, env=None, coap_extra=""):
+    def start_gateway(self, max_events_per_message, locks_toml=None, env=None, coap_extra="",
+                      keep_state=False):
         """`locks_toml`: the [[locks]] (and [ble]) part instead of this
         bench's CoAP locks; `env`: the daemon's environment; `coap_extra`:
         more [coap] keys."""
         state = os.path.join(self.dir, "state")
-        shutil.rmtree(state, ignore_errors=True)
+        if not keep_state:
+            shutil.rmtree(state, ignore_errors=True)
         config = os.path.join(self.dir, "lockbridge.toml")
         locks = "".join(f'\n[[locks]]\nid = "{l}"\npsk_file = "{self.psk_dir}/{l}.psk"\n'
                         for l in self.lock_ids) if locks_toml is None else locks_toml

@@ -8,6 +8,7 @@
 #   bench/run.sh --access     the access-decision benchmark (bench/access.py) instead
 #   bench/run.sh --ble        the BLE benchmark (bench/ble.py) instead
 #   bench/run.sh --scale      the scale benchmark (bench/scale.py): 1,000 then 5,000 locks
+#   bench/run.sh --coldstart  start to READY with 1,000,000 credentials and events (bench/coldstart.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
@@ -16,6 +17,10 @@ cmake --build --preset default
 if [ "${1:-}" = "--ble" ]; then
   shift
   exec /usr/bin/python3 bench/ble.py "$@"
+fi
+if [ "${1:-}" = "--coldstart" ]; then
+  shift
+  exec /usr/bin/python3 bench/coldstart.py "$@"
 fi
 if [ "${1:-}" = "--scale" ]; then
   shift
