@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <deque>
 #include <random>
 #include <utility>
 
@@ -300,7 +301,7 @@ void pump_retained(self_ptr self) {
   auto& st = self->state;
   while (st.connected && !st.publishing_paused && !st.retained_waiting.empty()
          && st.retained_flights.size() < retained_window_size) {
-    auto it = st.retained_waiting.begin();
+    auto it = st.retained_waiting.find(st.retained_order.front());
     auto number = st.next_number++;
     try {
       st.link->client->publish(mqtt::make_message(it->first, it->second, 1, true),
@@ -322,20 +323,31 @@ void pump_retained(self_ptr self) {
     }
     st.retained_flights[number] = {it->first, std::move(it->second)};
     st.retained_waiting.erase(it);
+    st.retained_order.pop_front();
   }
 }
 
-/// Queues a retained message for `topic`, replacing one still waiting.
+/// Queues a retained message for `topic`, replacing one still waiting (which
+/// keeps its place in the queue).
 void publish_retained(self_ptr self, const std::string& topic, std::string payload) {
-  self->state.retained_waiting[topic] = std::move(payload);
+  auto& st = self->state;
+  auto [it, added] = st.retained_waiting.insert_or_assign(topic, std::move(payload));
+  if (added)
+    st.retained_order.push_back(topic);
   pump_retained(self);
 }
 
-/// Retained messages in flight on a link that is gone, or refused: waiting
-/// again, unless a newer one for the same topic already is.
+/// A retained message that was in flight (its link is gone, or the broker
+/// refused it) waits again, first in line, unless a newer one for the same
+/// topic already waits.
+void requeue_retained(uplink_state& st, uplink_state::retained_flight& f) {
+  if (st.retained_waiting.try_emplace(f.topic, std::move(f.payload)).second)
+    st.retained_order.push_front(f.topic);
+}
+
 void requeue_retained(uplink_state& st) {
   for (auto& [number, f] : st.retained_flights)
-    st.retained_waiting.try_emplace(f.topic, std::move(f.payload));
+    requeue_retained(st, f);
   st.retained_flights.clear();
 }
 
@@ -951,10 +963,11 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       } catch (const mqtt::exception& e) {
         spdlog::warn("uplink: cannot subscribe to commands: {}", e.what());
       }
-      while (!st.pending_results.empty()) {
-        publish_result(self, std::move(st.pending_results.front()));
-        st.pending_results.pop_front();
-      }
+      // One pass over those waiting: one Paho cannot take now is kept again
+      // by publish_result (not retried in this loop, which would spin).
+      for (auto waiting = std::exchange(st.pending_results, {}); !waiting.empty();
+           waiting.pop_front())
+        publish_result(self, std::move(waiting.front()));
       pump_results(self);
       publish_status(self);
       publish_lock_states(self, true);
@@ -1051,7 +1064,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       if (auto r = st.retained_flights.find(number); r != st.retained_flights.end()) {
         // Waiting again (unless a newer one is); the next PUBACK, tick or
         // retry sends it.
-        st.retained_waiting.try_emplace(r->second.topic, std::move(r->second.payload));
+        requeue_retained(st, r->second);
         st.retained_flights.erase(r);
         if (reason >= 0x80)
           publish_refused(self, number, reason);

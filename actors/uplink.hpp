@@ -140,6 +140,9 @@ struct uplink_state {
   /// older. They go behind their own small window, so a burst (a thousand
   /// locks heard from at once) never overruns Paho's buffer; none is dropped.
   std::map<std::string, std::string> retained_waiting; ///< topic -> payload
+  /// The waiting topics in the order they first queued (sent in that order,
+  /// so a lock whose state changes often cannot starve the others).
+  std::deque<std::string> retained_order;
   struct retained_flight {
     std::string topic;
     std::string payload;

@@ -124,7 +124,10 @@ coap_address_t to_address(const config::listen_address& a) {
 /// bound to `addr` among the process's descriptors (-1 if none).
 int bound_udp_socket(const coap_address_t& addr) {
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator{"/proc/self/fd", ec}) {
+  std::filesystem::directory_iterator end;
+  for (std::filesystem::directory_iterator i{"/proc/self/fd", ec}; !ec && i != end;
+       i.increment(ec)) {
+    const auto& entry = *i;
     int fd = -1;
     try {
       fd = std::stoi(entry.path().filename().string());
@@ -1030,8 +1033,11 @@ coap_server::coap_server(coap_server_config cfg, events_handler on_events)
     registry[in.ctx] = &in;
   }
   coap_context_set_block_mode(in.ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  // A session released after idle_release_s is already that quiet, so
+  // libcoap frees it at its next check; stale sessions nobody references are
+  // never kept longer than libcoap's default 300 s.
   if (in.cfg.idle_release_s > 0)
-    coap_context_set_session_timeout(in.ctx, in.cfg.idle_release_s);
+    coap_context_set_session_timeout(in.ctx, std::min<unsigned>(in.cfg.idle_release_s, 300));
   // libcoap keeps at most 100 sessions in a DTLS handshake by default and
   // drops the oldest when one more starts: a thousand locks connecting at
   // once then evict each other's handshakes and wait for DTLS retransmissions
