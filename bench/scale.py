@@ -73,7 +73,12 @@ class Sampler(threading.Thread):
         return min(self.samples, key=lambda s: abs(s[0] - t))
 
     def cpu_between(self, a, b):
-        sa, sb = self.at(a), self.at(b)
+        """CPU seconds and the span they were measured over: from the last
+        sample at or before a to the first at or after b (the window is
+        widened, never narrowed, when a status query delayed the samples)."""
+        before = [s for s in self.samples if s[0] <= a] or self.samples[:1]
+        after = [s for s in self.samples if s[0] >= b] or self.samples[-1:]
+        sa, sb = before[-1], after[0]
         return sb[1] - sa[1], max(sb[0] - sa[0], 1e-9)
 
     def status_at(self, t):

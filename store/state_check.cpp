@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -92,13 +93,27 @@ std::string hex_of(std::span<const std::uint8_t> bytes) {
   return out;
 }
 
-/// Touches every byte of a record so that a page beyond the file or a wild
-/// pointer faults here, in the child, rather than later in the daemon.
-std::uint64_t touch(const MDB_val& v) {
+/// Reads one byte of every memory page a record spans outside the page its
+/// key is on (which the cursor has just read), so that a page beyond the
+/// file, a page the disk cannot read or a wild pointer faults here, in the
+/// child, rather than later in the daemon. A fault is per page: reading
+/// every byte of every record, as the first version did, found nothing more
+/// and took a third of a start-up with two million records.
+std::uint64_t touch(const MDB_val& k, const MDB_val& v) {
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  auto home = reinterpret_cast<std::uintptr_t>(k.mv_data) / page;
   std::uint64_t sum = 0;
-  auto p = static_cast<const volatile std::uint8_t*>(v.mv_data);
-  for (std::size_t i = 0; i < v.mv_size; ++i)
-    sum += p[i];
+  for (const auto* r : {&k, &v}) {
+    if (r->mv_size == 0)
+      continue;
+    auto first = reinterpret_cast<std::uintptr_t>(r->mv_data);
+    auto last = first + r->mv_size - 1;
+    if (first / page == home && last / page == home)
+      continue;
+    sum += *reinterpret_cast<const volatile std::uint8_t*>(last);
+    for (auto a = first; a <= last; a = (a / page + 1) * page)
+      sum += *reinterpret_cast<const volatile std::uint8_t*>(a);
+  }
   return sum;
 }
 
@@ -136,10 +151,32 @@ struct raw_env {
   raw_env& operator=(const raw_env&) = delete;
 };
 
+std::uint64_t size_of(const std::filesystem::path& p) {
+  std::error_code ec;
+  auto n = std::filesystem::file_size(p, ec);
+  return ec ? 0 : n;
+}
+
+/// Maps the whole file's pages in one call before the walk: the walk reads
+/// nearly every page anyway, and one sequential pass costs less than a
+/// fault per page in B-tree order (on a cold page cache, after a power
+/// cut, it is one sequential read instead of many random ones). A page the
+/// call cannot map is left to the walk, which faults on it and says so.
+void prefault(MDB_env* env, const std::filesystem::path& file) {
+  MDB_envinfo info{};
+  if (mdb_env_info(env, &info) != MDB_SUCCESS || info.me_mapaddr == nullptr)
+    return;
+  static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  auto length = std::min<std::uint64_t>(size_of(file), info.me_mapsize) / page * page;
+  if (length > 0)
+    ::madvise(info.me_mapaddr, length, MADV_POPULATE_READ);
+}
+
 /// The walk the child runs. Returns the problem, or empty.
 std::string walk_all(const std::filesystem::path& dir, std::uint64_t max_items, bool write_probe) {
   try {
     raw_env e{dir, write_probe ? 0u : static_cast<unsigned>(MDB_RDONLY)};
+    prefault(e.env, dir / "data.mdb");
     txn t{e.env, false};
     std::uint64_t items = 0, sum = 0;
     auto walk = [&](MDB_dbi dbi, const std::string& name) {
@@ -148,7 +185,7 @@ std::string walk_all(const std::filesystem::path& dir, std::uint64_t max_items, 
       std::uint64_t here = 0;
       int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST);
       for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
-        sum += touch(k) + touch(v);
+        sum += touch(k, v);
         ++here;
         if (++items > max_items)
           throw store_error{"table " + name + " holds more records than the file has room for "
@@ -267,12 +304,6 @@ std::optional<std::string> in_child(Body body, std::chrono::seconds limit,
   auto at = text.rfind("\nERROR ");
   return at == std::string::npos ? std::string{"the checking process failed"}
                                  : text.substr(at + 7);
-}
-
-std::uint64_t size_of(const std::filesystem::path& p) {
-  std::error_code ec;
-  auto n = std::filesystem::file_size(p, ec);
-  return ec ? 0 : n;
 }
 
 } // namespace
@@ -624,8 +655,7 @@ salvage_report salvage_raw(const std::filesystem::path& from, const std::filesys
             check(mdb_dbi_open(d.get(), name.c_str(), MDB_CREATE | (flags & 0xffff), &ddbi),
                   "create a table");
             for (int i = 0; i < 256 && rc == MDB_SUCCESS; ++i) {
-              touch(k);
-              touch(v);
+              touch(k, v);
               // A record whose sizes are garbage is skipped, not copied.
               if (int put = mdb_put(d.get(), ddbi, &k, &v, 0); put != MDB_BAD_VALSIZE)
                 check(put, "copy a record");

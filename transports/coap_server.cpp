@@ -1,6 +1,7 @@
 #include "transports/coap_server.hpp"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -22,6 +23,7 @@
 #include <utility>
 
 #include <coap3/coap.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include "protocols/log_fields.hpp"
@@ -284,6 +286,57 @@ struct coap_server::impl {
   };
   std::map<std::string, live_session, std::less<>> live;
 
+  /// Sessions made since the last loop pass, by lock, whose OpenSSL write
+  /// buffer is still sized for a full 16 KiB TLS record.
+  std::vector<std::pair<std::string, coap_session_t*>> untrimmed;
+
+  /// Shrinks each new session's OpenSSL write buffer to what libcoap can
+  /// send on it. A DTLS record never spans datagrams, libcoap never sends a
+  /// PDU larger than the session's MTU allows, and OpenSSL allocates a write
+  /// buffer for the largest record it may send: 16.7 KiB per session for a
+  /// few hundred bytes of acknowledgements and decisions (docs/design.md,
+  /// decision 58). Runs between libcoap's passes, when no OpenSSL call is in
+  /// progress on the session; a DTLS write leaves nothing in the buffer.
+  void trim_write_buffers() {
+    for (const auto& [lock, s] : untrimmed) {
+      auto it = live.find(lock);
+      if (it == live.end() || it->second.session != s)
+        continue; // replaced or released meanwhile
+      coap_tls_library_t library{};
+      auto ssl = static_cast<SSL*>(coap_session_get_tls(s, &library));
+      if (ssl == nullptr || library != COAP_TLS_LIBRARY_OPENSSL || SSL_has_pending(ssl) != 0
+          || SSL_is_init_finished(ssl) == 0)
+        continue;
+      auto fragment = std::clamp<std::size_t>(coap_session_max_pdu_size(s) + trimmed_margin,
+                                              trimmed_fragment, SSL3_RT_MAX_PLAIN_LENGTH);
+      if (SSL_set_max_send_fragment(ssl, static_cast<long>(fragment)) == 1)
+        if (SSL_alloc_buffers(ssl) == 1) // frees the 16 KiB buffer, allocates the smaller one
+          ++freed_since_trim;
+    }
+    untrimmed.clear();
+  }
+  static constexpr std::size_t trimmed_fragment = 2048;
+  static constexpr std::size_t trimmed_margin = 64;
+
+  /// Gives the pages of freed session buffers back to the system. A storm
+  /// of handshakes allocates every session's buffers before any is trimmed
+  /// or released, so the holes they leave are in the middle of the heap,
+  /// where free() keeps them resident. At most once a second, and only
+  /// after many were freed: malloc_trim walks the whole heap.
+  void return_freed_memory() {
+    if (freed_since_trim < trim_threshold)
+      return;
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_malloc_trim)
+      return;
+    next_malloc_trim = now + std::chrono::seconds{1};
+    freed_since_trim = 0;
+    ::malloc_trim(0);
+  }
+  std::size_t freed_since_trim = 0;
+  static constexpr std::size_t trim_threshold = 32;
+  std::chrono::steady_clock::time_point next_malloc_trim{};
+
   void count_sessions() {
     auto n = static_cast<std::uint32_t>(live.size());
     counters.sessions = n;
@@ -330,6 +383,7 @@ struct coap_server::impl {
       coap_session_release(s);
       it = live.erase(it);
       ++counters.sessions_released;
+      ++freed_since_trim;
     }
     count_sessions();
   }
@@ -446,6 +500,7 @@ struct coap_server::impl {
       live.emplace(lock, live_session{s, now});
       count_sessions();
     }
+    untrimmed.emplace_back(lock, s);
     observe_state(lock, s);
     send_waiting_commands();
   }
@@ -988,11 +1043,14 @@ struct coap_server::impl {
           }
           if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0)
             return true;
+          if (!untrimmed.empty())
+            trim_write_buffers();
           if (!decided.empty())
             report_decisions();
           if (!handshakes.empty())
             check_handshakes();
           release_idle_sessions();
+          return_freed_memory();
           return false;
         },
         [] { return false; });

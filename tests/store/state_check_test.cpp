@@ -3,8 +3,12 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <string>
 #include <vector>
+
+#include <lmdb.h>
 
 #include "helpers.hpp"
 #include "store/journal.hpp"
@@ -45,6 +49,26 @@ std::vector<char> read_all(const std::filesystem::path& p) {
 void write_all(const std::filesystem::path& p, const std::vector<char>& bytes) {
   std::ofstream out{p, std::ios::binary | std::ios::trunc};
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// Adds a table holding one record whose value (`size` bytes) lies on
+/// overflow pages of its own, behind the key `key`.
+void add_big_record(const std::filesystem::path& dir, const std::string& key, std::size_t size) {
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == MDB_SUCCESS);
+  mdb_env_set_maxdbs(env, 64);
+  mdb_env_set_mapsize(env, 64ull << 20);
+  REQUIRE(mdb_env_open(env, dir.c_str(), MDB_NOTLS, 0600) == MDB_SUCCESS);
+  MDB_txn* t = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &t) == MDB_SUCCESS);
+  MDB_dbi dbi;
+  REQUIRE(mdb_dbi_open(t, "big", MDB_CREATE, &dbi) == MDB_SUCCESS);
+  std::string value(size, 'v');
+  std::string key_copy = key;
+  MDB_val k{key_copy.size(), key_copy.data()}, v{value.size(), value.data()};
+  REQUIRE(mdb_put(t, dbi, &k, &v, 0) == MDB_SUCCESS);
+  REQUIRE(mdb_txn_commit(t) == MDB_SUCCESS);
+  mdb_env_close(env);
 }
 
 } // namespace
@@ -116,6 +140,34 @@ TEST_CASE("state_check: damaged meta pages and short files are named, never mapp
     REQUIRE(problem);
     CHECK_THROWS_AS(preflight_state(dir.path, false), store_error);
   }
+}
+
+TEST_CASE("state_check: a record whose size runs past the end of the file is found by the walk") {
+  // The walk reads one byte per page outside the page the cursor is on: a
+  // value on overflow pages whose size was overwritten must still fault in
+  // the child, not later in the daemon.
+  temp_dir dir;
+  make_state(dir.path, 20);
+  const std::string key = "size-probe-key-0123456789";
+  add_big_record(dir.path, key, 10000);
+  REQUIRE_FALSE(walk_in_child(dir.path, std::chrono::seconds{30}).has_value());
+  auto data = dir.path / "data.mdb";
+  auto bytes = read_all(data);
+  auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  REQUIRE(at != bytes.end());
+  // The leaf node's header, before its key: data size (low 16 bits, high
+  // 16 bits), flags, key size. 0x7fff0000 bytes is far beyond the file.
+  auto node = static_cast<std::size_t>(at - bytes.begin()) - 8;
+  bytes[node] = 0;
+  bytes[node + 1] = 0;
+  bytes[node + 2] = static_cast<char>(0xff);
+  bytes[node + 3] = static_cast<char>(0x7f);
+  write_all(data, bytes);
+  CHECK_FALSE(check_meta_pages(dir.path).has_value());
+  auto problem = walk_in_child(dir.path, std::chrono::seconds{30});
+  REQUIRE(problem);
+  MESSAGE("walk: " << *problem);
+  CHECK_THROWS_AS(preflight_state(dir.path, false), store_error);
 }
 
 TEST_CASE("state_check: a recorded state whose data file is gone is refused unless started empty") {
