@@ -1,6 +1,5 @@
 #include "actors/journal.hpp"
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +13,7 @@
 
 #include "actors/error.hpp"
 #include "protocols/clock_guard.hpp"
+#include "transports/priority.hpp"
 
 namespace lockbridge {
 
@@ -167,10 +167,8 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
   self->state.cfg = std::move(cfg);
   self->state.uplink = std::move(uplink);
   // Detached: this runs on the journal's own thread. Locks wait for its
-  // commits, so ask the scheduler to prefer it (needs CAP_SYS_NICE or root;
-  // without, it keeps the process's priority).
-  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), -10) != 0)
-    spdlog::debug("journal: could not raise the thread's priority: {}", std::strerror(errno));
+  // commits.
+  transport::prefer_this_thread("journal: the commit thread");
   self->state.purge();
   self->delayed_send(self, self->state.cfg.purge_interval, atom::purge_v);
   auto schedule_flush = [self] {

@@ -21,6 +21,7 @@
 #include "protocols/ble_link.hpp"
 #include "protocols/clock_guard.hpp"
 #include "transports/contain.hpp"
+#include "transports/priority.hpp"
 #include "transports/thread_owner.hpp"
 
 namespace lockbridge::transport {
@@ -1273,7 +1274,11 @@ ble_transport::~ble_transport() { stop(); }
 void ble_transport::start() {
   if (impl_->running.exchange(true))
     return;
-  impl_->thread = std::thread{[this] { impl_->loop(); }};
+  impl_->thread = std::thread{[this] {
+    // Locks wait on this thread's answers (an access decision is made here).
+    prefer_this_thread("ble: the I/O thread");
+    impl_->loop();
+  }};
 }
 
 void ble_transport::stop() {

@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +27,7 @@
 
 #include "protocols/log_fields.hpp"
 #include "transports/contain.hpp"
+#include "transports/priority.hpp"
 #include "transports/thread_owner.hpp"
 
 namespace lockbridge::transport {
@@ -1153,11 +1153,8 @@ void coap_server::start() {
   impl_->running = true;
   impl_->thread = std::thread{[this] {
     ::pthread_setname_np(::pthread_self(), "lockbridge.coap");
-    // Locks wait on this thread's answers (an access decision is made here):
-    // ask the scheduler to prefer it. Needs CAP_SYS_NICE (or
-    // root); without, the thread runs at the process's priority.
-    if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), -10) != 0)
-      spdlog::debug("coap: could not raise the I/O thread's priority: {}", std::strerror(errno));
+    // Locks wait on this thread's answers (an access decision is made here).
+    prefer_this_thread("coap: the I/O thread");
     impl_->loop();
   }};
 }

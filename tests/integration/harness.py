@@ -452,8 +452,9 @@ status_interval_s = 1
 
     # -- lockbridge ---------------------------------------------------------
 
-    def start_gateway(self, wait_ready=True, faketime=None):
-        """`faketime`: run the daemon with its clock set by libfaketime (e.g. "@2026-03-29 07:59:50")."""
+    def start_gateway(self, wait_ready=True, faketime=None, wrap=()):
+        """`faketime`: run the daemon with its clock set by libfaketime (e.g. "@2026-03-29 07:59:50");
+        `wrap`: a command the daemon's is appended to (e.g. prlimit's)."""
         env = None
         if faketime:
             # (ASAN_OPTIONS: the sanitizer build tolerates the preloaded libfaketime.)
@@ -465,7 +466,8 @@ status_interval_s = 1
             # tools/tsan.sh: the daemon's ThreadSanitizer reports go to files;
             # the test's own tools report nothing.
             env = dict(env or os.environ, TSAN_OPTIONS=os.environ["LOCKBRIDGE_GATEWAY_TSAN_OPTIONS"])
-        self.gateway = Process([LOCKBRIDGE, "run", "--config", self.config], self.gateway_log, env=env)
+        self.gateway = Process(list(wrap) + [LOCKBRIDGE, "run", "--config", self.config],
+                               self.gateway_log, env=env)
         if wait_ready:
             wait_for(lambda: self.gateway_ready(), 15, "lockbridge to be ready")
         return self.gateway

@@ -173,6 +173,47 @@ class Status(Site):
         self.assertFalse(os.path.exists(os.path.join(self.dir, "status.sock")))
 
 
+class Priorities(Site):
+    """The threads locks wait on (CoAP's, the journal's) ask for nice -10;
+    without the right to it the daemon runs on at the process's priority.
+    The unit gives that right by LimitNICE= alone (RLIMIT_NICE), never a
+    capability. (Raising RLIMIT_NICE needs CAP_SYS_RESOURCE, which the test
+    machines' containers lack, so that path is left to the kernel's rule.)"""
+    locks = 1
+
+    def thread_nices(self):
+        pid = self.gateway.proc.pid
+        out = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            out.append((name, int(stat.rsplit(")", 1)[1].split()[16])))
+        return out
+
+    def nices_of_a_run(self, wrap=()):
+        self.ready_seen = self.gateway_log_text().count("lockbridge: ready")
+        self.start_gateway(wrap=wrap)
+        wait_for(lambda: "uplink: connected" in self.gateway_log_text(), 15, "the uplink")
+        nices = self.thread_nices()
+        self.gateway.kill(signal.SIGTERM)
+        self.gateway = None
+        return nices
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
+                         "needs root (to have CAP_SYS_NICE, then drop it) and setpriv")
+    def test_lock_facing_threads_get_nice_minus_10_when_allowed_and_run_on_when_not(self):
+        self.assertEqual(Unit.unit_settings(self).get("LimitNICE"), ["-10"])
+        nices = self.nices_of_a_run()
+        self.assertIn(("lockbridge.coap", -10), nices, nices)
+        # the journal's thread (a detached CAF actor) too, and nothing else
+        self.assertEqual(sum(1 for _, n in nices if n == -10), 2, nices)
+        self.assertTrue(all(n in (0, -10) for _, n in nices), nices)
+        # root keeps after exec only what the bounding set allows
+        nices = self.nices_of_a_run(["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"])
+        self.assertTrue(all(n == 0 for _, n in nices), nices)
+
+
 def stat_mode(path):
     import stat
     return stat.S_IMODE(os.stat(path).st_mode)
