@@ -35,6 +35,9 @@ from e2e import Bench, log, machine  # noqa: E402
 from harness import CHECKER, LOCKBRIDGE, LOCKSIM, Cloud, snapshot_chunks, wait_for  # noqa: E402
 
 ACCESS_LOCKS = 20
+# Locks already served that ask 100 access decisions a second in all from 3 s
+# before the storm, for 15 s: what a storm costs the locks it does not concern.
+PROBE_LOCKS, PROBE_RATE, PROBE_SECONDS = 10, 100, 15
 CREDENTIALS = 10000
 
 
@@ -112,12 +115,12 @@ def run_size(n, args):
     steady_s = max(args.steady_seconds, n // 40 // 10 * 10)
     quiet_s, burst = args.quiet_seconds, 20
     regular = max(1, steady_s // 10)  # the last lock's last event near steady_s (--spread)
-    bench = Bench(argparse.Namespace(locks=n + ACCESS_LOCKS))
+    bench = Bench(argparse.Namespace(locks=n + ACCESS_LOCKS + PROBE_LOCKS))
     fig = {"locks": n}
     try:
         bench.broker.start()
         bench.start_gateway(max_events_per_message=100,
-                            coap_extra=f"max_sessions = {n + ACCESS_LOCKS + 10}")
+                            coap_extra=f"max_sessions = {n + ACCESS_LOCKS + PROBE_LOCKS + 10}")
         wait_for(lambda: bench.gateway_log_count("uplink: receiving commands") > 0, 30,
                  "lockbridge to subscribe to its commands")
         cloud = Cloud(bench.broker, bench.pki.ca, bench.cloud_cert, bench.cloud_key,
@@ -139,14 +142,37 @@ def run_size(n, args):
         fig["idle"] = {"cpu_pct": cpu / span * 100, "anon_kib": sampler.samples[-1][2]}
 
         total = n * (regular + burst)
-        access_start = min(20, steady_s // 3)
+        # The access locks connect first and ask throughout the storm and the
+        # steady phase: their answers during the storm show what a storm
+        # costs the locks already served.
+        access_lead = 3
         access_rate = n / 60
         per_lock = access_rate / ACCESS_LOCKS
-        access_seconds = max(10, steady_s - access_start - 5)
+        access_seconds = access_lead + steady_s - 5
         access_each = max(1, int(per_lock * access_seconds))
-        chk = bench.checker(total + ACCESS_LOCKS * access_each, "lockbridge/v1/site-1/gw-1/events",
+        probe_each = PROBE_RATE * PROBE_SECONDS // PROBE_LOCKS
+        chk = bench.checker(total + ACCESS_LOCKS * access_each + PROBE_LOCKS * probe_each,
+                            "lockbridge/v1/site-1/gw-1/events",
                             timeout=steady_s + quiet_s + 600)
         lat_file = os.path.join(bench.dir, "latency.txt")
+        acc_lat_file = os.path.join(bench.dir, "access-latency.txt")
+        probe_lat_file = os.path.join(bench.dir, "probe-latency.txt")
+        acc_t0 = time.monotonic()
+        probe = subprocess.Popen(
+            [LOCKSIM, "--gateway", f"127.0.0.1:{bench.coap_port}", "--psk-dir", bench.psk_dir,
+             "--locks", str(PROBE_LOCKS), "--first-lock", str(n + ACCESS_LOCKS + 1),
+             "--events", str(probe_each), "--rate", str(PROBE_RATE / PROBE_LOCKS),
+             "--duration", str(PROBE_SECONDS * 4 + 30), "--timeout-ms", "3000",
+             "--access-creds", str(CREDENTIALS), "--spread", "--latency-file", probe_lat_file],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        acc = subprocess.Popen(
+            [LOCKSIM, "--gateway", f"127.0.0.1:{bench.coap_port}", "--psk-dir", bench.psk_dir,
+             "--locks", str(ACCESS_LOCKS), "--first-lock", str(n + 1),
+             "--events", str(access_each), "--rate", str(per_lock),
+             "--duration", str(access_seconds * 3 + 30), "--timeout-ms", "3000",
+             "--access-creds", str(CREDENTIALS), "--spread", "--latency-file", acc_lat_file],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        time.sleep(access_lead)
         log(f"{n} locks: storm, then {steady_s} s steady, {quiet_s} s quiet, a burst of {burst}")
         t0 = time.monotonic()
         sim = subprocess.Popen(
@@ -156,16 +182,8 @@ def run_size(n, args):
              "--latency-file", lat_file, "--timeout-ms", "20000", "--max-backoff-ms", "500",
              "--duration", str(steady_s + quiet_s + 300)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        # Access queries once the storm is over, for most of the steady phase.
-        time.sleep(access_start)
-        acc = subprocess.Popen(
-            [LOCKSIM, "--gateway", f"127.0.0.1:{bench.coap_port}", "--psk-dir", bench.psk_dir,
-             "--locks", str(ACCESS_LOCKS), "--first-lock", str(n + 1),
-             "--events", str(access_each), "--rate", str(per_lock),
-             "--duration", str(access_seconds * 3 + 30), "--timeout-ms", "3000",
-             "--access-creds", str(CREDENTIALS), "--spread"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         acc_out, _ = acc.communicate(timeout=access_seconds * 4 + 60)
+        probe.communicate(timeout=PROBE_SECONDS * 4 + 60)
         sim_out, _ = sim.communicate(timeout=steady_s + quiet_s + 400)
         t_end = time.monotonic()
         report, acc_report = json.loads(sim_out), json.loads(acc_out)
@@ -175,8 +193,12 @@ def run_size(n, args):
         sampler.join()
 
         lat = read_latencies(lat_file)
+        # the access simulator's clock started access_lead s (and a spawn) before t0
+        acc_lat = [(sent - (t0 - acc_t0), us) for sent, us in read_latencies(acc_lat_file)]
+        probe_lat = [(sent - (t0 - acc_t0), us) for sent, us in read_latencies(probe_lat_file)]
         served = report["all_served_s"]
-        steady_a, steady_b = served + 2, steady_s
+        # (after the probe locks, whose decisions would count as events)
+        steady_a, steady_b = max(served + 2, PROBE_SECONDS - access_lead + 1), steady_s
         quiet_a, quiet_b = steady_s + 5, steady_s + quiet_s - 2
         burst_a = steady_s + quiet_s
         burst_lat = [x for s, x in lat if s >= burst_a - 0.5]
@@ -195,13 +217,17 @@ def run_size(n, args):
             "handshakes_per_s": n / max(served, 1e-9),
             "ack_us": percentiles([x for s, x in lat if s <= served]),
             "cpu_pct": storm_cpu / storm_span * 100,
-            "anon_kib_after": sampler.at(t0 + served + 1)[2]}
+            "anon_kib_after": sampler.at(t0 + served + 1)[2],
+            # the locks already served, asking for access decisions meanwhile
+            "access_us": percentiles([us for sent, us in probe_lat if 0 <= sent <= served]),
+            "access_before_us": percentiles([us for sent, us in probe_lat if -access_lead + 1 <= sent < 0])}
         steady_ok = steady_b - steady_a >= 10  # else the storm outlasted the steady phase
         steady_cpu, steady_span = sampler.cpu_between(t0 + steady_a, t0 + max(steady_b, steady_a + 1))
         steady_events = status_delta(steady_a, max(steady_b, steady_a + 1), "events", "in")
         fig["steady"] = None if not steady_ok else {
             "ack_us": percentiles([x for s, x in lat if steady_a <= s <= steady_b]),
-            "access_us": acc_report["latency_warm_us"], "access_answered": acc_report["requests_acked"],
+            "access_us": percentiles([us for sent, us in acc_lat if steady_a <= sent <= steady_b]),
+            "access_answered": sum(1 for sent, _ in acc_lat if steady_a <= sent <= steady_b),
             "access_per_s": access_rate,
             "events": steady_events,
             "cpu_us_per_event": steady_cpu / max(steady_events, 1) * 1e6,
@@ -223,7 +249,7 @@ def run_size(n, args):
         # Access decisions are journalled and delivered as events too.
         fig["steady_from_s"], fig["steady_to_s"] = steady_a, steady_b
         fig["delivered"] = sub["unique_events"]
-        fig["expected"] = total + acc_report["requests_acked"]
+        fig["expected"] = total + acc_report["requests_acked"] + PROBE_LOCKS * probe_each
         fig["complete"] = report["complete"]
         fig["sessions_opened"] = report["sessions_opened"]
         fig["retained_waiting_peak"] = sampler.peak_retained_waiting()
@@ -256,8 +282,12 @@ def show(f):
           f"({st['handshakes_per_s']:,.0f} handshakes/s); ack p50 {ms(st['ack_us']['p50']):.1f} ms, "
           f"p99 {ms(st['ack_us']['p99']):.0f} ms, max {ms(st['ack_us']['max']):.0f} ms; gateway CPU "
           f"{st['cpu_pct']:.0f} %; anonymous RSS after {st['anon_kib_after'] / 1024:.1f} MiB")
+    print(f"              meanwhile {PROBE_LOCKS} locks already served, {PROBE_RATE} access decisions/s: p50 "
+          f"{ms(st['access_us']['p50']):.2f} ms, p99 {ms(st['access_us']['p99']):.2f} ms, max "
+          f"{ms(st['access_us']['max']):.1f} ms ({st['access_us']['n']} answered; before the storm "
+          f"p50 {ms(st['access_before_us']['p50']):.2f} ms, p99 {ms(st['access_before_us']['p99']):.2f} ms)")
     if sd is None:
-        print(f"    steady    none: the storm lasted {st['served_s']:.0f} s, past the steady phase")
+        print(f"    steady    none: less than 10 s of it after the storm ({st['served_s']:.0f} s) and the probe locks")
     else:
         print(f"    steady    {sd['events']:,} events at {n / 10:,.0f}/s from {f['steady_from_s']:.0f} s to "
           f"{f['steady_to_s']:.0f} s: ack p50 {ms(sd['ack_us']['p50']):.2f} ms, "
