@@ -992,7 +992,11 @@ int main(int argc, char** argv) {
   auto check_cmd = app.add_subcommand("check-config",
                                       "validate a config file without starting anything");
   std::string check_file = lockbridge::defaults::config_file;
-  check_cmd->add_option("file", check_file, "config file")->capture_default_str();
+  auto check_positional = check_cmd->add_option("file", check_file, "config file")
+                            ->capture_default_str();
+  // --config as every other command takes it; the two together are refused.
+  check_cmd->add_option("-c,--config", check_file, "config file (the same as FILE)")
+    ->excludes(check_positional);
   check_cmd->add_option("--set", sets,
                         "section.key=value over the file and the environment (repeatable)");
 
@@ -1091,6 +1095,7 @@ int main(int argc, char** argv) {
   reload_cmd->add_option("-c,--config", reload_config, "config file")->capture_default_str();
 
   app.add_subcommand("version", "print the version");
+  app.set_version_flag("--version", std::string{"lockbridge "} + LOCKBRIDGE_VERSION);
 
   try {
     app.parse(argc, argv);

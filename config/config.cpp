@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <charconv>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -52,6 +53,39 @@ std::string config_error::to_string() const {
 }
 
 namespace {
+
+/// What is wrong with the host and port of an ssl:// or mqtts:// broker
+/// URI, or nothing. Paho would find out only when it connects.
+std::optional<std::string> broker_address_problem(const std::string& uri) {
+  auto rest = std::string_view{uri}.substr(uri.find("://") + 3);
+  std::string_view host, port;
+  if (rest.starts_with("[")) {
+    auto close = rest.find(']');
+    if (close == std::string_view::npos)
+      return "expected ssl://[ipv6]:port, got \"" + uri + "\"";
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size() && rest[close + 1] == ':')
+      port = rest.substr(close + 2);
+  } else {
+    auto colon = rest.rfind(':');
+    host = rest.substr(0, colon);
+    if (colon != std::string_view::npos)
+      port = rest.substr(colon + 1);
+  }
+  if (host.empty())
+    return "no host in \"" + uri + "\"; expected ssl://host:port";
+  if (port.empty())
+    return "no port in \"" + uri + "\"; expected ssl://host:port (8883 is MQTT over TLS's)";
+  unsigned value = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9' || value > 65535)
+      return "the port of \"" + uri + "\" is not a number from 1 to 65535";
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (value == 0 || value > 65535)
+    return "the port of \"" + uri + "\" is not a number from 1 to 65535";
+  return std::nullopt;
+}
 
 /// Walks one TOML document, collecting every error with its position.
 class reader {
@@ -276,8 +310,18 @@ public:
     }
     std::size_t i = 0;
     for (auto& item : *node->as_array()) {
-      if (auto a = address(item, join(path, key) + "[" + std::to_string(i) + "]"))
-        out.push_back(*a);
+      auto name = join(path, key) + "[" + std::to_string(i) + "]";
+      if (auto a = address(item, name)) {
+        auto same = std::find_if(out.begin(), out.end(), [&](const listen_address& b) {
+          return b.host == a->host && b.port == a->port;
+        });
+        if (same != out.end())
+          error(item.source(), name,
+                "\"" + item.as_string()->get() + "\" is listed twice; remove one (a port is "
+                "bound once)");
+        else
+          out.push_back(*a);
+      }
       ++i;
     }
     return out;
@@ -306,7 +350,31 @@ private:
   bool check_files_ = true;
 };
 
+/// A lock's key as read, kept to compare with the gateway's own keys.
+struct lock_key {
+  toml::source_region where;
+  std::string key; ///< "locks[N].psk_file"
+  std::vector<std::uint8_t> bytes;
+};
+
+/// A lock holding one of the gateway's own keys (as the file's text or as
+/// its 32 bytes) gives that key away to anyone who reads the lock.
+void check_lock_keys_against(reader& r, const std::vector<lock_key>& locks,
+                             const std::filesystem::path& file,
+                             const std::array<std::uint8_t, 32>& key, const char* name) {
+  auto text = read_psk(file); // the file's bytes as a lock would hold them
+  for (const auto& l : locks) {
+    bool same = std::equal(l.bytes.begin(), l.bytes.end(), key.begin(), key.end())
+                || (text && *text == l.bytes);
+    if (same)
+      r.error(l.where, l.key,
+              std::string{"holds the same key as "} + name + "; a lock's key must be its "
+              "own (lockbridge provision lock --force makes one)");
+  }
+}
+
 void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
+  std::vector<lock_key> lock_keys;
   r.only_keys(root, "", sections());
   bool production = true;
 
@@ -430,9 +498,12 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   if (auto mq = r.table(root, "", "mqtt", true)) {
     r.only_keys(*mq, "mqtt", keys_of("mqtt"));
     if (auto v = r.text(*mq, "mqtt", "broker", std::nullopt)) {
-      if (v->starts_with("ssl://") || v->starts_with("mqtts://"))
-        cfg.mqtt.broker_uri = *v;
-      else
+      if (v->starts_with("ssl://") || v->starts_with("mqtts://")) {
+        if (auto problem = broker_address_problem(*v))
+          r.error(mq->get("broker")->source(), "mqtt.broker", *problem);
+        else
+          cfg.mqtt.broker_uri = *v;
+      } else
         r.error(mq->get("broker")->source(), "mqtt.broker",
                 "expected an ssl://host:port URI (the cloud link is always TLS), got \"" + *v
                   + "\"");
@@ -561,6 +632,10 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   } else {
     std::set<std::string> seen;
     std::set<std::string> seen_addresses;
+    // Each lock's own key: the same file or the same bytes under two locks
+    // lets one lock speak as the other. Compared by content, never printed.
+    std::map<std::filesystem::path, std::string> psk_files;
+    std::map<std::vector<std::uint8_t>, std::string> psk_contents;
     std::size_t i = 0;
     for (auto& item : *locks->as_array()) {
       auto path = "locks[" + std::to_string(i++) + "]";
@@ -574,9 +649,25 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       }
       if (auto v = r.file(tbl, path, "psk_file", true, production)) {
         lock.psk_file = *v;
-        if (r.check_files()) { // (not when only locating the daemon)
+        auto where = tbl.get("psk_file")->source();
+        std::error_code ec;
+        auto canonical = std::filesystem::weakly_canonical(*v, ec);
+        if (ec)
+          canonical = std::filesystem::path{*v}.lexically_normal();
+        if (auto [it, fresh] = psk_files.emplace(canonical, lock.id); !fresh)
+          r.error(where, path + ".psk_file",
+                  "the same file as lock " + it->second + "'s psk_file; each lock needs a key "
+                  "of its own (lockbridge provision lock --id " + lock.id + " makes one)");
+        else if (r.check_files()) { // (not when only locating the daemon)
           if (auto psk = read_psk(*v); !psk)
-            r.error(tbl.get("psk_file")->source(), path + ".psk_file", psk.error().message);
+            r.error(where, path + ".psk_file", psk.error().message);
+          else if (auto [same, fresh_key] = psk_contents.emplace(*psk, lock.id); !fresh_key)
+            r.error(where, path + ".psk_file",
+                    "holds the same key as lock " + same->second + "'s psk_file; each lock "
+                    "needs a key of its own (lockbridge provision lock --id " + lock.id
+                      + " --force makes one)");
+          else
+            lock_keys.push_back({where, path + ".psk_file", std::move(*psk)});
         }
       }
       if (auto t = r.text(tbl, path, "transport", std::string{"coap"})) {
@@ -611,6 +702,32 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.locks.push_back(std::move(lock));
     }
   }
+  auto coap_locks = std::count_if(cfg.locks.begin(), cfg.locks.end(), [](const lock_config& l) {
+    return l.transport == lock_transport::coap;
+  });
+  if (coap_locks > 0 && cfg.coap.dtls_listen.empty() && cfg.coap.plain_listen.empty()) {
+    auto text = std::to_string(coap_locks) + " lock(s) use CoAP but no address is listened on: "
+                "they could never connect. Give an address (the default is "
+                "[\"0.0.0.0:5684\"]) or set transport = \"ble\" on those locks";
+    if (const auto* node = co.get("dtls_listen"))
+      r.error(node->source(), "coap.dtls_listen", text);
+    else
+      r.error("coap.dtls_listen", text);
+  }
+  if (const auto* plain = co.get("plain_listen"); plain != nullptr && plain->is_array()) {
+    std::size_t k = 0;
+    for (const auto& a : cfg.coap.plain_listen) {
+      auto twice = std::any_of(cfg.coap.dtls_listen.begin(), cfg.coap.dtls_listen.end(),
+                               [&](const listen_address& d) {
+                                 return d.host == a.host && d.port == a.port;
+                               });
+      if (twice)
+        r.error(plain->source(), "coap.plain_listen[" + std::to_string(k) + "]",
+                "the same address as one in coap.dtls_listen; plain CoAP needs a port of its "
+                "own (5683 is plain CoAP's)");
+      ++k;
+    }
+  }
   // A quiet BLE lock is heard from only when visited: its visits must come
   // well within the silence after which a lock is reported unavailable.
   if (std::any_of(cfg.locks.begin(), cfg.locks.end(),
@@ -628,33 +745,49 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   }
   if (!r.check_files())
     return;
+  // A key file's problem at the line that names the file (none when the
+  // path came from systemd's credential).
+  auto key_error = [&](const char* section, const char* key, std::string message) {
+    auto full = std::string{section} + "." + key;
+    const auto* node = root[section][key].node();
+    if (node != nullptr)
+      r.error(node->source(), full, std::move(message));
+    else
+      r.error(full, std::move(message));
+  };
   std::optional<std::array<std::uint8_t, 32>> kek;
   if (!cfg.security.kek_file.empty()) {
     if (auto key = read_key32(cfg.security.kek_file); !key)
-      r.error("security.key_encryption_key_file", key.error().message);
+      key_error("security", "key_encryption_key_file", key.error().message);
     else if (world_readable(cfg.security.kek_file))
-      r.error("security.key_encryption_key_file",
-              "secret file " + cfg.security.kek_file.string()
-                + " is readable by others; run: chmod o-rwx " + cfg.security.kek_file.string());
+      key_error("security", "key_encryption_key_file",
+                "secret file " + cfg.security.kek_file.string()
+                  + " is readable by others; run: chmod o-rwx " + cfg.security.kek_file.string());
     else
       kek = *key;
   }
   if (!cfg.security.previous_kek_file.empty()) {
     if (auto key = read_key32(cfg.security.previous_kek_file); !key)
-      r.error("security.previous_key_encryption_key_file", key.error().message);
+      key_error("security", "previous_key_encryption_key_file", key.error().message);
     else if (kek && *key == *kek)
-      r.error("security.previous_key_encryption_key_file",
-              "holds the same key as security.key_encryption_key_file; give the key it "
-              "replaced, or remove this line");
+      key_error("security", "previous_key_encryption_key_file",
+                "holds the same key as security.key_encryption_key_file; give the key it "
+                "replaced, or remove this line");
   }
   if (!cfg.credentials.lookup_key_file.empty()) {
     if (auto key = read_key32(cfg.credentials.lookup_key_file); !key)
-      r.error("credentials.lookup_key_file", key.error().message);
+      key_error("credentials", "lookup_key_file", key.error().message);
     else if (kek && *key == *kek)
-      r.error("credentials.lookup_key_file",
-              "holds the same key as the key-encryption key; the two must differ "
-              "(make one with: openssl rand -hex 32)");
+      key_error("credentials", "lookup_key_file",
+                "holds the same key as the key-encryption key; the two must differ "
+                "(make one with: openssl rand -hex 32)");
+    else
+      check_lock_keys_against(r, lock_keys, cfg.credentials.lookup_key_file, *key,
+                              "credentials.lookup_key_file");
   }
+  if (kek)
+    check_lock_keys_against(r, lock_keys, cfg.security.kek_file, *kek,
+                            "security.key_encryption_key_file");
 }
 
 } // namespace

@@ -98,6 +98,12 @@ result<std::array<std::uint8_t, 32>> read_key32(const std::filesystem::path& fil
     return key;
   }
   if (bytes->size() == 32) {
+    // 32 hex digits are 16 bytes written out (`openssl rand -hex 16`), not
+    // 32 raw bytes: half the key the gateway needs. (32 random raw bytes
+    // are all hex digits with a chance of about 1 in 10^34.)
+    if (std::all_of(bytes->begin(), bytes->end(), [](std::uint8_t b) { return hex_value(b) >= 0; }))
+      return input_error{file.string(), "holds 32 hex digits, a 128-bit key; a 256-bit key is 64 "
+                                        "hex digits (make one with: openssl rand -hex 32)"};
     std::copy(bytes->begin(), bytes->end(), key.begin());
     return key;
   }

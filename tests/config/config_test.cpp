@@ -411,6 +411,90 @@ TEST_CASE("config: each broken file names file, line and key") {
   }
 }
 
+TEST_CASE("config: key reuse, listeners no lock can use and a broker without a port are refused "
+          "at their line") {
+  // issue 17: each of these used to pass check-config and fail (or leak) later.
+  struct row {
+    const char* what;
+    std::string text;
+    const char* key;
+    const char* message_part;
+  };
+  const std::string listeners = "dtls_listen = [\"127.0.0.1:5684\", \"[::1]:5684\"]\n"
+                                "plain_listen = [\"127.0.0.1:5683\"]";
+  std::vector<row> rows{
+    {"one psk file for two locks", replace(valid, "\"psk-b\"", "\"psk-a\""),
+     "locks[1].psk_file", "the same file as lock lock-a's psk_file"},
+    {"one psk file, two spellings", replace(valid, "\"psk-b\"", "\"./psk-a\""),
+     "locks[1].psk_file", "the same file as lock lock-a's psk_file"},
+    {"two files, one key", replace(valid, "\"psk-b\"", "\"copy-a.psk\""),
+     "locks[1].psk_file", "holds the same key as lock lock-a's psk_file"},
+    {"a lock holding the lookup key file", replace(valid, "\"psk-b\"", "\"lookup.key\""),
+     "locks[1].psk_file", "holds the same key as credentials.lookup_key_file"},
+    {"a lock holding the lookup key's text", replace(valid, "\"psk-b\"", "\"lookup-copy.psk\""),
+     "locks[1].psk_file", "holds the same key as credentials.lookup_key_file"},
+    {"a lock holding the lookup key's bytes", replace(valid, "\"psk-b\"", "\"lookup-raw.psk\""),
+     "locks[1].psk_file", "holds the same key as credentials.lookup_key_file"},
+    {"a lock holding the key-encryption key", replace(valid, "\"psk-b\"", "\"kek-copy.psk\""),
+     "locks[1].psk_file", "holds the same key as security.key_encryption_key_file"},
+    {"no listener for CoAP locks", replace(valid, listeners, "dtls_listen = []"),
+     "coap.dtls_listen", "could never connect"},
+    {"a listener twice",
+     replace(valid, listeners, "dtls_listen = [\"127.0.0.1:5684\", \"127.0.0.1:5684\"]"),
+     "coap.dtls_listen[1]", "listed twice"},
+    {"plain CoAP on the DTLS address",
+     replace(valid, "plain_listen = [\"127.0.0.1:5683\"]", "plain_listen = [\"127.0.0.1:5684\"]"),
+     "coap.plain_listen[0]", "the same address as one in coap.dtls_listen"},
+    {"broker without a port", replace(valid, "\"ssl://127.0.0.1:8883\"", "\"ssl://broker.example\""),
+     "mqtt.broker", "no port"},
+    {"broker port not a number",
+     replace(valid, "\"ssl://127.0.0.1:8883\"", "\"ssl://broker.example:88x3\""), "mqtt.broker",
+     "not a number from 1 to 65535"},
+    {"broker port zero", replace(valid, "\"ssl://127.0.0.1:8883\"", "\"ssl://broker.example:0\""),
+     "mqtt.broker", "not a number from 1 to 65535"},
+    {"broker port too big",
+     replace(valid, "\"ssl://127.0.0.1:8883\"", "\"ssl://broker.example:655350\""), "mqtt.broker",
+     "not a number from 1 to 65535"},
+    {"broker without a host", replace(valid, "\"ssl://127.0.0.1:8883\"", "\"ssl://:8883\""),
+     "mqtt.broker", "no host"},
+    {"a 128-bit key-encryption key", replace(valid, "\"kek.key\"", "\"short-kek.key\""),
+     "security.key_encryption_key_file", "32 hex digits, a 128-bit key"},
+    {"a 128-bit lookup key", replace(valid, "\"lookup.key\"", "\"short-kek.key\""),
+     "credentials.lookup_key_file", "32 hex digits, a 128-bit key"},
+  };
+  for (const auto& r : rows) {
+    std::string what = r.what;
+    CAPTURE(what);
+    fixture f;
+    f.write("copy-a.psk", "8f14e45fceea167a5a36dedd4bea2543", 0600);
+    f.write("lookup-copy.psk", key_b + "\n", 0600);
+    std::string raw;
+    for (std::size_t i = 0; i < key_b.size(); i += 2)
+      raw += static_cast<char>(std::stoi(key_b.substr(i, 2), nullptr, 16));
+    f.write("lookup-raw.psk", raw, 0600);
+    f.write("kek-copy.psk", key_a, 0600);
+    f.write("short-kek.key", "3c59dc048e8850243be8079a5c74d079\n", 0600);
+    auto out = f.load(r.text);
+    CHECK_FALSE(out.config.has_value());
+    bool found = false;
+    for (const auto& e : out.errors)
+      if (e.key == r.key && e.message.find(r.message_part) != std::string::npos) {
+        found = true;
+        CHECK(e.line > 0);
+        // never the key itself
+        CHECK(e.message.find("8f14e45f") == std::string::npos);
+        CHECK(e.message.find(key_b.substr(0, 12)) == std::string::npos);
+      }
+    if (!found)
+      for (const auto& e : out.errors)
+        MESSAGE(e.to_string());
+    CHECK(found);
+  }
+  // The valid file still passes: distinct keys, distinct listeners.
+  fixture f;
+  CHECK(f.load(valid).config.has_value());
+}
+
 TEST_CASE("config: a world-readable secret is refused in production only") {
   fixture f;
   auto prod = replace(replace(valid, "environment = \"development\"\n", ""),

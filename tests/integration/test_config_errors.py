@@ -96,6 +96,29 @@ class ConfigErrors(Site):
         self.assertIn("OK", p.stdout)
         p = subprocess.run([LOCKBRIDGE, "frobnicate"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 64)
+        # --config as every other command takes it (issue 17); FILE and
+        # --config together are refused.
+        p = subprocess.run([LOCKBRIDGE, "check-config", "--config", self.config],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("OK", p.stdout)
+        with open(self.config) as f:
+            broken = f.read().replace("[store]\n", "[store]\ncolour = 1\n")
+        bad = os.path.join(self.dir, "broken.toml")
+        with open(bad, "w") as f:
+            f.write(broken)
+        p = subprocess.run([LOCKBRIDGE, "check-config", "-c", bad], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
+        self.assertIn("store.colour: unknown key", p.stderr)
+        p = subprocess.run([LOCKBRIDGE, "check-config", self.config, "--config", bad],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 64, p.stdout + p.stderr)
+        # --version, beside the version command
+        for args in (["--version"], ["version"]):
+            p = subprocess.run([LOCKBRIDGE] + args, capture_output=True, text=True, timeout=20)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stdout.strip(), r"^lockbridge \d+\.\d+\.\d+")
 
     def test_environment_and_command_line_override_the_file(self):
         env = dict(os.environ, LOCKBRIDGE_STORE__RETENTION_DAYS="91")
