@@ -31,6 +31,14 @@ std::string when(const ASN1_TIME* t) {
   return std::string(data, static_cast<std::size_t>(len));
 }
 
+/// OpenSSL's passphrase callback for keys lockbridge reads: never asks
+/// (OpenSSL's default reads one from the terminal), notes that a
+/// passphrase was wanted.
+int refuse_passphrase(char*, int, int, void* wanted) {
+  *static_cast<bool*>(wanted) = true;
+  return -1;
+}
+
 } // namespace
 
 std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
@@ -43,12 +51,18 @@ std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
   if (!cert)
     problems.push_back({"cert_file", "is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"});
   pkey_ptr key{nullptr, &EVP_PKEY_free};
+  bool passphrase_wanted = false;
   {
     bio_ptr in{BIO_new_file(key_file.c_str(), "r"), &BIO_free};
     if (in)
-      key.reset(PEM_read_bio_PrivateKey(in.get(), nullptr, nullptr, nullptr));
+      key.reset(PEM_read_bio_PrivateKey(in.get(), nullptr, &refuse_passphrase, &passphrase_wanted));
   }
-  if (!key)
+  if (!key && passphrase_wanted)
+    problems.push_back({"key_file", "is protected by a passphrase, which lockbridge never asks "
+                                    "for (it runs unattended); store the key without one, "
+                                    "readable by the service only: openssl pkey -in KEY -out "
+                                    "KEY.plain, then chmod 0640 and chown root:lockbridge"});
+  else if (!key)
     problems.push_back({"key_file", "is not an unencrypted PEM private key"});
   ERR_clear_error();
   if (cert) {

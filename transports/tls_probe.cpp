@@ -59,6 +59,9 @@ std::string probe_tls(const std::string& broker_uri, const std::filesystem::path
     return "cannot load CA file " + ca.string() + ": " + openssl_errors();
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1)
     return "cannot load client certificate " + cert.string() + ": " + openssl_errors();
+  // A key behind a passphrase fails here; OpenSSL's default would ask for
+  // it on the terminal.
+  SSL_CTX_set_default_passwd_cb(ctx.get(), [](char*, int, int, void*) { return -1; });
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1)
     return "cannot load client key " + key.string() + ": " + openssl_errors();
   if (SSL_CTX_check_private_key(ctx.get()) != 1)

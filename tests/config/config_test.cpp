@@ -24,7 +24,8 @@ const std::string key_b = "eccbc87e4b5ce2fe28308fd9f2a7baf3a87ff679a2f3e71d9181a
 
 /// A self-signed P-256 certificate and its key, valid from `from_days` to
 /// `to_days` around now (OpenSSL, made at test time), as PEM text.
-std::pair<std::string, std::string> make_cert(long from_days = -1, long to_days = 30) {
+std::pair<std::string, std::string> make_cert(long from_days = -1, long to_days = 30,
+                                              const std::string& passphrase = {}) {
   auto key = EVP_EC_gen("P-256");
   auto cert = X509_new();
   X509_set_version(cert, 2);
@@ -48,7 +49,12 @@ std::pair<std::string, std::string> make_cert(long from_days = -1, long to_days 
   };
   auto cert_pem = pem([&](BIO* b) { PEM_write_bio_X509(b, cert); });
   auto key_pem = pem([&](BIO* b) {
-    PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
+    if (passphrase.empty())
+      PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
+    else
+      PEM_write_bio_PrivateKey(b, key, EVP_aes_256_cbc(),
+                               reinterpret_cast<const unsigned char*>(passphrase.data()),
+                               static_cast<int>(passphrase.size()), nullptr, nullptr);
   });
   X509_free(cert);
   EVP_PKEY_free(key);
@@ -72,6 +78,9 @@ struct fixture {
     auto [cert, key] = make_cert();
     auto [other_cert, other_key] = make_cert();
     auto [expired_cert, expired_key] = make_cert(-60, -1);
+    auto [locked_cert, locked_key] = make_cert(-1, 30, "a passphrase nobody types");
+    write("locked.pem", locked_cert, 0644);
+    write("locked.key", locked_key, 0600);
     write("ca.pem", ca, 0644);
     write("client.pem", cert, 0644);
     write("client.key", key, 0600);
@@ -328,6 +337,9 @@ TEST_CASE("config: each broken file names file, line and key") {
      "mqtt.cert_file", "expired on"},
     {"key that is not a key", replace(valid, "\"client.key\"", "\"psk-a\""), "mqtt.key_file",
      "private key"},
+    {"key behind a passphrase",
+     replace(replace(valid, "\"client.pem\"", "\"locked.pem\""), "\"client.key\"", "\"locked.key\""),
+     "mqtt.key_file", "protected by a passphrase, which lockbridge never asks for"},
     {"placeholder psk", replace(valid, "\"psk-b\"", "\"weak.psk\""), "locks[1].psk_file",
      "placeholder"},
     {"placeholder key", replace(valid, "\"kek.key\"", "\"weak.key\""),

@@ -3,8 +3,13 @@
 Real components: the lockbridge binary (run and check-config).
 """
 
+import fcntl
 import os
+import pty
+import select
 import subprocess
+import termios
+import time
 import unittest
 
 from harness import LOCKBRIDGE, Process, Site, wait_for
@@ -119,6 +124,71 @@ class ConfigErrors(Site):
             p = subprocess.run([LOCKBRIDGE] + args, capture_output=True, text=True, timeout=20)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertRegex(p.stdout.strip(), r"^lockbridge \d+\.\d+\.\d+")
+
+    def test_a_key_behind_a_passphrase_is_named_and_never_asked_for_on_a_terminal(self):
+        # OpenSSL's default asks on the controlling terminal and waits: run
+        # check-config with one, as an installer would, and the key locked.
+        locked = os.path.join(self.dir, "locked.key")
+        subprocess.run(["openssl", "pkey", "-in", self.gw_key, "-aes256", "-passout",
+                        "pass:a passphrase nobody types", "-out", locked], check=True)
+        with open(self.config) as f:
+            text = f.read().replace(self.gw_key, locked)
+        config = os.path.join(self.dir, "locked.toml")
+        with open(config, "w") as f:
+            f.write(text)
+        text = self.on_a_terminal([LOCKBRIDGE, "check-config", config], until=None)
+        self.assertNotIn("pass phrase", text.lower())
+        self.assertIn("mqtt.key_file: is protected by a passphrase, which lockbridge never asks "
+                      "for", text)
+        # The daemon too: it starts and serves the locks (the doors never
+        # wait for the cloud), names the key, and asks nothing.
+        text = self.on_a_terminal([LOCKBRIDGE, "run", "--config", config],
+                                  until="lockbridge: ready")
+        self.assertNotIn("pass phrase", text.lower())
+        self.assertIn("lockbridge: ready", text)
+        self.assertIn("is protected by a passphrase", text)
+
+    def on_a_terminal(self, cmd, until):
+        """Runs `cmd` with a terminal of its own as its controlling terminal
+        (where OpenSSL's default asks for a passphrase) until it ends, or
+        until `until` appears in its output and it is then stopped. Fails if
+        it waits on the terminal instead."""
+        master, slave = pty.openpty()
+
+        def controlling_terminal():
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave,
+                             preexec_fn=controlling_terminal)
+        os.close(slave)
+        out = b""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if until and until.encode() in out:
+                break
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the terminal closed: the process ended
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+        waited = p.poll() is None and not (until and until.encode() in out)
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        os.close(master)
+        if waited:
+            self.fail(f"{cmd[1]} waited on the terminal: {out!r}")
+        return out.decode(errors="replace")
 
     def test_environment_and_command_line_override_the_file(self):
         env = dict(os.environ, LOCKBRIDGE_STORE__RETENTION_DAYS="91")
