@@ -540,6 +540,14 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
         r.warning(mq->get(p.which)->source(), "mqtt." + p.which,
                   p.message + " (the gateway starts and serves the locks, but cannot reach the "
                               "cloud until this is fixed; no restart needed)");
+    if (r.check_files() && !cfg.mqtt.cert_file.empty() && !cfg.gateway.empty())
+      if (auto cn = certificate_common_name(cfg.mqtt.cert_file); cn && *cn != cfg.gateway)
+        r.warning(mq->get("cert_file")->source(), "mqtt.cert_file",
+                  "its common name is \"" + *cn + "\", not gateway.id \"" + cfg.gateway
+                    + "\": the broker ACL lockbridge ships (config/mosquitto.acl.example, with "
+                      "use_identity_as_username) gives a client the topics of the name in its "
+                      "certificate, so this gateway would be refused its own; have the "
+                      "certificate issued for CN=" + cfg.gateway + ", or adapt the ACL");
     if (cfg.mqtt.reconnect_max_ms < cfg.mqtt.reconnect_min_ms)
       r.error(mq->source(), "mqtt.reconnect_max_ms", "must not be below mqtt.reconnect_min_ms");
   }

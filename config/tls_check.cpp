@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <ctime>
 #include <memory>
@@ -69,6 +70,14 @@ std::vector<tls_problem> check_tls_files(const std::filesystem::path& ca_file,
     if (key && X509_check_private_key(cert.get(), key.get()) != 1)
       problems.push_back({"key_file", "does not belong to mqtt.cert_file (the certificate's public "
                                       "key differs); use the key the certificate was issued for"});
+    // An extended key usage that leaves out clientAuth (a server's
+    // certificate) is refused by the broker in the handshake.
+    if ((X509_get_extension_flags(cert.get()) & EXFLAG_XKUSAGE) != 0
+        && (X509_get_extended_key_usage(cert.get()) & XKU_SSL_CLIENT) == 0)
+      problems.push_back({"cert_file", "is not for TLS clients (its extended key usage leaves out "
+                                       "clientAuth, as a server's certificate does); the broker "
+                                       "refuses it: have one issued with extendedKeyUsage = "
+                                       "clientAuth"});
     if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0)
       problems.push_back({"cert_file", "expired on " + when(X509_get0_notAfter(cert.get()))
                                          + "; have a new one issued"});

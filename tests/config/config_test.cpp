@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <sys/stat.h>
 
@@ -25,7 +26,9 @@ const std::string key_b = "eccbc87e4b5ce2fe28308fd9f2a7baf3a87ff679a2f3e71d9181a
 /// A self-signed P-256 certificate and its key, valid from `from_days` to
 /// `to_days` around now (OpenSSL, made at test time), as PEM text.
 std::pair<std::string, std::string> make_cert(long from_days = -1, long to_days = 30,
-                                              const std::string& passphrase = {}) {
+                                              const std::string& passphrase = {},
+                                              const std::string& cn = "gw-1",
+                                              const char* extended_key_usage = nullptr) {
   auto key = EVP_EC_gen("P-256");
   auto cert = X509_new();
   X509_set_version(cert, 2);
@@ -35,8 +38,13 @@ std::pair<std::string, std::string> make_cert(long from_days = -1, long to_days 
   X509_set_pubkey(cert, key);
   auto name = X509_get_subject_name(cert);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>("lockbridge test"), -1, -1, 0);
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
   X509_set_issuer_name(cert, name);
+  if (extended_key_usage != nullptr) {
+    auto ext = X509V3_EXT_conf_nid(nullptr, nullptr, NID_ext_key_usage, extended_key_usage);
+    X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+  }
   X509_sign(cert, key, EVP_sha256());
   auto pem = [](auto write) {
     auto bio = BIO_new(BIO_s_mem());
@@ -81,6 +89,15 @@ struct fixture {
     auto [locked_cert, locked_key] = make_cert(-1, 30, "a passphrase nobody types");
     write("locked.pem", locked_cert, 0644);
     write("locked.key", locked_key, 0600);
+    auto [server_cert, server_key] = make_cert(-1, 30, {}, "gw-1", "serverAuth");
+    write("server.pem", server_cert, 0644);
+    write("server.key", server_key, 0600);
+    auto [both_cert, both_key] = make_cert(-1, 30, {}, "gw-1", "serverAuth,clientAuth");
+    write("both.pem", both_cert, 0644);
+    write("both.key", both_key, 0600);
+    auto [named_cert, named_key] = make_cert(-1, 30, {}, "gw-2");
+    write("gw-2.pem", named_cert, 0644);
+    write("gw-2.key", named_key, 0600);
     write("ca.pem", ca, 0644);
     write("client.pem", cert, 0644);
     write("client.key", key, 0600);
@@ -337,6 +354,12 @@ TEST_CASE("config: each broken file names file, line and key") {
      "mqtt.cert_file", "expired on"},
     {"key that is not a key", replace(valid, "\"client.key\"", "\"psk-a\""), "mqtt.key_file",
      "private key"},
+    {"server-only certificate",
+     replace(replace(valid, "\"client.pem\"", "\"server.pem\""), "\"client.key\"", "\"server.key\""),
+     "mqtt.cert_file", "leaves out clientAuth"},
+    {"another gateway's name in the certificate",
+     replace(replace(valid, "\"client.pem\"", "\"gw-2.pem\""), "\"client.key\"", "\"gw-2.key\""),
+     "mqtt.cert_file", "its common name is \"gw-2\", not gateway.id \"gw-1\""},
     {"key behind a passphrase",
      replace(replace(valid, "\"client.pem\"", "\"locked.pem\""), "\"client.key\"", "\"locked.key\""),
      "mqtt.key_file", "protected by a passphrase, which lockbridge never asks for"},
@@ -505,6 +528,16 @@ TEST_CASE("config: key reuse, listeners no lock can use and a broker without a p
   // The valid file still passes: distinct keys, distinct listeners.
   fixture f;
   CHECK(f.load(valid).config.has_value());
+}
+
+TEST_CASE("config: a certificate for clients and servers both, named for the gateway, passes") {
+  fixture f;
+  auto out = f.load(replace(replace(valid, "\"client.pem\"", "\"both.pem\""), "\"client.key\"",
+                            "\"both.key\""));
+  for (const auto& w : out.warnings)
+    MESSAGE(w.to_string());
+  CHECK(out.config.has_value());
+  CHECK(out.warnings.empty());
 }
 
 TEST_CASE("config: a world-readable secret is refused in production only") {
