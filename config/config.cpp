@@ -991,6 +991,19 @@ std::optional<config_error> to_ascii_toml(std::string_view text, const std::stri
 }
 
 /// toml::parse of the ASCII form; nullopt once `error` says why not.
+/// What to do about the syntax errors installers make most, in toml++'s
+/// words: a second [locks] where each lock is a [[locks]] table, and a raw
+/// line break or control character inside a quoted string.
+std::string toml_hint(std::string_view description) {
+  if (description.find("cannot redefine existing") != std::string_view::npos)
+    return " (each lock is a [[locks]] table, with double brackets, as is each [[doors]] "
+           "entry; a table in single brackets may appear only once)";
+  if (description.find("control character") != std::string_view::npos)
+    return " (a \"quoted\" string may not hold a raw line break or other control "
+           "character: write \\n, or use a '''multi-line''' string)";
+  return {};
+}
+
 std::optional<toml::table> parse_toml(std::string_view text, const std::string& source,
                                       config_error& error) {
   std::string ascii;
@@ -1005,7 +1018,8 @@ std::optional<toml::table> parse_toml(std::string_view text, const std::string& 
     error = config_error{where.path ? *where.path : source,
                          static_cast<std::uint32_t>(where.begin.line),
                          static_cast<std::uint32_t>(where.begin.column), "",
-                         "TOML syntax error: " + std::string{e.description()}};
+                         "TOML syntax error: " + std::string{e.description()}
+                           + toml_hint(e.description())};
   } catch (const std::exception& e) {
     error = config_error{source, 0, 0, "", std::string{"cannot parse: "} + e.what()};
   }

@@ -587,6 +587,25 @@ TEST_CASE("config: a TOML syntax error gives its position") {
   CHECK(out.errors[0].message.find("TOML syntax error") != std::string::npos);
 }
 
+TEST_CASE("config: the common TOML mistakes get a hint") {
+  fixture f;
+  // [locks] where each lock is a [[locks]] table
+  auto out = f.load(replace(valid, "[[locks]]\nid = \"lock-b\"", "[locks]\nid = \"lock-b\""));
+  REQUIRE(out.errors.size() == 1);
+  CHECK(out.errors[0].line > 0);
+  CHECK(out.errors[0].message.find("each lock is a [[locks]] table, with double brackets")
+        != std::string::npos);
+  // a line break inside a quoted string
+  out = f.load(replace(valid, "\"site-1\"", "\"site\n-1\""));
+  REQUIRE(out.errors.size() == 1);
+  CHECK(out.errors[0].line == 3);
+  CHECK(out.errors[0].message.find("may not hold a raw line break") != std::string::npos);
+  // anything else: toml++'s words alone
+  out = f.load("[gateway\nsite = 1");
+  REQUIRE(out.errors.size() == 1);
+  CHECK(out.errors[0].message.find(" (") == std::string::npos);
+}
+
 TEST_CASE("config: no locks is an error") {
   fixture f;
   auto text = valid.substr(0, valid.find("[[locks]]"));
