@@ -431,6 +431,24 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   if (auto v = r.text(st, "store", "state_dir", defaults::state_dir)) {
     std::filesystem::path p{*v};
     cfg.store.state_dir = p.is_relative() ? r.base() / p : p;
+    if (p.is_relative() && production)
+      r.error(st.get("state_dir")->source(), "store.state_dir",
+              "\"" + *v + "\" is relative, so the state would live beside the config file ("
+                + cfg.store.state_dir.string() + "), which the service may not write "
+                "(ProtectSystem=strict); give an absolute path such as "
+                + std::string{defaults::state_dir});
+  }
+  // The daemon makes its socket at start and refuses to start without the
+  // directory; systemd's RuntimeDirectory= makes the default one.
+  if (const auto* node = root["gateway"]["status_socket"].node(); node != nullptr && r.check_files()) {
+    auto dir = cfg.status_socket.parent_path();
+    std::error_code ec;
+    if (dir != std::filesystem::path{defaults::status_socket}.parent_path()
+        && !std::filesystem::is_directory(dir, ec))
+      r.error(node->source(), "gateway.status_socket",
+              "the directory " + dir.string() + " does not exist, and the daemon would refuse to "
+              "start without it: create it (owned by the service user), or leave the default "
+              + std::string{defaults::status_socket} + " (the unit's RuntimeDirectory= makes it)");
   }
   if (auto v = r.integer(st, "store", "journal_max_mb", defaults::journal_max_mb, 1, 1 << 20))
     cfg.store.journal_max_bytes = *v << 20;

@@ -492,6 +492,13 @@ TEST_CASE("config: key reuse, listeners no lock can use and a broker without a p
      "not a number from 1 to 65535"},
     {"broker without a host", replace(valid, "\"ssl://127.0.0.1:8883\"", "\"ssl://:8883\""),
      "mqtt.broker", "no host"},
+    {"a relative state directory in production",
+     replace(replace(valid, "environment = \"development\"\n", ""),
+             "plain_listen = [\"127.0.0.1:5683\"]\n", ""),
+     "store.state_dir", "is relative, so the state would live beside the config file"},
+    {"a status socket in a directory that does not exist",
+     replace(valid, "time_zone = ", "status_socket = \"/nonexistent/lockbridge/status.sock\"\ntime_zone = "),
+     "gateway.status_socket", "the directory /nonexistent/lockbridge does not exist"},
     {"a 128-bit key-encryption key", replace(valid, "\"kek.key\"", "\"short-kek.key\""),
      "security.key_encryption_key_file", "32 hex digits, a 128-bit key"},
     {"a 128-bit lookup key", replace(valid, "\"lookup.key\"", "\"short-kek.key\""),
@@ -542,8 +549,9 @@ TEST_CASE("config: a certificate for clients and servers both, named for the gat
 
 TEST_CASE("config: a world-readable secret is refused in production only") {
   fixture f;
-  auto prod = replace(replace(valid, "environment = \"development\"\n", ""),
-                      "plain_listen = [\"127.0.0.1:5683\"]\n", "");
+  auto prod = replace(replace(replace(valid, "environment = \"development\"\n", ""),
+                              "plain_listen = [\"127.0.0.1:5683\"]\n", ""),
+                      "state_dir = \"state\"", "state_dir = \"" + (f.dir / "state").string() + "\"");
   auto text = replace(prod, "\"client.key\"", "\"open.key\"");
   auto out = f.load(text);
   REQUIRE_FALSE(out.config.has_value());
