@@ -619,13 +619,19 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     std::error_code ec;
     if (!from_systemd.empty() && std::filesystem::is_regular_file(from_systemd, ec))
       cfg.security.kek_file = from_systemd;
-    else if (r.check_files())
-      r.error("security.key_encryption_key_file",
-              std::string{"missing: the key-encryption key that protects the state at rest. "
-                          "Make one (umask 077; openssl rand -hex 32 > /etc/lockbridge/secrets/kek.key) "
-                          "and give its path here, or under systemd pass it as the credential "}
-                + defaults::kek_credential + " (LoadCredential=" + defaults::kek_credential
-                + ":/etc/lockbridge/secrets/kek.key)");
+    else if (r.check_files()) {
+      auto text = std::string{"missing: the key-encryption key that protects the state at rest. "
+                              "Make one (umask 077; openssl rand -hex 32 > "
+                              "/etc/lockbridge/secrets/kek.key) and give its path here, or under "
+                              "systemd pass it as the credential "}
+                  + defaults::kek_credential + " (LoadCredential=" + defaults::kek_credential
+                  + ":/etc/lockbridge/secrets/kek.key)";
+      // at the [security] table when there is one: where the line goes
+      if (const auto* sec = root.get("security"))
+        r.error(sec->source(), "security.key_encryption_key_file", std::move(text));
+      else
+        r.error("security.key_encryption_key_file", std::move(text));
+    }
   }
   if (auto doors = root.get("doors")) {
     if (!doors->is_array_of_tables()) {
