@@ -272,6 +272,14 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
   std::size_t size = 0;
   const std::uint8_t* data = nullptr;
   coap_get_data(received, &size, &data);
+  // An answered request: its latency, when it was sent, and (after the
+  // session's first, which waited for the handshake) its warm latency.
+  auto record_latency = [&] {
+    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
+    sent_at_s.push_back(std::chrono::duration<double>(l->sent_at - started_at).count());
+    if (!l->first_on_session)
+      warm_latencies_us.push_back(latencies_us.back());
+  };
   if (opt.access_creds > 0 && code == COAP_RESPONSE_CODE_CONTENT) {
     auto answer = nlohmann::json::from_cbor(data, data + size, true, false);
     if (answer.is_discarded() || !answer.contains("allow")) {
@@ -280,10 +288,7 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
       return COAP_RESPONSE_OK;
     }
     ++(answer["allow"].get<bool>() ? access_allowed : access_denied);
-    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
-    sent_at_s.push_back(std::chrono::duration<double>(l->sent_at - started_at).count());
-    if (!l->first_on_session)
-      warm_latencies_us.push_back(latencies_us.back());
+    record_latency();
     l->acked_seq = l->pending.front().seq;
     l->pending.pop_front();
   } else if (code == COAP_RESPONSE_CODE_CHANGED) {
@@ -293,10 +298,7 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
       l->last_error = "bad ack: " + ack.error().to_string();
       return COAP_RESPONSE_OK;
     }
-    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - l->sent_at).count());
-    sent_at_s.push_back(std::chrono::duration<double>(l->sent_at - started_at).count());
-    if (!l->first_on_session)
-      warm_latencies_us.push_back(latencies_us.back());
+    record_latency();
     if (l->acked_seq < opt.start_seq)
       l->first_ack = now;
     l->acked_seq = std::max(l->acked_seq, *ack);
