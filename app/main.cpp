@@ -1118,7 +1118,7 @@ int main(int argc, char** argv) {
     return exit_ok;
   }
   if (app.got_subcommand("check-config")) {
-    auto cfg = load_config(check_file);
+    auto cfg = load_config(check_file, false, lockbridge::config::load_purpose::check);
     if (!cfg)
       return exit_config;
     auto ble = std::count_if(cfg->locks.begin(), cfg->locks.end(), [](const auto& l) {

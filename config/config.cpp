@@ -90,8 +90,13 @@ std::optional<std::string> broker_address_problem(const std::string& uri) {
 /// Walks one TOML document, collecting every error with its position.
 class reader {
 public:
-  reader(std::string file, std::filesystem::path base_dir, bool check_files = true)
-    : file_(std::move(file)), base_(std::move(base_dir)), check_files_(check_files) {}
+  reader(std::string file, std::filesystem::path base_dir, bool check_files = true,
+         bool check_environment = false)
+    : file_(std::move(file)), base_(std::move(base_dir)), check_files_(check_files),
+      check_environment_(check_environment) {}
+
+  /// Whether what the machine must provide is checked too (check-config).
+  [[nodiscard]] bool check_environment() const noexcept { return check_environment_; }
 
   /// Whether referenced files are opened and checked (not when the config is
   /// only read to find the running daemon's socket, by a user who may not
@@ -348,6 +353,7 @@ private:
   std::vector<config_error> errors_;
   std::vector<config_error> warnings_;
   bool check_files_ = true;
+  bool check_environment_ = false;
 };
 
 /// A lock's key as read, kept to compare with the gateway's own keys.
@@ -440,7 +446,8 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   }
   // The daemon makes its socket at start and refuses to start without the
   // directory; systemd's RuntimeDirectory= makes the default one.
-  if (const auto* node = root["gateway"]["status_socket"].node(); node != nullptr && r.check_files()) {
+  if (const auto* node = root["gateway"]["status_socket"].node();
+      node != nullptr && r.check_environment()) {
     auto dir = cfg.status_socket.parent_path();
     std::error_code ec;
     if (dir != std::filesystem::path{defaults::status_socket}.parent_path()
@@ -1124,7 +1131,8 @@ load_result load_from_string(const std::string& text, const std::string& source_
                              const std::filesystem::path& base_dir,
                              const std::vector<override_value>& overrides, load_purpose purpose) {
   load_result out;
-  reader r{source_name, base_dir, purpose == load_purpose::run};
+  reader r{source_name, base_dir, purpose != load_purpose::locate,
+           purpose == load_purpose::check};
   config_error problem;
   auto parsed = parse_toml(text, source_name, problem);
   if (!parsed) {

@@ -163,8 +163,11 @@ std::vector<override_value> overrides_from_environment(char** environment);
 /// Why a config is read: to run (every referenced file is checked and the
 /// secrets read), or only to locate the running daemon's socket (`status`,
 /// `reload`, the stats commands), by a member of the `lockbridge` group who
-/// cannot read the secrets: values are validated, files are not opened.
-enum class load_purpose { run, locate };
+/// cannot read the secrets: values are validated, files are not opened; or
+/// to check it (`check-config`): as to run, and also what the machine must
+/// provide before the daemon can start (a directory for the status socket),
+/// which a start finds again and ends with the environment's exit code.
+enum class load_purpose { run, locate, check };
 
 /// Reads, parses and validates `file`, including that referenced files exist
 /// and secret files are not readable by others in production. `overrides`
