@@ -12,7 +12,6 @@ Run with bench/run.sh --coldstart (or /usr/bin/python3 bench/coldstart.py).
 """
 
 import argparse
-import calendar
 import json
 import os
 import statistics
@@ -20,20 +19,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import Bench, log, machine  # noqa: E402
+from e2e import Bench, log, log_time, machine  # noqa: E402
 from harness import Cloud, snapshot_chunks, wait_for  # noqa: E402
 
 
 def ready_after(bench, spawned_unix):
-    """Seconds from `spawned_unix` to the newest READY line's timestamp (UTC)."""
-    stamp = None
+    """Seconds from `spawned_unix` to the newest READY line's timestamp."""
+    ready = None
     with open(bench.gateway_log, errors="replace") as f:
         for line in f:
             if "lockbridge: ready" in line:
-                stamp = line.split(" ", 1)[0]
-    whole, _, ms = stamp.partition(".")
-    t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(ms) / 1000
-    return t - spawned_unix
+                ready = line
+    return log_time(ready) - spawned_unix
 
 
 def restart(bench, runs):

@@ -37,6 +37,14 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def log_time(line):
+    """The Unix time of a lockbridge log line (its stamp is this machine's
+    local time, to the ms: spdlog's default)."""
+    stamp, _, _ = line.partition(" ")
+    whole, _, ms = stamp.partition(".")
+    return time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(ms) / 1000
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -142,9 +150,7 @@ status_interval_s = 5
         with open(self.gateway_log, errors="replace") as f:
             for line in f:
                 if "uplink: connected to" in line:
-                    stamp, _, _ = line.partition(" ")
-                    whole, _, ms = stamp.partition(".")
-                    t = time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(ms) / 1000
+                    t = log_time(line)
                     if t >= since - 0.01:
                         return t
         raise AssertionError("lockbridge never logged its reconnection")

@@ -52,37 +52,46 @@ std::string config_error::to_string() const {
   return out + message;
 }
 
+std::optional<host_and_port> split_host_port(std::string_view text) {
+  if (text.starts_with("[")) {
+    auto close = text.find(']');
+    if (close == std::string_view::npos)
+      return std::nullopt;
+    auto after = text.substr(close + 1);
+    if (!after.empty() && !after.starts_with(":"))
+      return std::nullopt;
+    host_and_port out{std::string{text.substr(1, close - 1)}, std::nullopt};
+    if (!after.empty())
+      out.port = std::string{after.substr(1)};
+    return out;
+  }
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos)
+    return host_and_port{std::string{text}, std::nullopt};
+  return host_and_port{std::string{text.substr(0, colon)}, std::string{text.substr(colon + 1)}};
+}
+
+std::optional<std::uint16_t> port_number(std::string_view text) {
+  unsigned value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || ptr != text.data() + text.size() || value == 0 || value > 65535)
+    return std::nullopt;
+  return static_cast<std::uint16_t>(value);
+}
+
 namespace {
 
 /// What is wrong with the host and port of an ssl:// or mqtts:// broker
 /// URI, or nothing. Paho would find out only when it connects.
 std::optional<std::string> broker_address_problem(const std::string& uri) {
-  auto rest = std::string_view{uri}.substr(uri.find("://") + 3);
-  std::string_view host, port;
-  if (rest.starts_with("[")) {
-    auto close = rest.find(']');
-    if (close == std::string_view::npos)
-      return "expected ssl://[ipv6]:port, got \"" + uri + "\"";
-    host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size() && rest[close + 1] == ':')
-      port = rest.substr(close + 2);
-  } else {
-    auto colon = rest.rfind(':');
-    host = rest.substr(0, colon);
-    if (colon != std::string_view::npos)
-      port = rest.substr(colon + 1);
-  }
-  if (host.empty())
+  auto parts = split_host_port(std::string_view{uri}.substr(uri.find("://") + 3));
+  if (!parts)
+    return "expected ssl://[ipv6]:port, got \"" + uri + "\"";
+  if (parts->host.empty())
     return "no host in \"" + uri + "\"; expected ssl://host:port";
-  if (port.empty())
+  if (!parts->port || parts->port->empty())
     return "no port in \"" + uri + "\"; expected ssl://host:port (8883 is MQTT over TLS's)";
-  unsigned value = 0;
-  for (char c : port) {
-    if (c < '0' || c > '9' || value > 65535)
-      return "the port of \"" + uri + "\" is not a number from 1 to 65535";
-    value = value * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (value == 0 || value > 65535)
+  if (!port_number(*parts->port))
     return "the port of \"" + uri + "\" is not a number from 1 to 65535";
   return std::nullopt;
 }
@@ -263,37 +272,25 @@ public:
       return std::nullopt;
     }
     const auto& s = node.as_string()->get();
-    std::string host;
-    std::string port;
-    if (s.starts_with("[")) {
-      auto close = s.find(']');
-      if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-        error(node.source(), key, "expected \"[ipv6]:port\", got \"" + s + "\"");
-        return std::nullopt;
-      }
-      host = s.substr(1, close - 1);
-      port = s.substr(close + 2);
-    } else {
-      auto colon = s.rfind(':');
-      if (colon == std::string::npos) {
-        error(node.source(), key, "expected \"host:port\", got \"" + s + "\"");
-        return std::nullopt;
-      }
-      host = s.substr(0, colon);
-      port = s.substr(colon + 1);
+    auto parts = split_host_port(s);
+    if (!parts || !parts->port) {
+      error(node.source(), key,
+            s.starts_with("[") ? "expected \"[ipv6]:port\", got \"" + s + "\""
+                               : "expected \"host:port\", got \"" + s + "\"");
+      return std::nullopt;
     }
+    const auto& host = parts->host;
     unsigned char buf[16];
     if (inet_pton(AF_INET, host.c_str(), buf) != 1 && inet_pton(AF_INET6, host.c_str(), buf) != 1) {
       error(node.source(), key, "expected a numeric IPv4 or IPv6 address, got \"" + host + "\"");
       return std::nullopt;
     }
-    unsigned value = 0;
-    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc{} || ptr != port.data() + port.size() || value == 0 || value > 65535) {
-      error(node.source(), key, "expected a port from 1 to 65535, got \"" + port + "\"");
+    auto port = port_number(*parts->port);
+    if (!port) {
+      error(node.source(), key, "expected a port from 1 to 65535, got \"" + *parts->port + "\"");
       return std::nullopt;
     }
-    return listen_address{host, static_cast<std::uint16_t>(value)};
+    return listen_address{host, *port};
   }
 
   std::vector<listen_address> addresses(const toml::table& tbl, const std::string& path,

@@ -18,6 +18,18 @@ struct listen_address {
   std::uint16_t port = 0;
 };
 
+/// "host:port" or "[ipv6]:port" in two, the brackets dropped; no port when
+/// there is no ':' to start one. Nothing when the brackets do not close or
+/// something other than ":port" follows them.
+struct host_and_port {
+  std::string host;
+  std::optional<std::string> port;
+};
+std::optional<host_and_port> split_host_port(std::string_view text);
+
+/// A port's text as a number from 1 to 65535, or nothing.
+std::optional<std::uint16_t> port_number(std::string_view text);
+
 /// How a lock reaches the gateway.
 enum class lock_transport { coap, ble };
 

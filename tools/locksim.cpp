@@ -5,10 +5,9 @@
 // to stderr and a JSON report on stdout at the end.
 
 #include <arpa/inet.h>
-
-#include <algorithm>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -257,8 +256,7 @@ void send_batch(lock_state& l) {
   post(l, "events", body, count);
 }
 
-coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const coap_pdu_t* received,
-                            const coap_mid_t) {
+coap_response_t on_response_body(coap_session_t* session, const coap_pdu_t* received) {
   auto l = lock_of(session);
   if (l == nullptr)
     return COAP_RESPONSE_OK;
@@ -282,7 +280,7 @@ coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const co
   };
   if (opt.access_creds > 0 && code == COAP_RESPONSE_CODE_CONTENT) {
     auto answer = nlohmann::json::from_cbor(data, data + size, true, false);
-    if (answer.is_discarded() || !answer.contains("allow")) {
+    if (answer.is_discarded() || !answer.contains("allow") || !answer["allow"].is_boolean()) {
       ++l->errors;
       l->last_error = "bad access answer";
       return COAP_RESPONSE_OK;
@@ -488,6 +486,20 @@ void write_acked() {
 }
 
 } // namespace
+
+/// libcoap's response handler: nothing may unwind through libcoap's frames
+/// (an allocation that fails, a JSON access on an answer of the wrong shape):
+/// counted as one of the lock's errors instead.
+coap_response_t on_response(coap_session_t* session, const coap_pdu_t*, const coap_pdu_t* received,
+                            const coap_mid_t) noexcept {
+  try {
+    return on_response_body(session, received);
+  } catch (...) {
+    if (auto l = lock_of(session))
+      ++l->errors;
+  }
+  return COAP_RESPONSE_OK;
+}
 
 int main(int argc, char** argv) {
   CLI::App app{"lockbridge-locksim: simulated door locks speaking lock protocol v1"};

@@ -1049,8 +1049,10 @@ struct coap_server::impl {
             report_decisions();
           if (!handshakes.empty())
             check_handshakes();
-          release_idle_sessions();
+          // (Before releasing more: libcoap frees the sessions released in
+          // the last pass in this pass's coap_io_process.)
           return_freed_memory();
+          release_idle_sessions();
           return false;
         },
         [] { return false; });

@@ -11,6 +11,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "config/config.hpp"
+
 namespace lockbridge::transport {
 
 namespace {
@@ -40,16 +42,13 @@ struct fd_closer {
 std::string probe_tls(const std::string& broker_uri, const std::filesystem::path& ca,
                       const std::filesystem::path& cert, const std::filesystem::path& key,
                       int timeout_ms) {
-  auto rest = broker_uri.substr(broker_uri.find("://") == std::string::npos
-                                  ? 0
-                                  : broker_uri.find("://") + 3);
-  auto colon = rest.rfind(':');
-  if (colon == std::string::npos)
+  auto scheme = broker_uri.find("://");
+  auto parts = config::split_host_port(
+    std::string_view{broker_uri}.substr(scheme == std::string::npos ? 0 : scheme + 3));
+  if (!parts || !parts->port || parts->port->empty())
     return "broker URI has no port: " + broker_uri;
-  auto host = rest.substr(0, colon);
-  auto port = rest.substr(colon + 1);
-  if (host.size() > 2 && host.front() == '[')
-    host = host.substr(1, host.size() - 2);
+  const auto& host = parts->host;
+  const auto& port = *parts->port;
 
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{SSL_CTX_new(TLS_client_method()),
                                                         SSL_CTX_free};
