@@ -162,6 +162,36 @@ void spawn_children(self_ptr self) {
     }
     return out;
   };
+  up_cfg.lock_table = [sessions, server] {
+    auto seen = server->last_seen();
+    auto refused = server->refusals();
+    auto kinds = server->transport_of();
+    auto locks = nlohmann::json::array();
+    std::vector<std::string> ids;
+    {
+      std::lock_guard guard{sessions->mutex};
+      for (const auto& [id, session] : sessions->sessions)
+        ids.push_back(id);
+    }
+    for (const auto& id : ids) {
+      auto it = seen.find(id);
+      auto kind = kinds.find(id);
+      nlohmann::json row{{"id", id},
+                         {"transport", kind == kinds.end() ? "coap" : kind->second},
+                         {"last_seen", it == seen.end() ? 0 : it->second}};
+      if (auto r = refused.locks.find(id); r != refused.locks.end())
+        row["last_refusal"] = {{"reason", r->second.reason},
+                               {"peer", r->second.peer},
+                               {"at", r->second.at_ms},
+                               {"count", r->second.count}};
+      locks.push_back(std::move(row));
+    }
+    auto strangers = nlohmann::json::array();
+    for (const auto& s : refused.strangers)
+      strangers.push_back(
+        {{"identity", s.identity}, {"peer", s.peer}, {"at", s.at_ms}, {"count", s.count}});
+    return nlohmann::json{{"locks", std::move(locks)}, {"strangers", std::move(strangers)}};
+  };
   up_cfg.coap_figures = [coap, max = gw.coap.max_sessions] {
     const auto& c = coap->counters();
     protocol::gateway_status::coap_part p;

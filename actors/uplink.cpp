@@ -192,6 +192,39 @@ void check_tls(self_ptr self) {
   st.tls_problem = problem;
 }
 
+/// What only the box's own status shows (not the MQTT status, which every
+/// subscriber receives each interval): the lock table, the strangers, the
+/// decisions by reason and the TLS files' ends.
+void add_local_detail(self_ptr self, nlohmann::json& doc) {
+  auto& st = self->state;
+  if (st.cfg.lock_table) {
+    auto table = st.cfg.lock_table();
+    auto now = unix_ms_now();
+    auto silence_ms
+      = std::chrono::duration_cast<std::chrono::milliseconds>(st.cfg.lock_silence).count();
+    for (auto& row : table["locks"]) {
+      auto seen = row.value("last_seen", std::int64_t{0});
+      row["available"] = seen != 0 && now - seen <= silence_ms;
+    }
+    doc["locks"] = std::move(table["locks"]);
+    doc["strangers"] = std::move(table["strangers"]);
+    doc["lock_silence_s"] = st.cfg.lock_silence.count();
+  }
+  if (st.cfg.access && doc.contains("credentials")) {
+    auto by_reason = nlohmann::json::object();
+    for (std::size_t i = 0; i < st.cfg.access->decisions.size(); ++i) {
+      auto name = protocol::to_string(static_cast<protocol::access_reason>(i));
+      by_reason[std::string{name}] = st.cfg.access->decisions[i].load();
+    }
+    doc["credentials"]["decisions_by_reason"] = std::move(by_reason);
+  }
+  auto file_end = [](const std::filesystem::path& file) -> nlohmann::json {
+    auto end = config::certificate_not_after(file);
+    return {{"file", file.string()}, {"expires_at", end ? *end * 1000 : 0}};
+  };
+  doc["tls"] = {{"cert", file_end(st.cfg.mqtt.cert_file)}, {"ca", file_end(st.cfg.mqtt.ca_file)}};
+}
+
 /// The status without the journal's figures (they come from its actor).
 protocol::gateway_status status_now(self_ptr self) {
   auto& st = self->state;
@@ -1230,6 +1263,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                              {"results_waiting", st.pending_results.size() + results_stored(st)},
                              {"retained_waiting",
                               st.retained_waiting.size() + st.retained_flights.size()}};
+            add_local_detail(self, doc);
             rp.deliver(protocol::dump_safe(doc));
           },
           [rp](const caf::error& err) mutable { rp.deliver(err); });

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <caf/error.hpp>
+#include <nlohmann/json.hpp>
 #include <caf/stateful_actor.hpp>
 
 #include "actors/access_service.hpp"
@@ -42,6 +43,10 @@ struct uplink_config {
   std::function<protocol::gateway_status::ble_part()> ble_figures;
   /// The CoAP transport's figures.
   std::function<protocol::gateway_status::coap_part()> coap_figures;
+  /// The lock table for the local status (`lockbridge status`, `locks`,
+  /// metrics): `{"locks": [{id, transport, last_seen, last_refusal?}],
+  /// "strangers": [...]}`; the uplink adds each lock's availability.
+  std::function<nlohmann::json()> lock_table;
   /// A lock silent for longer is published as unavailable.
   std::chrono::seconds lock_silence{300};
 };

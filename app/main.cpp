@@ -38,16 +38,20 @@
 #include <sys/uio.h>
 
 #include "actors/failure.hpp"
+#include "actors/keeper.hpp"
 #include "actors/supervisor.hpp"
 #include "config/config.hpp"
 #include "config/defaults.hpp"
 #include "config/secrets.hpp"
 #include "protocols/clock_guard.hpp"
 #include "protocols/cloud_messages.hpp"
+#include "protocols/human.hpp"
 #include "protocols/log_fields.hpp"
 #include "store/credentials.hpp"
 #include "store/journal.hpp"
 #include "store/state_check.hpp"
+#include "local_control.hpp"
+#include "views.hpp"
 #include "status_socket.hpp"
 #include "protocols/json_input.hpp"
 
@@ -402,6 +406,14 @@ int run(const std::string& file, bool start_empty) {
   sys_cfg.set("scheduler.policy", caf::atom("sharing"));
   sys_cfg.set("scheduler.max-threads", 1);
   int exit_code = exit_ok;
+  // Run-time log level changes (`lockbridge log-level`), audited; each
+  // lock's events waiting, counted from the journal for `lockbridge status`.
+  lockbridge::log_level_control log_level{
+    [audit_to = vault](std::string_view action, nlohmann::json detail) {
+      detail["by"] = "local socket";
+      lockbridge::audit(*audit_to, action, std::move(detail));
+    }};
+  auto journal_store = vault->events;
   {
     caf::actor_system sys{sys_cfg};
     std::unique_ptr<lockbridge::status_socket> status;
@@ -423,7 +435,20 @@ int run(const std::string& file, bool start_empty) {
                 nlohmann::json{{"error", "the gateway is starting"}});
             if (request == "reload")
               return reload_from_socket(sys, file, *sup);
-            return answer_local(sys, *sup, request);
+            if (request.starts_with("log-level "))
+              return log_level.request(std::string_view{request}.substr(10));
+            auto answer = answer_local(sys, *sup, request);
+            if (request != "status")
+              return answer;
+            auto doc = nlohmann::json::parse(answer, nullptr, false);
+            if (doc.is_discarded() || !doc.is_object() || doc.contains("error"))
+              return answer;
+            try {
+              lockbridge::add_pending_by_lock(doc, *journal_store);
+            } catch (const std::exception& e) {
+              doc["pending_error"] = e.what();
+            }
+            return lockbridge::protocol::dump_safe(doc);
           });
       } catch (const std::exception& e) {
         throw lockbridge::environment_error{std::string{"gateway.status_socket: "} + e.what()};
@@ -594,62 +619,89 @@ int credentials_stats(const std::string& file, bool as_json) {
   });
 }
 
-/// `lockbridge status`: the running daemon's figures, over its local socket.
-/// Exit 3 (LSB "not running") when nothing listens; never waits more than 5 s.
-int show_status(const std::string& file, bool as_json) {
+/// `lockbridge status` and `lockbridge locks`: the running daemon's figures,
+/// over its local socket. Exit 3 (LSB "not running") when nothing listens;
+/// never waits more than 5 s (10 with the journal's per-lock count).
+int show_status(const std::string& file, bool as_json, bool locks_only) {
   auto cfg = load_config(file, false, lockbridge::config::load_purpose::locate);
   if (!cfg)
     return exit_config;
-  auto reply = lockbridge::query_status(cfg->status_socket, 5);
+  auto reply = lockbridge::query_status(cfg->status_socket, 10);
   if (!reply.ok) {
     std::cerr << "lockbridge: " << reply.text << "\n";
     return reply.not_running ? exit_not_running : exit_failure;
   }
-  if (as_json) {
-    std::cout << reply.text;
-    return exit_ok;
-  }
   auto doc = nlohmann::json::parse(reply.text, nullptr, false);
-  if (doc.is_discarded() || doc.contains("error")) {
+  if (doc.is_discarded() || !doc.is_object() || doc.contains("error")) {
     std::cerr << "lockbridge: the daemon answered: " << reply.text;
     return exit_failure;
   }
-  auto now = doc.value("ts", std::int64_t{0});
-  std::cout << "lockbridge " << doc.value("version", "") << " on " << doc.value("site", "") << "/"
-            << doc.value("gateway", "") << ", up " << (now - doc.value("started_at", now)) / 1000
-            << " s\n";
-  const auto& b = doc["broker"];
-  std::cout << "broker:      " << b.value("uri", "") << " "
-            << (b.value("connected", false) ? "connected" : "NOT connected") << "\n";
-  const auto& j = doc["journal"];
-  std::cout << "journal:     " << j.value("depth", 0) << " events waiting, "
-            << j.value("bytes", 0) << " of " << j.value("limit_bytes", 0) << " bytes; refused "
-            << j.value("refused_full", 0) << " batches when full\n";
-  std::cout << "events:      " << doc["events"].value("in", 0) << " in, "
-            << doc["events"].value("out", 0) << " out since start\n";
-  if (doc.contains("credentials")) {
-    const auto& c = doc["credentials"];
-    std::cout << "credentials: " << c.value("count", 0) << " at version " << c.value("version", 0)
-              << (c.value("stale", true) ? " (STALE: doors follow their offline policy)" : "")
-              << "; " << c.value("decisions", 0) << " decisions since start\n";
+  if (as_json) {
+    auto out = locks_only ? nlohmann::json{{"ts", doc.value("ts", std::int64_t{0})},
+                                           {"locks", doc.value("locks", nlohmann::json::array())},
+                                           {"strangers",
+                                            doc.value("strangers", nlohmann::json::array())},
+                                           {"pending_complete",
+                                            doc.value("pending_complete", true)}}
+                          : doc;
+    std::cout << lockbridge::protocol::dump_safe(out) << "\n";
+    return exit_ok;
   }
-  if (doc.contains("privacy")) {
-    const auto& p = doc["privacy"];
-    std::cout << "keys:        pseudonym epoch " << p.value("pseudonym_epoch", 0) << " ("
-              << p.value("pseudonym_epochs_live", 0) << " epoch keys held), data key "
-              << p.value("data_key", 0) << (p.value("resealing", false) ? " (RE-SEALING)" : "")
-              << "\n";
-    std::cout << "audit:       " << p.value("audit_pending", 0)
-              << " records waiting for the broker; next seq " << p.value("audit_next_seq", 0)
-              << "\n";
-    std::cout << "quarantine:  " << p.value("quarantined", 0) << " values"
-              << (p.value("quarantined", 0) > 0 ? " (FAILED AUTHENTICATION: see the log)" : "")
-              << "\n";
-    const auto& purged = p["purged"];
-    std::cout << "retention:   " << p.value("retention_days", 0) << " days; purged since start: "
-              << purged.value("journal", 0) << " events, " << purged.value("audit", 0)
-              << " audit records, " << purged.value("quarantine", 0) << " quarantined values\n";
+  if (locks_only)
+    lockbridge::views::print_locks(doc, std::cout);
+  else
+    lockbridge::views::print_status(doc, std::cout);
+  return exit_ok;
+}
+
+/// `lockbridge log-level LEVEL [--for DURATION]`: through the local socket;
+/// the daemon audits the change.
+int set_log_level(const std::string& file, const std::string& level, const std::string& span) {
+  std::int64_t seconds = 0;
+  if (!span.empty()) {
+    // 90, 90s, 15m, 2h, 1d
+    std::size_t used = 0;
+    long long n = -1;
+    try {
+      n = std::stoll(span, &used);
+    } catch (const std::exception&) {
+    }
+    auto unit = span.substr(used);
+    std::int64_t scale = unit.empty() || unit == "s" ? 1
+                         : unit == "m"               ? 60
+                         : unit == "h"               ? 3600
+                         : unit == "d"               ? 86400
+                                                     : 0;
+    if (n <= 0 || scale == 0 || n > lockbridge::log_level_control::max_seconds / scale) {
+      std::cerr << "lockbridge: --for " << lockbridge::protocol::printable_text(span)
+                << ": expected a duration such as 90s, 15m, 2h or 1d, at most 7d\n";
+      return exit_usage;
+    }
+    seconds = n * scale;
   }
+  auto cfg = load_config(file, false, lockbridge::config::load_purpose::locate);
+  if (!cfg)
+    return exit_config;
+  auto reply = lockbridge::query_status(cfg->status_socket, 5,
+                                        "log-level " + level + " " + std::to_string(seconds));
+  if (!reply.ok) {
+    std::cerr << "lockbridge: " << reply.text << "\n";
+    return reply.not_running ? exit_not_running : exit_failure;
+  }
+  auto doc = nlohmann::json::parse(reply.text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.value("ok", false)) {
+    std::cerr << "lockbridge: "
+              << (doc.is_object() && doc.contains("error") ? doc.value("error", "")
+                                                           : "the daemon answered: " + reply.text)
+              << "\n";
+    return exit_usage;
+  }
+  std::cout << "log level " << doc.value("level", "") << " (was " << doc.value("previous", "")
+            << ")"
+            << (seconds > 0 ? "; back to " + doc.value("previous", "") + " in "
+                                + lockbridge::human::duration(seconds)
+                            : std::string{"; until the next restart or reload"})
+            << "\n";
   return exit_ok;
 }
 
@@ -666,14 +718,15 @@ int journal_stats(const std::string& file, bool as_json) {
                 << ",\"oldest_received_at\":" << f.oldest_received_at
                 << ",\"oldest_age_s\":" << age_s << "}\n";
     } else {
-      std::cout << "waiting for the broker: " << f.depth << " events, " << f.bytes << " of "
-                << f.limit_bytes << " bytes ("
-                << (f.limit_bytes ? 100.0 * static_cast<double>(f.bytes)
-                                      / static_cast<double>(f.limit_bytes)
-                                  : 0.0)
-                << " %)\n";
+      std::cout << "waiting for the broker: " << f.depth << " events, "
+                << lockbridge::human::bytes(f.bytes) << " of "
+                << lockbridge::human::bytes(f.limit_bytes) << " ("
+                << lockbridge::human::percent(static_cast<double>(f.bytes),
+                                              static_cast<double>(f.limit_bytes))
+                << ")\n";
       if (f.depth > 0)
-        std::cout << "oldest:                 received " << age_s << " s ago\n";
+        std::cout << "oldest:                 received " << lockbridge::human::duration(age_s)
+                  << " ago\n";
     }
     return exit_ok;
   };
@@ -1017,6 +1070,25 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   status_cmd->add_flag("--json", status_json, "print the JSON document");
 
+  auto locks_cmd = app.add_subcommand(
+    "locks", "the lock table alone: available, last seen, events waiting, last refusal");
+  locks_cmd->add_option("-c,--config", status_config, "config file (for the socket's path)")
+    ->capture_default_str();
+  locks_cmd->add_flag("--json", status_json, "print the table as JSON");
+
+  auto log_level_cmd = app.add_subcommand(
+    "log-level", "change the running daemon's log level (audited); back after --for");
+  std::string log_level_value;
+  std::string log_level_for;
+  log_level_cmd->add_option("-c,--config", status_config, "config file (for the socket's path)")
+    ->capture_default_str();
+  log_level_cmd->add_option("level", log_level_value, "trace, debug, info, warn or error")
+    ->required()
+    ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  log_level_cmd->add_option("--for", log_level_for,
+                            "how long (90s, 15m, 2h, 1d; at most 7d); without it, until the "
+                            "next restart or reload");
+
   auto journal_cmd = app.add_subcommand("journal", "inspect the event journal (outbox)");
   journal_cmd->require_subcommand(1);
   auto journal_stats_cmd = journal_cmd->add_subcommand(
@@ -1133,7 +1205,11 @@ int main(int argc, char** argv) {
     return exit_ok;
   }
   if (status_cmd->parsed())
-    return show_status(status_config, status_json);
+    return show_status(status_config, status_json, false);
+  if (locks_cmd->parsed())
+    return show_status(status_config, status_json, true);
+  if (log_level_cmd->parsed())
+    return set_log_level(status_config, log_level_value, log_level_for);
   if (journal_stats_cmd->parsed())
     return journal_stats(journal_config, journal_json);
   if (provision_lock_cmd->parsed())

@@ -219,6 +219,35 @@ std::vector<journal_entry> journal::read(std::uint64_t from, std::size_t max,
   return out;
 }
 
+journal::pending_count journal::pending_by_lock(std::size_t max) const {
+  auto& in = env_.internals();
+  pending_count out;
+  txn t{in.env, false};
+  cursor c{t.get(), in.journal};
+  MDB_val k, v;
+  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST);
+  for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    if (out.read == max) {
+      out.complete = false;
+      break;
+    }
+    ++out.read;
+    auto rec = open_record(*keys_, k, v);
+    if (!rec)
+      continue; // quarantine's business; not a lock's
+    std::string_view lock{rec->lock};
+    if (lock.ends_with(".access"))
+      lock.remove_suffix(7);
+    if (auto it = out.by_lock.find(lock); it != out.by_lock.end())
+      ++it->second;
+    else
+      out.by_lock.emplace(std::string{lock}, 1);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    check(rc, "count the journal");
+  return out;
+}
+
 std::uint64_t journal::purge_received_before(std::int64_t cutoff_ms) {
   std::lock_guard writer{write_mutex_};
   auto& in = env_.internals();

@@ -104,6 +104,16 @@ public:
   /// or 0 once the end is reached.
   std::uint64_t reseal(std::uint64_t from, std::size_t max);
 
+  /// Events waiting per lock (a lock's access decisions, stream
+  /// "{lock}.access", count as its own), from the oldest entry on, at most
+  /// `max` entries read: `complete` says whether the whole journal was.
+  struct pending_count {
+    std::map<std::string, std::uint64_t, std::less<>> by_lock;
+    std::uint64_t read = 0;
+    bool complete = true;
+  };
+  [[nodiscard]] pending_count pending_by_lock(std::size_t max) const;
+
   /// The highest durable seq of `lock`, 0 if none.
   [[nodiscard]] std::uint64_t progress(const std::string& lock) const;
 

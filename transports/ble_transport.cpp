@@ -244,6 +244,8 @@ struct ble_transport::impl {
   };
   std::deque<new_command> new_commands;
   std::optional<std::vector<ble_lock>> new_locks;
+  /// Who was turned away, for the lock table.
+  refusal_log refusals;
   mutable std::mutex seen_mutex;
   std::map<std::string, std::int64_t, std::less<>> seen;
 
@@ -557,6 +559,7 @@ struct ble_transport::impl {
     if (l == nullptr) {
       ++counters.refused_unconfigured;
       auto address = address_of_path(path);
+      refusals.stranger(address, address);
       auto now = steady::now();
       if (unconfigured_logged.size() > 1000)
         unconfigured_logged.clear();
@@ -595,12 +598,14 @@ struct ble_transport::impl {
     auto head = ble::peek(bytes);
     if (!head) {
       ++counters.refused_forged;
+      refusals.refused(l.lock.id, "forged", l.lock.address);
       spdlog::warn("ble: lock {}: a BLE message that is not protocol v1 ({}); refused", l.lock.id,
                    head.error().to_string());
       return;
     }
     if (!ble::is_lock_kind(head->what)) {
       ++counters.refused_forged;
+      refusals.refused(l.lock.id, "forged", l.lock.address);
       spdlog::warn("ble: lock {}: a BLE message of kind {} that only the gateway sends; refused",
                    l.lock.id, ble::to_string(head->what));
       return;
@@ -608,6 +613,7 @@ struct ble_transport::impl {
     if (head->what == ble::kind::hello_answer) {
       if (l.at != phase::handshaking) {
         ++counters.refused_forged;
+      refusals.refused(l.lock.id, "forged", l.lock.address);
         spdlog::warn("ble: lock {}: a BLE hello answer outside a handshake; refused", l.lock.id);
         return;
       }
@@ -626,12 +632,14 @@ struct ble_transport::impl {
     }
     if (l.at != phase::ready || !l.keys) {
       ++counters.refused_forged;
+      refusals.refused(l.lock.id, "forged", l.lock.address);
       spdlog::warn("ble: lock {}: a sealed BLE message before the handshake; refused", l.lock.id);
       return;
     }
     auto opened = ble::open(l.keys->from_lock, bytes);
     if (!opened) {
       ++counters.refused_forged;
+      refusals.refused(l.lock.id, "forged", l.lock.address);
       spdlog::warn("ble: lock {}: a BLE {} message that does not authenticate under the lock's key "
                    "(forged or corrupted); refused, nothing stored",
                    l.lock.id, ble::to_string(head->what));
@@ -639,6 +647,7 @@ struct ble_transport::impl {
     }
     if (opened->counter <= l.recv_counter) {
       ++counters.refused_replayed;
+      refusals.refused(l.lock.id, "replayed", l.lock.address);
       spdlog::warn("ble: lock {}: a replayed BLE {} message (counter {}, last {}); refused, nothing "
                    "stored",
                    l.lock.id, ble::to_string(opened->what), opened->counter, l.recv_counter);
@@ -1310,6 +1319,10 @@ void ble_transport::send_command(const std::string& lock, std::vector<std::uint8
 std::map<std::string, std::int64_t, std::less<>> ble_transport::last_seen() const {
   std::lock_guard guard{impl_->seen_mutex};
   return impl_->seen;
+}
+
+refusal_report ble_transport::refusals() const {
+  return impl_->refusals.report();
 }
 
 void ble_transport::set_locks(std::vector<ble_lock> locks) {

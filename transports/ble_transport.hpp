@@ -64,6 +64,8 @@ public:
                     std::chrono::steady_clock::time_point deadline,
                     command_callback done) override;
   [[nodiscard]] std::map<std::string, std::int64_t, std::less<>> last_seen() const override;
+  [[nodiscard]] refusal_report refusals() const override;
+  [[nodiscard]] std::string_view kind() const noexcept override { return "ble"; }
 
   /// Replaces the set of BLE locks (a config reload). Thread-safe. A removed
   /// lock's connection is released; a lock whose key changed uses it from

@@ -261,6 +261,7 @@ struct coap_server::impl {
       }
       ++counters.handshake_refusals;
       ++counters.wrong_key_handshakes;
+      refusals.refused(it->second.lock->id, "wrong_key", it->second.peer);
       std::uint64_t suppressed = 0;
       if (it->second.lock->wrong_key_warnings.allow(suppressed))
         spdlog::warn("coap: lock {}: a DTLS handshake from {} under its identity did not "
@@ -273,6 +274,9 @@ struct coap_server::impl {
       it = handshakes.erase(it);
     }
   }
+
+  /// Who was turned away, for the lock table.
+  refusal_log refusals;
 
   /// When each lock was last heard from (any admitted request).
   mutable std::mutex seen_mutex;
@@ -688,6 +692,7 @@ struct coap_server::impl {
     auto it = self->locks.find(id);
     if (it == self->locks.end() || !it->second.active) {
       ++self->counters.handshake_refusals;
+      self->refusals.stranger(id, peer_of(session));
       std::uint64_t suppressed = 0;
       if (self->unknown_identity_warnings.allow(suppressed))
         spdlog::warn("coap: DTLS handshake from {} refused: unknown PSK identity \"{}\"{}",
@@ -703,6 +708,7 @@ struct coap_server::impl {
       // Bounded memory: a lock beyond the maximum is refused, not served by
       // growing. It tries again later; a lock already served is not affected.
       ++self->counters.session_refusals;
+      self->refusals.refused(it->first, "max_sessions", peer_of(session));
       std::uint64_t suppressed = 0;
       if (self->session_limit_warnings.allow(suppressed))
         spdlog::warn("coap: DTLS handshake from {} as lock {} refused: {} locks are served "
@@ -727,8 +733,10 @@ struct coap_server::impl {
       if (self != nullptr) {
         self->handshakes.erase(session);
         // An unknown identity was counted and logged when it was refused.
-        if (lock != nullptr)
+        if (lock != nullptr) {
           ++self->counters.handshake_refusals;
+          self->refusals.refused(lock->id, "wrong_key", peer_of(session));
+        }
         std::uint64_t suppressed = 0;
         if (lock != nullptr && lock->wrong_key_warnings.allow(suppressed))
           spdlog::warn("coap: DTLS handshake from {} as lock {} failed: wrong PSK? (the lock's "
@@ -831,6 +839,7 @@ struct coap_server::impl {
     auto batch = protocol::decode_event_batch({data, size});
     if (!batch) {
       ++self->counters.bad_requests;
+      self->refusals.refused(lock->id, "bad_message", peer_of(s));
       std::uint64_t suppressed = 0;
       if (lock->bad_batch_warnings.allow(suppressed))
         spdlog::warn("coap: lock {} sent a bad event batch: {}{}", lock->id,
@@ -909,6 +918,7 @@ struct coap_server::impl {
     auto out = answer_access(self->cfg.on_access, lock->id, {data, size});
     if (out.code == 400) {
       ++self->counters.bad_requests;
+      self->refusals.refused(lock->id, "bad_message", peer_of(s));
       std::uint64_t suppressed = 0;
       if (lock->bad_batch_warnings.allow(suppressed))
         spdlog::warn("coap: lock {} sent a bad access query: {}", lock->id, out.error);
@@ -1217,6 +1227,10 @@ const coap_counters& coap_server::counters() const noexcept {
 std::map<std::string, std::int64_t, std::less<>> coap_server::last_seen() const {
   std::lock_guard guard{impl_->seen_mutex};
   return impl_->seen;
+}
+
+refusal_report coap_server::refusals() const {
+  return impl_->refusals.report();
 }
 
 } // namespace lockbridge::transport

@@ -110,6 +110,8 @@ public:
   /// When each lock last made a request the server admitted (Unix ms), for
   /// locks heard from since start. Thread-safe.
   [[nodiscard]] std::map<std::string, std::int64_t, std::less<>> last_seen() const override;
+  [[nodiscard]] refusal_report refusals() const override;
+  [[nodiscard]] std::string_view kind() const noexcept override { return "coap"; }
 
   struct impl;
 

@@ -1,5 +1,9 @@
 #include "transports/lock_transport.hpp"
 
+#include <algorithm>
+
+#include "protocols/log_fields.hpp"
+
 namespace lockbridge::transport {
 
 access_outcome answer_access(const access_handler& decide, const std::string& lock,
@@ -27,6 +31,48 @@ access_outcome answer_access(const access_handler& decide, const std::string& lo
   out.body = protocol::encode_access_answer(out.decision);
   out.request = std::move(*request);
   return out;
+}
+
+namespace {
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+void refusal_log::refused(std::string_view lock, std::string_view reason, std::string_view peer) {
+  std::lock_guard guard{mutex_};
+  auto it = report_.locks.find(lock);
+  if (it == report_.locks.end())
+    it = report_.locks.emplace(std::string{lock}, lock_refusal{}).first;
+  it->second.reason = reason;
+  it->second.peer = peer;
+  it->second.at_ms = unix_ms();
+  ++it->second.count;
+}
+
+void refusal_log::stranger(std::string_view identity, std::string_view peer) {
+  auto printable = protocol::printable_text(identity);
+  std::lock_guard guard{mutex_};
+  auto& list = report_.strangers;
+  auto it = std::find_if(list.begin(), list.end(),
+                         [&](const auto& s) { return s.identity == printable; });
+  transport::stranger entry{printable, std::string{peer}, unix_ms(), 1};
+  if (it != list.end()) {
+    entry.count = it->count + 1;
+    list.erase(it);
+  } else if (list.size() >= max_strangers) {
+    list.pop_back();
+  }
+  list.insert(list.begin(), std::move(entry));
+}
+
+refusal_report refusal_log::report() const {
+  std::lock_guard guard{mutex_};
+  return report_;
 }
 
 void transport_set::route(const std::string& lock, std::size_t member) {
@@ -77,6 +123,27 @@ std::map<std::string, std::int64_t, std::less<>> transport_set::last_seen() cons
   std::map<std::string, std::int64_t, std::less<>> out;
   for (const auto& m : members_)
     out.merge(m->last_seen());
+  return out;
+}
+
+refusal_report transport_set::refusals() const {
+  refusal_report out;
+  for (const auto& m : members_) {
+    auto r = m->refusals();
+    out.locks.merge(r.locks);
+    out.strangers.insert(out.strangers.end(), r.strangers.begin(), r.strangers.end());
+  }
+  std::stable_sort(out.strangers.begin(), out.strangers.end(),
+                   [](const auto& a, const auto& b) { return a.at_ms > b.at_ms; });
+  return out;
+}
+
+std::map<std::string, std::string, std::less<>> transport_set::transport_of() const {
+  std::map<std::string, std::string, std::less<>> out;
+  std::lock_guard guard{mutex_};
+  for (const auto& [lock, index] : routes_)
+    if (index < members_.size())
+      out.emplace(lock, std::string{members_[index]->kind()});
   return out;
 }
 

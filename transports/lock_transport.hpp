@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "protocols/credentials.hpp"
@@ -86,6 +87,44 @@ struct access_outcome {
 access_outcome answer_access(const access_handler& decide, const std::string& lock,
                              std::span<const std::uint8_t> payload);
 
+/// The last time a configured lock was turned away, and why (for the
+/// operator's lock table: "wrong PSK?" is told from "no room").
+struct lock_refusal {
+  std::string reason;     ///< wrong_key, max_sessions, forged, replayed, bad_message
+  std::string peer;       ///< address it came from
+  std::int64_t at_ms = 0; ///< Unix ms of the last one
+  std::uint64_t count = 0; ///< since start
+};
+
+/// Someone who presented an identity (DTLS-PSK) or address (BLE) that no
+/// configured lock has: a lock configured under another id, or a stranger.
+struct stranger {
+  std::string identity; ///< printable form
+  std::string peer;
+  std::int64_t at_ms = 0;
+  std::uint64_t count = 0;
+};
+
+struct refusal_report {
+  std::map<std::string, lock_refusal, std::less<>> locks;
+  std::vector<stranger> strangers; ///< most recent first
+};
+
+/// Where a transport notes its refusals. Thread-safe; bounded (at most
+/// `max_strangers` identities are remembered, the least recent go first).
+class refusal_log {
+public:
+  static constexpr std::size_t max_strangers = 32;
+
+  void refused(std::string_view lock, std::string_view reason, std::string_view peer);
+  void stranger(std::string_view identity, std::string_view peer);
+  [[nodiscard]] refusal_report report() const;
+
+private:
+  mutable std::mutex mutex_;
+  refusal_report report_;
+};
+
 /// The calls every transport makes into the gateway.
 struct lock_handlers {
   events_handler on_events;
@@ -117,6 +156,12 @@ public:
   /// When each lock last said something authentic (Unix ms), for locks heard
   /// from since start. Thread-safe.
   [[nodiscard]] virtual std::map<std::string, std::int64_t, std::less<>> last_seen() const = 0;
+
+  /// The locks turned away since start and the strangers. Thread-safe.
+  [[nodiscard]] virtual refusal_report refusals() const = 0;
+
+  /// "coap" or "ble" (status, metrics).
+  [[nodiscard]] virtual std::string_view kind() const noexcept = 0;
 };
 
 /// Several transports as one: commands go to the transport serving the
@@ -142,6 +187,10 @@ public:
                     std::chrono::steady_clock::time_point deadline,
                     command_callback done) override;
   [[nodiscard]] std::map<std::string, std::int64_t, std::less<>> last_seen() const override;
+  [[nodiscard]] refusal_report refusals() const override;
+  [[nodiscard]] std::string_view kind() const noexcept override { return "set"; }
+  /// Which transport serves each lock ("coap", "ble"). Thread-safe.
+  [[nodiscard]] std::map<std::string, std::string, std::less<>> transport_of() const;
 
 private:
   std::vector<std::shared_ptr<lock_transport>> members_;

@@ -81,6 +81,27 @@ TEST_CASE("journal: the gateway's own events are numbered after their stream's p
     CHECK(entries[i].record.seq == i + 1);
 }
 
+TEST_CASE("journal: events waiting are counted per lock, its decisions with it, bounded") {
+  temp_dir dir;
+  environment env{dir.path, map_size};
+  journal j{env, ring(env), {}};
+  auto decisions = batch("a.access", 0, 1);
+  decisions.assign_seq = true;
+  std::vector<append_request> reqs{batch("a", 1, 3), batch("b", 1, 2), decisions};
+  j.append(reqs);
+  auto all = j.pending_by_lock(100);
+  CHECK(all.complete);
+  CHECK(all.read == 7);
+  CHECK(all.by_lock == std::map<std::string, std::uint64_t, std::less<>>{{"a", 5}, {"b", 2}});
+  j.remove_upto(j.read(0, 4).back().key); // a's three events and one of b's
+  all = j.pending_by_lock(100);
+  CHECK(all.by_lock == std::map<std::string, std::uint64_t, std::less<>>{{"a", 2}, {"b", 1}});
+  auto some = j.pending_by_lock(2);
+  CHECK_FALSE(some.complete);
+  CHECK(some.read == 2);
+  CHECK(some.by_lock == std::map<std::string, std::uint64_t, std::less<>>{{"b", 1}, {"a", 1}});
+}
+
 TEST_CASE("journal: a repeated seq is stored once and acknowledged again") {
   temp_dir dir;
   environment env{dir.path, map_size};

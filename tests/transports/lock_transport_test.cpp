@@ -13,6 +13,9 @@ namespace {
 /// A transport that records what it was asked (the set's routing is what is
 /// under test here; the real transports have their integration tests).
 struct recording final : lock_transport {
+  explicit recording(std::string_view name = "coap") : name(name) {}
+  std::string_view name;
+  refusal_log log;
   std::vector<request_id> completed;
   std::vector<std::string> commanded;
   std::map<std::string, std::int64_t, std::less<>> seen;
@@ -26,13 +29,15 @@ struct recording final : lock_transport {
     commanded.push_back(lock);
   }
   std::map<std::string, std::int64_t, std::less<>> last_seen() const override { return seen; }
+  refusal_report refusals() const override { return log.report(); }
+  std::string_view kind() const noexcept override { return name; }
 };
 
 } // namespace
 
 TEST_CASE("transport_set: answers go to the transport that asked, commands to the lock's") {
   auto coap = std::make_shared<recording>();
-  auto ble = std::make_shared<recording>();
+  auto ble = std::make_shared<recording>("ble");
   coap->seen = {{"lock-1", 10}};
   ble->seen = {{"ble-1", 20}};
   transport_set set;
@@ -71,6 +76,42 @@ TEST_CASE("transport_set: answers go to the transport that asked, commands to th
   CHECK(seen["ble-1"] == 20);
   set.stop();
   CHECK(coap->started == 0);
+}
+
+TEST_CASE("refusal_log: each lock's last refusal, and strangers bounded, most recent first") {
+  auto coap = std::make_shared<recording>();
+  auto ble = std::make_shared<recording>("ble");
+  transport_set set;
+  set.add(coap);
+  set.add(ble);
+  set.set_routes({{"lock-1", 0}, {"ble-1", 1}});
+  CHECK(set.transport_of() == std::map<std::string, std::string, std::less<>>{
+                                {"ble-1", "ble"}, {"lock-1", "coap"}});
+
+  coap->log.refused("lock-1", "max_sessions", "127.0.0.1:5000");
+  coap->log.refused("lock-1", "wrong_key", "127.0.0.1:5001");
+  ble->log.refused("ble-1", "forged", "AA:BB:CC:DD:EE:FF");
+  auto r = set.refusals();
+  REQUIRE(r.locks.size() == 2);
+  CHECK(r.locks["lock-1"].reason == "wrong_key");
+  CHECK(r.locks["lock-1"].peer == "127.0.0.1:5001");
+  CHECK(r.locks["lock-1"].count == 2);
+  CHECK(r.locks["lock-1"].at_ms > 0);
+  CHECK(r.locks["ble-1"].reason == "forged");
+
+  // An identity nobody has: kept printable, counted, at most max_strangers.
+  coap->log.stranger("lock-1\n", "127.0.0.1:6000");
+  coap->log.stranger("lock-1\n", "127.0.0.1:6001");
+  auto strangers = set.refusals().strangers;
+  REQUIRE(strangers.size() == 1);
+  CHECK(strangers[0].identity.find('\n') == std::string::npos);
+  CHECK(strangers[0].count == 2);
+  CHECK(strangers[0].peer == "127.0.0.1:6001");
+  for (int i = 0; i < 100; ++i)
+    coap->log.stranger("s" + std::to_string(i), "127.0.0.1:7000");
+  strangers = set.refusals().strangers;
+  CHECK(strangers.size() == refusal_log::max_strangers);
+  CHECK(strangers.front().identity == "s99");
 }
 
 TEST_CASE("answer_access: one decision path for every transport") {

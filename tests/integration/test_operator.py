@@ -1,0 +1,138 @@
+"""What an operator sees on the box (issue 17, items 3 and 4): `lockbridge
+status` and `lockbridge locks` with a lock table against a running gateway
+with locks in different states (one available with events waiting, one never
+seen, one refused for a wrong key, and an identity no lock has), the log
+level changed at run time through the local socket (audited, back after
+--for), and the metrics endpoint scraped over HTTP.
+
+Real components: mosquitto, lockbridge, the lock simulator and libcoap's own
+client over DTLS.
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import time
+import unittest
+
+from harness import LOCKBRIDGE, Site, wait_for
+
+PREFIX = "lockbridge/v1/site-1/gw-1/"
+
+
+class Operator(Site):
+    locks = 3
+
+    def cli(self, *args, check=True):
+        p = subprocess.run([LOCKBRIDGE, *args, "--config", self.config], capture_output=True,
+                           text=True, timeout=30)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{args}: rc={p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def locks_json(self):
+        return json.loads(self.cli("locks", "--json").stdout)
+
+    def make_site_states(self):
+        """lock-01 sends 20 events while the broker is away (they wait);
+        lock-02 is never heard from; lock-03 tries with a wrong key; someone
+        tries an identity no lock has."""
+        self.broker.stop()
+        sim = self.locksim(locks=1, events=20, batch=5)
+        self.assertTrue(json.loads(sim.output(60))["complete"], sim.log())
+        body = os.path.join(self.dir, "empty.cbor")
+        with open(body, "wb") as f:
+            f.write(b"\x80")
+        self.coap_client("lock-03", secrets.token_hex(16), body)  # cannot complete
+        self.coap_client("lock-99", secrets.token_hex(16), body)
+
+        def refused():
+            rows = {r["id"]: r for r in self.locks_json()["locks"]}
+            return "last_refusal" in rows["lock-03"]
+        wait_for(refused, 30, "lock-03's refusal in the lock table")
+
+    def test_lock_table_shows_each_lock_state_with_a_hint(self):
+        self.start_gateway()
+        self.make_site_states()
+        doc = self.locks_json()
+        rows = {r["id"]: r for r in doc["locks"]}
+        self.assertEqual(sorted(rows), ["lock-01", "lock-02", "lock-03"])
+        self.assertTrue(doc["pending_complete"])
+
+        one, two, three = rows["lock-01"], rows["lock-02"], rows["lock-03"]
+        self.assertTrue(one["available"])
+        self.assertGreater(one["last_seen"], 0)
+        self.assertEqual(one["pending"], 20)  # the broker is away: all 20 wait
+        self.assertEqual(one["transport"], "coap")
+        self.assertNotIn("last_refusal", one)
+
+        self.assertFalse(two["available"])
+        self.assertEqual(two["last_seen"], 0)
+        self.assertEqual(two["pending"], 0)
+
+        self.assertFalse(three["available"])
+        self.assertEqual(three["last_refusal"]["reason"], "wrong_key")
+        self.assertTrue(three["last_refusal"]["peer"].startswith("127.0.0.1:"))
+        self.assertGreaterEqual(three["last_refusal"]["count"], 1)
+        self.assertEqual([s["identity"] for s in doc["strangers"]], ["lock-99"])
+
+        # The same, for a person.
+        text = self.cli("locks").stdout
+        lines = {l.split()[0]: l for l in text.splitlines() if l.startswith("lock-")}
+        self.assertRegex(lines["lock-01"], r"lock-01\s+coap\s+yes\s+(just now|\d+ s ago)\s+20\s+-")
+        self.assertRegex(lines["lock-02"], r"lock-02\s+coap\s+never seen\s+never\s+0\s+-")
+        self.assertIn("wrong_key", lines["lock-03"])
+        self.assertIn("wrong PSK?", lines["lock-03"])
+        self.assertIn('"lock-99" from 127.0.0.1:', text)
+
+        # `status` has the table too, the TLS files' ends and human units.
+        status = self.cli("status").stdout
+        self.assertIn("lock-03", status)
+        self.assertRegex(status, r"certificate .* expires in \d+ d")
+        self.assertRegex(status, r"journal: +20 events waiting, [\d.]+ (B|KiB) of 512\.0 MiB \(<0\.1 %\)")
+        self.assertNotRegex(status, r"\d\.\d{4,}")  # no figures with noise digits
+        full = self.status()[1]
+        self.assertGreater(full["tls"]["cert"]["expires_at"], time.time() * 1000)
+        self.assertIn("decisions_by_reason", full["credentials"])
+
+    def test_log_level_changes_at_run_time_audited_and_goes_back(self):
+        self.start_checker(timeout=120, topics=[PREFIX + "audit"])
+        self.start_gateway()
+        self.assertNotIn(" debug ", self.gateway.log())  # none at info
+        p = self.cli("log-level", "debug", "--for", "3s")
+        self.assertIn("log level debug (was info); back to info in 3 s", p.stdout)
+        sim = self.locksim(locks=1, events=5, batch=5)
+        self.assertTrue(json.loads(sim.output(60))["complete"], sim.log())
+        wait_for(lambda: " debug " in self.gateway.log(), 15, "debug lines")
+        wait_for(lambda: "log level back to info" in self.gateway.log(), 15,
+                 "the level to go back")
+        before = self.gateway.log().count(" debug ")
+        sim = self.locksim(locks=1, events=10, batch=5, extra=["--start-seq", "6"])
+        self.assertTrue(json.loads(sim.output(60))["complete"], sim.log())
+        self.assertEqual(self.gateway.log().count(" debug "), before)
+
+        # Bad requests change nothing and say what was expected.
+        bad = self.cli("log-level", "loud", check=False)
+        self.assertEqual(bad.returncode, 64)
+        self.assertIn("trace", bad.stderr)
+        bad = self.cli("log-level", "debug", "--for", "9d", check=False)
+        self.assertEqual(bad.returncode, 64)
+        self.assertIn("at most 7d", bad.stderr)
+        self.assertEqual(self.gateway.log().count(" debug "), before)
+
+        # Both changes are in the audit trail, as the cloud receives it.
+        def audited():
+            actions = [r["action"] for doc in self.captured() if doc["topic"].endswith("/audit")
+                       for r in json.loads(doc["payload"])["records"]]
+            return "log_level_changed" in actions and "log_level_restored" in actions
+        wait_for(audited, 30, "the audit records of the change and its end")
+        changed = [r for doc in self.captured() if doc["topic"].endswith("/audit")
+                   for r in json.loads(doc["payload"])["records"]
+                   if r["action"] == "log_level_changed"]
+        self.assertEqual(changed[0]["detail"], {"level": "debug", "previous": "info", "for_s": 3,
+                                                "by": "local socket"})
+
+
+if __name__ == "__main__":
+    unittest.main()
