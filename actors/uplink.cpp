@@ -206,7 +206,7 @@ void add_local_detail(self_ptr self, nlohmann::json& doc) {
       auto seen = row.value("last_seen", std::int64_t{0});
       row["available"] = seen != 0 && now - seen <= silence_ms;
     }
-    doc["locks"] = std::move(table["locks"]);
+    doc["lock_table"] = std::move(table["locks"]);
     doc["strangers"] = std::move(table["strangers"]);
     doc["lock_silence_s"] = st.cfg.lock_silence.count();
   }
@@ -222,7 +222,8 @@ void add_local_detail(self_ptr self, nlohmann::json& doc) {
     auto end = config::certificate_not_after(file);
     return {{"file", file.string()}, {"expires_at", end ? *end * 1000 : 0}};
   };
-  doc["tls"] = {{"cert", file_end(st.cfg.mqtt.cert_file)}, {"ca", file_end(st.cfg.mqtt.ca_file)}};
+  doc["tls_files"] = {{"cert", file_end(st.cfg.mqtt.cert_file)},
+                      {"ca", file_end(st.cfg.mqtt.ca_file)}};
 }
 
 /// The status without the journal's figures (they come from its actor).

@@ -10,10 +10,10 @@
 namespace lockbridge {
 
 void add_pending_by_lock(nlohmann::json& doc, const store::journal& journal, std::size_t max) {
-  if (!doc.contains("locks") || !doc["locks"].is_array())
+  if (!doc.contains("lock_table") || !doc["lock_table"].is_array())
     return;
   auto counted = journal.pending_by_lock(max);
-  for (auto& row : doc["locks"]) {
+  for (auto& row : doc["lock_table"]) {
     auto it = counted.by_lock.find(row.value("id", ""));
     row["pending"] = it == counted.by_lock.end() ? 0 : it->second;
   }

@@ -27,7 +27,7 @@ namespace lockbridge {
 /// "at least" (`pending_complete` false).
 inline constexpr std::size_t pending_scan_limit = 200'000;
 
-/// Adds `pending` to each row of `doc["locks"]`, and `pending_complete`.
+/// Adds `pending` to each row of `doc["lock_table"]`, and `pending_complete`.
 void add_pending_by_lock(nlohmann::json& doc, const store::journal& journal,
                          std::size_t max = pending_scan_limit);
 

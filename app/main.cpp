@@ -51,6 +51,7 @@
 #include "store/journal.hpp"
 #include "store/state_check.hpp"
 #include "local_control.hpp"
+#include "metrics_endpoint.hpp"
 #include "views.hpp"
 #include "status_socket.hpp"
 #include "protocols/json_input.hpp"
@@ -417,6 +418,7 @@ int run(const std::string& file, bool start_empty) {
   {
     caf::actor_system sys{sys_cfg};
     std::unique_ptr<lockbridge::status_socket> status;
+    std::unique_ptr<lockbridge::metrics_endpoint> metrics;
     try {
       for (const auto& a : cfg->coap.dtls_listen)
         probe_udp_port(a, "coap.dtls_listen");
@@ -452,6 +454,22 @@ int run(const std::string& file, bool start_empty) {
           });
       } catch (const std::exception& e) {
         throw lockbridge::environment_error{std::string{"gateway.status_socket: "} + e.what()};
+      }
+      if (cfg->metrics_listen) {
+        try {
+          metrics = std::make_unique<lockbridge::metrics_endpoint>(*cfg->metrics_listen, [&] {
+            std::optional<lockbridge::supervisor_actor> sup;
+            {
+              std::lock_guard guard{sup_mutex};
+              sup = sup_slot;
+            }
+            if (!sup || !started)
+              return std::string{R"({"error":"the gateway is starting"})"};
+            return answer_local(sys, *sup, "status");
+          });
+        } catch (const std::exception& e) {
+          throw lockbridge::environment_error{std::string{"metrics.listen "} + e.what()};
+        }
       }
     } catch (const std::exception& e) {
       return refuse_start(lockbridge::kind_of(e), "listeners", e.what());
@@ -489,6 +507,7 @@ int run(const std::string& file, bool start_empty) {
     }
     if (auto failed = start_result.get()) {
       status.reset();
+      metrics.reset();
       sys.await_all_actors_done();
       return refuse_start(failed->first, "actors", failed->second);
     }
@@ -531,6 +550,7 @@ int run(const std::string& file, bool start_empty) {
     sd_notify(0, "STOPPING=1");
     started = false;
     status.reset();
+    metrics.reset();
     caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
     sys.await_all_actors_done();
   }
@@ -638,7 +658,7 @@ int show_status(const std::string& file, bool as_json, bool locks_only) {
   }
   if (as_json) {
     auto out = locks_only ? nlohmann::json{{"ts", doc.value("ts", std::int64_t{0})},
-                                           {"locks", doc.value("locks", nlohmann::json::array())},
+                                           {"locks", doc.value("lock_table", nlohmann::json::array())},
                                            {"strangers",
                                             doc.value("strangers", nlohmann::json::array())},
                                            {"pending_complete",

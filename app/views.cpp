@@ -43,7 +43,7 @@ void table(std::ostream& out, const std::vector<std::vector<std::string>>& rows)
 
 void print_locks(const json& doc, std::ostream& out) {
   auto now = i64(doc, "ts");
-  const auto& locks = doc.contains("locks") ? doc["locks"] : json::array();
+  const auto& locks = doc.contains("lock_table") ? doc["lock_table"] : json::array();
   if (locks.empty()) {
     out << "no locks are configured\n";
     return;
@@ -90,8 +90,8 @@ void print_status(const json& doc, std::ostream& out) {
   out << "broker:      " << b.value("uri", "") << " "
       << (b.value("connected", false) ? "connected" : "NOT connected")
       << (b.value("stalled", false) ? " (STALLED: publishes unacknowledged)" : "") << "\n";
-  if (doc.contains("tls")) {
-    const auto& t = doc["tls"];
+  if (doc.contains("tls_files")) {
+    const auto& t = doc["tls_files"];
     out << "tls:         certificate " << t["cert"].value("file", "") << " expires "
         << human::expiry(i64(t["cert"], "expires_at"), now) << "\n"
         << "             CA " << t["ca"].value("file", "") << " expires "
@@ -140,7 +140,7 @@ void print_status(const json& doc, std::ostream& out) {
         << u64(purged, "journal") << " events, " << u64(purged, "audit") << " audit records, "
         << u64(purged, "quarantine") << " quarantined values\n";
   }
-  if (doc.contains("locks")) {
+  if (doc.contains("lock_table")) {
     out << "\n";
     print_locks(doc, out);
   }

@@ -14,6 +14,7 @@ pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
 pkg_check_modules(COAP REQUIRED IMPORTED_TARGET libcoap-3-openssl)
 pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)
 pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
+pkg_check_modules(MHD REQUIRED IMPORTED_TARGET libmicrohttpd) # the metrics endpoint
 
 # Debian's libcaf-dev ships no CMake package.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)

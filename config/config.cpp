@@ -487,6 +487,14 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.coap.idle_release_s = static_cast<std::uint32_t>(*v);
   }
 
+  // The metrics endpoint: off unless an address is given. TCP, so it can
+  // share a number with a UDP listener, but not be the status socket's.
+  if (auto metrics = r.table(root, "", "metrics", false)) {
+    r.only_keys(*metrics, "metrics", keys_of("metrics"));
+    if (auto node = metrics->get("listen"))
+      cfg.metrics_listen = r.address(*node, "metrics.listen");
+  }
+
   auto ble = r.table(root, "", "ble", false);
   const auto& bl = ble != nullptr ? *ble : empty;
   r.only_keys(bl, "ble", keys_of("ble"));

@@ -126,6 +126,8 @@ struct gateway_config {
   coap_config coap;
   mqtt_config mqtt;
   ble_config ble;
+  /// The OpenMetrics endpoint (`[metrics] listen`); none by default.
+  std::optional<listen_address> metrics_listen;
   std::vector<lock_config> locks;
   /// Each key as the file (with overrides) set it, in TOML: "section.key",
   /// and "locks"/"doors" for the entry lists. A reload compares these

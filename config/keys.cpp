@@ -32,6 +32,7 @@ constexpr key_rule rules[] = {
   {"coap", "max_sessions", restart},
   {"coap", "idle_release_s", restart},
   {"coap", "receive_buffer_kb", restart},
+  {"metrics", "listen", restart},
   {"ble", "adapter", restart},
   {"ble", "max_connections", restart},
   {"ble", "poll_interval_s", restart},

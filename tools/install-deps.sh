@@ -9,10 +9,10 @@ packages=(
   # libraries (DESIGN.md's stack table)
   libcaf-dev libpaho-mqttpp-dev libpaho-mqtt-dev libcoap3-dev liblmdb-dev libssl-dev
   doctest-dev nlohmann-json3-dev libtomlplusplus-dev libhowardhinnant-date-dev
-  libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev
+  libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev libmicrohttpd-dev
   # real peers and tools for tests and the demo
   mosquitto mosquitto-clients libcoap3-bin openssl lmdb-utils tzdata faketime systemd
-  python3 python3-jsonschema python3-paho-mqtt python3-lmdb
+  python3 python3-jsonschema python3-paho-mqtt python3-lmdb python3-prometheus-client
   # the lock simulator runs under valgrind where a crash must be caught (test_failures)
   valgrind util-linux
   # the BLE tests: a private D-Bus with a mock of BlueZ (no radio needed)

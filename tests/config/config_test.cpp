@@ -196,6 +196,12 @@ TEST_CASE("config: a valid file loads with defaults filled in") {
   CHECK(c.credentials.default_policy == offline_policy::fail_secure);
   REQUIRE(c.credentials.doors.size() == 1);
   CHECK(c.credentials.doors[0].policy == offline_policy::keep_last_known);
+  CHECK_FALSE(c.metrics_listen); // off by default
+  auto with_metrics = f.load(replace(valid, "[mqtt]", "[metrics]\nlisten = \"[::1]:9464\"\n[mqtt]"));
+  REQUIRE(with_metrics.config);
+  REQUIRE(with_metrics.config->metrics_listen);
+  CHECK(with_metrics.config->metrics_listen->host == "::1");
+  CHECK(with_metrics.config->metrics_listen->port == 9464);
 }
 
 TEST_CASE("config: BLE locks carry their address; [ble] has safe defaults") {
@@ -314,6 +320,12 @@ TEST_CASE("config: each broken file names file, line and key") {
     {"plain broker", replace(valid, "ssl://", "tcp://"), "mqtt.broker", "ssl://"},
     {"bad listen", replace(valid, "127.0.0.1:5684", "localhost:5684"), "coap.dtls_listen[0]",
      "numeric"},
+    {"metrics by name", replace(valid, "[mqtt]", "[metrics]\nlisten = \"localhost:9464\"\n[mqtt]"),
+     "metrics.listen", "numeric"},
+    {"metrics without port", replace(valid, "[mqtt]", "[metrics]\nlisten = \"127.0.0.1\"\n[mqtt]"),
+     "metrics.listen", "host:port"},
+    {"metrics unknown key", replace(valid, "[mqtt]", "[metrics]\nport = 9464\n[mqtt]"),
+     "metrics.port", "unknown key"},
     {"bad port", replace(valid, "127.0.0.1:5684", "127.0.0.1:99999"), "coap.dtls_listen[0]",
      "port"},
     {"bad id", replace(valid, "\"site-1\"", "\"site/1\""), "gateway.site", "letters"},

@@ -12,17 +12,39 @@ client over DTLS.
 import json
 import os
 import secrets
+import socket
 import subprocess
 import time
 import unittest
+import urllib.error
+import urllib.request
 
-from harness import LOCKBRIDGE, Site, wait_for
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+from prometheus_client.parser import text_string_to_metric_families as prometheus_text
+
+from harness import LOCKBRIDGE, Site, free_port, wait_for
 
 PREFIX = "lockbridge/v1/site-1/gw-1/"
 
 
 class Operator(Site):
     locks = 3
+
+    def setUp(self):
+        super().setUp()
+        self.metrics_port = free_port()
+        os.environ["LOCKBRIDGE_METRICS__LISTEN"] = f"127.0.0.1:{self.metrics_port}"
+        self.addCleanup(os.environ.pop, "LOCKBRIDGE_METRICS__LISTEN", None)
+
+    def scrape(self, path="/metrics", accept="application/openmetrics-text; version=1.0.0",
+               method="GET"):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}{path}",
+                                     headers={"Accept": accept}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.headers["Content-Type"], r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers["Content-Type"], e.read().decode()
 
     def cli(self, *args, check=True):
         p = subprocess.run([LOCKBRIDGE, *args, "--config", self.config], capture_output=True,
@@ -93,8 +115,82 @@ class Operator(Site):
         self.assertRegex(status, r"journal: +20 events waiting, [\d.]+ (B|KiB) of 512\.0 MiB \(<0\.1 %\)")
         self.assertNotRegex(status, r"\d\.\d{4,}")  # no figures with noise digits
         full = self.status()[1]
-        self.assertGreater(full["tls"]["cert"]["expires_at"], time.time() * 1000)
+        self.assertGreater(full["tls_files"]["cert"]["expires_at"], time.time() * 1000)
+        self.assertEqual(full["locks"]["configured"], 3)  # the MQTT status's fields stay
+        self.assertEqual([r["id"] for r in full["lock_table"]], ["lock-01", "lock-02", "lock-03"])
         self.assertIn("decisions_by_reason", full["credentials"])
+
+    def test_metrics_endpoint_is_scraped_with_every_status_figure(self):
+        self.start_gateway()
+        self.make_site_states()
+        code, ctype, text = self.scrape()
+        self.assertEqual(code, 200, text)
+        self.assertTrue(ctype.startswith("application/openmetrics-text; version=1.0.0"), ctype)
+        # A real OpenMetrics parser (python3-prometheus-client) reads all of it.
+        families = {f.name: f for f in openmetrics(text)}
+        samples = {}
+        for f in families.values():
+            for smp in f.samples:
+                samples[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+
+        def value(name, **labels):
+            return samples[(name, tuple(sorted(labels.items())))]
+
+        self.assertEqual(families["lockbridge_events_received"].type, "counter")
+        self.assertEqual(value("lockbridge_journal_events"), 20)
+        self.assertGreater(value("lockbridge_journal_bytes"), 0)
+        self.assertEqual(value("lockbridge_journal_limit_bytes"), 512 * 1024 * 1024)
+        self.assertGreaterEqual(value("lockbridge_journal_oldest_pending_age_seconds"), 0)
+        self.assertEqual(value("lockbridge_events_received_total"), 20)
+        self.assertEqual(value("lockbridge_events_delivered_total"), 0)
+        self.assertGreaterEqual(value("lockbridge_lock_refusals_total", transport="coap",
+                                      reason="wrong_key"), 1)
+        self.assertGreaterEqual(value("lockbridge_lock_refusals_total", transport="coap",
+                                      reason="unknown_identity"), 1)
+        self.assertEqual(value("lockbridge_access_decisions_total", reason="allowed"), 0)
+        self.assertEqual(value("lockbridge_dtls_sessions"), 0)  # the simulator closed its own
+        self.assertEqual(value("lockbridge_dtls_sessions_max"), 1000)
+        self.assertEqual(value("lockbridge_uplink_connected"), 0)  # the broker is away
+        self.assertIn(value("lockbridge_certificate_days_left", file="cert"), (29, 30))
+        self.assertEqual(value("lockbridge_storage_ok"), 1)
+        self.assertEqual(value("lockbridge_locks_configured"), 3)
+        self.assertEqual(value("lockbridge_lock_available", lock="lock-01", transport="coap"), 1)
+        self.assertEqual(value("lockbridge_lock_available", lock="lock-02", transport="coap"), 0)
+        self.assertEqual(value("lockbridge_lock_available", lock="lock-03", transport="coap"), 0)
+        self.assertEqual(value("lockbridge_info", site="site-1", gateway="gw-1",
+                               version=self.status()[1]["version"]), 1)
+
+        # Every metric the endpoint serves is documented in operations.md.
+        with open(os.path.join(os.path.dirname(__file__), "../../docs/operations.md")) as f:
+            ops = f.read()
+        for name in families:
+            self.assertIn(f"`{name}`", ops, f"{name} is not documented in docs/operations.md")
+
+        # A scraper that does not ask for OpenMetrics gets Prometheus' text format.
+        code, ctype, text = self.scrape(accept="text/plain")
+        self.assertEqual(code, 200)
+        self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
+        names = {f.name for f in prometheus_text(text)}
+        self.assertIn("lockbridge_journal_events", names)
+
+        # Anything else is refused, and the daemon carries on.
+        self.assertEqual(self.scrape("/")[0], 404)
+        self.assertEqual(self.scrape(method="POST")[0], 405)
+        with socket.create_connection(("127.0.0.1", self.metrics_port), timeout=5) as s:
+            s.sendall(b"GARBAGE\r\n\r\n")
+            s.recv(1024)
+        self.assertEqual(self.scrape()[0], 200)
+
+    def test_a_metrics_port_held_by_another_process_ends_the_start(self):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", self.metrics_port))
+        holder.listen()
+        self.addCleanup(holder.close)
+        gw = self.start_gateway(wait_ready=False)
+        gw.proc.wait(30)
+        self.assertEqual(gw.proc.returncode, 69, gw.log())
+        self.assertIn(f"metrics.listen 127.0.0.1:{self.metrics_port}: the TCP port is held by "
+                      "another process", gw.log())
 
     def test_log_level_changes_at_run_time_audited_and_goes_back(self):
         self.start_checker(timeout=120, topics=[PREFIX + "audit"])
