@@ -46,10 +46,12 @@
 #include "protocols/clock_guard.hpp"
 #include "protocols/cloud_messages.hpp"
 #include "protocols/human.hpp"
+#include "transports/port_probe.hpp"
 #include "protocols/log_fields.hpp"
 #include "store/credentials.hpp"
 #include "store/journal.hpp"
 #include "store/state_check.hpp"
+#include "doctor.hpp"
 #include "local_control.hpp"
 #include "metrics_endpoint.hpp"
 #include "views.hpp"
@@ -317,35 +319,17 @@ int refuse_start(lockbridge::failure_kind kind, std::string_view stage, const st
 /// port (the later one takes the traffic); this probe binds without it
 /// first, so a port in use by anyone is found before libcoap shares it.
 void probe_udp_port(const lockbridge::config::listen_address& a, std::string_view key) {
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
-  if (::inet_pton(AF_INET, a.host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(a.port);
-    len = sizeof *v4;
-  } else if (::inet_pton(AF_INET6, a.host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(a.port);
-    len = sizeof *v6;
-  } else {
-    return; // not numeric: the config check refuses it with its line
-  }
-  int fd = ::socket(addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    throw lockbridge::environment_error{std::string{"cannot create a UDP socket: "}
-                                        + std::strerror(errno)};
-  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len);
-  int err = errno;
-  ::close(fd);
-  if (rc == 0)
+  int err = lockbridge::transport::try_bind(a, SOCK_DGRAM);
+  if (err == 0 || err == EINVAL) // EINVAL: not numeric; the config check names it
     return;
   auto where = a.host + ":" + std::to_string(a.port);
-  if (err == EADDRINUSE)
+  if (err == EADDRINUSE) {
+    auto holder = lockbridge::transport::port_holder(a.port, SOCK_DGRAM);
     throw lockbridge::environment_error{
-      std::string{key} + " " + where + ": the UDP port is held by another process (`ss -ulpn "
-      "'sport = :" + std::to_string(a.port) + "'` shows which); stop it, or choose another port"};
+      std::string{key} + " " + where + ": the UDP port is held by "
+      + (holder ? *holder : std::string{"another process"}) + " (`ss -ulpn 'sport = :"
+      + std::to_string(a.port) + "'` shows which); stop it, or choose another port"};
+  }
   throw lockbridge::environment_error{std::string{key} + " " + where + ": cannot listen there ("
                                       + std::strerror(err) + "); is the address this machine's?"};
 }
@@ -1090,6 +1074,17 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   status_cmd->add_flag("--json", status_json, "print the JSON document");
 
+  auto doctor_cmd = app.add_subcommand(
+    "doctor", "check the config and what the machine gives the service (files as its user, "
+              "ports, broker, clock, BlueZ, disk); exit 0 OK, 1 warnings, 2 errors");
+  lockbridge::doctor::options doctor_opts{lockbridge::defaults::config_file, "", false};
+  doctor_cmd->add_option("-c,--config", doctor_opts.config_file, "config file")
+    ->capture_default_str();
+  doctor_cmd->add_option("--user", doctor_opts.user,
+                         "the service's user, to check the files as (root only; default "
+                         "lockbridge)");
+  doctor_cmd->add_flag("--json", doctor_opts.json, "print the findings as JSON");
+
   auto locks_cmd = app.add_subcommand(
     "locks", "the lock table alone: available, last seen, events waiting, last refusal");
   locks_cmd->add_option("-c,--config", status_config, "config file (for the socket's path)")
@@ -1226,6 +1221,8 @@ int main(int argc, char** argv) {
   }
   if (status_cmd->parsed())
     return show_status(status_config, status_json, false);
+  if (doctor_cmd->parsed())
+    return lockbridge::doctor::run(doctor_opts, overrides);
   if (locks_cmd->parsed())
     return show_status(status_config, status_json, true);
   if (log_level_cmd->parsed())

@@ -1,7 +1,5 @@
 #include "metrics_endpoint.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "protocols/openmetrics.hpp"
+#include "transports/port_probe.hpp"
 
 namespace lockbridge {
 
@@ -25,34 +24,25 @@ constexpr std::string_view prometheus_type = "text/plain; version=0.0.4; charset
 
 /// A TCP socket bound to `where` and listening, or an error naming the fix.
 int listen_on(const config::listen_address& where) {
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  if (where.host.find(':') != std::string::npos) {
-    auto* a6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons(where.port);
-    inet_pton(AF_INET6, where.host.c_str(), &a6->sin6_addr);
-    len = sizeof *a6;
-  } else {
-    auto* a4 = reinterpret_cast<sockaddr_in*>(&addr);
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons(where.port);
-    inet_pton(AF_INET, where.host.c_str(), &a4->sin_addr);
-    len = sizeof *a4;
-  }
   auto name = where.host + ":" + std::to_string(where.port);
-  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  auto addr = transport::socket_address_of(where);
+  if (!addr)
+    throw std::runtime_error{name + ": expected a numeric address"};
+  int fd = ::socket(addr->storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     throw std::runtime_error{"cannot create a TCP socket: " + std::string{std::strerror(errno)}};
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 16) != 0) {
+  if (::bind(fd, addr->get(), addr->length) != 0 || ::listen(fd, 16) != 0) {
     int err = errno;
     ::close(fd);
-    if (err == EADDRINUSE)
-      throw std::runtime_error{name + ": the TCP port is held by another process (`ss -tlpn "
-                               "'sport = :" + std::to_string(where.port)
+    if (err == EADDRINUSE) {
+      auto holder = transport::port_holder(where.port, SOCK_STREAM);
+      throw std::runtime_error{name + ": the TCP port is held by "
+                               + (holder ? *holder : std::string{"another process"})
+                               + " (`ss -tlpn 'sport = :" + std::to_string(where.port)
                                + "'` shows which); stop it, or choose another port"};
+    }
     throw std::runtime_error{name + ": cannot listen there (" + std::strerror(err)
                              + "); is the address this machine's?"};
   }

@@ -100,8 +100,8 @@ class Pki:
     def path(self, f):
         return os.path.join(self.dir, f)
 
-    def issue(self, cn, server=False):
-        """Issues a certificate; returns (cert, key) paths."""
+    def issue(self, cn, server=False, san="IP:127.0.0.1,DNS:localhost"):
+        """Issues a certificate; returns (cert, key) paths. `san`: a server's names."""
         key = self.path(f"{self.name}-{cn}.key")
         csr = self.path(f"{self.name}-{cn}.csr")
         cert = self.path(f"{self.name}-{cn}.pem")
@@ -110,7 +110,7 @@ class Pki:
         ext = self.path(f"{cn}.ext")
         with open(ext, "w") as f:
             if server:
-                f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+                f.write(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
             else:
                 f.write("extendedKeyUsage=clientAuth\n")
         run(["openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,

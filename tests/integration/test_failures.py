@@ -78,7 +78,8 @@ class StartFailures(Site):
         with open(other, "w") as f:
             f.write(text)
         line = self.start_and_expect(EXIT_ENVIRONMENT, ["(listeners)", "coap.dtls_listen",
-                                                       f":{self.coap_port}", "held by another"],
+                                                       f":{self.coap_port}",
+                                                       f"held by lockbridge (pid {self.gateway.proc.pid})"],
                                      config=other)
         self.assertIn("ss -ulpn", line)
         # Only the first daemon holds the port.
@@ -90,7 +91,7 @@ class StartFailures(Site):
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libcoap does
         holder.bind(("127.0.0.1", self.coap_port))
         self.addCleanup(holder.close)
-        self.start_and_expect(EXIT_ENVIRONMENT, ["held by another process"])
+        self.start_and_expect(EXIT_ENVIRONMENT, [f"held by python3 (pid {os.getpid()})"])
 
     def test_unwritable_state_directory(self):
         blocker = os.path.join(self.dir, "not-a-directory")

@@ -9,8 +9,10 @@ Real components: mosquitto, lockbridge, the lock simulator and libcoap's own
 client over DTLS.
 """
 
+import grp
 import json
 import os
+import pwd
 import secrets
 import socket
 import subprocess
@@ -22,7 +24,7 @@ import urllib.request
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
 from prometheus_client.parser import text_string_to_metric_families as prometheus_text
 
-from harness import LOCKBRIDGE, Site, free_port, wait_for
+from harness import LOCKBRIDGE, Broker, Site, free_port, wait_for
 
 PREFIX = "lockbridge/v1/site-1/gw-1/"
 
@@ -190,7 +192,7 @@ class Operator(Site):
         gw.proc.wait(30)
         self.assertEqual(gw.proc.returncode, 69, gw.log())
         self.assertIn(f"metrics.listen 127.0.0.1:{self.metrics_port}: the TCP port is held by "
-                      "another process", gw.log())
+                      f"python3 (pid {os.getpid()})", gw.log())
 
     def test_log_level_changes_at_run_time_audited_and_goes_back(self):
         self.start_checker(timeout=120, topics=[PREFIX + "audit"])
@@ -228,6 +230,107 @@ class Operator(Site):
                    if r["action"] == "log_level_changed"]
         self.assertEqual(changed[0]["detail"], {"level": "debug", "previous": "info", "for_s": 3,
                                                 "by": "local socket"})
+
+
+class Doctor(Site):
+    """`lockbridge doctor` as root for the service user (here `nobody`): a good
+    set-up, then three broken ones, each with the right finding."""
+
+    locks = 2
+    extra_mqtt = "cert_warning_days = 7"  # the test certificates last 30 days
+
+    def setUp(self):
+        super().setUp()
+        # What the package's convention gives the service: directories it can
+        # search, secrets readable by its group, its own state directory.
+        service = pwd.getpwnam("nobody")
+        group = grp.getgrnam("nogroup").gr_gid
+        for d in (self.dir, self.psk_dir, self.pki.dir):
+            os.chmod(d, 0o711)
+        os.chown(self.dir, service.pw_uid, group)  # the status socket is made here
+        secrets_ = [self.lookup_key_file, self.gw_key, self.config] + [
+            os.path.join(self.psk_dir, f"{l}.psk") for l in self.lock_ids]
+        for f in secrets_:
+            os.chown(f, 0, group)
+            os.chmod(f, 0o640)
+        for f in (self.pki.ca, self.gw_cert):
+            os.chmod(f, 0o644)
+        # The key-encryption key stays root's: as under the shipped unit, it is
+        # named in the file here, so the service must read it; give the group.
+        os.chown(self.kek_file, 0, group)
+        os.chmod(self.kek_file, 0o640)
+        os.makedirs(self.state_dir)
+        os.chown(self.state_dir, service.pw_uid, group)
+
+    def doctor(self):
+        p = subprocess.run([LOCKBRIDGE, "doctor", "--config", self.config, "--user", "nobody",
+                            "--json"], capture_output=True, text=True, timeout=60)
+        doc = json.loads(p.stdout)
+        self.assertEqual(doc["worst"], {0: "OK", 1: "WARNING", 2: "ERROR"}[p.returncode], doc)
+        return p.returncode, doc["findings"]
+
+    def problems(self, findings):
+        return [f for f in findings if f["level"] != "OK"]
+
+    def test_a_good_set_up_is_all_ok(self):
+        rc, findings = self.doctor()
+        self.assertEqual(rc, 0, self.problems(findings))
+        checks = {f["check"] for f in findings}
+        for check in ("config", "files", "ports", "broker", "tls", "clock", "disk", "daemon"):
+            self.assertIn(check, checks)
+        # Also with the daemon running: its port is its own, its clock compared.
+        self.start_gateway()
+        rc, findings = self.doctor()
+        self.assertEqual(rc, 0, self.problems(findings))
+        ports = [f["message"] for f in findings if f["check"] == "ports"]
+        self.assertIn(f"held by the running daemon, lockbridge (pid {self.gateway.proc.pid})",
+                      ports[0])
+        text = subprocess.run([LOCKBRIDGE, "doctor", "--config", self.config, "--user", "nobody"],
+                              capture_output=True, text=True, timeout=60).stdout
+        self.assertRegex(text, r"\n0 error\(s\), 0 warning\(s\), \d+ OK\n")
+
+    def test_a_key_the_service_user_cannot_read(self):
+        os.chown(self.lookup_key_file, 0, 0)
+        os.chmod(self.lookup_key_file, 0o600)
+        rc, findings = self.doctor()
+        self.assertEqual(rc, 2)
+        [bad] = self.problems(findings)
+        self.assertEqual(bad["check"], "files")
+        self.assertIn(f"credentials.lookup_key_file {self.lookup_key_file}: the service user "
+                      "nobody cannot read it (Permission denied; owner root:root, mode 0600)",
+                      bad["message"])
+        self.assertIn(f"chgrp nogroup {self.lookup_key_file} && chmod 0640", bad["fix"])
+
+    def test_the_dtls_port_held_by_another_process(self):
+        holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        holder.bind(("127.0.0.1", self.coap_port))
+        self.addCleanup(holder.close)
+        rc, findings = self.doctor()
+        self.assertEqual(rc, 2)
+        [bad] = self.problems(findings)
+        self.assertEqual(bad["check"], "ports")
+        self.assertIn(f"coap.dtls_listen[0] 127.0.0.1:{self.coap_port}: the UDP port is held by "
+                      f"python3 (pid {os.getpid()})", bad["message"])
+        self.assertIn(f"ss -ulpn 'sport = :{self.coap_port}'", bad["fix"])
+
+    def test_a_broker_certificate_for_another_name(self):
+        cert, key = self.pki.issue("broker.example", server=True, san="DNS:broker.example")
+        os.makedirs(os.path.join(self.dir, "other-broker"))
+        other = Broker(os.path.join(self.dir, "other-broker"), self.pki.ca, cert, key)
+        other.start()
+        self.addCleanup(other.stop)
+        self.write_config(extra_mqtt=self.extra_mqtt)
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace(self.broker.uri, other.uri))
+        rc, findings = self.doctor()
+        self.assertEqual(rc, 2)
+        [bad] = self.problems(findings)
+        self.assertEqual(bad["check"], "broker")
+        self.assertIn(other.uri, bad["message"])
+        self.assertIn("mismatch", bad["message"])
+        self.assertIn("check mqtt.ca_file", bad["message"])
 
 
 if __name__ == "__main__":
