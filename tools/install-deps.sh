@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # build
   cmake ninja-build ccache g++ pkg-config dpkg-dev
+  # the package: its checker and the manual pages' reader
+  lintian man-db
   # libraries (DESIGN.md's stack table)
   libcaf-dev libpaho-mqttpp-dev libpaho-mqtt-dev libcoap3-dev liblmdb-dev libssl-dev
   doctest-dev nlohmann-json3-dev libtomlplusplus-dev libhowardhinnant-date-dev

@@ -80,12 +80,12 @@ def run(cmd, **kw):
 class Pki:
     """A CA with server and client certificates, made with openssl at test time."""
 
-    def __init__(self, directory, name="ca", not_before=None):
+    def __init__(self, directory, name="ca", not_before=None, days=30):
         """`not_before` ("YYYY-MM-DD HH:MM:SS"): issue as if on that date (via libfaketime),
         valid for ten years from then, for tests that run the daemon at other dates."""
         self.dir = directory
         self.name = name
-        self.days = "30"
+        self.days = str(days)
         self.env = None
         if not_before:
             self.days = "3650"
