@@ -755,6 +755,8 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
                 "[\"0.0.0.0:5684\"]) or set transport = \"ble\" on those locks";
     if (const auto* node = co.get("dtls_listen"))
       r.error(node->source(), "coap.dtls_listen", text);
+    else if (co.source().begin.line > 0) // at the [coap] table that lacks it
+      r.error(co.source(), "coap.dtls_listen", text);
     else
       r.error("coap.dtls_listen", text);
   }
@@ -782,8 +784,14 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     auto text = "a BLE lock is visited every " + std::to_string(cfg.ble.poll_interval_s)
                 + " s but reported unavailable after " + std::to_string(cfg.coap.lock_silence_s)
                 + " s of silence (coap.lock_silence_s); set poll_interval_s to at most half of it";
+    // At the line that sets one of the two, else at the [ble] table.
+    const auto* silence = co.get("lock_silence_s");
     if (node != nullptr)
       r.error(node->source(), "ble.poll_interval_s", text);
+    else if (silence != nullptr)
+      r.error(silence->source(), "ble.poll_interval_s", text);
+    else if (bl.source().begin.line > 0)
+      r.error(bl.source(), "ble.poll_interval_s", text);
     else
       r.error("ble.poll_interval_s", text);
   }

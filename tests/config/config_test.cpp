@@ -512,6 +512,12 @@ TEST_CASE("config: key reuse, listeners no lock can use and a broker without a p
      "security.key_encryption_key_file", "32 hex digits, a 128-bit key"},
     {"a 128-bit lookup key", replace(valid, "\"lookup.key\"", "\"short-kek.key\""),
      "credentials.lookup_key_file", "32 hex digits, a 128-bit key"},
+    // Two keys that together cannot work: at the line of the one that is set.
+    {"a BLE poll slower than the silence, set by the silence",
+     replace(replace(valid, "psk_file = \"psk-b\"",
+                     "psk_file = \"psk-b\"\ntransport = \"ble\"\nble_address = \"C0:FF:EE:00:00:01\""),
+             listeners, listeners + "\nlock_silence_s = 100"),
+     "ble.poll_interval_s", "at most half"},
   };
   for (const auto& r : rows) {
     std::string what = r.what;

@@ -6,11 +6,13 @@ radio is mocked.
 """
 
 import json
+import os
 import secrets
+import subprocess
 import time
 import unittest
 
-from harness import BlueZ, Site, schema_validator, wait_for
+from harness import LOCKBRIDGE, BlueZ, Site, schema_validator, wait_for
 
 PREFIX = "lockbridge/v1/site-1/gw-1/"
 
@@ -78,8 +80,6 @@ class ManyLocksOneAdapter(BleSite):
             self.assertGreaterEqual(s["state_requests"], s["connections"], s)
         log = self.gateway_log_text()
         self.assertIn("ble: adapter hci0 found; serving 5 BLE locks, at most 2 connected at once", log)
-        from harness import LOCKBRIDGE
-        import subprocess
         out = subprocess.run([LOCKBRIDGE, "check-config", self.config], capture_output=True, text=True)
         self.assertIn("5 locks: 0 CoAP, 5 BLE on hci0)", out.stdout)
         # The status report counts the BLE side too: the retained status
@@ -265,7 +265,40 @@ class Refusals(BleSite):
         self.assertEqual((ble["refused_forged"], ble["refused_replayed"], ble["refused_unconfigured"]),
                          (1, 1, 1), ble)
         self.assertEqual(ble["bad_messages"], 1, ble)
+        # The lock table says the same per lock, and names the stranger.
+        table = {r["id"]: r for r in doc["lock_table"]}
+        self.assertEqual(table[lock]["transport"], "ble")
+        self.assertEqual(table[lock]["last_refusal"]["reason"], "replayed")
+        self.assertEqual(table[lock]["last_refusal"]["count"], 2)  # forged, then replayed
+        self.assertEqual(table[lock]["last_refusal"]["peer"], addr)
+        self.assertEqual([s["identity"] for s in doc["strangers"]], ["C0:FF:EE:00:00:99"])
         del cloud, stats
+
+
+class Doctor(BleSite):
+    """`lockbridge doctor` with BLE locks: BlueZ and the adapter found on the
+    bus (the mock's), an adapter that is not there named."""
+    ble_count = 1
+
+    def ble_findings(self):
+        p = subprocess.run([LOCKBRIDGE, "doctor", "--config", self.config, "--json"],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bluez.address))
+        return [f for f in json.loads(p.stdout)["findings"] if f["check"] == "ble"]
+
+    def test_bluez_and_its_adapter_are_checked(self):
+        [f] = self.ble_findings()
+        self.assertEqual(f["level"], "OK", f)
+        self.assertIn("BlueZ adapter hci0 present and powered for 1 BLE locks", f["message"])
+        self.ble_section = self.ble_section + '\nadapter = "hci9"'
+        self.write_config()
+        [f] = self.ble_findings()
+        self.assertEqual(f["level"], "ERROR", f)
+        self.assertIn("BlueZ has no adapter hci9", f["message"])
+        self.assertIn("bluetoothctl list", f["fix"])
+        self.bluez.stop()
+        [f] = self.ble_findings()
+        self.assertEqual(f["level"], "ERROR", f)
 
 
 class GatewayKilled(BleSite):

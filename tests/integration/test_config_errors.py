@@ -177,6 +177,13 @@ class ConfigErrors(Site):
                 out += chunk
             elif p.poll() is not None:
                 break
+        if not until:
+            # The terminal closes as the process exits: give it the moment
+            # to be reaped before asking whether it is still waiting.
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         waited = p.poll() is None and not (until and until.encode() in out)
         if p.poll() is None:
             p.terminate()
