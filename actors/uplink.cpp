@@ -131,6 +131,8 @@ struct paho_link : mqtt::callback {
 caf::error validate(const uplink_config& cfg) {
   if (!cfg.store)
     return caf::make_error(ec::config_invalid, "uplink needs the journal store");
+  if (cfg.mqtt.brokers.empty())
+    return caf::make_error(ec::config_invalid, "uplink needs at least one broker");
   if (cfg.mqtt.inflight_window == 0 || cfg.mqtt.max_events_per_message == 0)
     return caf::make_error(ec::config_invalid,
                            "mqtt.inflight_window and max_events_per_message must be positive");
@@ -493,10 +495,12 @@ mqtt::message_ptr result_message(uplink_state& st, const std::string& payload) {
     return msg;
   if (acceptable_response_topic(st, it->second.topic))
     msg->set_topic(it->second.topic);
-  mqtt::properties props;
-  if (!it->second.correlation.empty())
-    props.add(mqtt::property(mqtt::property::CORRELATION_DATA, it->second.correlation));
-  msg->set_properties(std::move(props));
+  if (st.v5_link) { // (a 3.1.1 link has no properties; its requests had none)
+    mqtt::properties props;
+    if (!it->second.correlation.empty())
+      props.add(mqtt::property(mqtt::property::CORRELATION_DATA, it->second.correlation));
+    msg->set_properties(std::move(props));
+  }
   if (doc.value("status", "") != "pending")
     st.reply_routes.erase(it); // answered for good
   return msg;
@@ -784,11 +788,13 @@ void new_client(self_ptr self) {
   // with room for a subscription and the goodbye.
   auto buffered = st.cfg.mqtt.inflight_window + audit_window_size + results_window_size
                   + retained_window_size + 8;
-  mqtt::create_options create(MQTTVERSION_5, static_cast<int>(buffered));
+  auto attempt = st.rotation->current();
+  mqtt::create_options create(attempt.v5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1,
+                              static_cast<int>(buffered));
   // The old client (if any) is destroyed first: its socket is closed and
   // whatever it still held is dropped without callbacks.
   st.link->client.reset();
-  st.link->client = std::make_unique<mqtt::async_client>(paho_uri(st.cfg.mqtt.broker_uri),
+  st.link->client = std::make_unique<mqtt::async_client>(paho_uri(attempt.uri),
                                                          st.cfg.mqtt.client_id, create, nullptr);
   st.link->client->set_callback(*st.link);
 }
@@ -815,10 +821,11 @@ void check_stall(self_ptr self) {
   st.stalled = true;
   spdlog::error("uplink: the broker {} has acknowledged nothing for {} s (1.5 keep-alives); "
                 "it hangs: dropping the link and connecting again (events stay in the journal)",
-                st.cfg.mqtt.broker_uri,
+                st.rotation->current().uri,
                 std::chrono::duration_cast<std::chrono::seconds>(now - *oldest).count());
   ++st.generation;
   forget_in_flight(st);
+  st.rotation->connection_lost(); // a cluster's other node, if there is one
   // Paho cannot be trusted to close a link to a hung broker: its DISCONNECT
   // waits behind writes the broker does not read, and a connect queued
   // meanwhile goes ahead of it (Paho puts connects first), so the stale
@@ -843,14 +850,14 @@ void schedule_reconnect(self_ptr self, const std::string& reason) {
   if (st.first_failure) {
     // Paho only says "connect failed": find out why, once per streak.
     st.first_failure = false;
-    auto why = transport::probe_tls(st.cfg.mqtt.broker_uri, st.cfg.mqtt.ca_file,
+    auto why = transport::probe_tls(st.rotation->current().uri, st.cfg.mqtt.ca_file,
                                     st.cfg.mqtt.cert_file, st.cfg.mqtt.key_file, 1000);
     if (!why.empty())
       spdlog::error("uplink: TLS: {}", why);
   }
   spdlog::warn("uplink: broker {} unavailable ({}); events stay in the journal; retrying in "
                "{} ms",
-               st.cfg.mqtt.broker_uri, reason, delay.count());
+               st.rotation->current().uri, reason, delay.count());
   self->delayed_send(self, delay, atom::connect_v);
 }
 
@@ -876,9 +883,16 @@ void start_connect(self_ptr self) {
     // Configure the kept options in place: Paho's C struct points into them,
     // and a copy or move would leave it pointing at the old object.
     auto& opts = link.options;
-    // MQTT 5: commands may carry a response topic and correlation data.
-    opts.set_mqtt_version(MQTTVERSION_5);
-    opts.set_clean_start(true);
+    // MQTT 5: commands may carry a response topic and correlation data;
+    // 3.1.1 (mqtt.protocol, or "auto" with a broker that does not take 5):
+    // results go to cmd_result only.
+    if (st.rotation->current().v5) {
+      opts.set_mqtt_version(MQTTVERSION_5);
+      opts.set_clean_start(true);
+    } else {
+      opts.set_mqtt_version(MQTTVERSION_3_1_1);
+      opts.set_clean_session(true);
+    }
     opts.set_keep_alive_interval(static_cast<int>(st.cfg.mqtt.keepalive_s));
     opts.set_connect_timeout(10);
     opts.set_max_inflight(static_cast<int>(st.cfg.mqtt.inflight_window) + 10);
@@ -949,6 +963,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   read_cert_expiry(self);
   check_tls(self);
   st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
+  st.rotation.emplace(st.cfg.mqtt.brokers, st.cfg.mqtt.protocol);
   st.link = std::make_shared<paho_link>();
   st.link->self = caf::actor_cast<caf::actor>(self);
   st.link->on_connect.link = st.link.get();
@@ -984,9 +999,13 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       st.connected = true;
       st.backoff = std::chrono::milliseconds{0};
       st.first_failure = true;
+      st.rotation->connected();
+      auto attempt = st.rotation->current();
+      st.v5_link = attempt.v5;
       auto depth = st.cfg.store->figures().depth;
-      spdlog::info("uplink: connected to {} over mutual TLS; {} events waiting in the journal",
-                   st.cfg.mqtt.broker_uri, depth);
+      spdlog::info("uplink: connected to {} (MQTT {}) over mutual TLS; {} events waiting in the "
+                   "journal",
+                   attempt.uri, attempt.v5 ? "5" : "3.1.1", depth);
       // Files replaced since the last check (each connect reads them anew):
       // what the status says about them is brought up to date.
       if (!st.tls_problem.empty()) {
@@ -1021,7 +1040,26 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       forget_in_flight(st);
       if (was_connected)
         spdlog::warn("uplink: {}", reason);
+      auto failed = st.rotation->current();
+      // "auto": a broker that takes TCP and TLS but drops or refuses the
+      // MQTT 5 CONNECT (RabbitMQ 3) is tried with 3.1.1.
+      bool answers = !was_connected && st.rotation->may_fall_back()
+                     && transport::probe_tls(failed.uri, st.cfg.mqtt.ca_file,
+                                             st.cfg.mqtt.cert_file, st.cfg.mqtt.key_file, 1000)
+                          .empty();
       schedule_reconnect(self, reason);
+      bool moved = was_connected ? st.rotation->connection_lost()
+                                 : st.rotation->connect_failed(answers);
+      auto next = st.rotation->current();
+      if (moved)
+        spdlog::warn("uplink: the next connect goes to {}, the next broker in mqtt.brokers",
+                     next.uri);
+      else if (failed.v5 && !next.v5)
+        spdlog::warn("uplink: {} takes TLS connections but not an MQTT 5 CONNECT; trying MQTT "
+                     "3.1.1 (mqtt.protocol = \"auto\")",
+                     failed.uri);
+      if (next.uri != failed.uri || next.v5 != failed.v5)
+        new_client(self); // a Paho client is made for one server and one version
     },
     [self](atom::committed, std::uint64_t) { pump(self); },
     [self](atom::acked, std::uint64_t number) {
@@ -1256,7 +1294,10 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
             s.journal = f;
             add_health(self, s, f);
             auto doc = nlohmann::json::parse(protocol::encode_status(s));
-            doc["broker"] = {{"uri", st.cfg.mqtt.broker_uri},
+            doc["broker"] = {{"uri", st.rotation->current().uri},
+                             {"protocol", st.v5_link ? "5" : "3.1.1"},
+                             {"brokers", st.cfg.mqtt.brokers},
+                             {"failovers", st.rotation->failovers()},
                              {"connected", st.connected},
                              {"stalled", st.stalled},
                              {"stalls", st.stalls},

@@ -16,6 +16,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/access_service.hpp"
+#include "actors/broker_rotation.hpp"
 #include "actors/interfaces.hpp"
 #include "config/config.hpp"
 #include "protocols/cloud_messages.hpp"
@@ -103,6 +104,10 @@ struct uplink_state {
   std::uint64_t probe_number = 0;
   std::chrono::steady_clock::time_point probe_sent_at{};
   bool first_failure = true; ///< explain the next connect failure (TLS probe)
+  /// Which broker and MQTT version the next connect uses (mqtt.brokers,
+  /// mqtt.protocol); made at start.
+  std::optional<broker_rotation> rotation;
+  bool v5_link = true; ///< the version of the link up now (or last up)
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;
   credentials_actor credentials;          ///< where credentials/ commands go

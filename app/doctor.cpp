@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -231,15 +232,28 @@ void check_port(report& r, const std::string& key, const config::listen_address&
 // ---- the broker and the TLS files -----------------------------------------
 
 void check_broker(report& r, const config::gateway_config& cfg) {
-  auto problem = transport::probe_tls(cfg.mqtt.broker_uri, cfg.mqtt.ca_file, cfg.mqtt.cert_file,
-                                      cfg.mqtt.key_file, 3000);
-  if (problem.empty())
-    r.ok("broker", cfg.mqtt.broker_uri + ": mutual TLS handshake succeeded (chain, name and "
-                                         "dates of the broker's certificate; ours accepted)");
-  else
-    r.error("broker", cfg.mqtt.broker_uri + ": " + problem,
-            "see docs/operations.md, \"When things fail\"; the locks are served without the "
-            "cloud meanwhile");
+  // Each broker of mqtt.brokers: one that does not answer is a warning
+  // while another does (the gateway fails over), an error when none does.
+  std::vector<std::pair<std::string, std::string>> problems;
+  for (const auto& uri : cfg.mqtt.brokers)
+    problems.emplace_back(uri, transport::probe_tls(uri, cfg.mqtt.ca_file, cfg.mqtt.cert_file,
+                                                    cfg.mqtt.key_file, 3000));
+  bool any = std::any_of(problems.begin(), problems.end(),
+                         [](const auto& p) { return p.second.empty(); });
+  for (const auto& [uri, problem] : problems) {
+    if (problem.empty()) {
+      r.ok("broker", uri + ": mutual TLS handshake succeeded (chain, name and dates of the "
+                           "broker's certificate; ours accepted)");
+      continue;
+    }
+    auto fix = std::string{"see docs/operations.md, \"When things fail\"; the locks are served "
+                           "without the cloud meanwhile"};
+    if (any)
+      r.warning("broker", uri + ": " + problem + " (the gateway uses another of mqtt.brokers)",
+                fix);
+    else
+      r.error("broker", uri + ": " + problem, fix);
+  }
   auto now = now_ms();
   for (const auto& [key, file] :
        {std::pair{"mqtt.cert_file", cfg.mqtt.cert_file}, std::pair{"mqtt.ca_file", cfg.mqtt.ca_file}}) {

@@ -527,15 +527,62 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
 
   if (auto mq = r.table(root, "", "mqtt", true)) {
     r.only_keys(*mq, "mqtt", keys_of("mqtt"));
-    if (auto v = r.text(*mq, "mqtt", "broker", std::nullopt)) {
-      if (v->starts_with("ssl://") || v->starts_with("mqtts://")) {
-        if (auto problem = broker_address_problem(*v))
-          r.error(mq->get("broker")->source(), "mqtt.broker", *problem);
-        else
-          cfg.mqtt.broker_uri = *v;
-      } else
-        r.error(mq->get("broker")->source(), "mqtt.broker",
-                "expected an ssl://host:port URI (the cloud link is always TLS), got \"" + *v
+    // One broker (`broker`) or several in order of preference (`brokers`:
+    // the nodes of a cluster, or a fallback).
+    auto broker_uri = [&](const toml::node& node, const std::string& key) {
+      if (!node.is_string()) {
+        r.error(node.source(), key, "expected an ssl://host:port URI string");
+        return;
+      }
+      const auto& v = node.as_string()->get();
+      if (!v.starts_with("ssl://") && !v.starts_with("mqtts://"))
+        r.error(node.source(), key,
+                "expected an ssl://host:port URI (the cloud link is always TLS), got \"" + v
+                  + "\"");
+      else if (auto problem = broker_address_problem(v))
+        r.error(node.source(), key, *problem);
+      else if (std::find(cfg.mqtt.brokers.begin(), cfg.mqtt.brokers.end(), v)
+               != cfg.mqtt.brokers.end())
+        r.error(node.source(), key, "\"" + v + "\" is listed twice; remove one");
+      else
+        cfg.mqtt.brokers.push_back(v);
+    };
+    const auto* one = mq->get("broker");
+    const auto* several = mq->get("brokers");
+    if (one != nullptr && several != nullptr) {
+      r.error(several->source(), "mqtt.brokers",
+              "give mqtt.broker (one) or mqtt.brokers (several), not both");
+    } else if (one != nullptr) {
+      broker_uri(*one, "mqtt.broker");
+    } else if (several != nullptr) {
+      if (!several->is_array() || several->as_array()->empty()
+          || several->as_array()->size() > 16) {
+        r.error(several->source(), "mqtt.brokers",
+                "expected an array of 1 to 16 \"ssl://host:port\" strings, in order of "
+                "preference");
+      } else {
+        std::size_t i = 0;
+        for (const auto& item : *several->as_array())
+          broker_uri(item, "mqtt.brokers[" + std::to_string(i++) + "]");
+      }
+    } else {
+      r.error(mq->source(), "mqtt.broker",
+              "missing: the broker's ssl://host:port (or mqtt.brokers for several)");
+    }
+    if (const auto* p = mq->get("protocol"); p != nullptr && !p->is_string())
+      r.error(p->source(), "mqtt.protocol",
+              "expected \"5\", \"3.1.1\" or \"auto\" as a string (quote it: protocol = "
+              "\"5\")");
+    else if (auto v = r.text(*mq, "mqtt", "protocol", std::string{"auto"})) {
+      if (*v == "5")
+        cfg.mqtt.protocol = mqtt_protocol::v5;
+      else if (*v == "3.1.1")
+        cfg.mqtt.protocol = mqtt_protocol::v3_1_1;
+      else if (*v == "auto")
+        cfg.mqtt.protocol = mqtt_protocol::automatic;
+      else
+        r.error(mq->get("protocol")->source(), "mqtt.protocol",
+                "expected \"5\", \"3.1.1\" or \"auto\" (5 first, then 3.1.1), got \"" + *v
                   + "\"");
     }
     if (auto v = r.text(*mq, "mqtt", "client_id", std::string{}))

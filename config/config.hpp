@@ -62,8 +62,18 @@ struct coap_config {
   std::uint32_t receive_buffer_kb = 0;      ///< UDP receive buffer of each CoAP socket
 };
 
+/// The MQTT version the uplink speaks (`mqtt.protocol`).
+enum class mqtt_protocol {
+  v5,        ///< "5"
+  v3_1_1,    ///< "3.1.1" (RabbitMQ 3.x, older brokers)
+  automatic, ///< "auto": 5 first, 3.1.1 with a broker that does not take 5
+};
+
 struct mqtt_config {
-  std::string broker_uri;      ///< ssl://host:port (mqtts:// also accepted)
+  /// The brokers to use, in order of preference: ssl://host:port (mqtts://
+  /// also accepted); `mqtt.brokers`, or the one `mqtt.broker`.
+  std::vector<std::string> brokers;
+  mqtt_protocol protocol = mqtt_protocol::automatic;
   std::string client_id;
   std::filesystem::path ca_file;
   std::filesystem::path cert_file;

@@ -42,6 +42,8 @@ constexpr key_rule rules[] = {
   {"ble", "fragment_timeout_ms", restart},
   {"ble", "default_mtu", restart},
   {"mqtt", "broker", restart},
+  {"mqtt", "brokers", restart},
+  {"mqtt", "protocol", restart},
   {"mqtt", "client_id", restart},
   // The TLS files' contents are re-read on a reload and whenever they change
   // (a renewal in place); a new path needs a restart.

@@ -193,6 +193,14 @@ std::string render_metrics(const json& doc, bool openmetrics) {
         num(br, "connected"));
   w.one("lockbridge_uplink_stalled", "gauge",
         "1 while publishes go unacknowledged on an open connection.", num(br, "stalled"));
+  if (br.contains("failovers"))
+    w.one("lockbridge_uplink_failovers", "counter",
+          "Moves to another broker of mqtt.brokers since start.", num(br, "failovers"));
+  if (br.contains("uri"))
+    w.family("lockbridge_uplink_info", "gauge",
+             "The broker in use (or tried next) and the MQTT version of the last link (always 1).",
+             {{labels({{"broker", br.value("uri", "")}, {"protocol", br.value("protocol", "")}}),
+               1}});
 
   if (doc.contains("tls_files")) {
     std::vector<writer::sample> days;

@@ -197,6 +197,15 @@ TEST_CASE("config: a valid file loads with defaults filled in") {
   REQUIRE(c.credentials.doors.size() == 1);
   CHECK(c.credentials.doors[0].policy == offline_policy::keep_last_known);
   CHECK_FALSE(c.metrics_listen); // off by default
+  CHECK(c.mqtt.brokers == std::vector<std::string>{"ssl://127.0.0.1:8883"});
+  CHECK(c.mqtt.protocol == mqtt_protocol::automatic);
+  auto cluster = f.load(replace(valid, "broker = \"ssl://127.0.0.1:8883\"",
+                                "brokers = [\"ssl://a:8883\", \"mqtts://[::1]:8883\"]\n"
+                                "protocol = \"3.1.1\""));
+  REQUIRE(cluster.config);
+  CHECK(cluster.config->mqtt.brokers
+        == std::vector<std::string>{"ssl://a:8883", "mqtts://[::1]:8883"});
+  CHECK(cluster.config->mqtt.protocol == mqtt_protocol::v3_1_1);
   auto with_metrics = f.load(replace(valid, "[mqtt]", "[metrics]\nlisten = \"[::1]:9464\"\n[mqtt]"));
   REQUIRE(with_metrics.config);
   REQUIRE(with_metrics.config->metrics_listen);
@@ -318,6 +327,20 @@ TEST_CASE("config: each broken file names file, line and key") {
     {"short psk", replace(valid, "\"psk-b\"", "\"short.psk\""), "locks[1].psk_file",
      "16 to 64 bytes"},
     {"plain broker", replace(valid, "ssl://", "tcp://"), "mqtt.broker", "ssl://"},
+    {"broker and brokers", replace(valid, "broker = \"ssl://127.0.0.1:8883\"", "broker = \"ssl://127.0.0.1:8883\"\nbrokers = [\"ssl://b:8883\"]"),
+     "mqtt.brokers", "not both"},
+    {"no brokers", replace(valid, "broker = \"ssl://127.0.0.1:8883\"", "brokers = []"), "mqtt.brokers", "1 to 16"},
+    {"a broker twice",
+     replace(valid, "broker = \"ssl://127.0.0.1:8883\"", "brokers = [\"ssl://a:8883\", \"ssl://a:8883\"]"),
+     "mqtt.brokers[1]", "listed twice"},
+    {"a plain broker among several",
+     replace(valid, "broker = \"ssl://127.0.0.1:8883\"", "brokers = [\"ssl://a:8883\", \"tcp://b:1883\"]"),
+     "mqtt.brokers[1]", "ssl://host:port"},
+    {"no broker", replace(valid, "broker = \"ssl://127.0.0.1:8883\"", ""), "mqtt.broker", "missing"},
+    {"unknown protocol", replace(valid, "broker = \"ssl://127.0.0.1:8883\"", "broker = \"ssl://127.0.0.1:8883\"\nprotocol = \"4\""), "mqtt.protocol",
+     "\"3.1.1\""},
+    {"protocol as a number", replace(valid, "broker = \"ssl://127.0.0.1:8883\"", "broker = \"ssl://127.0.0.1:8883\"\nprotocol = 5"), "mqtt.protocol",
+     "quote it"},
     {"bad listen", replace(valid, "127.0.0.1:5684", "localhost:5684"), "coap.dtls_listen[0]",
      "numeric"},
     {"metrics by name", replace(valid, "[mqtt]", "[metrics]\nlisten = \"localhost:9464\"\n[mqtt]"),

@@ -507,9 +507,11 @@ status_interval_s = 1
     # -- peers --------------------------------------------------------------
 
     def start_checker(self, expect=0, timeout=120, topics=None, idle_exit=0, capture=True,
-                      session=None):
+                      session=None, broker=None):
+        """`broker`: another Broker than the site's own."""
         ready = os.path.join(self.dir, f"checker-{len(self.background)}.ready")
-        cmd = [CHECKER, "--broker", self.broker.uri, "--ca", self.pki.ca, "--cert", self.cloud_cert,
+        cmd = [CHECKER, "--broker", (broker or self.broker).uri, "--ca", self.pki.ca,
+               "--cert", self.cloud_cert,
                "--key", self.cloud_key, "--timeout", str(timeout), "--ready-file", ready]
         if expect:
             cmd += ["--expect", str(expect)]
@@ -523,6 +525,7 @@ status_interval_s = 1
         if capture:
             cmd += ["--capture", self.capture]
         p = Process(cmd, os.path.join(self.dir, "checker.log"))
+        p.capture = self.capture
         self.background.append(p)
         wait_for(lambda: os.path.exists(ready), 15, "the checker to subscribe")
         return p

@@ -95,6 +95,12 @@ class Health(Site):
 
         self.broker.start()
         wait_for(lambda: self.status()[1]["journal"]["depth"] == 0, 60, "the backlog to drain")
+        # The version in use: "auto" speaks MQTT 5 with mosquitto; 3.1.1 when set.
+        broker = self.status()[1]["broker"]
+        self.assertEqual(broker["protocol"],
+                         "3.1.1" if os.environ.get("LOCKBRIDGE_MQTT__PROTOCOL") == "3.1.1" else "5")
+        self.assertEqual(broker["uri"], self.broker.uri)
+        self.assertEqual((broker["brokers"], broker["failovers"]), ([self.broker.uri], 0))
         time.sleep(2)  # a status message or two after the drain
         checker.proc.send_signal(signal.SIGTERM)
         report = json.loads(checker.output(timeout=30))

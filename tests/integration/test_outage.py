@@ -5,10 +5,14 @@ cloud-side subscriber), lockbridge, the lock simulator, the checker.
 """
 
 import json
+import os
+import signal
 import time
 import unittest
 
-from harness import Site
+from harness import Broker, Site, wait_for
+
+PREFIX = "lockbridge/v1/site-1/gw-1/"
 
 
 class BrokerOutage(Site):
@@ -62,6 +66,89 @@ class StorageFull(Site):
         report = json.loads(checker.output(timeout=200))
         self.assert_complete_delivery(report, {l: 4000 for l in self.lock_ids})
         time.sleep(1.5)
+
+
+class BrokerFailover(Site):
+    """`mqtt.brokers`: the broker in use goes away mid-stream; the gateway
+    moves to the next one and nothing acknowledged is lost, in order per
+    lock at the cloud (which listens on both); the first comes back and
+    nothing changes for the gateway."""
+
+    locks = 4
+
+    def setUp(self):
+        super().setUp()
+        os.makedirs(os.path.join(self.dir, "second"))
+        self.second = Broker(os.path.join(self.dir, "second"), self.pki.ca, self.server_cert,
+                             self.server_key)
+        self.second.start()
+        self.addCleanup(self.second.stop)
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace(f'broker = "{self.broker.uri}"',
+                                 f'brokers = ["{self.broker.uri}", "{self.second.uri}"]'))
+
+    @staticmethod
+    def events(capture):
+        out = []
+        with open(capture) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                m = json.loads(line)
+                if m["topic"] == PREFIX + "events" and m["payload"]:
+                    out += [(e["lock"], e["seq"], e["event_id"])
+                            for e in json.loads(m["payload"])["events"]]
+        return out
+
+    def test_the_broker_in_use_stops_and_the_gateway_moves_to_the_next(self):
+        first = self.start_checker(timeout=180, topics=[PREFIX + "events"])
+        second = self.start_checker(timeout=180, topics=[PREFIX + "events"], broker=self.second)
+        self.start_gateway()
+        sim = self.locksim(events=1000, rate=100, batch=10, duration=150)
+        wait_for(lambda: len(self.events(first.capture)) >= 800, 60,
+                 "events on the first broker")
+        self.broker.stop()
+        report = json.loads(sim.output(timeout=150))
+        self.assertTrue(report["complete"], report)
+        wait_for(lambda: self.status()[1]["journal"]["depth"] == 0, 60, "the journal to drain")
+        rc, status = self.status()
+        self.assertEqual(status["broker"]["uri"], self.second.uri)
+        self.assertTrue(status["broker"]["connected"])
+        self.assertEqual(status["broker"]["failovers"], 1)
+        time.sleep(1)  # the last publishes reach the cloud's subscriber
+
+        # Every event of every lock at the cloud, across the two brokers;
+        # each broker's stream in seq order per lock; repeats only of events
+        # not acknowledged before the first went away, with their event_id.
+        on_first, on_second = self.events(first.capture), self.events(second.capture)
+        self.assertTrue(on_first and on_second, (len(on_first), len(on_second)))
+        for stream in (on_first, on_second):
+            last = {}
+            for lock, seq, _ in stream:
+                self.assertGreater(seq, last.get(lock, 0) - 1, f"{lock} out of order")
+                last[lock] = max(seq, last.get(lock, 0))
+        ids = {}
+        for lock, seq, event_id in on_first + on_second:
+            self.assertEqual(ids.setdefault((lock, seq), event_id), event_id)
+        for lock in self.lock_ids:
+            seqs = {seq for l, seq, _ in on_first + on_second if l == lock}
+            self.assertEqual(seqs, set(range(1, 1001)), lock)
+        repeats = len(on_first) + len(on_second) - 4000
+        self.assertLessEqual(repeats, 1000, "repeats beyond what was in flight at the stop")
+        log = self.gateway_log_text()
+        self.assertIn(f"the next connect goes to {self.second.uri}", log)
+
+        # The first broker comes back: the gateway stays where it is.
+        self.broker.start()
+        time.sleep(3)
+        rc, status = self.status()
+        self.assertEqual((status["broker"]["uri"], status["broker"]["failovers"]),
+                         (self.second.uri, 1))
+        self.assertTrue(status["broker"]["connected"])
+        for c in (first, second):
+            c.proc.send_signal(signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ nlohmann::json status_doc() {
              "wrong_key_handshakes": 1, "session_refusals": 0, "bad_requests": 4},
     "credentials": {"count": 7, "stale": true,
                     "decisions_by_reason": {"allowed": 3, "revoked": 1}},
-    "broker": {"connected": false, "stalled": false},
+    "broker": {"connected": false, "stalled": false, "uri": "ssl://b:8883", "protocol": "3.1.1",
+               "failovers": 2},
     "storage": {"ok": true, "faults": 0},
     "tls_files": {"cert": {"file": "c.pem", "expires_at": 87460000},
                   "ca": {"file": "ca.pem", "expires_at": 0}},
@@ -53,6 +54,8 @@ TEST_CASE("openmetrics: the status figures as families, counters with _total, en
                  R"(lockbridge_lock_refusals_total{transport="coap",reason="unknown_identity"} 2)"));
   CHECK(has_line(text, R"(lockbridge_access_decisions_total{reason="revoked"} 1)"));
   CHECK(has_line(text, "lockbridge_uplink_connected 0"));
+  CHECK(has_line(text, "lockbridge_uplink_failovers_total 2"));
+  CHECK(has_line(text, R"(lockbridge_uplink_info{broker="ssl://b:8883",protocol="3.1.1"} 1)"));
   CHECK(has_line(text, "lockbridge_credentials_stale 1"));
   CHECK(has_line(text, R"(lockbridge_certificate_days_left{file="cert"} 1)"));
   CHECK(text.find(R"(days_left{file="ca"})") == std::string::npos); // no date known: no sample
