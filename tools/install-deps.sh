@@ -21,6 +21,8 @@ packages=(
   dbus python3-dbus python3-dbusmock python3-gi
   # the fuzz targets: libFuzzer with ASan and UBSan from Debian's clang
   clang libclang-rt-dev
+  # a real clustered broker speaking MQTT 3.1.1 (tests start their own nodes)
+  rabbitmq-server
 )
 
 missing=()
@@ -41,4 +43,18 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The packages' own services (mosquitto, rabbitmq-server) are not started:
+# the tests and the demo start theirs, on ports of their own. policy-rc.d
+# (Debian's switch for that) is set for the install only, if none is there.
+guard=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+  "${sudo_cmd[@]}" chmod 755 /usr/sbin/policy-rc.d
+  guard=1
+fi
+status=0
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" || status=$?
+if [ "$guard" = 1 ]; then
+  "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
+fi
+exit "$status"

@@ -6,15 +6,17 @@ simulator (libcoap), libcoap's own coap-client-openssl and the cloud-side
 checker (Paho). Nothing is mocked. Tests use Debian's /usr/bin/python3.
 """
 
+import glob
 import json
 import os
-import threading
+import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -183,6 +185,127 @@ use_identity_as_username true
     @property
     def uri(self):
         return f"ssl://127.0.0.1:{self.port}"
+
+
+class RabbitMQ:
+    """Real RabbitMQ nodes (Debian's rabbitmq-server with rabbitmq_mqtt) on
+    127.0.0.1: an MQTT listener over TLS that requires a client certificate
+    and takes its CN as the user (ssl_cert_login), node names, ports and an
+    epmd of the test's own, started and stopped by the test by PID. With
+    nodes=2 the second joins the first's cluster."""
+
+    SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+
+    @classmethod
+    def missing(cls):
+        """Why RabbitMQ cannot run here, or None."""
+        if not os.path.exists(cls.SERVER):
+            return "rabbitmq-server is not installed (tools/install-deps.sh installs it)"
+        if not glob.glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins/rabbitmq_mqtt-*"):
+            return "RabbitMQ's MQTT plugin is missing"
+        return None
+
+    def __init__(self, directory, ca, cert, key, nodes=1):
+        self.dir = directory
+        self.home = os.path.join(directory, "home")
+        os.makedirs(self.home, exist_ok=True)
+        cookie = os.path.join(self.home, ".erlang.cookie")
+        with open(cookie, "w") as f:
+            f.write(secrets.token_hex(20))
+        os.chmod(cookie, 0o400)
+        self.epmd_port = free_port()
+        self.tag = secrets.token_hex(3)
+        self.nodes = []
+        for i in range(nodes):
+            node_dir = os.path.join(directory, f"node{i + 1}")
+            os.makedirs(node_dir)
+            node = {"name": f"lbtest{self.tag}n{i + 1}@localhost", "dir": node_dir,
+                    "amqp": free_port(), "mqtts": free_port(), "dist": free_port(),
+                    "proc": None}
+            with open(os.path.join(node_dir, "rabbitmq.conf"), "w") as f:
+                f.write(f"""listeners.tcp.default = 127.0.0.1:{node["amqp"]}
+mqtt.listeners.tcp = none
+mqtt.listeners.ssl.default = 127.0.0.1:{node["mqtts"]}
+ssl_options.cacertfile = {ca}
+ssl_options.certfile = {cert}
+ssl_options.keyfile = {key}
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+mqtt.ssl_cert_login = true
+ssl_cert_login_from = common_name
+mqtt.allow_anonymous = false
+loopback_users = none
+""")
+            with open(os.path.join(node_dir, "enabled_plugins"), "w") as f:
+                f.write("[rabbitmq_mqtt].\n")
+            self.nodes.append(node)
+
+    def env(self, node):
+        return dict(os.environ, HOME=self.home, ERL_EPMD_PORT=str(self.epmd_port),
+                    RABBITMQ_NODENAME=node["name"], RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+                    RABBITMQ_NODE_PORT=str(node["amqp"]), RABBITMQ_DIST_PORT=str(node["dist"]),
+                    RABBITMQ_CONFIG_FILE=os.path.join(node["dir"], "rabbitmq.conf"),
+                    RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(node["dir"], "enabled_plugins"),
+                    RABBITMQ_MNESIA_BASE=os.path.join(node["dir"], "mnesia"),
+                    RABBITMQ_LOG_BASE=os.path.join(node["dir"], "log"),
+                    RABBITMQ_PID_FILE=os.path.join(node["dir"], "pid"))
+
+    def uri(self, i=0):
+        return f"ssl://127.0.0.1:{self.nodes[i]['mqtts']}"
+
+    def start(self, i=0, timeout=120):
+        node = self.nodes[i]
+        log = os.path.join(node["dir"], "server.log")
+        with open(log, "ab") as out:
+            node["proc"] = subprocess.Popen([self.SERVER], stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT, env=self.env(node))
+
+        def started():
+            if node["proc"].poll() is not None:
+                with open(log, errors="replace") as f:
+                    raise AssertionError(f"RabbitMQ node {i + 1} exited:\n{f.read()[-3000:]}")
+            with open(log, errors="replace") as f:
+                return "Starting broker... completed" in f.read()
+        wait_for(started, timeout, f"RabbitMQ node {i + 1} to start")
+
+    def ctl(self, *args, node=0):
+        n = self.nodes[node]
+        out = subprocess.run([self.CTL, "-n", n["name"], *args], capture_output=True, text=True,
+                             env=self.env(n), timeout=120)
+        if out.returncode != 0:
+            raise AssertionError(f"rabbitmqctl {' '.join(args)}: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def join(self, i):
+        """Node i joins node 0's cluster."""
+        self.ctl("stop_app", node=i)
+        self.ctl("join_cluster", self.nodes[0]["name"], node=i)
+        self.ctl("start_app", node=i)
+
+    def add_user(self, name, topics=None):
+        """A user for a certificate's CN; `topics`: the MQTT topic prefix it may
+        write and read (RabbitMQ sees "/" as "."), else every topic."""
+        self.ctl("add_user", name, secrets.token_hex(16))
+        self.ctl("set_permissions", "-p", "/", name, ".*", ".*", ".*")
+        if topics:
+            pattern = "^" + re.escape(topics.replace("/", "."))
+            self.ctl("set_topic_permissions", "-p", "/", name, "amq.topic", pattern, pattern)
+
+    def stop(self, i=None):
+        for k in ([i] if i is not None else range(len(self.nodes))):
+            p = self.nodes[k]["proc"]
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            self.nodes[k]["proc"] = None
+        if i is None:
+            subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], capture_output=True,
+                           env=dict(os.environ, ERL_EPMD_PORT=str(self.epmd_port)))
 
 
 def schema_validator(name):
