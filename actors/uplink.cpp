@@ -1045,7 +1045,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       // MQTT 5 CONNECT (RabbitMQ 3) is tried with 3.1.1.
       bool answers = !was_connected && st.rotation->may_fall_back()
                      && transport::probe_tls(failed.uri, st.cfg.mqtt.ca_file,
-                                             st.cfg.mqtt.cert_file, st.cfg.mqtt.key_file, 1000)
+                                             st.cfg.mqtt.cert_file, st.cfg.mqtt.key_file, 2000)
                           .empty();
       schedule_reconnect(self, reason);
       bool moved = was_connected ? st.rotation->connection_lost()

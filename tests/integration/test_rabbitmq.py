@@ -122,14 +122,17 @@ class TwoNodeCluster(Site):
         report = json.loads(checker.output(timeout=240))
         self.assert_complete_delivery(report, {lock: 1000 for lock in self.lock_ids})
         rc, status = self.status()
-        self.assertEqual((status["broker"]["uri"], status["broker"]["failovers"]),
-                         (self.rabbit.uri(1), 1))
+        # On the surviving node (a connect it refused while the cluster
+        # settled would count one more move, and back).
+        self.assertEqual(status["broker"]["uri"], self.rabbit.uri(1))
+        moves = status["broker"]["failovers"]
+        self.assertGreaterEqual(moves, 1)
         # The first node comes back: the gateway stays on the second.
         self.rabbit.start(0)
         time.sleep(3)
         rc, status = self.status()
         self.assertEqual((status["broker"]["uri"], status["broker"]["failovers"],
-                          status["broker"]["connected"]), (self.rabbit.uri(1), 1, True))
+                          status["broker"]["connected"]), (self.rabbit.uri(1), moves, True))
 
 
 @unittest.skipIf(RabbitMQ.missing(), RabbitMQ.missing())
