@@ -57,7 +57,10 @@ MHD_Result on_request(void* cls, MHD_Connection* connection, const char* url, co
     *state = &began;
     return MHD_YES;
   }
-  *upload_size = 0; // a body is ignored
+  if (*upload_size != 0) {
+    *upload_size = 0; // a body is read and dropped; the answer comes on the last call
+    return MHD_YES;
+  }
   try {
     auto self = static_cast<const metrics_endpoint*>(cls);
     const char* accept = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Accept");

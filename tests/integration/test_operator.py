@@ -39,9 +39,9 @@ class Operator(Site):
         self.addCleanup(os.environ.pop, "LOCKBRIDGE_METRICS__LISTEN", None)
 
     def scrape(self, path="/metrics", accept="application/openmetrics-text; version=1.0.0",
-               method="GET"):
+               method="GET", body=None):
         req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}{path}",
-                                     headers={"Accept": accept}, method=method)
+                                     headers={"Accept": accept}, method=method, data=body)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, r.headers["Content-Type"], r.read().decode()
@@ -178,6 +178,7 @@ class Operator(Site):
         # Anything else is refused, and the daemon carries on.
         self.assertEqual(self.scrape("/")[0], 404)
         self.assertEqual(self.scrape(method="POST")[0], 405)
+        self.assertEqual(self.scrape(method="POST", body=b"x" * 100_000)[0], 405)
         with socket.create_connection(("127.0.0.1", self.metrics_port), timeout=5) as s:
             s.sendall(b"GARBAGE\r\n\r\n")
             s.recv(1024)
