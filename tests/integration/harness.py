@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import types
 import unittest
 
 BUILD = os.environ.get("LOCKBRIDGE_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
@@ -253,6 +254,10 @@ loopback_users = none
 
     def uri(self, i=0):
         return f"ssl://127.0.0.1:{self.nodes[i]['mqtts']}"
+
+    def broker(self, i=0):
+        """Node i as Site.start_checker's `broker`."""
+        return types.SimpleNamespace(uri=self.uri(i))
 
     def start(self, i=0, timeout=120):
         node = self.nodes[i]

@@ -23,18 +23,31 @@ from harness import LOCKBRIDGE, LOCKSIM, Process, RabbitMQ, Site, free_port, wai
 PREFIX = "lockbridge/v1/site-1/gw-1/"
 
 
-@unittest.skipIf(RabbitMQ.missing(), RabbitMQ.missing())
-class SingleNode(Site):
-    locks = 3
+class RabbitSite(Site):
+    """A site whose broker is RabbitMQ: `nodes` nodes in one cluster, the
+    cloud's user, and gw-1's user limited to its own topics."""
+
+    nodes = 1
 
     def setUp(self):
         super().setUp()
         self.rabbit = RabbitMQ(os.path.join(self.dir, "rabbitmq"), self.pki.ca, self.server_cert,
-                               self.server_key)
+                               self.server_key, nodes=self.nodes)
         self.addCleanup(self.rabbit.stop)
-        self.rabbit.start()
-        self.rabbit.add_user("gw-1", topics=PREFIX)
+        for i in range(self.nodes):
+            self.rabbit.start(i)
+        for i in range(1, self.nodes):
+            self.rabbit.join(i)
         self.rabbit.add_user("cloud-checker")
+        self.rabbit.add_user("gw-1", topics=PREFIX)
+
+
+@unittest.skipIf(RabbitMQ.missing(), RabbitMQ.missing())
+class SingleNode(RabbitSite):
+    locks = 3
+
+    def setUp(self):
+        super().setUp()
         with open(self.config) as f:
             text = f.read()
         with open(self.config, "w") as f:
@@ -43,7 +56,7 @@ class SingleNode(Site):
 
     def test_auto_falls_back_to_3_1_1_and_every_event_arrives(self):
         checker = self.start_checker(expect=3000, timeout=120, topics=[PREFIX + "events"],
-                                     broker=self.rabbit_broker())
+                                     broker=self.rabbit.broker())
         self.start_gateway()
         sim = self.locksim(events=1000, rate=0, batch=10, duration=120)
         self.assertTrue(json.loads(sim.output(timeout=120))["complete"])
@@ -65,7 +78,7 @@ class SingleNode(Site):
             f.write(text.replace('id = "gw-1"', 'id = "gw-2"'))
         checker = self.start_checker(timeout=20, idle_exit=8,
                                      topics=["lockbridge/v1/site-1/gw-2/#"],
-                                     broker=self.rabbit_broker())
+                                     broker=self.rabbit.broker())
         self.start_gateway()
         sim = self.locksim(events=20, rate=0, batch=10, duration=20)
         sim.output(timeout=60)
@@ -75,31 +88,19 @@ class SingleNode(Site):
         rc, status = self.status()
         self.assertGreater(status["journal"]["depth"], 0)  # kept, not lost
 
-    def rabbit_broker(self):
-        class Endpoint:  # what start_checker needs of a broker
-            uri = self.rabbit.uri()
-        return Endpoint()
-
 
 @unittest.skipIf(RabbitMQ.missing(), RabbitMQ.missing())
-class TwoNodeCluster(Site):
+class TwoNodeCluster(RabbitSite):
     """10 locks stream 10,000 events through a two-node cluster; the node the
     gateway is on stops mid-stream; the gateway fails over to the other;
     every event reaches the cloud subscriber (on the other node), in order
     per lock; the node comes back and nothing changes for the gateway."""
 
     locks = 10
+    nodes = 2
 
     def setUp(self):
         super().setUp()
-        self.rabbit = RabbitMQ(os.path.join(self.dir, "rabbitmq"), self.pki.ca, self.server_cert,
-                               self.server_key, nodes=2)
-        self.addCleanup(self.rabbit.stop)
-        self.rabbit.start(0)
-        self.rabbit.start(1)
-        self.rabbit.join(1)
-        self.rabbit.add_user("gw-1", topics=PREFIX)
-        self.rabbit.add_user("cloud-checker")
         with open(self.config) as f:
             text = f.read()
         with open(self.config, "w") as f:
@@ -108,10 +109,8 @@ class TwoNodeCluster(Site):
                                  'protocol = "3.1.1"'))
 
     def test_the_node_in_use_stops_mid_stream_and_nothing_is_lost(self):
-        class Second:
-            uri = self.rabbit.uri(1)
         checker = self.start_checker(expect=10000, timeout=240, topics=[PREFIX + "events"],
-                                     broker=Second())
+                                     broker=self.rabbit.broker(1))
         self.start_gateway()
         sim = self.locksim(events=1000, rate=50, batch=10, duration=200)
         wait_for(lambda: self.status()[1]["events"]["out"] >= 2000, 60,
@@ -136,7 +135,7 @@ class TwoNodeCluster(Site):
 
 
 @unittest.skipIf(RabbitMQ.missing(), RabbitMQ.missing())
-class Fleet(Site):
+class Fleet(RabbitSite):
     """20 gateways, each with 2 simulated locks, its own state and its own
     certificate, against the two-node cluster at once (half of them prefer
     each node); the cloud, subscribed through the cluster, gets every event
@@ -145,18 +144,12 @@ class Fleet(Site):
     neither publish on another's topics nor read another's commands)."""
 
     locks = 0
+    nodes = 2
     gateways = 20
     events = 100
 
     def setUp(self):
         super().setUp()
-        self.rabbit = RabbitMQ(os.path.join(self.dir, "rabbitmq"), self.pki.ca, self.server_cert,
-                               self.server_key, nodes=2)
-        self.addCleanup(self.rabbit.stop)
-        self.rabbit.start(0)
-        self.rabbit.start(1)
-        self.rabbit.join(1)
-        self.rabbit.add_user("cloud-checker")
         self.fleet = []
         for i in range(1, self.gateways + 1):
             gw = f"gw-{i:02d}"
@@ -202,7 +195,7 @@ reconnect_max_ms = 2000
     def test_twenty_gateways_at_once_every_event_and_only_their_own_topics(self):
         checker = self.start_checker(expect=self.gateways * 2 * self.events, timeout=240,
                                      topics=["lockbridge/v1/site-1/+/events"],
-                                     broker=type("B", (), {"uri": self.rabbit.uri(0)}))
+                                     broker=self.rabbit.broker(0))
         for g in self.fleet:
             g["proc"] = Process([LOCKBRIDGE, "run", "--config", g["config"]],
                                 os.path.join(g["home"], "lockbridge.log"))
