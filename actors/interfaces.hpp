@@ -71,6 +71,13 @@ using journal_actor = caf::typed_actor<
   /// Report depth, bytes and counters.
   caf::replies_to<atom::figures>::with<journal_figures>>;
 
+/// Who hears of new durable entries: the journal's one peer (the uplink in
+/// the daemon, a recorder in the actor tests). Any handle with this
+/// signature converts to it.
+using commit_listener = caf::typed_actor<
+  /// New entries are durable; keys below this one exist.
+  caf::reacts_to<atom::committed, std::uint64_t>>;
+
 /// An access decision made on libcoap's thread, to be journalled. The raw
 /// identifier is still in `request`: only the lock's session turns it into a
 /// pseudonym.
@@ -127,6 +134,7 @@ using commands_actor = caf::typed_actor<
 /// The journal as a message type (handed to the uplink at start).
 } // namespace lockbridge
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::journal_actor)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::commit_listener)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::credentials_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::keeper_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::commands_actor)

@@ -162,10 +162,10 @@ void journal_state::purge() {
 }
 
 journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_state> self,
-                                     journal_config cfg, uplink_actor uplink) {
+                                     journal_config cfg, commit_listener listener) {
   log_exceptions(self);
   self->state.cfg = std::move(cfg);
-  self->state.uplink = std::move(uplink);
+  self->state.listener = std::move(listener);
   // Detached: this runs on the journal's own thread. Locks wait for its
   // commits.
   transport::prefer_this_thread("journal: the commit thread");
@@ -190,7 +190,7 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
     [self, schedule_flush](atom::flush) {
       auto& st = self->state;
       if (auto next = st.flush(); next > 0)
-        self->send(st.uplink, atom::committed_v, next);
+        self->send(st.listener, atom::committed_v, next);
       // Removals refused by a failing disk are tried again after a delay
       // (a lock's retry may come first and carry them along).
       if ((st.remove_upto > 0 || !st.held.empty()) && !st.retry_scheduled

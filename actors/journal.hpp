@@ -36,7 +36,7 @@ struct journal_state {
   static inline const char* name = "journal";
 
   journal_config cfg;
-  uplink_actor uplink;
+  commit_listener listener; ///< told of each commit that stored something
   std::vector<std::uint64_t> request_ids;
   std::vector<store::append_request> batches;
   /// The gateway's own events (access decisions, request id 0) that a full
@@ -72,6 +72,6 @@ struct journal_state {
 /// Spawned detached: its commits block on fdatasync and must not hold up the
 /// scheduler's workers.
 journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_state> self,
-                                     journal_config cfg, uplink_actor uplink);
+                                     journal_config cfg, commit_listener listener);
 
 } // namespace lockbridge

@@ -1,0 +1,237 @@
+// The journal actor on CAF's testing scheduler, with a real LMDB journal:
+// group commit, the answers to locks, a full journal, held access decisions,
+// removals and the retry after a refusal.
+
+#include "actors/journal.hpp"
+
+#include <doctest/doctest.h>
+
+#include <caf/all.hpp>
+
+#include "protocols/clock_guard.hpp"
+#include "tests/actors/harness.hpp"
+
+using namespace lockbridge;
+using lockbridge::test::actor_fixture;
+using lockbridge::test::vault_dir;
+
+namespace {
+
+store::append_request batch(const std::string& lock, std::uint64_t from, std::uint64_t to,
+                            std::size_t detail_bytes = 8) {
+  store::append_request req{lock, {}, false};
+  for (auto s = from; s <= to; ++s)
+    req.records.push_back(protocol::journal_record{lock, s, 1000 + static_cast<std::int64_t>(s),
+                                                   "door_open", std::string(detail_bytes, 'd'),
+                                                   std::nullopt, std::nullopt,
+                                                   protocol::unix_ms_now()});
+  return req;
+}
+
+/// An access decision as the gateway journals it (request id 0).
+store::append_request decision(const std::string& lock) {
+  auto req = batch(lock + ".access", 0, 0);
+  req.assign_seq = true;
+  return req;
+}
+
+append_ptr ptr(store::append_request r) {
+  return std::make_shared<store::append_request>(std::move(r));
+}
+
+/// What the journal told its peers.
+struct journal_peers {
+  std::vector<std::pair<std::uint64_t, store::append_outcome>> replies;
+  std::vector<std::uint64_t> committed;
+};
+
+struct journal_fixture : actor_fixture {
+  explicit journal_fixture(std::uint64_t journal_max_bytes = 64ull << 20)
+    : state{journal_max_bytes} {
+    auto seen = peers;
+    listener = spawn([seen](commit_listener::pointer) -> commit_listener::behavior_type {
+      return {[seen](atom::committed, std::uint64_t next) { seen->committed.push_back(next); }};
+    });
+    journal_config cfg;
+    cfg.store = state.vault->events;
+    cfg.health = std::shared_ptr<store::storage_health>(state.vault, &state.vault->storage);
+    cfg.reply = [seen](std::uint64_t request, const store::append_outcome& o) {
+      seen->replies.emplace_back(request, o);
+    };
+    REQUIRE(!validate(cfg));
+    journal_handle = spawn(lockbridge::journal, cfg, listener);
+    run();
+  }
+
+  journal_state& st() { return state_of<journal_state>(journal_handle); }
+
+  vault_dir state;
+  std::shared_ptr<journal_peers> peers = std::make_shared<journal_peers>();
+  commit_listener listener;
+  journal_actor journal_handle;
+};
+
+/// Fills the journal until lock-a's batches are refused, first big ones,
+/// then single small events: not even one more event fits. Returns the
+/// next seq of lock-a and the next request id.
+std::pair<std::uint64_t, std::uint64_t> fill(journal_fixture& f) {
+  std::uint64_t request = 1;
+  std::uint64_t seq = 1;
+  for (auto [per_batch, bytes] : {std::pair{10, 400}, std::pair{1, 8}}) {
+    for (int i = 0; i < 1000; ++i) {
+      auto last = seq + static_cast<std::uint64_t>(per_batch) - 1;
+      caf::anon_send(f.journal_handle, atom::append_v, request++,
+                     ptr(batch("lock-a", seq, last, static_cast<std::size_t>(bytes))));
+      f.run();
+      if (f.peers->replies.back().second.result == store::append_outcome::status::refused_full)
+        break;
+      seq = last + 1;
+    }
+  }
+  REQUIRE(f.peers->replies.back().second.result == store::append_outcome::status::refused_full);
+  return {seq, request};
+}
+
+} // namespace
+
+TEST_SUITE("actors") {
+
+TEST_CASE("journal actor: appends that arrive together are one commit, answered in order") {
+  journal_fixture f;
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{11}, ptr(batch("lock-a", 1, 3)));
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{12}, ptr(batch("lock-b", 1, 2)));
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{13}, ptr(batch("lock-a", 4, 4)));
+  f.run();
+
+  CHECK(f.st().counters.commits == 1);
+  REQUIRE(f.peers->replies.size() == 3);
+  CHECK(f.peers->replies[0].first == 11);
+  CHECK(f.peers->replies[0].second.acked_seq == 3);
+  CHECK(f.peers->replies[1].first == 12);
+  CHECK(f.peers->replies[1].second.acked_seq == 2);
+  CHECK(f.peers->replies[2].first == 13);
+  CHECK(f.peers->replies[2].second.acked_seq == 4);
+  // One notice for the commit: keys below it exist, and they are durable.
+  REQUIRE(f.peers->committed.size() == 1);
+  CHECK(f.peers->committed[0] == f.state.vault->events->next_key());
+  CHECK(f.state.vault->events->figures().depth == 6);
+
+  // A second burst is a second commit.
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{14}, ptr(batch("lock-b", 3, 3)));
+  f.run();
+  CHECK(f.st().counters.commits == 2);
+  CHECK(f.peers->committed.size() == 2);
+}
+
+TEST_CASE("journal actor: a lock's resent events are acknowledged again, not stored twice") {
+  journal_fixture f;
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{1}, ptr(batch("lock-a", 1, 5)));
+  f.run();
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{2}, ptr(batch("lock-a", 3, 7)));
+  f.run();
+  REQUIRE(f.peers->replies.size() == 2);
+  CHECK(f.peers->replies[1].second.acked_seq == 7);
+  CHECK(f.peers->replies[1].second.stored == 2);
+  CHECK(f.peers->replies[1].second.duplicates == 3);
+  CHECK(f.state.vault->events->figures().depth == 7);
+}
+
+TEST_CASE("journal actor: the broker's acknowledgements remove entries, several per commit") {
+  journal_fixture f;
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{1}, ptr(batch("lock-a", 1, 10)));
+  f.run();
+  auto entries = f.state.vault->events->read(0, 100);
+  REQUIRE(entries.size() == 10);
+  caf::anon_send(f.journal_handle, atom::remove_v, entries[3].key);
+  caf::anon_send(f.journal_handle, atom::remove_v, entries[6].key);
+  caf::anon_send(f.journal_handle, atom::remove_v, entries[2].key); // late, lower: no effect
+  f.run();
+  auto left = f.state.vault->events->read(0, 100);
+  REQUIRE(left.size() == 3);
+  CHECK(left[0].key == entries[7].key);
+  CHECK(f.st().counters.commits == 2);
+  CHECK(f.st().remove_upto == 0);
+  // A removal stores nothing new: no commit notice.
+  CHECK(f.peers->committed.size() == 1);
+}
+
+TEST_CASE("journal actor: a full journal refuses locks' batches, holds access decisions, and "
+          "takes them once the broker's acknowledgements free room") {
+  // The smallest bound a vault takes.
+  journal_fixture f{1ull << 20};
+  auto [seq, request] = fill(f);
+  CHECK(f.peers->replies.back().second.acked_seq == seq - 1); // not the refused one
+  CHECK(f.st().counters.refused_full >= 1);
+
+  // Another lock's batch: refused too (its lock keeps it and retries).
+  auto replies_before = f.peers->replies.size();
+  caf::anon_send(f.journal_handle, atom::append_v, request++, ptr(batch("lock-b", 1, 10, 400)));
+  f.run();
+  REQUIRE(f.peers->replies.size() == replies_before + 1);
+  CHECK(f.peers->replies.back().second.result == store::append_outcome::status::refused_full);
+  CHECK(f.peers->replies.back().second.acked_seq == 0);
+
+  // An access decision (no lock resends it): not answered, held in memory.
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{0}, ptr(decision("lock-a")));
+  f.run();
+  CHECK(f.peers->replies.size() == replies_before + 1);
+  CHECK(f.st().held.size() == 1);
+  CHECK(f.st().retry_scheduled); // its retry
+
+  // The broker acknowledges everything: the removal frees room, and the
+  // held decision goes into that same commit (first, being the oldest).
+  auto depth_before = f.state.vault->events->figures().depth;
+  REQUIRE(depth_before > 0);
+  caf::anon_send(f.journal_handle, atom::remove_v, f.state.vault->events->next_key() - 1);
+  f.run();
+  CHECK(f.st().held.empty());
+  auto left = f.state.vault->events->read(0, 100);
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].record.lock == "lock-a.access");
+  CHECK(left[0].record.seq == 1);
+
+  // The lock's retry is taken now.
+  caf::anon_send(f.journal_handle, atom::append_v, request++, ptr(batch("lock-b", 1, 10, 400)));
+  f.run();
+  CHECK(f.peers->replies.back().second.result == store::append_outcome::status::stored);
+  CHECK(f.peers->replies.back().second.acked_seq == 10);
+}
+
+TEST_CASE("journal actor: held access decisions are committed by the retry timer alone") {
+  journal_fixture f{1ull << 20};
+  fill(f);
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{0}, ptr(decision("lock-a")));
+  f.run();
+  REQUIRE(f.st().held.size() == 1);
+  // Room made behind the actor's back (as erasure or retention would).
+  f.state.vault->events->remove_upto(f.state.vault->events->next_key() - 1);
+  // Nothing happens until the retry fires; then the decision is stored.
+  f.run();
+  CHECK(f.st().held.size() == 1);
+  f.advance(std::chrono::seconds{5});
+  CHECK(f.st().held.empty());
+  auto left = f.state.vault->events->read(0, 10);
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].record.lock == "lock-a.access");
+}
+
+TEST_CASE("journal actor: figures add the counters since start to the store's") {
+  journal_fixture f;
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{1}, ptr(batch("lock-a", 1, 4)));
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{2}, ptr(batch("lock-a", 1, 4)));
+  f.run();
+  std::optional<journal_figures> got;
+  auto asker = f.spawn([&](caf::event_based_actor* self) {
+    self->request(f.journal_handle, caf::infinite, atom::figures_v)
+      .then([&](const journal_figures& fig) { got = fig; });
+  });
+  f.run();
+  REQUIRE(got);
+  CHECK(got->depth == 4);
+  CHECK(got->stored == 4);
+  CHECK(got->duplicates == 4);
+  CHECK(got->commits == 1);
+  caf::anon_send_exit(asker, caf::exit_reason::user_shutdown);
+}
+
+} // TEST_SUITE
