@@ -531,17 +531,13 @@ void quarantine_results(uplink_state& st, const std::vector<std::uint64_t>& dama
 void pump_results(self_ptr self) {
   auto& st = self->state;
   constexpr std::size_t window = results_window_size;
-  if (!st.connected || st.publishing_paused || !st.cfg.vault
-      || st.result_flights.size() >= window)
+  auto& w = st.results_window;
+  if (!st.connected || st.publishing_paused || !st.cfg.vault || w.room() == 0)
     return;
-  auto in_flight = [&st](std::uint64_t outbox_number) {
-    return std::any_of(st.result_flights.begin(), st.result_flights.end(),
-                       [&](const auto& f) { return f.second == outbox_number; });
-  };
   std::vector<store::outbox::entry> entries;
   std::vector<std::uint64_t> damaged;
   try {
-    entries = st.cfg.vault->results->read(st.results_next, window, &damaged);
+    entries = st.cfg.vault->results->read(w.next(), window, &damaged);
   } catch (const std::exception& e) {
     spdlog::error("uplink: cannot read the results waiting: {}", e.what());
     return;
@@ -549,10 +545,10 @@ void pump_results(self_ptr self) {
   if (!damaged.empty())
     quarantine_results(st, damaged);
   for (auto& e : entries) {
-    if (st.result_flights.size() >= window)
+    if (w.room() == 0)
       return;
-    if (in_flight(e.number)) {
-      st.results_next = e.number + 1;
+    if (w.carries(e.number)) {
+      w.skip_to(e.number + 1);
       continue;
     }
     auto number = st.next_number++;
@@ -565,8 +561,7 @@ void pump_results(self_ptr self) {
                    ex.what());
       return;
     }
-    st.result_flights[number] = e.number;
-    st.results_next = e.number + 1;
+    w.sent({number, e.number, e.number, 1, std::chrono::steady_clock::now()});
   }
 }
 
@@ -614,12 +609,9 @@ void send_result(self_ptr self, std::uint64_t number, std::string payload) {
 void forget_in_flight(uplink_state& st) {
   st.connected = false;
   st.connecting = false;
-  st.window.clear();
-  st.next_key = st.acked_upto + 1;
-  st.audit_window.clear();
-  st.audit_next = 0;
-  st.result_flights.clear();
-  st.results_next = 0;
+  st.events_window.rewind();
+  st.audit_window.rewind();
+  st.results_window.rewind();
   requeue_retained(st);
   st.probe_number = 0;
 }
@@ -631,17 +623,17 @@ void pump_audit(self_ptr self) {
   auto& st = self->state;
   if (!st.connected || !st.cfg.vault || st.publishing_paused)
     return;
-  while (st.audit_window.size() < audit_window_size) {
+  auto& w = st.audit_window;
+  while (w.room() > 0) {
     std::vector<std::uint64_t> damaged;
-    auto entries = st.cfg.vault->audit->read(st.audit_next, 100, &damaged);
+    auto entries = st.cfg.vault->audit->read(w.next(), 100, &damaged);
     for (auto seq : damaged)
       spdlog::error("uplink: audit record {} does not open; `lockbridge audit verify` reports "
                     "the broken link", seq);
-    if (entries.empty()) {
-      if (!damaged.empty())
-        st.audit_next = damaged.back() + 1;
+    if (!damaged.empty())
+      w.skip_to(damaged.back() + 1);
+    if (entries.empty())
       return;
-    }
     nlohmann::json records = nlohmann::json::array();
     for (const auto& e : entries) {
       auto record = nlohmann::json::parse(e.json, nullptr, false);
@@ -663,10 +655,8 @@ void pump_audit(self_ptr self) {
       spdlog::warn("uplink: audit publish failed ({}); will resend after reconnecting", e.what());
       return;
     }
-    st.audit_window.push_back({number, entries.back().seq, false});
-    st.audit_next = entries.back().seq + 1;
-    if (!damaged.empty())
-      st.audit_next = std::max(st.audit_next, damaged.back() + 1);
+    w.sent({number, entries.front().seq, entries.back().seq, entries.size(),
+            std::chrono::steady_clock::now()});
   }
 }
 
@@ -676,10 +666,10 @@ void pump_audit(self_ptr self) {
 void pump(self_ptr self) {
   auto& st = self->state;
   const auto per_message = static_cast<std::size_t>(st.cfg.mqtt.max_events_per_message);
-  while (st.connected && !st.publishing_paused && st.window.size() < st.cfg.mqtt.inflight_window) {
-    auto room = st.cfg.mqtt.inflight_window - st.window.size();
+  auto& w = st.events_window;
+  while (st.connected && !st.publishing_paused && w.room() > 0) {
     std::vector<std::uint64_t> damaged;
-    auto entries = st.cfg.store->read(st.next_key, room * per_message, &damaged);
+    auto entries = st.cfg.store->read(w.next(), w.room() * per_message, &damaged);
     if (!damaged.empty()) {
       // Never sent, never used, never a crash: moved aside, counted, audited.
       for (auto key : damaged)
@@ -696,11 +686,10 @@ void pump(self_ptr self) {
         spdlog::error("uplink: quarantine failed: {}", e.what());
       }
     }
-    if (entries.empty()) {
-      if (!damaged.empty())
-        st.next_key = damaged.back() + 1;
+    if (!damaged.empty())
+      w.skip_to(damaged.back() + 1);
+    if (entries.empty())
       return;
-    }
     std::vector<protocol::journal_record> records;
     records.reserve(std::min(per_message, entries.size()));
     for (std::size_t first = 0; first < entries.size(); first += per_message) {
@@ -710,6 +699,7 @@ void pump(self_ptr self) {
         records.push_back(std::move(entries[i].record));
       auto payload = protocol::encode_events(st.cfg.site, st.cfg.gateway, records);
       auto number = st.next_number++;
+      auto first_key = entries[first].key;
       auto last_key = entries[last - 1].key;
       try {
         auto msg = mqtt::make_message(st.topics.events(), std::move(payload), 1, false);
@@ -719,9 +709,7 @@ void pump(self_ptr self) {
         spdlog::warn("uplink: publish failed ({}); will resend after reconnecting", e.what());
         return;
       }
-      st.window.push_back({number, last_key, records.size(), false,
-                           std::chrono::steady_clock::now()});
-      st.next_key = last_key + 1;
+      w.sent({number, first_key, last_key, records.size(), std::chrono::steady_clock::now()});
     }
   }
 }
@@ -771,10 +759,8 @@ void publish_refused(self_ptr self, std::uint64_t number, std::int32_t reason) {
   } else {
     ++st.refusals_unlogged;
   }
-  st.window.clear();
-  st.next_key = st.acked_upto + 1;
-  st.audit_window.clear();
-  st.audit_next = 0;
+  st.events_window.rewind();
+  st.audit_window.rewind();
   if (!st.publishing_paused) {
     st.publishing_paused = true;
     self->delayed_send(self, st.refusal_backoff, atom::retry_v);
@@ -807,12 +793,7 @@ void check_stall(self_ptr self) {
     return;
   auto bound = std::chrono::milliseconds{st.cfg.mqtt.keepalive_s * 1500};
   auto now = std::chrono::steady_clock::now();
-  std::optional<std::chrono::steady_clock::time_point> oldest;
-  for (const auto& f : st.window)
-    if (!f.acked) {
-      oldest = f.sent_at;
-      break;
-    }
+  auto oldest = st.events_window.oldest_unacked();
   if (st.probe_number != 0 && (!oldest || st.probe_sent_at < *oldest))
     oldest = st.probe_sent_at;
   if (!oldest || now - *oldest < bound)
@@ -960,6 +941,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.cfg = std::move(cfg);
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
   st.started_at = unix_ms_now();
+  st.events_window = ack_window{st.cfg.mqtt.inflight_window};
+  st.audit_window = ack_window{audit_window_size};
+  st.results_window = ack_window{results_window_size};
   read_cert_expiry(self);
   check_tls(self);
   st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
@@ -983,7 +967,6 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   return {
     [self](atom::connect, journal_actor journal) {
       self->state.journal = std::move(journal);
-      self->state.next_key = 0;
       start_connect(self);
       self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
                          atom::status_v);
@@ -1072,29 +1055,20 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         pump_retained(self);
         return;
       }
-      if (auto r = st.result_flights.find(number); r != st.result_flights.end()) {
+      if (auto r = st.results_window.ack(number)) {
+        // Each result leaves the outbox on its own PUBACK (one behind it
+        // may be refused and read again).
         try {
-          st.cfg.vault->results->remove(r->second);
+          st.cfg.vault->results->remove(r->first);
         } catch (const std::exception& e) {
           spdlog::error("uplink: removing a delivered result failed: {}", e.what());
         }
-        st.result_flights.erase(r);
+        st.results_window.release();
         pump_results(self);
         return;
       }
-      bool audit_ack = false;
-      for (auto& f : st.audit_window)
-        if (f.number == number) {
-          f.acked = true;
-          audit_ack = true;
-        }
-      if (audit_ack) {
-        std::uint64_t upto = 0;
-        while (!st.audit_window.empty() && st.audit_window.front().acked) {
-          upto = st.audit_window.front().last_seq;
-          st.audit_window.pop_front();
-        }
-        if (upto > 0) {
+      if (st.audit_window.ack(number)) {
+        if (auto upto = st.audit_window.release().upto; upto > 0) {
           try {
             st.cfg.vault->audit->remove_upto(upto);
           } catch (const std::exception& e) {
@@ -1104,17 +1078,10 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
         pump_audit(self);
         return;
       }
-      for (auto& f : st.window)
-        if (f.number == number)
-          f.acked = true;
-      std::uint64_t upto = 0;
-      while (!st.window.empty() && st.window.front().acked) {
-        upto = st.window.front().last_key;
-        st.events_out += st.window.front().events;
-        st.window.pop_front();
-      }
-      if (upto > 0) {
-        st.acked_upto = upto;
+      st.events_window.ack(number);
+      auto released = st.events_window.release();
+      st.events_out += released.items;
+      if (released.upto > 0) {
         // Removal is not urgent (a crash before it only re-sends events the
         // cloud can drop by event_id), so gather it: one journal message per
         // interval instead of one per PUBACK.
@@ -1128,9 +1095,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     [self](atom::remove) {
       auto& st = self->state;
       st.removal_scheduled = false;
-      if (st.acked_upto > st.removal_sent) {
-        st.removal_sent = st.acked_upto;
-        self->send(st.journal, atom::remove_v, st.acked_upto);
+      if (auto upto = st.events_window.acked_upto(); upto > st.removal_sent) {
+        st.removal_sent = upto;
+        self->send(st.journal, atom::remove_v, upto);
       }
     },
     [self](atom::nacked, std::uint64_t number, std::int32_t reason) {
@@ -1146,19 +1113,12 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
           publish_refused(self, number, reason);
         return;
       }
-      if (auto r = st.result_flights.find(number); r != st.result_flights.end()) {
+      if (st.results_window.drop(number)) {
         // Read again from the outbox once publishing resumes.
-        st.results_next = std::min(st.results_next, r->second);
-        st.result_flights.erase(r);
         publish_refused(self, number, reason);
         return;
       }
-      bool ours = false;
-      for (const auto& f : st.audit_window)
-        ours = ours || f.number == number;
-      for (auto& f : st.window)
-        ours = ours || f.number == number;
-      if (!ours)
+      if (!st.audit_window.holds(number) && !st.events_window.holds(number))
         return; // from before a reconnect or a refusal: already being resent
       publish_refused(self, number, reason);
     },
@@ -1301,7 +1261,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
                              {"connected", st.connected},
                              {"stalled", st.stalled},
                              {"stalls", st.stalls},
-                             {"in_flight", st.window.size()},
+                             {"in_flight", st.events_window.size()},
                              {"results_waiting", st.pending_results.size() + results_stored(st)},
                              {"retained_waiting",
                               st.retained_waiting.size() + st.retained_flights.size()}};

@@ -16,6 +16,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/access_service.hpp"
+#include "actors/ack_window.hpp"
 #include "actors/broker_rotation.hpp"
 #include "actors/interfaces.hpp"
 #include "config/config.hpp"
@@ -61,15 +62,6 @@ struct paho_link;
 struct uplink_state {
   static inline const char* name = "uplink";
 
-  /// A publish the broker has not acknowledged yet.
-  struct in_flight {
-    std::uint64_t number = 0;
-    std::uint64_t last_key = 0; ///< the last journal key it carries
-    std::uint64_t events = 0;
-    bool acked = false;
-    std::chrono::steady_clock::time_point sent_at{};
-  };
-
   uplink_config cfg;
   protocol::topics topics{"", ""};
   journal_actor journal;
@@ -78,11 +70,15 @@ struct uplink_state {
   bool connecting = false;
   std::uint64_t generation = 0;
   std::uint64_t next_number = 1;
-  std::uint64_t next_key = 0;   ///< the next journal key to read
-  std::uint64_t acked_upto = 0; ///< every key up to this one is acknowledged
+  /// What each source has in flight, and where its reading resumes: the
+  /// journal's events (journal keys; mqtt.inflight_window), the audit trail
+  /// (audit seqs) and the outbox of command results (outbox numbers). The
+  /// capacities are set at start.
+  ack_window events_window{1};
+  ack_window audit_window{1};
+  ack_window results_window{1};
   std::uint64_t removal_sent = 0; ///< the journal was told to remove up to here
   bool removal_scheduled = false;
-  std::deque<in_flight> window;
   std::chrono::milliseconds backoff{0};
   /// Publishes the broker refused (PUBACK reason >= 0x80) or that failed:
   /// publishing pauses for a backoff that doubles like the reconnect's,
@@ -113,14 +109,6 @@ struct uplink_state {
   credentials_actor credentials;          ///< where credentials/ commands go
   keeper_actor keeper;                    ///< where erase_subject and rotate_keys go
   commands_actor lock_commands;           ///< where cmd/lock goes
-  /// Audit records published and not yet acknowledged.
-  struct audit_flight {
-    std::uint64_t number = 0;
-    std::uint64_t last_seq = 0;
-    bool acked = false;
-  };
-  std::deque<audit_flight> audit_window;
-  std::uint64_t audit_next = 0; ///< the next audit seq to read
   std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
   std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
   std::size_t bad_tls_fingerprint = 0; ///< of unusable files already reported
@@ -129,8 +117,6 @@ struct uplink_state {
   std::string tls_problem;
   std::int64_t tls_problem_logged_at = 0; ///< Unix ms
   std::deque<std::string> pending_results; ///< results not in the outbox (its disk failed)
-  std::map<std::uint64_t, std::uint64_t> result_flights; ///< publish number -> outbox number
-  std::uint64_t results_next = 0; ///< the next outbox number to publish
   /// MQTT 5 request/response: where (and with what correlation data) the
   /// result of a command id goes. Bounded; the oldest entries go first.
   struct reply_route {
