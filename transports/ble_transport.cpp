@@ -21,6 +21,7 @@
 #include "protocols/ble_link.hpp"
 #include "protocols/clock_guard.hpp"
 #include "transports/contain.hpp"
+#include "transports/ble_scheduler.hpp"
 #include "transports/priority.hpp"
 #include "transports/thread_owner.hpp"
 
@@ -170,6 +171,7 @@ std::string_view to_string(phase p) {
 
 struct ble_transport::impl {
   ble_transport_config cfg;
+  radio_scheduler scheduler{cfg.ble.max_connections, std::chrono::seconds{cfg.ble.poll_interval_s}};
   ble_counters counters;
   sd_bus* bus = nullptr;
   int wake_fd = -1;
@@ -185,19 +187,13 @@ struct ble_transport::impl {
     bool services_resolved = false;
     std::string to_lock_path, from_lock_path;
     std::size_t mtu = 23;
-    // why it should be visited
-    bool advertised = false;
-    bool urgent = false;
-    steady::time_point next_poll{};
-    steady::time_point waiting_since{};
+    radio_demand demand; ///< why it should be visited, and its backoff
     // connection
     steady::time_point phase_since{};
     steady::time_point connected_at{};
     steady::time_point last_activity{};
-    steady::time_point retry_at{};
     steady::time_point last_resolve{};
     steady::time_point released_at{};
-    std::uint32_t failures = 0;
     std::uint64_t generation = 0; ///< sessions so far (answers to an old one are dropped)
     std::array<std::uint8_t, ble::nonce_bytes> gateway_nonce{};
     std::optional<ble::session_keys> keys;
@@ -313,7 +309,7 @@ struct ble_transport::impl {
       k.path = device_path(cfg.ble.adapter, l.address);
       if (added) {
         k.assembly = ble::reassembler{cfg.ble.fragment_timeout_ms};
-        k.next_poll = steady::now(); // every lock is visited once at start
+        k.demand.next_poll = steady::now(); // every lock is visited once at start
       }
     }
     for (auto it = links.begin(); it != links.end();) {
@@ -519,11 +515,9 @@ struct ble_transport::impl {
       auto d = sd->second.service_data.find(std::string{ble::service_uuid});
       if (d != sd->second.service_data.end() && !d->second.empty()) {
         // Flags: bit 0 events waiting, bit 1 an access query waiting.
-        if ((d->second[0] & 0x03) != 0 && !l.advertised) {
-          l.advertised = true;
-          l.waiting_since = steady::now();
-        }
-        l.urgent = l.urgent || (d->second[0] & 0x02) != 0;
+        if ((d->second[0] & 0x03) != 0)
+          l.demand.wants(steady::now());
+        l.demand.urgent = l.demand.urgent || (d->second[0] & 0x02) != 0;
       }
     }
   }
@@ -755,8 +749,8 @@ struct ble_transport::impl {
       if (re < l.send_counter)
         return;
       l.lock_idle = true;
-      l.advertised = false;
-      l.urgent = false;
+      l.demand.advertised = false;
+      l.demand.urgent = false;
       return;
     }
     default:
@@ -967,7 +961,7 @@ struct ble_transport::impl {
     if (mid) {
       spdlog::info("ble: lock {}: BLE connection lost mid-exchange ({}); retrying", l.lock.id, why);
       backoff(l);
-      l.advertised = true; // what it wanted to say is still to be said
+      l.demand.advertised = true; // what it wanted to say is still to be said
     }
     end_session(l);
   }
@@ -975,7 +969,8 @@ struct ble_transport::impl {
   void failed(link& l, const std::string& why) {
     ++counters.connect_failures;
     spdlog::warn("ble: lock {} ({}): BLE connection failed while {}: {}; retry in {} ms", l.lock.id,
-                 l.lock.address, to_string(l.at), why, backoff_ms(l.failures + 1));
+                 l.lock.address, to_string(l.at), why,
+                 radio_scheduler::backoff(l.demand.failures + 1).count());
     backoff(l);
     if (l.connected)
       disconnect(l);
@@ -984,41 +979,21 @@ struct ble_transport::impl {
     }
   }
 
-  static std::int64_t backoff_ms(std::uint32_t failures) {
-    return std::min<std::int64_t>(30'000, 250LL << std::min<std::uint32_t>(failures, 7));
-  }
+  void backoff(link& l) { radio_scheduler::failed(l.demand, steady::now()); }
 
-  void backoff(link& l) {
-    ++l.failures;
-    l.retry_at = steady::now() + ms{backoff_ms(l.failures)};
-  }
-
-  /// Whom to connect next: urgent (an access query waits), then commands,
-  /// then advertised events, then polls due; oldest waiting first.
+  /// Whom to connect next (transports/ble_scheduler.hpp): urgent (an access
+  /// query waits), then commands, then advertised events, then polls due;
+  /// the longest waiting first.
   void schedule() {
     if (!adapter_present)
       return;
-    auto now = steady::now();
-    while (busy() < cfg.ble.max_connections) {
-      link* best = nullptr;
-      int best_rank = 0;
-      for (auto& [id, l] : links) {
-        if (l.at != phase::idle || now < l.retry_at || !l.device_known)
-          continue;
-        int rank = l.urgent ? 4 : !l.commands.empty() ? 3 : l.advertised ? 2 : now >= l.next_poll ? 1 : 0;
-        if (rank == 0)
-          continue;
-        if (best == nullptr || rank > best_rank
-            || (rank == best_rank && l.waiting_since < best->waiting_since)) {
-          best = &l;
-          best_rank = rank;
-        }
-      }
-      if (best == nullptr)
-        return;
-      best->next_poll = now + std::chrono::seconds{cfg.ble.poll_interval_s};
-      connect(*best);
-    }
+    std::vector<radio_scheduler::candidate> candidates;
+    candidates.reserve(links.size());
+    for (auto& [id, l] : links)
+      candidates.push_back(
+        {id, &l.demand, l.at == phase::idle && l.device_known, !l.commands.empty()});
+    for (const auto& id : scheduler.pick(candidates, busy(), steady::now()))
+      connect(links.find(id)->second);
   }
 
   /// Timeouts, releases and command deadlines.
@@ -1029,7 +1004,7 @@ struct ble_transport::impl {
     auto now = steady::now();
     bool others_wait = false;
     for (auto& [id, l] : links)
-      if (l.at == phase::idle && (l.urgent || l.advertised || !l.commands.empty()))
+      if (l.at == phase::idle && (l.demand.urgent || l.demand.advertised || !l.commands.empty()))
         others_wait = true;
     std::size_t connected_now = 0;
     for (auto& [id, l] : links) {
@@ -1060,29 +1035,29 @@ struct ble_transport::impl {
       if (l.at == phase::resolving && now - l.last_resolve > ms{500})
         try_resolve(l); // the ServicesResolved signal may have been missed
       if (l.at == phase::ready) {
-        l.failures = 0;
+        radio_scheduler::succeeded(l.demand);
         bool quiet = now - l.last_activity > ms{cfg.ble.idle_release_ms};
         // (A lock that never answers the state request is released when quiet.)
         bool outstanding = l.events_in_flight > 0 || !l.commands.empty()
                            || l.assembly.in_assembly() > 0 || (l.state_pending && !quiet);
         if (!outstanding && (l.lock_idle || quiet)) {
           // The lock advertises again when it has more to say.
-          l.advertised = false;
-          l.urgent = false;
+          l.demand.advertised = false;
+          l.demand.urgent = false;
           release(l, l.lock_idle ? "the lock has nothing more to say" : "quiet");
         } else if (now - l.last_activity > std::chrono::seconds{30}) {
           // Nothing moved for long (an answer that never came): the lock and
           // the gateway both start again on the next connection.
-          l.advertised = true;
-          l.waiting_since = now;
+          l.demand.advertised = true;
+          l.demand.waiting_since = now;
           spdlog::info("ble: lock {}: no progress on its BLE link for 30 s; released, to start "
                        "again on the next connection",
                        l.lock.id);
           release(l, "no progress");
         } else if (others_wait && now - l.connected_at > ms{cfg.ble.max_hold_ms}
                    && l.events_in_flight == 0 && l.assembly.in_assembly() == 0) {
-          l.advertised = true; // it had more to say: it comes back in turn
-          l.waiting_since = now;
+          l.demand.advertised = true; // it had more to say: it comes back in turn
+          l.demand.waiting_since = now;
           release(l, "held long enough while other locks wait");
         }
       }
@@ -1142,7 +1117,7 @@ struct ble_transport::impl {
       }
       auto& k = l->second;
       if (k.commands.empty() && k.at == phase::idle)
-        k.waiting_since = steady::now();
+        k.demand.waiting_since = steady::now();
       k.commands.push_back(std::move(c.command));
       if (k.at == phase::ready)
         send_commands(k);
