@@ -3,7 +3,6 @@
 #include <date/tz.h>
 #include <spdlog/spdlog.h>
 
-#include "actors/keeper.hpp"
 
 namespace lockbridge {
 

@@ -6,7 +6,6 @@
 #include "actors/failure.hpp"
 
 #include "actors/error.hpp"
-#include "actors/keeper.hpp"
 #include "actors/results.hpp"
 #include "protocols/clock_guard.hpp"
 #include "protocols/json_input.hpp"

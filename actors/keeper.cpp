@@ -37,14 +37,6 @@ caf::error validate(const keeper_config& cfg) {
   return caf::none;
 }
 
-void audit(store::vault& vault, std::string_view action, nlohmann::json detail) {
-  try {
-    vault.audit->append(unix_ms_now(), action, std::move(detail));
-  } catch (const std::exception& e) {
-    spdlog::error("audit: cannot record \"{}\": {}", action, e.what());
-  }
-}
-
 void keeper_state::tick() {
   auto& v = *cfg.vault;
   auto now = unix_ms_now();

@@ -59,7 +59,4 @@ struct keeper_state {
 keeper_actor::behavior_type keeper(keeper_actor::stateful_pointer<keeper_state> self,
                                    keeper_config cfg);
 
-/// Appends an audit record; never throws (a failure is logged).
-void audit(store::vault& vault, std::string_view action, nlohmann::json detail);
-
 } // namespace lockbridge

@@ -38,7 +38,6 @@
 #include <sys/uio.h>
 
 #include "actors/failure.hpp"
-#include "actors/keeper.hpp"
 #include "actors/supervisor.hpp"
 #include "config/config.hpp"
 #include "config/defaults.hpp"
@@ -396,7 +395,7 @@ int run(const std::string& file, bool start_empty) {
   lockbridge::log_level_control log_level{
     [audit_to = vault](std::string_view action, nlohmann::json detail) {
       detail["by"] = "local socket";
-      lockbridge::audit(*audit_to, action, std::move(detail));
+      lockbridge::store::audit(*audit_to, action, std::move(detail));
     }};
   auto journal_store = vault->events;
   {

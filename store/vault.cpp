@@ -1,8 +1,19 @@
 #include "store/vault.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include "protocols/clock_guard.hpp"
 #include "store/state_check.hpp"
 
 namespace lockbridge::store {
+
+void audit(vault& v, std::string_view action, nlohmann::json detail) {
+  try {
+    v.audit->append(protocol::unix_ms_now(), action, std::move(detail));
+  } catch (const std::exception& e) {
+    spdlog::error("audit: cannot record \"{}\": {}", action, e.what());
+  }
+}
 
 std::shared_ptr<vault> open_vault(const std::filesystem::path& dir, std::uint64_t journal_max_bytes,
                                   const vault_keys& k, std::int64_t now_ms, bool exclusive,

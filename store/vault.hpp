@@ -108,4 +108,10 @@ std::shared_ptr<vault> open_vault(const std::filesystem::path& dir, std::uint64_
                                   bool exclusive = true,
                                   const std::optional<state_owner>& owner = std::nullopt);
 
+/// Appends a record to the vault's audit trail at the current time; never
+/// throws: a failure is logged and the action it records goes on (an audit
+/// trail that cannot be written must not stop a door or a command). Every
+/// layer that acts records through this one function.
+void audit(vault& v, std::string_view action, nlohmann::json detail);
+
 } // namespace lockbridge::store
