@@ -40,6 +40,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, reseal, "reseal")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, audit, "audit")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, observed, "observed")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, retry, "retry")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, probed, "probed")
 
 namespace lockbridge {
 
@@ -155,6 +156,10 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::connected, std::uint64_t>,
   /// Paho reports: connect failed or connection lost (generation, reason).
   caf::reacts_to<atom::lost, std::uint64_t, std::string>,
+  /// A TLS probe of the broker that failed to connect ended, off the
+  /// actor's thread (generation, what it found: empty if the broker took a
+  /// TCP and TLS connection, whether the attempt's outcome waits for it).
+  caf::reacts_to<atom::probed, std::uint64_t, std::string, bool>,
   /// Paho reports: PUBACK for the publish with this number.
   caf::reacts_to<atom::acked, std::uint64_t>,
   /// Paho reports: the publish with this number failed (MQTT 5 reason code,

@@ -820,6 +820,42 @@ void check_stall(self_ptr self) {
   schedule_reconnect(self, "stalled");
 }
 
+/// Probes the broker of the current attempt with a TCP and TLS handshake on
+/// a thread of its own (up to 2 s against a loaded broker: never on the CAF
+/// worker, where it would hold up every actor); the verdict comes back as
+/// atom::probed. `decide`: the failed attempt's outcome waits for it.
+void probe_broker(self_ptr self, bool decide) {
+  auto& st = self->state;
+  auto target = caf::actor_cast<uplink_actor>(self);
+  auto generation = st.generation;
+  auto uri = st.rotation->current().uri;
+  const auto& m = st.cfg.mqtt;
+  self->spawn<caf::detached>(
+    [=, ca = m.ca_file, cert = m.cert_file, key = m.key_file](caf::event_based_actor* probe) {
+      auto why = transport::probe_tls(uri, ca, cert, key, 2000);
+      probe->send(target, atom::probed_v, generation, std::move(why), decide);
+    });
+}
+
+/// What follows a failed connect or a lost link: the next attempt (another
+/// broker, or MQTT 3.1.1 on the same one with "auto") after a backoff.
+/// `answers`: the broker took a TCP and TLS connection.
+void after_failure(self_ptr self, bool was_connected, bool answers) {
+  auto& st = self->state;
+  auto failed = st.rotation->current();
+  schedule_reconnect(self, st.last_failure);
+  bool moved = was_connected ? st.rotation->connection_lost() : st.rotation->connect_failed(answers);
+  auto next = st.rotation->current();
+  if (moved)
+    spdlog::warn("uplink: the next connect goes to {}, the next broker in mqtt.brokers", next.uri);
+  else if (failed.v5 && !next.v5)
+    spdlog::warn("uplink: {} takes TLS connections but not an MQTT 5 CONNECT; trying MQTT "
+                 "3.1.1 (mqtt.protocol = \"auto\")",
+                 failed.uri);
+  if (next.uri != failed.uri || next.v5 != failed.v5)
+    new_client(self); // a Paho client is made for one server and one version
+}
+
 void schedule_reconnect(self_ptr self, const std::string& reason) {
   auto& st = self->state;
   auto min = std::chrono::milliseconds{st.cfg.mqtt.reconnect_min_ms};
@@ -831,10 +867,7 @@ void schedule_reconnect(self_ptr self, const std::string& reason) {
   if (st.first_failure) {
     // Paho only says "connect failed": find out why, once per streak.
     st.first_failure = false;
-    auto why = transport::probe_tls(st.rotation->current().uri, st.cfg.mqtt.ca_file,
-                                    st.cfg.mqtt.cert_file, st.cfg.mqtt.key_file, 1000);
-    if (!why.empty())
-      spdlog::error("uplink: TLS: {}", why);
+    probe_broker(self, false);
   }
   spdlog::warn("uplink: broker {} unavailable ({}); events stay in the journal; retrying in "
                "{} ms",
@@ -1023,26 +1056,24 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       forget_in_flight(st);
       if (was_connected)
         spdlog::warn("uplink: {}", reason);
-      auto failed = st.rotation->current();
+      st.last_failure = reason;
       // "auto": a broker that takes TCP and TLS but drops or refuses the
-      // MQTT 5 CONNECT (RabbitMQ 3) is tried with 3.1.1.
-      bool answers = !was_connected && st.rotation->may_fall_back()
-                     && transport::probe_tls(failed.uri, st.cfg.mqtt.ca_file,
-                                             st.cfg.mqtt.cert_file, st.cfg.mqtt.key_file, 2000)
-                          .empty();
-      schedule_reconnect(self, reason);
-      bool moved = was_connected ? st.rotation->connection_lost()
-                                 : st.rotation->connect_failed(answers);
-      auto next = st.rotation->current();
-      if (moved)
-        spdlog::warn("uplink: the next connect goes to {}, the next broker in mqtt.brokers",
-                     next.uri);
-      else if (failed.v5 && !next.v5)
-        spdlog::warn("uplink: {} takes TLS connections but not an MQTT 5 CONNECT; trying MQTT "
-                     "3.1.1 (mqtt.protocol = \"auto\")",
-                     failed.uri);
-      if (next.uri != failed.uri || next.v5 != failed.v5)
-        new_client(self); // a Paho client is made for one server and one version
+      // MQTT 5 CONNECT (RabbitMQ 3) is tried with 3.1.1; whether it does is
+      // probed off this thread, and the next attempt waits for the verdict.
+      if (!was_connected && st.rotation->may_fall_back()) {
+        st.first_failure = false; // the verdict explains the failure too
+        probe_broker(self, true);
+        return;
+      }
+      after_failure(self, was_connected, false);
+    },
+    [self](atom::probed, std::uint64_t generation, const std::string& why, bool decide) {
+      auto& st = self->state;
+      if (!why.empty())
+        spdlog::error("uplink: TLS: {}", why);
+      // A verdict for an attempt since superseded (a reload, a stall) decides nothing.
+      if (decide && generation == st.generation && !st.connected && !st.connecting)
+        after_failure(self, false, why.empty());
     },
     [self](atom::committed, std::uint64_t) { pump(self); },
     [self](atom::acked, std::uint64_t number) {

@@ -100,6 +100,7 @@ struct uplink_state {
   std::uint64_t probe_number = 0;
   std::chrono::steady_clock::time_point probe_sent_at{};
   bool first_failure = true; ///< explain the next connect failure (TLS probe)
+  std::string last_failure;  ///< why the last attempt or link failed (logged with the retry)
   /// Which broker and MQTT version the next connect uses (mqtt.brokers,
   /// mqtt.protocol); made at start.
   std::optional<broker_rotation> rotation;
