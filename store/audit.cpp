@@ -226,12 +226,7 @@ audit_figures audit_log::figures() const {
 std::uint64_t audit_log::reseal(std::uint64_t from, std::size_t max) {
   std::lock_guard guard{mutex_};
   auto& in = env_.internals();
-  txn t{in.env, true};
-  std::uint8_t key[8];
-  put_be64(key, from);
-  auto next = reseal_values(t.get(), in.audit, *keys_, table::audit, key, max);
-  t.commit();
-  return next.size() == 8 ? get_be64(next.data()) : 0;
+  return reseal_step_u64(in.env, in.audit, *keys_, table::audit, from, max);
 }
 
 } // namespace lockbridge::store

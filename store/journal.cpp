@@ -322,12 +322,7 @@ journal::erase_matching(const std::function<bool(const protocol::journal_record&
 std::uint64_t journal::reseal(std::uint64_t from, std::size_t max) {
   std::lock_guard writer{write_mutex_};
   auto& in = env_.internals();
-  txn t{in.env, true};
-  std::uint8_t key_buf[8];
-  put_be64(key_buf, from);
-  auto next = reseal_values(t.get(), in.journal, *keys_, table::journal, key_buf, max);
-  t.commit();
-  return next.size() == 8 ? get_be64(next.data()) : 0;
+  return reseal_step_u64(in.env, in.journal, *keys_, table::journal, from, max);
 }
 
 void journal::commit_removal(txn& t, std::uint64_t removed, std::uint64_t freed) {

@@ -131,12 +131,7 @@ std::uint64_t outbox::size() const {
 
 std::uint64_t outbox::reseal(std::uint64_t from, std::size_t max) {
   auto& in = env_.internals();
-  txn t{in.env, true};
-  std::uint8_t key[8];
-  put_be64(key, from);
-  auto next = reseal_values(t.get(), in.outbox, *keys_, table::outbox, key, max);
-  t.commit();
-  return next.size() == 8 ? get_be64(next.data()) : 0;
+  return reseal_step_u64(in.env, in.outbox, *keys_, table::outbox, from, max);
 }
 
 } // namespace lockbridge::store
