@@ -31,9 +31,6 @@ namespace {
 
 using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
-/// LMDB's map is a ceiling on the file size; leave room above the journal
-/// bound for the B-tree, free pages and the other tables.
-
 /// Each lock's key, split by transport. Throws naming the lock whose key
 /// cannot be read.
 std::pair<std::vector<transport::coap_lock>, std::vector<transport::ble_lock>>
@@ -60,13 +57,61 @@ routes_of(const std::vector<config::lock_config>& locks) {
   return out;
 }
 
-void spawn_children(self_ptr self) {
-  auto& st = self->state;
-  const auto& gw = st.cfg.gateway;
+/// Where the uplink is, for the transports' lock-state reports: the
+/// transports exist before the uplink (its figures read theirs), so the
+/// handle is set once the uplink is spawned. Reports before that are
+/// dropped (a lock's state is observed again on its next session).
+struct uplink_slot {
+  std::mutex mutex;
+  std::optional<uplink_actor> uplink;
+};
 
-  auto& vault = st.vault;
-  auto pseudonyms = std::shared_ptr<const store::pseudonym_source>{vault->pseudonyms};
+/// Stage 1: the calls every transport makes into the gateway (one struct
+/// for CoAP and BLE): events and decisions go to the lock's session, access
+/// queries are decided by the access service on the transport's thread,
+/// lock states go to the uplink.
+transport::lock_handlers make_handlers(const std::shared_ptr<session_table>& sessions,
+                                       const std::shared_ptr<access_service>& access,
+                                       const std::shared_ptr<uplink_slot>& slot) {
+  transport::lock_handlers h;
+  h.on_events = [sessions](transport::request_id id, const std::string& lock,
+                           protocol::event_batch batch) {
+    if (auto session = sessions->find(lock))
+      caf::anon_send(*session, atom::events_v, id,
+                     batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
+  };
+  h.on_access = [access](const std::string& lock, const protocol::access_request& request) {
+    return access->decide(lock, request);
+  };
+  h.on_decided = [sessions, access](const std::string& lock,
+                                    const protocol::access_request& request,
+                                    const protocol::access_decision& decision) {
+    if (auto session = sessions->find(lock))
+      caf::anon_send(*session, atom::decided_v,
+                     access_record_ptr{std::make_shared<const access_record>(
+                       access_record{request, decision, access->now()})});
+  };
+  h.clock = [access] { return access->now(); };
+  h.on_state = [slot](const std::string& lock, const protocol::lock_state& state) {
+    std::lock_guard guard{slot->mutex};
+    if (slot->uplink)
+      caf::anon_send(*slot->uplink, atom::observed_v, lock,
+                     lock_state_ptr{std::make_shared<const protocol::lock_state>(state)});
+  };
+  return h;
+}
 
+/// The transports of a start: CoAP always, BLE when a lock uses it.
+struct transports {
+  std::shared_ptr<transport::coap_server> coap;
+  std::shared_ptr<transport::ble_transport> ble;
+  std::shared_ptr<transport::transport_set> set; ///< CoAP is member 0, BLE 1
+};
+
+/// Stage 2: the transports, built (not started: the CoAP endpoint actor
+/// starts them). A listener that cannot be opened is an environment error.
+transports make_transports(const config::gateway_config& gw,
+                           const transport::lock_handlers& handlers) {
   transport::coap_server_config coap_cfg;
   coap_cfg.dtls_listen = gw.coap.dtls_listen;
   coap_cfg.plain_listen = gw.coap.plain_listen;
@@ -74,257 +119,277 @@ void spawn_children(self_ptr self) {
   coap_cfg.max_sessions = gw.coap.max_sessions;
   coap_cfg.idle_release_s = gw.coap.idle_release_s;
   coap_cfg.receive_buffer_kb = gw.coap.receive_buffer_kb;
+  coap_cfg.handlers = handlers;
   auto [coap_locks, ble_locks] = read_lock_keys(gw.locks);
   coap_cfg.locks = std::move(coap_locks);
-  auto credential_store = vault->credentials;
-
-  auto sessions = std::make_shared<session_table>();
-  // The uplink is spawned after the server; the server's state reports wait
-  // for it here (set below).
-  struct uplink_slot {
-    std::mutex mutex;
-    std::optional<uplink_actor> uplink;
-  };
-  auto slot = std::make_shared<uplink_slot>();
-  coap_cfg.on_state = [slot](const std::string& lock, const protocol::lock_state& state) {
-    std::lock_guard guard{slot->mutex};
-    if (slot->uplink)
-      caf::anon_send(*slot->uplink, atom::observed_v, lock,
-                     lock_state_ptr{std::make_shared<const protocol::lock_state>(state)});
-  };
-  auto access = std::make_shared<access_service>(vault, gw);
-  access->on_fatal = st.cfg.on_fatal;
-  coap_cfg.on_decided = [sessions, access](const std::string& lock,
-                                           const protocol::access_request& request,
-                                           const protocol::access_decision& decision) {
-    if (auto session = sessions->find(lock))
-      caf::anon_send(*session, atom::decided_v,
-                     access_record_ptr{std::make_shared<const access_record>(
-                       access_record{request, decision, access->now()})});
-  };
-  if (auto reading = access->clock().read(); reading.behind_ms > 2000)
-    spdlog::warn("access: the system clock is {} s behind the latest time this gateway saved; "
-                 "deciding with the latter until it catches up (check NTP and the real-time "
-                 "clock)",
-                 reading.behind_ms / 1000);
-  coap_cfg.on_access = [access](const std::string& lock, const protocol::access_request& request) {
-    return access->decide(lock, request);
-  };
-  coap_cfg.clock = [access] { return access->now(); };
-  auto on_events = [sessions](transport::request_id id, const std::string& lock,
-                              protocol::event_batch batch) {
-    if (auto session = sessions->find(lock))
-      caf::anon_send(*session, atom::events_v, id,
-                     batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
-  };
-  std::shared_ptr<transport::coap_server> coap;
+  transports t;
   try {
-    coap = std::make_shared<transport::coap_server>(coap_cfg, on_events);
+    t.coap = std::make_shared<transport::coap_server>(std::move(coap_cfg));
   } catch (const std::runtime_error& e) {
     throw environment_error{e.what()};
   }
-  // One set of transports: CoAP is member 0, BLE (when a lock uses it) 1.
-  auto server = std::make_shared<transport::transport_set>();
-  server->add(coap);
-  std::shared_ptr<transport::ble_transport> ble;
+  t.set = std::make_shared<transport::transport_set>();
+  t.set->add(t.coap);
   if (!ble_locks.empty()) {
     transport::ble_transport_config b_cfg;
     b_cfg.ble = gw.ble;
     b_cfg.locks = std::move(ble_locks);
-    b_cfg.handlers = {on_events, coap_cfg.on_access, coap_cfg.on_decided, coap_cfg.clock,
-                      coap_cfg.on_state};
+    b_cfg.handlers = handlers;
     b_cfg.first_id = transport::transport_set::id_base(1) + 1;
     b_cfg.full_retry_after_s = gw.coap.full_retry_after_s;
-    ble = std::make_shared<transport::ble_transport>(std::move(b_cfg));
-    server->add(ble);
+    t.ble = std::make_shared<transport::ble_transport>(std::move(b_cfg));
+    t.set->add(t.ble);
   }
-  server->set_routes(routes_of(gw.locks));
+  t.set->set_routes(routes_of(gw.locks));
+  return t;
+}
 
-  uplink_config up_cfg;
-  up_cfg.site = gw.site;
-  up_cfg.gateway = gw.gateway;
-  up_cfg.version = st.cfg.version;
-  up_cfg.locks_configured = gw.locks.size();
-  up_cfg.mqtt = gw.mqtt;
-  up_cfg.store = vault->events;
-  up_cfg.credentials = credential_store;
-  up_cfg.access = access;
-  up_cfg.vault = vault;
-  up_cfg.retention_days = gw.store.retention_days;
-  up_cfg.lock_silence = std::chrono::seconds{gw.coap.lock_silence_s};
-  up_cfg.locks_seen = [sessions, server] {
+/// The configured locks' ids, from the session table (thread-safe).
+std::vector<std::string> lock_ids(session_table& sessions) {
+  std::vector<std::string> ids;
+  std::lock_guard guard{sessions.mutex};
+  for (const auto& [id, session] : sessions.sessions)
+    ids.push_back(id);
+  return ids;
+}
+
+/// The lock table of `lockbridge status`/`locks` and the metrics: each
+/// configured lock's transport, last word and last refusal, then strangers.
+nlohmann::json lock_table(session_table& sessions, const transport::transport_set& server) {
+  auto seen = server.last_seen();
+  auto refused = server.refusals();
+  auto kinds = server.transport_of();
+  auto locks = nlohmann::json::array();
+  for (const auto& id : lock_ids(sessions)) {
+    auto it = seen.find(id);
+    auto kind = kinds.find(id);
+    nlohmann::json row{{"id", id},
+                       {"transport", kind == kinds.end() ? "coap" : kind->second},
+                       {"last_seen", it == seen.end() ? 0 : it->second}};
+    if (auto r = refused.locks.find(id); r != refused.locks.end())
+      row["last_refusal"] = {{"reason", r->second.reason},
+                             {"peer", r->second.peer},
+                             {"at", r->second.at_ms},
+                             {"count", r->second.count}};
+    locks.push_back(std::move(row));
+  }
+  auto strangers = nlohmann::json::array();
+  for (const auto& s : refused.strangers)
+    strangers.push_back(
+      {{"identity", s.identity}, {"peer", s.peer}, {"at", s.at_ms}, {"count", s.count}});
+  return nlohmann::json{{"locks", std::move(locks)}, {"strangers", std::move(strangers)}};
+}
+
+protocol::gateway_status::coap_part coap_figures(const transport::coap_server& coap,
+                                                 std::uint32_t max_sessions) {
+  const auto& c = coap.counters();
+  protocol::gateway_status::coap_part p;
+  p.sessions = c.sessions;
+  p.peak_sessions = c.peak_sessions;
+  p.max_sessions = max_sessions;
+  p.session_refusals = c.session_refusals;
+  p.sessions_released = c.sessions_released;
+  p.handshake_refusals = c.handshake_refusals;
+  p.wrong_key_handshakes = c.wrong_key_handshakes;
+  p.requests = c.requests;
+  p.bad_requests = c.bad_requests;
+  return p;
+}
+
+protocol::gateway_status::ble_part ble_figures(const transport::ble_transport& ble) {
+  const auto& c = ble.counters();
+  protocol::gateway_status::ble_part b;
+  b.connections = c.connections;
+  b.connect_failures = c.connect_failures;
+  b.connected_now = c.connected_now;
+  b.peak_connected = c.connected_peak;
+  b.messages = c.messages;
+  b.refused_forged = c.refused_forged;
+  b.refused_replayed = c.refused_replayed;
+  b.refused_unconfigured = c.refused_unconfigured;
+  b.bad_messages = c.bad_messages;
+  b.fragments_dropped = c.fragments_dropped;
+  return b;
+}
+
+/// Stage 3a: the uplink's configuration, its figures read from the stores
+/// and the transports.
+uplink_config make_uplink_config(const supervisor_state& st, const transports& t,
+                                 const std::shared_ptr<access_service>& access) {
+  const auto& gw = st.cfg.gateway;
+  uplink_config up;
+  up.site = gw.site;
+  up.gateway = gw.gateway;
+  up.version = st.cfg.version;
+  up.locks_configured = gw.locks.size();
+  up.mqtt = gw.mqtt;
+  up.store = st.vault->events;
+  up.credentials = st.vault->credentials;
+  up.access = access;
+  up.vault = st.vault;
+  up.retention_days = gw.store.retention_days;
+  up.lock_silence = std::chrono::seconds{gw.coap.lock_silence_s};
+  up.locks_seen = [sessions = st.sessions, server = t.set] {
     std::vector<std::pair<std::string, std::int64_t>> out;
     auto seen = server->last_seen();
-    std::lock_guard guard{sessions->mutex};
-    for (const auto& [id, session] : sessions->sessions) {
+    for (const auto& id : lock_ids(*sessions)) {
       auto it = seen.find(id);
       out.emplace_back(id, it == seen.end() ? 0 : it->second);
     }
     return out;
   };
-  up_cfg.lock_table = [sessions, server] {
-    auto seen = server->last_seen();
-    auto refused = server->refusals();
-    auto kinds = server->transport_of();
-    auto locks = nlohmann::json::array();
-    std::vector<std::string> ids;
-    {
-      std::lock_guard guard{sessions->mutex};
-      for (const auto& [id, session] : sessions->sessions)
-        ids.push_back(id);
-    }
-    for (const auto& id : ids) {
-      auto it = seen.find(id);
-      auto kind = kinds.find(id);
-      nlohmann::json row{{"id", id},
-                         {"transport", kind == kinds.end() ? "coap" : kind->second},
-                         {"last_seen", it == seen.end() ? 0 : it->second}};
-      if (auto r = refused.locks.find(id); r != refused.locks.end())
-        row["last_refusal"] = {{"reason", r->second.reason},
-                               {"peer", r->second.peer},
-                               {"at", r->second.at_ms},
-                               {"count", r->second.count}};
-      locks.push_back(std::move(row));
-    }
-    auto strangers = nlohmann::json::array();
-    for (const auto& s : refused.strangers)
-      strangers.push_back(
-        {{"identity", s.identity}, {"peer", s.peer}, {"at", s.at_ms}, {"count", s.count}});
-    return nlohmann::json{{"locks", std::move(locks)}, {"strangers", std::move(strangers)}};
-  };
-  up_cfg.coap_figures = [coap, max = gw.coap.max_sessions] {
-    const auto& c = coap->counters();
-    protocol::gateway_status::coap_part p;
-    p.sessions = c.sessions;
-    p.peak_sessions = c.peak_sessions;
-    p.max_sessions = max;
-    p.session_refusals = c.session_refusals;
-    p.sessions_released = c.sessions_released;
-    p.handshake_refusals = c.handshake_refusals;
-    p.wrong_key_handshakes = c.wrong_key_handshakes;
-    p.requests = c.requests;
-    p.bad_requests = c.bad_requests;
-    return p;
-  };
-  if (ble)
-    up_cfg.ble_figures = [ble] {
-      const auto& c = ble->counters();
-      protocol::gateway_status::ble_part b;
-      b.connections = c.connections;
-      b.connect_failures = c.connect_failures;
-      b.connected_now = c.connected_now;
-      b.peak_connected = c.connected_peak;
-      b.messages = c.messages;
-      b.refused_forged = c.refused_forged;
-      b.refused_replayed = c.refused_replayed;
-      b.refused_unconfigured = c.refused_unconfigured;
-      b.bad_messages = c.bad_messages;
-      b.fragments_dropped = c.fragments_dropped;
-      return b;
-    };
-  if (auto err = validate(up_cfg))
+  up.lock_table = [sessions = st.sessions, server = t.set] { return lock_table(*sessions, *server); };
+  up.coap_figures = [coap = t.coap, max = gw.coap.max_sessions] { return coap_figures(*coap, max); };
+  if (t.ble)
+    up.ble_figures = [ble = t.ble] { return ble_figures(*ble); };
+  if (auto err = validate(up))
     throw std::runtime_error{"uplink: " + caf::to_string(err)};
-  auto up = self->spawn(uplink, up_cfg);
-  {
-    std::lock_guard guard{slot->mutex};
-    slot->uplink = up;
-  }
+  return up;
+}
 
-  journal_config j_cfg;
-  j_cfg.store = vault->events;
-  j_cfg.health = std::shared_ptr<store::storage_health>(vault, &vault->storage);
-  j_cfg.retention_days = gw.store.retention_days;
-  j_cfg.on_purged = [vault](std::uint64_t removed) {
+/// Stage 3b: the journal's configuration; its answers go to the transport
+/// that asked.
+journal_config make_journal_config(const std::shared_ptr<store::vault>& vault,
+                                   const std::shared_ptr<transport::transport_set>& server,
+                                   std::uint32_t retention_days) {
+  journal_config j;
+  j.store = vault->events;
+  j.health = std::shared_ptr<store::storage_health>(vault, &vault->storage);
+  j.retention_days = retention_days;
+  j.on_purged = [vault](std::uint64_t removed) {
     audit(*vault, "retention_purge", {{"table", "journal"}, {"records", removed}});
   };
-  j_cfg.reply = [server](std::uint64_t request, const store::append_outcome& o) {
+  j.reply = [server](std::uint64_t request, const store::append_outcome& o) {
     transport::events_reply reply;
     if (o.result == store::append_outcome::status::refused_full)
       reply.result = transport::events_reply::kind::full;
     reply.acked_seq = o.acked_seq;
     server->complete(request, std::move(reply));
   };
-  if (auto err = validate(j_cfg))
+  if (auto err = validate(j))
     throw std::runtime_error{"journal: " + caf::to_string(err)};
-  auto jr = self->spawn<caf::detached>(journal, j_cfg, up);
-  self->send(up, atom::connect_v, jr);
+  return j;
+}
 
-  // The lock sessions exist before the commands actor starts: it resumes
-  // the commands accepted before a stop, and asks which locks are configured.
-  st.children.clear();
-  st.lock_sessions.clear();
-  for (const auto& lock : gw.locks) {
-    lock_session_config ls_cfg{lock.id, pseudonyms};
+/// Stage 4a: one session per configured lock, entered in the session table
+/// before any transport runs.
+void spawn_lock_sessions(self_ptr self) {
+  auto& st = self->state;
+  for (const auto& lock : st.cfg.gateway.locks) {
+    lock_session_config ls_cfg{lock.id, st.vault->pseudonyms};
     if (auto err = validate(ls_cfg))
       throw std::runtime_error{"lock " + lock.id + ": " + caf::to_string(err)};
-    auto session = self->spawn(lock_session, ls_cfg, jr);
+    auto session = self->spawn(lock_session, ls_cfg, st.journal);
     {
-      std::lock_guard guard{sessions->mutex};
-      sessions->sessions[lock.id] = session;
+      std::lock_guard guard{st.sessions->mutex};
+      st.sessions->sessions[lock.id] = session;
     }
     st.children.push_back(caf::actor_cast<caf::actor>(session));
     st.lock_sessions[lock.id] = caf::actor_cast<caf::actor>(session);
   }
+}
 
+/// Stage 4b: the actors that answer the cloud's commands (credentials,
+/// keeper, lock commands), each told to the uplink. A result is kept in the
+/// outbox before it is published: a restart while the cloud is away loses
+/// none (removed on the broker's PUBACK).
+void spawn_command_handlers(self_ptr self, const transports& t,
+                            const std::shared_ptr<access_service>& access) {
+  auto& st = self->state;
+  const auto& gw = st.cfg.gateway;
+  auto up = st.uplink;
+  auto vault = st.vault;
+  auto publish_result = [up, vault](std::string payload) {
+    auto number = keep_result(*vault, "results", payload);
+    caf::anon_send(up, atom::result_v, number, std::move(payload));
+  };
   lockbridge::credentials_config cr_cfg;
-  cr_cfg.store = credential_store;
+  cr_cfg.store = vault->credentials;
   cr_cfg.access = access;
   cr_cfg.vault = vault;
   cr_cfg.site = gw.site;
   cr_cfg.gateway = gw.gateway;
-  // A result is kept in the outbox before it is published: a restart while
-  // the cloud is away loses none (removed on the broker's PUBACK).
-  cr_cfg.publish_result = [up, vault](std::string payload) {
-    auto number = keep_result(*vault, "results", payload);
-    caf::anon_send(up, atom::result_v, number, std::move(payload));
-  };
+  cr_cfg.publish_result = publish_result;
   if (auto err = validate(cr_cfg))
     throw std::runtime_error{"credentials: " + caf::to_string(err)};
-  auto cr = self->spawn<caf::detached>(credentials, cr_cfg);
-  self->send(up, atom::route_v, cr);
   keeper_config k_cfg;
   k_cfg.vault = vault;
   k_cfg.site = gw.site;
   k_cfg.gateway = gw.gateway;
   k_cfg.retention_days = gw.store.retention_days;
   k_cfg.epoch_days = gw.security.pseudonym_epoch_days;
-  k_cfg.publish_result = cr_cfg.publish_result;
+  k_cfg.publish_result = publish_result;
   if (auto err = validate(k_cfg))
     throw std::runtime_error{"keeper: " + caf::to_string(err)};
-  auto kp = self->spawn<caf::detached>(keeper, k_cfg);
-  self->send(up, atom::route_v, kp);
-
   commands_config c_cfg;
   c_cfg.vault = vault;
-  c_cfg.server = server;
+  c_cfg.server = t.set;
   c_cfg.site = gw.site;
   c_cfg.gateway = gw.gateway;
-  c_cfg.publish_result = cr_cfg.publish_result;
+  c_cfg.publish_result = publish_result;
   c_cfg.announce_result = [up](std::uint64_t number, std::string payload) {
     caf::anon_send(up, atom::result_v, number, std::move(payload));
   };
-  c_cfg.is_lock = [sessions](const std::string& lock) { return sessions->find(lock).has_value(); };
+  c_cfg.is_lock = [sessions = st.sessions](const std::string& lock) {
+    return sessions->find(lock).has_value();
+  };
   if (auto err = validate(c_cfg))
     throw std::runtime_error{"commands: " + caf::to_string(err)};
+  auto cr = self->spawn<caf::detached>(credentials, cr_cfg);
+  auto kp = self->spawn<caf::detached>(keeper, k_cfg);
   auto cm = self->spawn<caf::detached>(commands, c_cfg);
+  self->send(up, atom::route_v, cr);
+  self->send(up, atom::route_v, kp);
   self->send(up, atom::route_v, cm);
-  auto f = credential_store->figures();
+  st.keeper = kp;
+  for (const auto& a : {caf::actor_cast<caf::actor>(cr), caf::actor_cast<caf::actor>(kp),
+                        caf::actor_cast<caf::actor>(cm)})
+    st.children.push_back(a);
+}
+
+/// A start of the actors, in stages: the calls into the gateway, the
+/// transports, the configurations (every one validated before anything is
+/// spawned), then the uplink, the journal, the lock sessions, the command
+/// handlers and last the endpoint that starts the transports. A failure in
+/// any stage throws; the caller stops whatever was spawned.
+void spawn_children(self_ptr self) {
+  auto& st = self->state;
+  const auto& gw = st.cfg.gateway;
+  st.children.clear();
+  st.lock_sessions.clear();
+  st.sessions = std::make_shared<session_table>();
+  auto access = std::make_shared<access_service>(st.vault, gw);
+  access->on_fatal = st.cfg.on_fatal;
+  if (auto reading = access->clock().read(); reading.behind_ms > 2000)
+    spdlog::warn("access: the system clock is {} s behind the latest time this gateway saved; "
+                 "deciding with the latter until it catches up (check NTP and the real-time "
+                 "clock)",
+                 reading.behind_ms / 1000);
+  auto slot = std::make_shared<uplink_slot>();
+  auto t = make_transports(gw, make_handlers(st.sessions, access, slot));
+  auto up_cfg = make_uplink_config(st, t, access);
+  auto j_cfg = make_journal_config(st.vault, t.set, gw.store.retention_days);
+
+  st.uplink = self->spawn(uplink, up_cfg);
+  {
+    std::lock_guard guard{slot->mutex};
+    slot->uplink = st.uplink;
+  }
+  st.journal = self->spawn<caf::detached>(journal, j_cfg, st.uplink);
+  self->send(st.uplink, atom::connect_v, st.journal);
+  st.children.push_back(caf::actor_cast<caf::actor>(st.uplink));
+  st.children.push_back(caf::actor_cast<caf::actor>(st.journal));
+  // The lock sessions exist before the commands actor starts: it resumes
+  // the commands accepted before a stop, and asks which locks are configured.
+  spawn_lock_sessions(self);
+  spawn_command_handlers(self, t, access);
+  auto f = st.vault->credentials->figures();
   spdlog::info("credentials: {} in force at version {}{}", f.count, f.version,
                f.synced_at == 0 ? " (never synced: doors follow their offline policy)" : "");
-
-  st.children.push_back(caf::actor_cast<caf::actor>(up));
-  st.children.push_back(caf::actor_cast<caf::actor>(jr));
-  st.children.push_back(caf::actor_cast<caf::actor>(cr));
-  st.children.push_back(caf::actor_cast<caf::actor>(kp));
-  st.children.push_back(caf::actor_cast<caf::actor>(cm));
-  st.server = coap;
-  st.ble = ble;
-  st.transports = server;
-  st.sessions = sessions;
-  st.journal = jr;
-  st.uplink = up;
-  st.keeper = kp;
-  auto endpoint = self->spawn(coap_endpoint, server);
+  st.server = t.coap;
+  st.ble = t.ble;
+  st.transports = t.set;
+  auto endpoint = self->spawn(coap_endpoint, t.set);
   st.children.push_back(caf::actor_cast<caf::actor>(endpoint));
   for (auto& child : st.children)
     self->monitor(child);
@@ -496,6 +561,60 @@ std::optional<std::string> reload_locks(self_ptr self, const config::gateway_con
   return std::nullopt;
 }
 
+/// A child ended. A damaged state or LMDB giving up ends the process with
+/// the documented code; anything else restarts every child, with a backoff,
+/// up to max_restarts within restart_window.
+void on_child_down(self_ptr self, const caf::down_msg& msg) {
+  auto& st = self->state;
+  if (st.restarting)
+    return;
+  // A damaged state found at run time, or LMDB giving up on the file: a
+  // restart of the actors would meet the same file. End the process with
+  // the documented code instead (systemd's policy decides what follows).
+  if (msg.reason == ec::state_damaged || msg.reason == ec::storage_panic) {
+    auto kind = msg.reason == ec::state_damaged ? failure_kind::state : failure_kind::runtime;
+    auto why = caf::to_string(msg.reason);
+    spdlog::critical("supervisor: {}; stopping", why);
+    stop_children(self);
+    if (st.cfg.on_fatal)
+      st.cfg.on_fatal(kind, why);
+    self->quit(caf::exit_reason::user_shutdown);
+    return;
+  }
+  spdlog::error("supervisor: an actor failed ({}); restarting all of them",
+                caf::to_string(msg.reason));
+  auto now = std::chrono::steady_clock::now();
+  std::erase_if(st.restarts, [&](auto t) { return now - t > st.cfg.restart_window; });
+  st.restarts.push_back(now);
+  stop_children(self);
+  if (st.restarts.size() > st.cfg.max_restarts) {
+    auto why = std::to_string(st.restarts.size()) + " restarts within "
+               + std::to_string(st.cfg.restart_window.count()) + " s";
+    spdlog::critical("supervisor: giving up after {}", why);
+    if (st.cfg.on_fatal)
+      st.cfg.on_fatal(failure_kind::runtime, why);
+    self->quit(caf::exit_reason::user_shutdown);
+    return;
+  }
+  st.restarting = true;
+  auto delay = std::chrono::milliseconds{500} * (1 << std::min<std::size_t>(st.restarts.size(), 5));
+  self->delayed_send(self, delay, atom::restart_v);
+}
+
+/// What a supervisor whose start failed answers until it is gone.
+supervisor_actor::behavior_type not_started() {
+  auto refuse = [] { return caf::make_error(ec::restarting, "the gateway did not start"); };
+  return {[](atom::restart) {},
+          [refuse](atom::reload, const config_ptr&) -> caf::result<std::string> {
+            return refuse();
+          },
+          [](atom::tick) {},
+          [refuse](atom::get) -> caf::result<std::string> { return refuse(); },
+          [refuse](atom::command, std::string&, std::string&) -> caf::result<std::string> {
+            return refuse();
+          }};
+}
+
 } // namespace
 
 std::shared_ptr<store::vault> open_state(const config::gateway_config& gw, bool exclusive,
@@ -549,56 +668,11 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
     if (st.cfg.on_start_failed)
       st.cfg.on_start_failed(kind_of(e), e.what());
     self->quit(caf::exit_reason::user_shutdown);
-    return {[](atom::restart) {},
-            [](atom::reload, const config_ptr&) -> caf::result<std::string> {
-              return caf::make_error(ec::restarting, "the gateway did not start");
-            },
-            [](atom::tick) {},
-            [](atom::get) -> caf::result<std::string> {
-              return caf::make_error(ec::restarting, "the gateway did not start");
-            },
-            [](atom::command, std::string&, std::string&) -> caf::result<std::string> {
-              return caf::make_error(ec::restarting, "the gateway did not start");
-            }};
+    return not_started();
   }
   if (st.cfg.on_ready)
     st.cfg.on_ready();
-  self->set_down_handler([self](const caf::down_msg& msg) {
-    auto& st = self->state;
-    if (st.restarting)
-      return;
-    // A damaged state found at run time, or LMDB giving up on the file: a
-    // restart of the actors would meet the same file. End the process with
-    // the documented code instead (systemd's policy decides what follows).
-    if (msg.reason == ec::state_damaged || msg.reason == ec::storage_panic) {
-      auto kind = msg.reason == ec::state_damaged ? failure_kind::state : failure_kind::runtime;
-      auto why = caf::to_string(msg.reason);
-      spdlog::critical("supervisor: {}; stopping", why);
-      stop_children(self);
-      if (st.cfg.on_fatal)
-        st.cfg.on_fatal(kind, why);
-      self->quit(caf::exit_reason::user_shutdown);
-      return;
-    }
-    spdlog::error("supervisor: an actor failed ({}); restarting all of them",
-                  caf::to_string(msg.reason));
-    auto now = std::chrono::steady_clock::now();
-    std::erase_if(st.restarts, [&](auto t) { return now - t > st.cfg.restart_window; });
-    st.restarts.push_back(now);
-    stop_children(self);
-    if (st.restarts.size() > st.cfg.max_restarts) {
-      auto why = std::to_string(st.restarts.size()) + " restarts within "
-                 + std::to_string(st.cfg.restart_window.count()) + " s";
-      spdlog::critical("supervisor: giving up after {}", why);
-      if (st.cfg.on_fatal)
-        st.cfg.on_fatal(failure_kind::runtime, why);
-      self->quit(caf::exit_reason::user_shutdown);
-      return;
-    }
-    st.restarting = true;
-    auto delay = std::chrono::milliseconds{500} * (1 << std::min<std::size_t>(st.restarts.size(), 5));
-    self->delayed_send(self, delay, atom::restart_v);
-  });
+  self->set_down_handler([self](const caf::down_msg& msg) { on_child_down(self, msg); });
   // Stop the children while the state still exists (an attached functor
   // would run after CAF destroyed the state: it crashed on every SIGTERM).
   self->set_exit_handler([self](caf::exit_msg& msg) {

@@ -967,6 +967,316 @@ void reload_tls(self_ptr self) {
 
 } // namespace
 
+// The uplink's message handlers, one function each; what each message means
+// is said where the interface is declared (actors/interfaces.hpp).
+namespace {
+
+void on_connect(self_ptr self, journal_actor journal) {
+  self->state.journal = std::move(journal);
+  start_connect(self);
+  self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
+                     atom::status_v);
+  self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
+  self->delayed_send(self, tls_watch_interval, atom::tick_v);
+}
+
+void on_connected(self_ptr self, std::uint64_t generation) {
+  auto& st = self->state;
+  if (generation != st.generation || st.connected)
+    return; // stale, or Paho reporting the same connection twice
+  st.connecting = false;
+  st.connected = true;
+  st.backoff = std::chrono::milliseconds{0};
+  st.first_failure = true;
+  st.rotation->connected();
+  auto attempt = st.rotation->current();
+  st.v5_link = attempt.v5;
+  auto depth = st.cfg.store->figures().depth;
+  spdlog::info("uplink: connected to {} (MQTT {}) over mutual TLS; {} events waiting in the "
+               "journal",
+               attempt.uri, attempt.v5 ? "5" : "3.1.1", depth);
+  // Files replaced since the last check (each connect reads them anew):
+  // what the status says about them is brought up to date.
+  if (!st.tls_problem.empty()) {
+    read_cert_expiry(self);
+    check_tls(self);
+    st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
+  }
+  try {
+    st.link->on_subscribe.filter = st.topics.prefix() + "cmd/#";
+    st.link->client->subscribe(st.link->on_subscribe.filter, 1, nullptr,
+                               st.link->on_subscribe);
+  } catch (const mqtt::exception& e) {
+    spdlog::warn("uplink: cannot subscribe to commands: {}", e.what());
+  }
+  // One pass over those waiting: one Paho cannot take now is kept again
+  // by publish_result (not retried in this loop, which would spin).
+  for (auto waiting = std::exchange(st.pending_results, {}); !waiting.empty();
+       waiting.pop_front())
+    publish_result(self, std::move(waiting.front()));
+  pump_results(self);
+  publish_status(self);
+  publish_lock_states(self, true);
+  pump_retained(self); // what was in flight when the last link dropped
+  pump(self);
+  pump_audit(self);
+}
+
+void on_lost(self_ptr self, std::uint64_t generation, const std::string& reason) {
+  auto& st = self->state;
+  if (generation != st.generation)
+    return;
+  bool was_connected = st.connected;
+  forget_in_flight(st);
+  if (was_connected)
+    spdlog::warn("uplink: {}", reason);
+  st.last_failure = reason;
+  // "auto": a broker that takes TCP and TLS but drops or refuses the
+  // MQTT 5 CONNECT (RabbitMQ 3) is tried with 3.1.1; whether it does is
+  // probed off this thread, and the next attempt waits for the verdict.
+  if (!was_connected && st.rotation->may_fall_back()) {
+    st.first_failure = false; // the verdict explains the failure too
+    probe_broker(self, true);
+    return;
+  }
+  after_failure(self, was_connected, false);
+}
+
+void on_probed(self_ptr self, std::uint64_t generation, const std::string& why, bool decide) {
+  auto& st = self->state;
+  if (!why.empty())
+    spdlog::error("uplink: TLS: {}", why);
+  // A verdict for an attempt since superseded (a reload, a stall) decides nothing.
+  if (decide && generation == st.generation && !st.connected && !st.connecting)
+    after_failure(self, false, why.empty());
+}
+
+void on_acked(self_ptr self, std::uint64_t number) {
+  auto& st = self->state;
+  st.refusal_backoff = std::chrono::milliseconds{0};
+  st.stalled = false;
+  if (number == st.probe_number)
+    st.probe_number = 0;
+  if (st.retained_flights.erase(number) > 0) {
+    pump_retained(self);
+    return;
+  }
+  if (auto r = st.results_window.ack(number)) {
+    // Each result leaves the outbox on its own PUBACK (one behind it
+    // may be refused and read again).
+    try {
+      st.cfg.vault->results->remove(r->first);
+    } catch (const std::exception& e) {
+      spdlog::error("uplink: removing a delivered result failed: {}", e.what());
+    }
+    st.results_window.release();
+    pump_results(self);
+    return;
+  }
+  if (st.audit_window.ack(number)) {
+    if (auto upto = st.audit_window.release().upto; upto > 0) {
+      try {
+        st.cfg.vault->audit->remove_upto(upto);
+      } catch (const std::exception& e) {
+        spdlog::error("uplink: removing delivered audit records failed: {}", e.what());
+      }
+    }
+    pump_audit(self);
+    return;
+  }
+  st.events_window.ack(number);
+  auto released = st.events_window.release();
+  st.events_out += released.items;
+  if (released.upto > 0) {
+    // Removal is not urgent (a crash before it only re-sends events the
+    // cloud can drop by event_id), so gather it: one journal message per
+    // interval instead of one per PUBACK.
+    if (!st.removal_scheduled) {
+      st.removal_scheduled = true;
+      self->delayed_send(self, removal_interval, atom::remove_v);
+    }
+  }
+  pump(self);
+}
+
+void on_remove(self_ptr self) {
+  auto& st = self->state;
+  st.removal_scheduled = false;
+  if (auto upto = st.events_window.acked_upto(); upto > st.removal_sent) {
+    st.removal_sent = upto;
+    self->send(st.journal, atom::remove_v, upto);
+  }
+}
+
+void on_nacked(self_ptr self, std::uint64_t number, std::int32_t reason) {
+  auto& st = self->state;
+  if (number == st.probe_number)
+    st.probe_number = 0;
+  if (auto r = st.retained_flights.find(number); r != st.retained_flights.end()) {
+    // Waiting again (unless a newer one is); the next PUBACK, tick or
+    // retry sends it.
+    requeue_retained(st, r->second);
+    st.retained_flights.erase(r);
+    if (reason >= 0x80)
+      publish_refused(self, number, reason);
+    return;
+  }
+  if (st.results_window.drop(number)) {
+    // Read again from the outbox once publishing resumes.
+    publish_refused(self, number, reason);
+    return;
+  }
+  if (!st.audit_window.holds(number) && !st.events_window.holds(number))
+    return; // from before a reconnect or a refusal: already being resent
+  publish_refused(self, number, reason);
+}
+
+void on_retry(self_ptr self) {
+  auto& st = self->state;
+  st.publishing_paused = false;
+  pump(self);
+  pump_audit(self);
+  pump_results(self);
+  pump_retained(self);
+}
+
+void on_status(self_ptr self) {
+  publish_status(self);
+  self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
+                     atom::status_v);
+}
+
+void on_command(self_ptr self, const std::string& topic, const std::string& payload,
+                const std::string& response_topic, const std::string& correlation) {
+  auto& st = self->state;
+  auto prefix = st.topics.prefix() + "cmd/";
+  if (!topic.starts_with(prefix))
+    return; // not ours: the subscription only covers our prefix
+  if (!response_topic.empty() || !correlation.empty()) {
+    auto id = protocol::command_id_of(payload).value_or("");
+    if (!response_topic.empty() && !acceptable_response_topic(st, response_topic))
+      spdlog::warn("uplink: the response topic of command {} is not this gateway's "
+                   "cmd_result or under its replies/; the result goes to cmd_result (with "
+                   "the correlation data)",
+                   id.empty() ? "(no id)" : id);
+    if (!st.reply_routes.contains(id)) {
+      st.reply_order.push_back(id);
+      if (st.reply_order.size() > 1000) {
+        st.reply_routes.erase(st.reply_order.front());
+        st.reply_order.pop_front();
+      }
+    }
+    st.reply_routes[id] = {response_topic, correlation.substr(0, 256)};
+  }
+  auto name = topic.substr(prefix.size());
+  if (name.starts_with("credentials/") && st.credentials) {
+    self->send(st.credentials, atom::command_v, name, payload);
+    return;
+  }
+  if (name == "lock" && st.lock_commands) {
+    self->send(st.lock_commands, atom::command_v, name, payload);
+    return;
+  }
+  if ((name == "erase_subject" || name == "rotate_keys") && st.keeper) {
+    caf::anon_send(st.keeper, atom::command_v, name, payload); // the keeper publishes the result
+    return;
+  }
+  spdlog::warn("uplink: unknown command \"{}\" refused", name);
+  protocol::command_result r;
+  r.id = protocol::command_id_of(payload).value_or("");
+  r.command = std::string{protocol::utf8_prefix(name, 64)};
+  r.status = "error";
+  r.error = input_error{"", "unknown command; this gateway accepts lock, "
+                            "credentials/snapshot, credentials/delta, erase_subject and "
+                            "rotate_keys"};
+  r.ts = unix_ms_now();
+  auto json = protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r);
+  auto number = st.cfg.vault ? keep_result(*st.cfg.vault, "uplink", json) : 0;
+  send_result(self, number, std::move(json));
+}
+
+void on_observed(self_ptr self, const std::string& lock, const lock_state_ptr& state) {
+  auto& st = self->state;
+  auto& known = st.lock_states[lock];
+  if (known == *state && st.lock_available.contains(lock))
+    return;
+  known = *state;
+  std::int64_t seen = 0;
+  if (st.cfg.locks_seen)
+    for (const auto& [id, when] : st.cfg.locks_seen())
+      if (id == lock)
+        seen = when;
+  if (auto before = st.lock_available.find(lock);
+      before != st.lock_available.end() && !before->second)
+    spdlog::info("locks: {} is available again (it notified its state)", lock);
+  st.lock_available[lock] = true; // it just spoke
+  auto last = st.state_published_at.find(lock);
+  if (last != st.state_published_at.end() && unix_ms_now() - last->second < 1000)
+    st.state_waiting.insert(lock); // coalesced: the tick publishes the latest
+  else
+    publish_lock_state(self, lock, true, seen);
+}
+
+void on_reload(self_ptr self, std::uint64_t locks, std::uint32_t cert_warning_days,
+               std::uint32_t lock_silence_s) {
+  auto& cfg = self->state.cfg;
+  cfg.locks_configured = locks;
+  cfg.lock_silence = std::chrono::seconds{lock_silence_s};
+  bool warning_changed = cfg.mqtt.cert_warning_days != cert_warning_days;
+  cfg.mqtt.cert_warning_days = cert_warning_days;
+  reload_tls(self);
+  if (warning_changed)
+    read_cert_expiry(self); // the certificate's remaining life against the new bound
+}
+
+void on_tick(self_ptr self) {
+  // The TLS files are watched, so a renewal dropped in place is used
+  // without a signal (a reload does the same at once).
+  reload_tls(self);
+  check_stall(self);
+  if (!self->state.tls_problem.empty()
+      && unix_ms_now() - self->state.tls_problem_logged_at >= 3600 * 1000)
+    check_tls(self);
+  publish_lock_states(self, false);
+  pump_retained(self); // what Paho could not take at the last try
+  if (!self->state.state_waiting.empty() && self->state.cfg.locks_seen)
+    for (const auto& [lock, seen] : self->state.cfg.locks_seen())
+      if (self->state.state_waiting.contains(lock))
+        publish_lock_state(self, lock, self->state.lock_available[lock], seen);
+  self->delayed_send(self, tls_watch_interval, atom::tick_v);
+}
+
+caf::result<std::string> on_get(self_ptr self) {
+  // The same figures as the status message, plus the link's state, for
+  // `lockbridge status` on the box (answered with the broker down too).
+  auto rp = self->make_response_promise<std::string>();
+  self->request(self->state.journal, std::chrono::seconds{5}, atom::figures_v)
+    .then(
+      [self, rp, s = status_now(self)](const journal_figures& f) mutable {
+        auto& st = self->state;
+        s.journal = f;
+        add_health(self, s, f);
+        auto doc = nlohmann::json::parse(protocol::encode_status(s));
+        doc["broker"] = {{"uri", st.rotation->current().uri},
+                         {"protocol", st.v5_link ? "5" : "3.1.1"},
+                         {"brokers", st.cfg.mqtt.brokers},
+                         {"failovers", st.rotation->failovers()},
+                         {"connected", st.connected},
+                         {"stalled", st.stalled},
+                         {"stalls", st.stalls},
+                         {"in_flight", st.events_window.size()},
+                         {"results_waiting", st.pending_results.size() + results_stored(st)},
+                         {"retained_waiting",
+                          st.retained_waiting.size() + st.retained_flights.size()}};
+        add_local_detail(self, doc);
+        rp.deliver(protocol::dump_safe(doc));
+      },
+      [rp](const caf::error& err) mutable { rp.deliver(err); });
+  return rp;
+}
+
+} // namespace
+
 uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
                                    uplink_config cfg) {
   log_exceptions(self);
@@ -998,221 +1308,26 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     }
   });
   return {
-    [self](atom::connect, journal_actor journal) {
-      self->state.journal = std::move(journal);
-      start_connect(self);
-      self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
-                         atom::status_v);
-      self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
-      self->delayed_send(self, tls_watch_interval, atom::tick_v);
-    },
+    [self](atom::connect, journal_actor journal) { on_connect(self, journal); },
     [self](atom::connect) { start_connect(self); },
-    [self](atom::connected, std::uint64_t generation) {
-      auto& st = self->state;
-      if (generation != st.generation || st.connected)
-        return; // stale, or Paho reporting the same connection twice
-      st.connecting = false;
-      st.connected = true;
-      st.backoff = std::chrono::milliseconds{0};
-      st.first_failure = true;
-      st.rotation->connected();
-      auto attempt = st.rotation->current();
-      st.v5_link = attempt.v5;
-      auto depth = st.cfg.store->figures().depth;
-      spdlog::info("uplink: connected to {} (MQTT {}) over mutual TLS; {} events waiting in the "
-                   "journal",
-                   attempt.uri, attempt.v5 ? "5" : "3.1.1", depth);
-      // Files replaced since the last check (each connect reads them anew):
-      // what the status says about them is brought up to date.
-      if (!st.tls_problem.empty()) {
-        read_cert_expiry(self);
-        check_tls(self);
-        st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
-      }
-      try {
-        st.link->on_subscribe.filter = st.topics.prefix() + "cmd/#";
-        st.link->client->subscribe(st.link->on_subscribe.filter, 1, nullptr,
-                                   st.link->on_subscribe);
-      } catch (const mqtt::exception& e) {
-        spdlog::warn("uplink: cannot subscribe to commands: {}", e.what());
-      }
-      // One pass over those waiting: one Paho cannot take now is kept again
-      // by publish_result (not retried in this loop, which would spin).
-      for (auto waiting = std::exchange(st.pending_results, {}); !waiting.empty();
-           waiting.pop_front())
-        publish_result(self, std::move(waiting.front()));
-      pump_results(self);
-      publish_status(self);
-      publish_lock_states(self, true);
-      pump_retained(self); // what was in flight when the last link dropped
-      pump(self);
-      pump_audit(self);
-    },
+    [self](atom::connected, std::uint64_t generation) { on_connected(self, generation); },
     [self](atom::lost, std::uint64_t generation, const std::string& reason) {
-      auto& st = self->state;
-      if (generation != st.generation)
-        return;
-      bool was_connected = st.connected;
-      forget_in_flight(st);
-      if (was_connected)
-        spdlog::warn("uplink: {}", reason);
-      st.last_failure = reason;
-      // "auto": a broker that takes TCP and TLS but drops or refuses the
-      // MQTT 5 CONNECT (RabbitMQ 3) is tried with 3.1.1; whether it does is
-      // probed off this thread, and the next attempt waits for the verdict.
-      if (!was_connected && st.rotation->may_fall_back()) {
-        st.first_failure = false; // the verdict explains the failure too
-        probe_broker(self, true);
-        return;
-      }
-      after_failure(self, was_connected, false);
+      on_lost(self, generation, reason);
     },
     [self](atom::probed, std::uint64_t generation, const std::string& why, bool decide) {
-      auto& st = self->state;
-      if (!why.empty())
-        spdlog::error("uplink: TLS: {}", why);
-      // A verdict for an attempt since superseded (a reload, a stall) decides nothing.
-      if (decide && generation == st.generation && !st.connected && !st.connecting)
-        after_failure(self, false, why.empty());
+      on_probed(self, generation, why, decide);
     },
     [self](atom::committed, std::uint64_t) { pump(self); },
-    [self](atom::acked, std::uint64_t number) {
-      auto& st = self->state;
-      st.refusal_backoff = std::chrono::milliseconds{0};
-      st.stalled = false;
-      if (number == st.probe_number)
-        st.probe_number = 0;
-      if (st.retained_flights.erase(number) > 0) {
-        pump_retained(self);
-        return;
-      }
-      if (auto r = st.results_window.ack(number)) {
-        // Each result leaves the outbox on its own PUBACK (one behind it
-        // may be refused and read again).
-        try {
-          st.cfg.vault->results->remove(r->first);
-        } catch (const std::exception& e) {
-          spdlog::error("uplink: removing a delivered result failed: {}", e.what());
-        }
-        st.results_window.release();
-        pump_results(self);
-        return;
-      }
-      if (st.audit_window.ack(number)) {
-        if (auto upto = st.audit_window.release().upto; upto > 0) {
-          try {
-            st.cfg.vault->audit->remove_upto(upto);
-          } catch (const std::exception& e) {
-            spdlog::error("uplink: removing delivered audit records failed: {}", e.what());
-          }
-        }
-        pump_audit(self);
-        return;
-      }
-      st.events_window.ack(number);
-      auto released = st.events_window.release();
-      st.events_out += released.items;
-      if (released.upto > 0) {
-        // Removal is not urgent (a crash before it only re-sends events the
-        // cloud can drop by event_id), so gather it: one journal message per
-        // interval instead of one per PUBACK.
-        if (!st.removal_scheduled) {
-          st.removal_scheduled = true;
-          self->delayed_send(self, removal_interval, atom::remove_v);
-        }
-      }
-      pump(self);
-    },
-    [self](atom::remove) {
-      auto& st = self->state;
-      st.removal_scheduled = false;
-      if (auto upto = st.events_window.acked_upto(); upto > st.removal_sent) {
-        st.removal_sent = upto;
-        self->send(st.journal, atom::remove_v, upto);
-      }
-    },
+    [self](atom::acked, std::uint64_t number) { on_acked(self, number); },
+    [self](atom::remove) { on_remove(self); },
     [self](atom::nacked, std::uint64_t number, std::int32_t reason) {
-      auto& st = self->state;
-      if (number == st.probe_number)
-        st.probe_number = 0;
-      if (auto r = st.retained_flights.find(number); r != st.retained_flights.end()) {
-        // Waiting again (unless a newer one is); the next PUBACK, tick or
-        // retry sends it.
-        requeue_retained(st, r->second);
-        st.retained_flights.erase(r);
-        if (reason >= 0x80)
-          publish_refused(self, number, reason);
-        return;
-      }
-      if (st.results_window.drop(number)) {
-        // Read again from the outbox once publishing resumes.
-        publish_refused(self, number, reason);
-        return;
-      }
-      if (!st.audit_window.holds(number) && !st.events_window.holds(number))
-        return; // from before a reconnect or a refusal: already being resent
-      publish_refused(self, number, reason);
+      on_nacked(self, number, reason);
     },
-    [self](atom::retry) {
-      auto& st = self->state;
-      st.publishing_paused = false;
-      pump(self);
-      pump_audit(self);
-      pump_results(self);
-      pump_retained(self);
-    },
-    [self](atom::status) {
-      publish_status(self);
-      self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
-                         atom::status_v);
-    },
+    [self](atom::retry) { on_retry(self); },
+    [self](atom::status) { on_status(self); },
     [self](atom::command, const std::string& topic, const std::string& payload,
            const std::string& response_topic, const std::string& correlation) {
-      auto& st = self->state;
-      auto prefix = st.topics.prefix() + "cmd/";
-      if (!topic.starts_with(prefix))
-        return; // not ours: the subscription only covers our prefix
-      if (!response_topic.empty() || !correlation.empty()) {
-        auto id = protocol::command_id_of(payload).value_or("");
-        if (!response_topic.empty() && !acceptable_response_topic(st, response_topic))
-          spdlog::warn("uplink: the response topic of command {} is not this gateway's "
-                       "cmd_result or under its replies/; the result goes to cmd_result (with "
-                       "the correlation data)",
-                       id.empty() ? "(no id)" : id);
-        if (!st.reply_routes.contains(id)) {
-          st.reply_order.push_back(id);
-          if (st.reply_order.size() > 1000) {
-            st.reply_routes.erase(st.reply_order.front());
-            st.reply_order.pop_front();
-          }
-        }
-        st.reply_routes[id] = {response_topic, correlation.substr(0, 256)};
-      }
-      auto name = topic.substr(prefix.size());
-      if (name.starts_with("credentials/") && st.credentials) {
-        self->send(st.credentials, atom::command_v, name, payload);
-        return;
-      }
-      if (name == "lock" && st.lock_commands) {
-        self->send(st.lock_commands, atom::command_v, name, payload);
-        return;
-      }
-      if ((name == "erase_subject" || name == "rotate_keys") && st.keeper) {
-        caf::anon_send(st.keeper, atom::command_v, name, payload); // the keeper publishes the result
-        return;
-      }
-      spdlog::warn("uplink: unknown command \"{}\" refused", name);
-      protocol::command_result r;
-      r.id = protocol::command_id_of(payload).value_or("");
-      r.command = std::string{protocol::utf8_prefix(name, 64)};
-      r.status = "error";
-      r.error = input_error{"", "unknown command; this gateway accepts lock, "
-                                "credentials/snapshot, credentials/delta, erase_subject and "
-                                "rotate_keys"};
-      r.ts = unix_ms_now();
-      auto json = protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r);
-      auto number = st.cfg.vault ? keep_result(*st.cfg.vault, "uplink", json) : 0;
-      send_result(self, number, std::move(json));
+      on_command(self, topic, payload, response_topic, correlation);
     },
     [self](atom::result, std::uint64_t number, std::string& payload) {
       send_result(self, number, std::move(payload));
@@ -1223,25 +1338,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       self->state.lock_commands = std::move(target);
     },
     [self](atom::observed, const std::string& lock, const lock_state_ptr& state) {
-      auto& st = self->state;
-      auto& known = st.lock_states[lock];
-      if (known == *state && st.lock_available.contains(lock))
-        return;
-      known = *state;
-      std::int64_t seen = 0;
-      if (st.cfg.locks_seen)
-        for (const auto& [id, when] : st.cfg.locks_seen())
-          if (id == lock)
-            seen = when;
-      if (auto before = st.lock_available.find(lock);
-          before != st.lock_available.end() && !before->second)
-        spdlog::info("locks: {} is available again (it notified its state)", lock);
-      st.lock_available[lock] = true; // it just spoke
-      auto last = st.state_published_at.find(lock);
-      if (last != st.state_published_at.end() && unix_ms_now() - last->second < 1000)
-        st.state_waiting.insert(lock); // coalesced: the tick publishes the latest
-      else
-        publish_lock_state(self, lock, true, seen);
+      on_observed(self, lock, state);
     },
     [self](atom::audit) {
       pump_audit(self);
@@ -1249,59 +1346,10 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     },
     [self](atom::reload, std::uint64_t locks, std::uint32_t cert_warning_days,
            std::uint32_t lock_silence_s) {
-      auto& cfg = self->state.cfg;
-      cfg.locks_configured = locks;
-      cfg.lock_silence = std::chrono::seconds{lock_silence_s};
-      bool warning_changed = cfg.mqtt.cert_warning_days != cert_warning_days;
-      cfg.mqtt.cert_warning_days = cert_warning_days;
-      reload_tls(self);
-      if (warning_changed)
-        read_cert_expiry(self); // the certificate's remaining life against the new bound
+      on_reload(self, locks, cert_warning_days, lock_silence_s);
     },
-    [self](atom::tick) {
-      // The TLS files are watched, so a renewal dropped in place is used
-      // without a signal (a reload does the same at once).
-      reload_tls(self);
-      check_stall(self);
-      if (!self->state.tls_problem.empty()
-          && unix_ms_now() - self->state.tls_problem_logged_at >= 3600 * 1000)
-        check_tls(self);
-      publish_lock_states(self, false);
-      pump_retained(self); // what Paho could not take at the last try
-      if (!self->state.state_waiting.empty() && self->state.cfg.locks_seen)
-        for (const auto& [lock, seen] : self->state.cfg.locks_seen())
-          if (self->state.state_waiting.contains(lock))
-            publish_lock_state(self, lock, self->state.lock_available[lock], seen);
-      self->delayed_send(self, tls_watch_interval, atom::tick_v);
-    },
-    [self](atom::get) -> caf::result<std::string> {
-      // The same figures as the status message, plus the link's state, for
-      // `lockbridge status` on the box (answered with the broker down too).
-      auto rp = self->make_response_promise<std::string>();
-      self->request(self->state.journal, std::chrono::seconds{5}, atom::figures_v)
-        .then(
-          [self, rp, s = status_now(self)](const journal_figures& f) mutable {
-            auto& st = self->state;
-            s.journal = f;
-            add_health(self, s, f);
-            auto doc = nlohmann::json::parse(protocol::encode_status(s));
-            doc["broker"] = {{"uri", st.rotation->current().uri},
-                             {"protocol", st.v5_link ? "5" : "3.1.1"},
-                             {"brokers", st.cfg.mqtt.brokers},
-                             {"failovers", st.rotation->failovers()},
-                             {"connected", st.connected},
-                             {"stalled", st.stalled},
-                             {"stalls", st.stalls},
-                             {"in_flight", st.events_window.size()},
-                             {"results_waiting", st.pending_results.size() + results_stored(st)},
-                             {"retained_waiting",
-                              st.retained_waiting.size() + st.retained_flights.size()}};
-            add_local_detail(self, doc);
-            rp.deliver(protocol::dump_safe(doc));
-          },
-          [rp](const caf::error& err) mutable { rp.deliver(err); });
-      return rp;
-    },
+    [self](atom::tick) { on_tick(self); },
+    [self](atom::get) -> caf::result<std::string> { return on_get(self); },
   };
 }
 

@@ -455,7 +455,7 @@ struct coap_server::impl {
 
   /// Asks the lock for its state and to notify changes (RFC 7641).
   void observe_state(const std::string& lock, coap_session_t* s) {
-    if (!cfg.on_state)
+    if (!cfg.handlers.on_state)
       return;
     if (auto token = send_request(s, COAP_REQUEST_CODE_GET, "state", true, {}))
       observations[lock] = observation{s, std::move(*token)};
@@ -482,7 +482,7 @@ struct coap_server::impl {
                        state.error().to_string());
         return true;
       }
-      cfg.on_state(lock, *state);
+      cfg.handlers.on_state(lock, *state);
       return true;
     }
     return false;
@@ -895,7 +895,7 @@ struct coap_server::impl {
 
   static void on_time_request_body(coap_resource_t* resource, coap_pdu_t* response) {
     auto self = static_cast<impl*>(coap_resource_get_userdata(resource));
-    auto now = self->cfg.clock ? self->cfg.clock()
+    auto now = self->cfg.handlers.clock ? self->cfg.handlers.clock()
                                : std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
                                    .count();
@@ -915,7 +915,7 @@ struct coap_server::impl {
     const std::uint8_t* data = nullptr;
     if (!coap_get_data(request, &size, &data))
       size = 0;
-    auto out = answer_access(self->cfg.on_access, lock->id, {data, size});
+    auto out = answer_access(self->cfg.handlers.on_access, lock->id, {data, size});
     if (out.code == 400) {
       ++self->counters.bad_requests;
       self->refusals.refused(lock->id, "bad_message", peer_of(s));
@@ -933,7 +933,7 @@ struct coap_server::impl {
     coap_pdu_set_code(response, COAP_RESPONSE_CODE_CONTENT);
     add_cbor(response, out.body);
     // Journalling waits until the answer is on its way (after this pass).
-    if (self->cfg.on_decided)
+    if (self->cfg.handlers.on_decided)
       self->decided.push_back({lock->id, std::move(*out.request), out.decision});
   }
 
@@ -946,7 +946,7 @@ struct coap_server::impl {
 
   void report_decisions() {
     for (auto& d : decided)
-      cfg.on_decided(d.lock, d.request, d.decision);
+      cfg.handlers.on_decided(d.lock, d.request, d.decision);
     decided.clear();
   }
 
@@ -1074,7 +1074,7 @@ struct coap_server::impl {
   }
 };
 
-coap_server::coap_server(coap_server_config cfg, events_handler on_events)
+coap_server::coap_server(coap_server_config cfg)
   : impl_(std::make_unique<impl>()) {
   std::call_once(libcoap_started, [] {
     coap_startup();
@@ -1084,7 +1084,7 @@ coap_server::coap_server(coap_server_config cfg, events_handler on_events)
   });
   auto& in = *impl_;
   in.cfg = std::move(cfg);
-  in.on_events = std::move(on_events);
+  in.on_events = in.cfg.handlers.on_events;
   for (const auto& l : in.cfg.locks) {
     auto& e = in.locks[l.id];
     e.id = l.id;

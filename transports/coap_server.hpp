@@ -37,12 +37,11 @@ struct coap_server_config {
   std::uint32_t idle_release_s = 0;
   /// The UDP receive buffer of each listening socket (a burst of requests).
   std::uint32_t receive_buffer_kb = 4096;
-  access_handler on_access; ///< without it, /v1/access answers 5.03
-  decided_handler on_decided;
-  clock_source clock;       ///< without it, the system clock
-  /// A lock's own state, observed (`GET /v1/state`, Observe) on every new
-  /// session of the lock; runs on libcoap's thread: it must only enqueue.
-  std::function<void(const std::string& lock, const protocol::lock_state&)> on_state;
+  /// The calls into the gateway, as every transport takes them; all run on
+  /// libcoap's thread and must only enqueue (on_access decides there).
+  /// Without on_access, /v1/access answers 5.03. `on_state`: a lock's own
+  /// state, observed (`GET /v1/state`, Observe) on every new session.
+  lock_handlers handlers;
 };
 
 /// Counters a status report may read from any thread.
@@ -73,7 +72,7 @@ class coap_server final : public lock_transport {
 public:
   /// Binds every listener; throws std::runtime_error naming the address that
   /// failed. Does not start the loop.
-  coap_server(coap_server_config cfg, events_handler on_events);
+  explicit coap_server(coap_server_config cfg);
   ~coap_server() override;
   coap_server(const coap_server&) = delete;
   coap_server& operator=(const coap_server&) = delete;
