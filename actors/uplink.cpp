@@ -830,11 +830,16 @@ void probe_broker(self_ptr self, bool decide) {
   auto generation = st.generation;
   auto uri = st.rotation->current().uri;
   const auto& m = st.cfg.mqtt;
+  // The target goes as the spawn's argument, not a capture: CAF 0.17 binds
+  // a reference to a null argument tuple for a function actor spawned with
+  // none (UBSan stops the sanitizer build there).
   self->spawn<caf::detached>(
-    [=, ca = m.ca_file, cert = m.cert_file, key = m.key_file](caf::event_based_actor* probe) {
+    [=, ca = m.ca_file, cert = m.cert_file, key = m.key_file](caf::event_based_actor* probe,
+                                                             const uplink_actor& to) {
       auto why = transport::probe_tls(uri, ca, cert, key, 2000);
-      probe->send(target, atom::probed_v, generation, std::move(why), decide);
-    });
+      probe->send(to, atom::probed_v, generation, std::move(why), decide);
+    },
+    target);
 }
 
 /// What follows a failed connect or a lost link: the next attempt (another

@@ -46,7 +46,9 @@ public:
 
   caf::actor_system& sys() noexcept { return sys_; }
 
-  /// Spawns an actor that ends with the fixture.
+  /// Spawns an actor that ends with the fixture. A function actor needs at
+  /// least one argument after its self pointer: CAF 0.17 binds a reference
+  /// to a null argument tuple otherwise (UBSan stops the sanitizer build).
   template <class... Ts>
   auto spawn(Ts&&... xs) {
     auto handle = sys_.spawn(std::forward<Ts>(xs)...);

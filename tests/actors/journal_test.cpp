@@ -49,9 +49,12 @@ struct journal_fixture : actor_fixture {
   explicit journal_fixture(std::uint64_t journal_max_bytes = 64ull << 20)
     : state{journal_max_bytes} {
     auto seen = peers;
-    listener = spawn([seen](commit_listener::pointer) -> commit_listener::behavior_type {
-      return {[seen](atom::committed, std::uint64_t next) { seen->committed.push_back(next); }};
-    });
+    listener = spawn(
+      [](commit_listener::pointer, std::shared_ptr<journal_peers> to)
+        -> commit_listener::behavior_type {
+        return {[to](atom::committed, std::uint64_t next) { to->committed.push_back(next); }};
+      },
+      seen);
     journal_config cfg;
     cfg.store = state.vault->events;
     cfg.health = std::shared_ptr<store::storage_health>(state.vault, &state.vault->storage);
@@ -221,10 +224,12 @@ TEST_CASE("journal actor: figures add the counters since start to the store's") 
   caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{2}, ptr(batch("lock-a", 1, 4)));
   f.run();
   std::optional<journal_figures> got;
-  auto asker = f.spawn([&](caf::event_based_actor* self) {
-    self->request(f.journal_handle, caf::infinite, atom::figures_v)
-      .then([&](const journal_figures& fig) { got = fig; });
-  });
+  auto asker = f.spawn(
+    [&](caf::event_based_actor* self, const journal_actor& journal) {
+      self->request(journal, caf::infinite, atom::figures_v)
+        .then([&](const journal_figures& fig) { got = fig; });
+    },
+    f.journal_handle);
   f.run();
   REQUIRE(got);
   CHECK(got->depth == 4);

@@ -55,10 +55,12 @@ struct keeper_fixture : actor_fixture {
   /// Sends a command as the uplink does and returns the answer (after running).
   nlohmann::json command(const std::string& name, const nlohmann::json& payload) {
     std::optional<std::string> got;
-    auto asker = spawn([&, h = handle](caf::event_based_actor* self) {
-      self->request(h, caf::infinite, atom::command_v, name, payload.dump())
-        .then([&](const std::string& json) { got = json; });
-    });
+    auto asker = spawn(
+      [&](caf::event_based_actor* self, const keeper_actor& h) {
+        self->request(h, caf::infinite, atom::command_v, name, payload.dump())
+          .then([&](const std::string& json) { got = json; });
+      },
+      handle);
     run();
     caf::anon_send_exit(asker, caf::exit_reason::user_shutdown);
     run();
@@ -189,14 +191,14 @@ TEST_CASE("keeper: a second data-key rotation while one re-seals is refused") {
   f.start();
   // Both commands are in the mailbox before the first re-sealing step runs.
   std::vector<std::string> answers;
-  auto asker = f.spawn([&, h = f.handle](caf::event_based_actor* self) {
+  auto asker = f.spawn([&](caf::event_based_actor* self, const keeper_actor& h) {
     for (auto id : {"rot-1", "rot-2"})
       self->request(h, caf::infinite, atom::command_v, std::string{"rotate_keys"},
                     nlohmann::json{{"schema", "lockbridge/rotate-keys/1"}, {"id", id},
                                    {"data_key", true}}
                       .dump())
         .then([&](const std::string& json) { answers.push_back(json); });
-  });
+  }, f.handle);
   f.run();
   caf::anon_send_exit(asker, caf::exit_reason::user_shutdown);
   REQUIRE(answers.size() == 2);
