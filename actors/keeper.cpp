@@ -167,7 +167,7 @@ std::string keeper_state::rotate_keys(const std::string& payload) {
     if (request->data_key) {
       auto id = v.keys->rotate();
       receipt["data_key"] = id;
-      reseal.emplace();
+      reseal = reseal_progress{};
       reseal->new_key = id;
       reseal->command_id = request->id;
       reseal->started = std::chrono::steady_clock::now();
@@ -257,7 +257,7 @@ keeper_actor::behavior_type keeper(keeper_actor::stateful_pointer<keeper_state> 
   auto& v = *self->state.cfg.vault;
   // A rotation interrupted by a stop resumes: values sealed by older keys remain.
   if (v.keys->ids().size() > 1) {
-    self->state.reseal.emplace();
+    self->state.reseal = keeper_state::reseal_progress{};
     self->state.reseal->new_key = v.keys->current();
     self->state.reseal->started = std::chrono::steady_clock::now();
     v.resealing = true;

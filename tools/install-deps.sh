@@ -4,8 +4,8 @@
 set -euo pipefail
 
 packages=(
-  # build
-  cmake ninja-build ccache g++ pkg-config dpkg-dev
+  # build (clang-tidy: the function-size check, tools/function_sizes.py)
+  cmake ninja-build ccache g++ pkg-config dpkg-dev clang-tidy
   # the package: its checker and the manual pages' reader
   lintian man-db
   # libraries (DESIGN.md's stack table)
