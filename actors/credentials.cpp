@@ -40,6 +40,54 @@ void credentials_state::save_clock() {
   }
 }
 
+std::optional<input_error> credentials_state::stage(protocol::snapshot_chunk& chunk) {
+  auto& s = *staged;
+  // Check the whole chunk before keeping any of it.
+  std::vector<store::credential_store::lookup_key> keys;
+  keys.reserve(chunk.credentials.size());
+  std::set<store::credential_store::lookup_key> in_chunk;
+  for (std::size_t i = 0; i < chunk.credentials.size(); ++i) {
+    auto key = cfg.store->key_of(chunk.credentials[i].cred);
+    if (s.keys.contains(key) || !in_chunk.insert(key).second)
+      return input_error{"credentials[" + std::to_string(i) + "].cred",
+                         "this credential appears twice in the snapshot"};
+    keys.push_back(key);
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    s.keys.insert(keys[i]);
+    s.entries.emplace_back(keys[i], std::move(chunk.credentials[i].value));
+  }
+  s.received.insert(chunk.chunk);
+  return std::nullopt;
+}
+
+std::optional<input_error> credentials_state::apply_staged(protocol::command_result& r) {
+  auto& s = *staged;
+  auto count = s.entries.size();
+  auto started = std::chrono::steady_clock::now();
+  spdlog::info("credentials: applying snapshot {} ({} credentials, version {}) in one "
+               "transaction",
+               s.id, count, s.version);
+  try {
+    cfg.store->replace_all(std::move(s.entries), s.version, unix_ms_now());
+  } catch (const std::exception& e) {
+    spdlog::error("credentials: applying snapshot {} failed: {}; the old set stays", s.id,
+                  e.what());
+    return input_error{"", std::string{"applying the snapshot failed: "} + e.what()};
+  }
+  auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  spdlog::info("credentials: snapshot {} applied: {} credentials, version {} now in force "
+               "({:.2f} s)",
+               s.id, count, s.version, took);
+  if (cfg.vault)
+    audit(*cfg.vault, "credentials_snapshot",
+          {{"command", r.id}, {"snapshot", s.id}, {"version", s.version}, {"count", count}});
+  r.status = "ok";
+  r.version = s.version;
+  r.detail = "snapshot applied: " + std::to_string(count) + " credentials";
+  return std::nullopt;
+}
+
 void credentials_state::on_snapshot_chunk(const std::string& payload) {
   protocol::command_result r;
   r.command = snapshot_command;
@@ -119,25 +167,10 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
            true);
     return;
   }
-  // Check the whole chunk before keeping any of it.
-  std::vector<store::credential_store::lookup_key> keys;
-  keys.reserve(chunk->credentials.size());
-  std::set<store::credential_store::lookup_key> in_chunk;
-  for (std::size_t i = 0; i < chunk->credentials.size(); ++i) {
-    auto key = cfg.store->key_of(chunk->credentials[i].cred);
-    if (s.keys.contains(key) || !in_chunk.insert(key).second) {
-      refuse({"credentials[" + std::to_string(i) + "].cred",
-              "this credential appears twice in the snapshot"},
-             true);
-      return;
-    }
-    keys.push_back(key);
+  if (auto error = stage(*chunk)) {
+    refuse(std::move(*error), true);
+    return;
   }
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    s.keys.insert(keys[i]);
-    s.entries.emplace_back(keys[i], std::move(chunk->credentials[i].value));
-  }
-  s.received.insert(chunk->chunk);
   s.last_chunk = std::chrono::steady_clock::now();
   if (s.received.size() < s.chunks) {
     r.status = "pending";
@@ -147,29 +180,10 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
     reply(std::move(r));
     return;
   }
-  auto count = s.entries.size();
-  auto started = std::chrono::steady_clock::now();
-  spdlog::info("credentials: applying snapshot {} ({} credentials, version {}) in one "
-               "transaction",
-               s.id, count, s.version);
-  try {
-    cfg.store->replace_all(std::move(s.entries), s.version, unix_ms_now());
-  } catch (const std::exception& e) {
-    spdlog::error("credentials: applying snapshot {} failed: {}; the old set stays", s.id,
-                  e.what());
-    refuse({"", std::string{"applying the snapshot failed: "} + e.what()}, true);
+  if (auto error = apply_staged(r)) {
+    refuse(std::move(*error), true);
     return;
   }
-  auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  spdlog::info("credentials: snapshot {} applied: {} credentials, version {} now in force "
-               "({:.2f} s)",
-               s.id, count, s.version, took);
-  if (cfg.vault)
-    audit(*cfg.vault, "credentials_snapshot",
-          {{"command", r.id}, {"snapshot", s.id}, {"version", s.version}, {"count", count}});
-  r.status = "ok";
-  r.version = s.version;
-  r.detail = "snapshot applied: " + std::to_string(count) + " credentials";
   staged.reset();
   save_clock();
   if (cfg.access)

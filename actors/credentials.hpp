@@ -52,6 +52,12 @@ struct credentials_state {
   std::optional<staged_snapshot> staged;
 
   void on_snapshot_chunk(const std::string& payload);
+  /// Keeps a chunk of the snapshot being received, all of it or (a
+  /// credential twice) none: the error says which.
+  std::optional<input_error> stage(protocol::snapshot_chunk& chunk);
+  /// Applies the complete staged snapshot in one transaction; fills the
+  /// result, or says why it failed (the old set stays).
+  std::optional<input_error> apply_staged(protocol::command_result& r);
   void on_delta(const std::string& payload);
   void reply(protocol::command_result r);
   /// Saves the clock's high-water mark (so a clock set back cannot re-open

@@ -33,10 +33,6 @@ KNOWN = {
     ("config/config.cpp", "to_ascii_toml"): 145,
     # A snapshot chunk: staging, checks and the final apply (issue 18).
     ("actors/credentials.cpp", "on_snapshot_chunk"): 135,
-    # A BLE message's authentication and dispatch by type (issue 18, item 3).
-    ("transports/ble_transport.cpp", "authentic"): 99,
-    # BlueZ's object tree walk (issue 18, item 3: the BlueZ client).
-    ("transports/ble_transport.cpp", "scan_objects"): 89,
 }
 
 WARNING = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):\d+: warning: function '(?P<name>[^']+)' "

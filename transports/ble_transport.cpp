@@ -376,59 +376,77 @@ struct ble_transport::impl {
         std::string_view i = iface;
         if (i == adapter_iface && p == adapter_path)
           adapter_seen = true;
-        if (i == device_iface) {
-          if (auto it = by_path.find(p); it != by_path.end()) {
-            auto& l = links.find(it->second)->second;
-            l.device_known = true;
-            if (ps["Connected"].flag)
-              l.connected = *ps["Connected"].flag;
-            if (ps["ServicesResolved"].flag)
-              l.services_resolved = *ps["ServicesResolved"].flag;
-            if (resolve == nullptr && l.connected && l.at == phase::idle
-                && steady::now() - l.released_at > std::chrono::seconds{5}) {
-              // Left from before a restart (BlueZ keeps links its client
-              // dropped) or made by another client: closed, so the
-              // adapter's limit holds; the lock is connected again in its
-              // turn. (Our own releases take BlueZ a moment: skipped.)
-              spdlog::info("ble: lock {}: a BLE connection left from before; closing it", l.lock.id);
-              sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface,
-                                       "Disconnect", nullptr, nullptr, "");
-              l.connected = false;
-            }
-          }
-        }
-        if (i == char_iface && resolve != nullptr && p.starts_with(resolve->path + "/")) {
-          auto uuid = ps["UUID"].text.value_or("");
-          std::transform(uuid.begin(), uuid.end(), uuid.begin(), ::tolower);
-          if (uuid == ble::to_lock_uuid) {
-            to_lock = p;
-            if (ps["MTU"].u16)
-              mtu = *ps["MTU"].u16;
-          } else if (uuid == ble::from_lock_uuid) {
-            from_lock = p;
-          }
-        }
+        if (i == device_iface)
+          seen_device(p, ps, resolve == nullptr);
+        if (i == char_iface && resolve != nullptr && p.starts_with(resolve->path + "/"))
+          seen_characteristic(p, ps, to_lock, from_lock, mtu);
         sd_bus_message_exit_container(reply);
       }
       sd_bus_message_exit_container(reply);
       sd_bus_message_exit_container(reply);
     }
     sd_bus_message_unref(reply);
-    if (adapter_seen && !adapter_present)
-      spdlog::info("ble: adapter {} found; serving {} BLE locks, at most {} connected at once",
-                   cfg.ble.adapter, links.size(), cfg.ble.max_connections);
-    if (!adapter_seen && (adapter_present || next_adapter_check == steady::time_point{}))
-      spdlog::error("ble: adapter {} not found in BlueZ; BLE locks wait for it (check "
-                    "`bluetoothctl list` and [ble] adapter)",
-                    cfg.ble.adapter);
-    if (!adapter_seen)
-      discovering = false;
-    adapter_present = adapter_seen;
+    adapter_seen_now(adapter_seen);
     if (resolve != nullptr) {
       resolve->to_lock_path = to_lock;
       resolve->from_lock_path = from_lock;
       resolve->mtu = std::clamp<std::size_t>(mtu, 23, 517);
     }
+  }
+
+  /// A device object of BlueZ's tree: a configured lock's device is known
+  /// (connectable); with `may_close`, a connection left from before is closed.
+  void seen_device(const std::string& path, props& ps, bool may_close) {
+    auto it = by_path.find(path);
+    if (it == by_path.end())
+      return;
+    auto& l = links.find(it->second)->second;
+    l.device_known = true;
+    if (ps["Connected"].flag)
+      l.connected = *ps["Connected"].flag;
+    if (ps["ServicesResolved"].flag)
+      l.services_resolved = *ps["ServicesResolved"].flag;
+    if (may_close && l.connected && l.at == phase::idle
+        && steady::now() - l.released_at > std::chrono::seconds{5}) {
+      // Left from before a restart (BlueZ keeps links its client dropped)
+      // or made by another client: closed, so the adapter's limit holds;
+      // the lock is connected again in its turn. (Our own releases take
+      // BlueZ a moment: skipped.)
+      spdlog::info("ble: lock {}: a BLE connection left from before; closing it", l.lock.id);
+      sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface, "Disconnect",
+                               nullptr, nullptr, "");
+      l.connected = false;
+    }
+  }
+
+  /// A GATT characteristic under the device being resolved: the lock
+  /// service's two characteristics, and the MTU BlueZ negotiated.
+  static void seen_characteristic(const std::string& path, props& ps, std::string& to_lock,
+                                  std::string& from_lock, std::size_t& mtu) {
+    auto uuid = ps["UUID"].text.value_or("");
+    std::transform(uuid.begin(), uuid.end(), uuid.begin(), ::tolower);
+    if (uuid == ble::to_lock_uuid) {
+      to_lock = path;
+      if (ps["MTU"].u16)
+        mtu = *ps["MTU"].u16;
+    } else if (uuid == ble::from_lock_uuid) {
+      from_lock = path;
+    }
+  }
+
+  /// Whether the configured adapter was in BlueZ's tree: said when it
+  /// appears or goes.
+  void adapter_seen_now(bool seen) {
+    if (seen && !adapter_present)
+      spdlog::info("ble: adapter {} found; serving {} BLE locks, at most {} connected at once",
+                   cfg.ble.adapter, links.size(), cfg.ble.max_connections);
+    if (!seen && (adapter_present || next_adapter_check == steady::time_point{}))
+      spdlog::error("ble: adapter {} not found in BlueZ; BLE locks wait for it (check "
+                    "`bluetoothctl list` and [ble] adapter)",
+                    cfg.ble.adapter);
+    if (!seen)
+      discovering = false;
+    adapter_present = seen;
   }
 
   void start_discovery() {
@@ -657,105 +675,123 @@ struct ble_transport::impl {
     authentic(l, *opened);
   }
 
+  /// An authentic message from a lock (its seal and counter checked),
+  /// dispatched by kind.
   void authentic(link& l, const ble::opened& m) {
-    const auto& h = cfg.handlers;
     switch (m.what) {
-    case ble::kind::events: {
-      auto batch = protocol::decode_event_batch(m.body);
-      if (!batch) {
-        ++counters.bad_messages;
-        spdlog::warn("ble: lock {}: bad events over BLE: {}", l.lock.id, batch.error().to_string());
-        answer(l, ble::kind::events_answer, m.counter, 400, batch.error().to_string());
-        return;
-      }
-      l.lock_idle = false;
-      auto id = next_id++;
-      waiting[id] = {l.lock.id, l.generation, m.counter};
-      ++l.events_in_flight;
-      if (h.on_events)
-        h.on_events(id, l.lock.id, std::move(*batch));
-      return;
-    }
-    case ble::kind::access: {
-      auto out = answer_access(h.on_access, l.lock.id, m.body);
-      if (out.code == 400) {
-        ++counters.bad_messages;
-        spdlog::warn("ble: lock {}: bad access query over BLE: {}", l.lock.id, out.error);
-      } else if (out.code == 500) {
-        spdlog::error("ble: lock {}: access decision failed: {}", l.lock.id, out.error);
-      }
-      send(l, ble::kind::access_answer,
-           ble::encode_answer({m.counter, static_cast<std::uint16_t>(out.code), std::move(out.body)}));
-      if (out.request && h.on_decided)
-        h.on_decided(l.lock.id, *out.request, out.decision);
-      return;
-    }
+    case ble::kind::events:
+      return events_message(l, m);
+    case ble::kind::access:
+      return access_query(l, m);
     case ble::kind::time_request: {
+      const auto& h = cfg.handlers;
       auto now = h.clock ? h.clock() : now_ms();
       send(l, ble::kind::time_answer, ble::encode_answer({m.counter, 205, protocol::encode_time(now)}));
       return;
     }
-    case ble::kind::state: {
-      auto state = protocol::decode_lock_state(m.body);
-      if (!state) {
-        ++counters.bad_messages;
-        spdlog::warn("ble: lock {}: bad state over BLE: {}; ignored", l.lock.id,
-                     state.error().to_string());
-        return;
-      }
-      l.state_pending = false;
-      if (h.on_state)
-        h.on_state(l.lock.id, *state);
-      return;
-    }
-    case ble::kind::command_answer: {
-      auto a = ble::decode_answer(m.body);
-      if (!a) {
-        ++counters.bad_messages;
-        spdlog::warn("ble: lock {}: bad command answer over BLE: {}", l.lock.id,
-                     a.error().to_string());
-        return;
-      }
-      auto it = std::find_if(l.commands.begin(), l.commands.end(),
-                             [&](const auto& c) { return c.sent_counter == a->re; });
-      if (it == l.commands.end()) {
-        spdlog::debug("ble: lock {}: a BLE command answer for no waiting command; ignored", l.lock.id);
-        return;
-      }
-      command_outcome o;
-      o.result = command_outcome::kind::answered;
-      o.code = a->code;
-      o.payload = std::move(a->payload);
-      o.attempts = it->attempts;
-      auto done = std::move(it->done);
-      l.commands.erase(it);
-      if (done)
-        done(std::move(o));
-      return;
-    }
-    case ble::kind::idle: {
-      // Body: the counter of the last gateway message the lock had when it
-      // said so. An idle sent before our latest request does not count.
-      if (m.body.size() != 8) {
-        ++counters.bad_messages;
-        spdlog::warn("ble: lock {}: bad idle over BLE: expected 8 bytes (the last counter it "
-                     "received), got {}",
-                     l.lock.id, m.body.size());
-        return;
-      }
-      std::uint64_t re = 0;
-      for (auto b : m.body)
-        re = (re << 8) | b;
-      if (re < l.send_counter)
-        return;
-      l.lock_idle = true;
-      l.demand.advertised = false;
-      l.demand.urgent = false;
-      return;
-    }
+    case ble::kind::state:
+      return state_message(l, m);
+    case ble::kind::command_answer:
+      return command_answer(l, m);
+    case ble::kind::idle:
+      return idle_message(l, m);
     default:
       return;
     }
+  }
+
+  /// Events: decoded and handed on; answered once the journal has them.
+  void events_message(link& l, const ble::opened& m) {
+    auto batch = protocol::decode_event_batch(m.body);
+    if (!batch) {
+      ++counters.bad_messages;
+      spdlog::warn("ble: lock {}: bad events over BLE: {}", l.lock.id, batch.error().to_string());
+      answer(l, ble::kind::events_answer, m.counter, 400, batch.error().to_string());
+      return;
+    }
+    l.lock_idle = false;
+    auto id = next_id++;
+    waiting[id] = {l.lock.id, l.generation, m.counter};
+    ++l.events_in_flight;
+    if (cfg.handlers.on_events)
+      cfg.handlers.on_events(id, l.lock.id, std::move(*batch));
+  }
+
+  /// An access query: decided here and answered at once.
+  void access_query(link& l, const ble::opened& m) {
+    const auto& h = cfg.handlers;
+    auto out = answer_access(h.on_access, l.lock.id, m.body);
+    if (out.code == 400) {
+      ++counters.bad_messages;
+      spdlog::warn("ble: lock {}: bad access query over BLE: {}", l.lock.id, out.error);
+    } else if (out.code == 500) {
+      spdlog::error("ble: lock {}: access decision failed: {}", l.lock.id, out.error);
+    }
+    send(l, ble::kind::access_answer,
+         ble::encode_answer({m.counter, static_cast<std::uint16_t>(out.code), std::move(out.body)}));
+    if (out.request && h.on_decided)
+      h.on_decided(l.lock.id, *out.request, out.decision);
+  }
+
+  /// The lock's own state (asked for on each connection).
+  void state_message(link& l, const ble::opened& m) {
+    auto state = protocol::decode_lock_state(m.body);
+    if (!state) {
+      ++counters.bad_messages;
+      spdlog::warn("ble: lock {}: bad state over BLE: {}; ignored", l.lock.id,
+                   state.error().to_string());
+      return;
+    }
+    l.state_pending = false;
+    if (cfg.handlers.on_state)
+      cfg.handlers.on_state(l.lock.id, *state);
+  }
+
+  /// The lock's answer to a command of this session: its outcome goes back.
+  void command_answer(link& l, const ble::opened& m) {
+    auto a = ble::decode_answer(m.body);
+    if (!a) {
+      ++counters.bad_messages;
+      spdlog::warn("ble: lock {}: bad command answer over BLE: {}", l.lock.id,
+                   a.error().to_string());
+      return;
+    }
+    auto it = std::find_if(l.commands.begin(), l.commands.end(),
+                           [&](const auto& c) { return c.sent_counter == a->re; });
+    if (it == l.commands.end()) {
+      spdlog::debug("ble: lock {}: a BLE command answer for no waiting command; ignored", l.lock.id);
+      return;
+    }
+    command_outcome o;
+    o.result = command_outcome::kind::answered;
+    o.code = a->code;
+    o.payload = std::move(a->payload);
+    o.attempts = it->attempts;
+    auto done = std::move(it->done);
+    l.commands.erase(it);
+    if (done)
+      done(std::move(o));
+  }
+
+  /// The lock has nothing more to say. Body: the counter of the last
+  /// gateway message it had when it said so; an idle sent before our latest
+  /// request does not count.
+  void idle_message(link& l, const ble::opened& m) {
+    if (m.body.size() != 8) {
+      ++counters.bad_messages;
+      spdlog::warn("ble: lock {}: bad idle over BLE: expected 8 bytes (the last counter it "
+                   "received), got {}",
+                   l.lock.id, m.body.size());
+      return;
+    }
+    std::uint64_t re = 0;
+    for (auto b : m.body)
+      re = (re << 8) | b;
+    if (re < l.send_counter)
+      return;
+    l.lock_idle = true;
+    l.demand.advertised = false;
+    l.demand.urgent = false;
   }
 
   void answer(link& l, ble::kind k, std::uint64_t re, std::uint16_t code, const std::string& text) {
