@@ -88,6 +88,37 @@ std::optional<input_error> credentials_state::apply_staged(protocol::command_res
   return std::nullopt;
 }
 
+credentials_state::admission credentials_state::admit(const protocol::snapshot_chunk& chunk,
+                                                      std::uint64_t in_force) {
+  if (staged && staged->id != chunk.snapshot) {
+    if (chunk.chunk != 1)
+      return {input_error{"snapshot", "chunk " + std::to_string(chunk.chunk) + " of snapshot \""
+                                        + chunk.snapshot + "\" while snapshot \"" + staged->id
+                                        + "\" is being received; start a new snapshot with "
+                                          "chunk 1"},
+              false};
+    spdlog::warn("credentials: snapshot {} replaced by snapshot {} before it was complete",
+                 staged->id, chunk.snapshot);
+    staged.reset();
+  }
+  if (staged)
+    return {};
+  if (chunk.version < in_force)
+    return {input_error{"version", "snapshot version " + std::to_string(chunk.version)
+                                     + " is older than the version in force ("
+                                     + std::to_string(in_force) + ")"},
+            false};
+  if (chunk.version == in_force && in_force != 0)
+    return {std::nullopt, true};
+  staged.emplace();
+  staged->id = chunk.snapshot;
+  staged->version = chunk.version;
+  staged->chunks = chunk.chunks;
+  spdlog::info("credentials: receiving snapshot {} (version {}, {} chunks)", staged->id,
+               staged->version, staged->chunks);
+  return {};
+}
+
 void credentials_state::on_snapshot_chunk(const std::string& payload) {
   protocol::command_result r;
   r.command = snapshot_command;
@@ -113,39 +144,17 @@ void credentials_state::on_snapshot_chunk(const std::string& payload) {
     refuse(chunk.error(), true);
     return;
   }
-  if (staged && staged->id != chunk->snapshot) {
-    if (chunk->chunk != 1) {
-      refuse({"snapshot", "chunk " + std::to_string(chunk->chunk) + " of snapshot \""
-                            + chunk->snapshot + "\" while snapshot \"" + staged->id
-                            + "\" is being received; start a new snapshot with chunk 1"},
-             false);
-      return;
-    }
-    spdlog::warn("credentials: snapshot {} replaced by snapshot {} before it was complete",
-                 staged->id, chunk->snapshot);
-    staged.reset();
+  auto admitted = admit(*chunk, in_force);
+  if (admitted.error) {
+    refuse(std::move(*admitted.error), false);
+    return;
   }
-  if (!staged) {
-    if (chunk->version < in_force) {
-      refuse({"version", "snapshot version " + std::to_string(chunk->version)
-                           + " is older than the version in force ("
-                           + std::to_string(in_force) + ")"},
-             false);
-      return;
-    }
-    if (chunk->version == in_force && in_force != 0) {
-      r.status = "ok";
-      r.version = in_force;
-      r.detail = "version already in force; nothing to do";
-      reply(std::move(r));
-      return;
-    }
-    staged.emplace();
-    staged->id = chunk->snapshot;
-    staged->version = chunk->version;
-    staged->chunks = chunk->chunks;
-    spdlog::info("credentials: receiving snapshot {} (version {}, {} chunks)", staged->id,
-                 staged->version, staged->chunks);
+  if (admitted.already_in_force) {
+    r.status = "ok";
+    r.version = in_force;
+    r.detail = "version already in force; nothing to do";
+    reply(std::move(r));
+    return;
   }
   auto& s = *staged;
   if (chunk->version != s.version || chunk->chunks != s.chunks) {

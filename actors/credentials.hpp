@@ -52,6 +52,14 @@ struct credentials_state {
   std::optional<staged_snapshot> staged;
 
   void on_snapshot_chunk(const std::string& payload);
+  /// Whether a chunk may be kept: it belongs to the snapshot being received
+  /// or starts one (a newer version than in force); `already_in_force`: the
+  /// snapshot's version is the one in force, nothing to do.
+  struct admission {
+    std::optional<input_error> error;
+    bool already_in_force = false;
+  };
+  admission admit(const protocol::snapshot_chunk& chunk, std::uint64_t in_force);
   /// Keeps a chunk of the snapshot being received, all of it or (a
   /// credential twice) none: the error says which.
   std::optional<input_error> stage(protocol::snapshot_chunk& chunk);
