@@ -376,11 +376,17 @@ void check_lock_keys_against(reader& r, const std::vector<lock_key>& locks,
   }
 }
 
-void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
-  std::vector<lock_key> lock_keys;
-  r.only_keys(root, "", sections());
-  bool production = true;
+/// A section that may be absent, without a second error if it is not a table
+/// (the reader said so where it read it).
+const toml::table& section_of(const toml::table& root, const char* name) {
+  static const toml::table none;
+  const auto* t = root.get_as<toml::table>(name);
+  return t != nullptr ? *t : none;
+}
 
+/// [gateway]; returns whether the environment is production.
+bool read_gateway(reader& r, const toml::table& root, gateway_config& cfg) {
+  bool production = true;
   if (auto gw = r.table(root, "", "gateway", true)) {
     r.only_keys(*gw, "gateway", keys_of("gateway"));
     if (auto v = r.text(*gw, "gateway", "status_socket", defaults::status_socket)) {
@@ -427,9 +433,14 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     }
   }
 
-  const toml::table empty;
+  return production;
+}
+
+/// [store], and the status socket's directory.
+void read_store(reader& r, const toml::table& root, gateway_config& cfg, bool production) {
+  static const toml::table no_table;
   auto store = r.table(root, "", "store", false);
-  const auto& st = store != nullptr ? *store : empty;
+  const auto& st = store != nullptr ? *store : no_table;
   r.only_keys(st, "store", keys_of("store"));
   if (auto v = r.text(st, "store", "state_dir", defaults::state_dir)) {
     std::filesystem::path p{*v};
@@ -460,8 +471,13 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
                          defaults::max_retention_days))
     cfg.store.retention_days = static_cast<std::uint32_t>(*v);
 
+}
+
+/// [coap].
+void read_coap(reader& r, const toml::table& root, gateway_config& cfg, bool production) {
+  static const toml::table no_table;
   auto coap = r.table(root, "", "coap", false);
-  const auto& co = coap != nullptr ? *coap : empty;
+  const auto& co = coap != nullptr ? *coap : no_table;
   r.only_keys(co, "coap", keys_of("coap"));
   if (auto v = r.integer(co, "coap", "lock_silence_s", defaults::lock_silence_s, 1, 86400))
     cfg.coap.lock_silence_s = static_cast<std::uint32_t>(*v);
@@ -487,6 +503,10 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.coap.idle_release_s = static_cast<std::uint32_t>(*v);
   }
 
+}
+
+/// [metrics].
+void read_metrics(reader& r, const toml::table& root, gateway_config& cfg) {
   // The metrics endpoint: off unless an address is given. TCP, so it can
   // share a number with a UDP listener, but not be the status socket's.
   if (auto metrics = r.table(root, "", "metrics", false)) {
@@ -495,8 +515,13 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.metrics_listen = r.address(*node, "metrics.listen");
   }
 
+}
+
+/// [ble].
+void read_ble(reader& r, const toml::table& root, gateway_config& cfg) {
+  static const toml::table no_table;
   auto ble = r.table(root, "", "ble", false);
-  const auto& bl = ble != nullptr ? *ble : empty;
+  const auto& bl = ble != nullptr ? *ble : no_table;
   r.only_keys(bl, "ble", keys_of("ble"));
   if (auto v = r.text(bl, "ble", "adapter", std::string{defaults::ble_adapter})) {
     bool ok = !v->empty() && v->size() <= 32;
@@ -525,66 +550,102 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
               cfg.ble.fragment_timeout_ms);
   ble_integer("default_mtu", defaults::ble_default_mtu, 23, 517, cfg.ble.default_mtu);
 
+}
+
+/// mqtt.broker (one) or mqtt.brokers (several, in order of preference).
+void read_brokers(reader& r, const toml::table& mq_table, gateway_config& cfg) {
+  const auto* mq = &mq_table;
+  // One broker (`broker`) or several in order of preference (`brokers`:
+  // the nodes of a cluster, or a fallback).
+  auto broker_uri = [&](const toml::node& node, const std::string& key) {
+    if (!node.is_string()) {
+      r.error(node.source(), key, "expected an ssl://host:port URI string");
+      return;
+    }
+    const auto& v = node.as_string()->get();
+    if (!v.starts_with("ssl://") && !v.starts_with("mqtts://"))
+      r.error(node.source(), key,
+              "expected an ssl://host:port URI (the cloud link is always TLS), got \"" + v
+                + "\"");
+    else if (auto problem = broker_address_problem(v))
+      r.error(node.source(), key, *problem);
+    else if (std::find(cfg.mqtt.brokers.begin(), cfg.mqtt.brokers.end(), v)
+             != cfg.mqtt.brokers.end())
+      r.error(node.source(), key, "\"" + v + "\" is listed twice; remove one");
+    else
+      cfg.mqtt.brokers.push_back(v);
+  };
+  const auto* one = mq->get("broker");
+  const auto* several = mq->get("brokers");
+  if (one != nullptr && several != nullptr) {
+    r.error(several->source(), "mqtt.brokers",
+            "give mqtt.broker (one) or mqtt.brokers (several), not both");
+  } else if (one != nullptr) {
+    broker_uri(*one, "mqtt.broker");
+  } else if (several != nullptr) {
+    if (!several->is_array() || several->as_array()->empty()
+        || several->as_array()->size() > 16) {
+      r.error(several->source(), "mqtt.brokers",
+              "expected an array of 1 to 16 \"ssl://host:port\" strings, in order of "
+              "preference");
+    } else {
+      std::size_t i = 0;
+      for (const auto& item : *several->as_array())
+        broker_uri(item, "mqtt.brokers[" + std::to_string(i++) + "]");
+    }
+  } else {
+    r.error(mq->source(), "mqtt.broker",
+            "missing: the broker's ssl://host:port (or mqtt.brokers for several)");
+  }
+}
+
+/// mqtt.protocol: "5", "3.1.1" or "auto", quoted.
+void read_mqtt_protocol(reader& r, const toml::table& mq_table, gateway_config& cfg) {
+  const auto* mq = &mq_table;
+  if (const auto* p = mq->get("protocol"); p != nullptr && !p->is_string())
+    r.error(p->source(), "mqtt.protocol",
+            "expected \"5\", \"3.1.1\" or \"auto\" as a string (quote it: protocol = "
+            "\"5\")");
+  else if (auto v = r.text(*mq, "mqtt", "protocol", std::string{"auto"})) {
+    if (*v == "5")
+      cfg.mqtt.protocol = mqtt_protocol::v5;
+    else if (*v == "3.1.1")
+      cfg.mqtt.protocol = mqtt_protocol::v3_1_1;
+    else if (*v == "auto")
+      cfg.mqtt.protocol = mqtt_protocol::automatic;
+    else
+      r.error(mq->get("protocol")->source(), "mqtt.protocol",
+              "expected \"5\", \"3.1.1\" or \"auto\" (5 first, then 3.1.1), got \"" + *v
+                + "\"");
+  }
+}
+
+/// The cloud's TLS files as the gateway will use them: warnings, not errors
+/// (the doors never wait for the cloud).
+void check_mqtt_certificate(reader& r, const toml::table& mq_table, const gateway_config& cfg) {
+  const auto* mq = &mq_table;
+  if (r.check_files() && !cfg.mqtt.ca_file.empty() && !cfg.mqtt.cert_file.empty()
+      && !cfg.mqtt.key_file.empty())
+    for (const auto& p : check_tls_files(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file))
+      r.warning(mq->get(p.which)->source(), "mqtt." + p.which,
+                p.message + " (the gateway starts and serves the locks, but cannot reach the "
+                            "cloud until this is fixed; no restart needed)");
+  if (r.check_files() && !cfg.mqtt.cert_file.empty() && !cfg.gateway.empty())
+    if (auto cn = certificate_common_name(cfg.mqtt.cert_file); cn && *cn != cfg.gateway)
+      r.warning(mq->get("cert_file")->source(), "mqtt.cert_file",
+                "its common name is \"" + *cn + "\", not gateway.id \"" + cfg.gateway
+                  + "\": the broker ACL lockbridge ships (config/mosquitto.acl.example, with "
+                    "use_identity_as_username) gives a client the topics of the name in its "
+                    "certificate, so this gateway would be refused its own; have the "
+                    "certificate issued for CN=" + cfg.gateway + ", or adapt the ACL");
+}
+
+/// [mqtt].
+void read_mqtt(reader& r, const toml::table& root, gateway_config& cfg, bool production) {
   if (auto mq = r.table(root, "", "mqtt", true)) {
     r.only_keys(*mq, "mqtt", keys_of("mqtt"));
-    // One broker (`broker`) or several in order of preference (`brokers`:
-    // the nodes of a cluster, or a fallback).
-    auto broker_uri = [&](const toml::node& node, const std::string& key) {
-      if (!node.is_string()) {
-        r.error(node.source(), key, "expected an ssl://host:port URI string");
-        return;
-      }
-      const auto& v = node.as_string()->get();
-      if (!v.starts_with("ssl://") && !v.starts_with("mqtts://"))
-        r.error(node.source(), key,
-                "expected an ssl://host:port URI (the cloud link is always TLS), got \"" + v
-                  + "\"");
-      else if (auto problem = broker_address_problem(v))
-        r.error(node.source(), key, *problem);
-      else if (std::find(cfg.mqtt.brokers.begin(), cfg.mqtt.brokers.end(), v)
-               != cfg.mqtt.brokers.end())
-        r.error(node.source(), key, "\"" + v + "\" is listed twice; remove one");
-      else
-        cfg.mqtt.brokers.push_back(v);
-    };
-    const auto* one = mq->get("broker");
-    const auto* several = mq->get("brokers");
-    if (one != nullptr && several != nullptr) {
-      r.error(several->source(), "mqtt.brokers",
-              "give mqtt.broker (one) or mqtt.brokers (several), not both");
-    } else if (one != nullptr) {
-      broker_uri(*one, "mqtt.broker");
-    } else if (several != nullptr) {
-      if (!several->is_array() || several->as_array()->empty()
-          || several->as_array()->size() > 16) {
-        r.error(several->source(), "mqtt.brokers",
-                "expected an array of 1 to 16 \"ssl://host:port\" strings, in order of "
-                "preference");
-      } else {
-        std::size_t i = 0;
-        for (const auto& item : *several->as_array())
-          broker_uri(item, "mqtt.brokers[" + std::to_string(i++) + "]");
-      }
-    } else {
-      r.error(mq->source(), "mqtt.broker",
-              "missing: the broker's ssl://host:port (or mqtt.brokers for several)");
-    }
-    if (const auto* p = mq->get("protocol"); p != nullptr && !p->is_string())
-      r.error(p->source(), "mqtt.protocol",
-              "expected \"5\", \"3.1.1\" or \"auto\" as a string (quote it: protocol = "
-              "\"5\")");
-    else if (auto v = r.text(*mq, "mqtt", "protocol", std::string{"auto"})) {
-      if (*v == "5")
-        cfg.mqtt.protocol = mqtt_protocol::v5;
-      else if (*v == "3.1.1")
-        cfg.mqtt.protocol = mqtt_protocol::v3_1_1;
-      else if (*v == "auto")
-        cfg.mqtt.protocol = mqtt_protocol::automatic;
-      else
-        r.error(mq->get("protocol")->source(), "mqtt.protocol",
-                "expected \"5\", \"3.1.1\" or \"auto\" (5 first, then 3.1.1), got \"" + *v
-                  + "\"");
-    }
+    read_brokers(r, *mq, cfg);
+    read_mqtt_protocol(r, *mq, cfg);
     if (auto v = r.text(*mq, "mqtt", "client_id", std::string{}))
       cfg.mqtt.client_id = *v;
     // The cloud's files: missing or unreadable ones are warnings, not
@@ -611,39 +672,32 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
       cfg.mqtt.reconnect_min_ms = static_cast<std::uint32_t>(*v);
     if (auto v = r.integer(*mq, "mqtt", "reconnect_max_ms", defaults::reconnect_max_ms, 10, 3600000))
       cfg.mqtt.reconnect_max_ms = static_cast<std::uint32_t>(*v);
-    if (r.check_files() && !cfg.mqtt.ca_file.empty() && !cfg.mqtt.cert_file.empty()
-        && !cfg.mqtt.key_file.empty())
-      for (const auto& p : check_tls_files(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file))
-        r.warning(mq->get(p.which)->source(), "mqtt." + p.which,
-                  p.message + " (the gateway starts and serves the locks, but cannot reach the "
-                              "cloud until this is fixed; no restart needed)");
-    if (r.check_files() && !cfg.mqtt.cert_file.empty() && !cfg.gateway.empty())
-      if (auto cn = certificate_common_name(cfg.mqtt.cert_file); cn && *cn != cfg.gateway)
-        r.warning(mq->get("cert_file")->source(), "mqtt.cert_file",
-                  "its common name is \"" + *cn + "\", not gateway.id \"" + cfg.gateway
-                    + "\": the broker ACL lockbridge ships (config/mosquitto.acl.example, with "
-                      "use_identity_as_username) gives a client the topics of the name in its "
-                      "certificate, so this gateway would be refused its own; have the "
-                      "certificate issued for CN=" + cfg.gateway + ", or adapt the ACL");
+    check_mqtt_certificate(r, *mq, cfg);
     if (cfg.mqtt.reconnect_max_ms < cfg.mqtt.reconnect_min_ms)
       r.error(mq->source(), "mqtt.reconnect_max_ms", "must not be below mqtt.reconnect_min_ms");
   }
   if (cfg.mqtt.client_id.empty())
     cfg.mqtt.client_id = "lockbridge-" + cfg.site + "-" + cfg.gateway;
 
-  auto policy_of = [&](const toml::table& tbl, const std::string& path,
-                       const char* fallback) -> std::optional<offline_policy> {
-    auto v = r.text(tbl, path, "offline_policy", std::string{fallback});
-    if (!v)
-      return std::nullopt;
-    if (*v == "fail_secure")
-      return offline_policy::fail_secure;
-    if (*v == "keep_last_known")
-      return offline_policy::keep_last_known;
-    r.error(tbl.get("offline_policy")->source(), path + ".offline_policy",
-            "expected \"fail_secure\" or \"keep_last_known\", got \"" + *v + "\"");
+}
+
+/// An offline_policy key of a table.
+std::optional<offline_policy> policy_of(reader& r, const toml::table& tbl, const std::string& path,
+                                        const char* fallback) {
+  auto v = r.text(tbl, path, "offline_policy", std::string{fallback});
+  if (!v)
     return std::nullopt;
-  };
+  if (*v == "fail_secure")
+    return offline_policy::fail_secure;
+  if (*v == "keep_last_known")
+    return offline_policy::keep_last_known;
+  r.error(tbl.get("offline_policy")->source(), path + ".offline_policy",
+          "expected \"fail_secure\" or \"keep_last_known\", got \"" + *v + "\"");
+  return std::nullopt;
+}
+
+/// [credentials].
+void read_credentials(reader& r, const toml::table& root, gateway_config& cfg, bool production) {
   if (auto creds = r.table(root, "", "credentials", true)) {
     r.only_keys(*creds, "credentials", keys_of("credentials"));
     if (auto v = r.file(*creds, "credentials", "lookup_key_file", true, production))
@@ -651,9 +705,13 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     if (auto v = r.integer(*creds, "credentials", "max_age_hours",
                            defaults::credentials_max_age_hours, 1, 24 * 365))
       cfg.credentials.max_age_hours = static_cast<std::uint32_t>(*v);
-    if (auto p = policy_of(*creds, "credentials", defaults::offline_policy))
+    if (auto p = policy_of(r, *creds, "credentials", defaults::offline_policy))
       cfg.credentials.default_policy = *p;
   }
+}
+
+/// [security], and the key-encryption key systemd may hand over instead.
+void read_security(reader& r, const toml::table& root, gateway_config& cfg) {
   if (auto sec = r.table(root, "", "security", false)) {
     r.only_keys(*sec, "security", keys_of("security"));
     // The key-encryption key must not be readable by others in any environment.
@@ -692,6 +750,10 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
         r.error("security.key_encryption_key_file", std::move(text));
     }
   }
+}
+
+/// [[doors]].
+void read_doors(reader& r, const toml::table& root, gateway_config& cfg) {
   if (auto doors = root.get("doors")) {
     if (!doors->is_array_of_tables()) {
       r.error(doors->source(), "doors", "expected [[doors]] tables");
@@ -708,13 +770,78 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
           if (!seen.insert(*v).second)
             r.error(tbl.get("id")->source(), path + ".id", "duplicate door id \"" + *v + "\"");
         }
-        if (auto p = policy_of(tbl, path, defaults::offline_policy))
+        if (auto p = policy_of(r, tbl, path, defaults::offline_policy))
           door.policy = *p;
         cfg.credentials.doors.push_back(std::move(door));
       }
     }
   }
 
+}
+
+/// Each lock's own key: the same file or the same bytes under two locks
+/// lets one lock speak as the other. Compared by content, never printed.
+struct lock_keys_seen {
+  std::map<std::filesystem::path, std::string> files;
+  std::map<std::vector<std::uint8_t>, std::string> contents;
+};
+
+/// A lock's psk_file: readable, a key of its own.
+void read_lock_psk(reader& r, const toml::table& tbl, const std::string& path, bool production,
+                   lock_config& lock, lock_keys_seen& seen, std::vector<lock_key>& lock_keys) {
+  if (auto v = r.file(tbl, path, "psk_file", true, production)) {
+    lock.psk_file = *v;
+    auto where = tbl.get("psk_file")->source();
+    std::error_code ec;
+    auto canonical = std::filesystem::weakly_canonical(*v, ec);
+    if (ec)
+      canonical = std::filesystem::path{*v}.lexically_normal();
+    if (auto [it, fresh] = seen.files.emplace(canonical, lock.id); !fresh)
+      r.error(where, path + ".psk_file",
+              "the same file as lock " + it->second + "'s psk_file; each lock needs a key "
+              "of its own (lockbridge provision lock --id " + lock.id + " makes one)");
+    else if (r.check_files()) { // (not when only locating the daemon)
+      if (auto psk = read_psk(*v); !psk)
+        r.error(where, path + ".psk_file", psk.error().message);
+      else if (auto [same, fresh_key] = seen.contents.emplace(*psk, lock.id); !fresh_key)
+        r.error(where, path + ".psk_file",
+                "holds the same key as lock " + same->second + "'s psk_file; each lock "
+                "needs a key of its own (lockbridge provision lock --id " + lock.id
+                  + " --force makes one)");
+      else
+        lock_keys.push_back({where, path + ".psk_file", std::move(*psk)});
+    }
+  }
+}
+
+/// A lock's ble_address: required for a BLE lock, refused for another, unique.
+void read_lock_address(reader& r, const toml::table& tbl, const std::string& path,
+                       lock_config& lock, std::set<std::string>& seen_addresses) {
+  if (auto a = r.text(tbl, path, "ble_address", std::string{})) {
+    if (lock.transport == lock_transport::ble) {
+      if (a->empty())
+        r.error(tbl.source(), path + ".ble_address",
+                "missing; a BLE lock needs its address, e.g. ble_address = "
+                "\"C0:FF:EE:00:00:01\"");
+      else if (auto norm = normalise_ble_address(*a))
+        lock.ble_address = *norm;
+      else
+        r.error(tbl.get("ble_address")->source(), path + ".ble_address",
+                "expected six hexadecimal pairs separated by ':' (e.g. "
+                "\"C0:FF:EE:00:00:01\"), got \"" + *a + "\"");
+      if (!lock.ble_address.empty() && !seen_addresses.insert(lock.ble_address).second)
+        r.error(tbl.get("ble_address")->source(), path + ".ble_address",
+                "address " + lock.ble_address + " is already used by another lock");
+    } else if (!a->empty()) {
+      r.error(tbl.get("ble_address")->source(), path + ".ble_address",
+              "only a BLE lock has an address; add transport = \"ble\" or remove it");
+    }
+  }
+}
+
+/// [[locks]].
+void read_locks(reader& r, const toml::table& root, gateway_config& cfg, bool production,
+                std::vector<lock_key>& lock_keys) {
   auto locks = root.get("locks");
   if (locks == nullptr) {
     r.error("locks", "no [[locks]] configured; add one [[locks]] table per lock");
@@ -723,10 +850,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   } else {
     std::set<std::string> seen;
     std::set<std::string> seen_addresses;
-    // Each lock's own key: the same file or the same bytes under two locks
-    // lets one lock speak as the other. Compared by content, never printed.
-    std::map<std::filesystem::path, std::string> psk_files;
-    std::map<std::vector<std::uint8_t>, std::string> psk_contents;
+    lock_keys_seen seen_keys;
     std::size_t i = 0;
     for (auto& item : *locks->as_array()) {
       auto path = "locks[" + std::to_string(i++) + "]";
@@ -738,29 +862,7 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
         if (!seen.insert(*v).second)
           r.error(tbl.get("id")->source(), path + ".id", "duplicate lock id \"" + *v + "\"");
       }
-      if (auto v = r.file(tbl, path, "psk_file", true, production)) {
-        lock.psk_file = *v;
-        auto where = tbl.get("psk_file")->source();
-        std::error_code ec;
-        auto canonical = std::filesystem::weakly_canonical(*v, ec);
-        if (ec)
-          canonical = std::filesystem::path{*v}.lexically_normal();
-        if (auto [it, fresh] = psk_files.emplace(canonical, lock.id); !fresh)
-          r.error(where, path + ".psk_file",
-                  "the same file as lock " + it->second + "'s psk_file; each lock needs a key "
-                  "of its own (lockbridge provision lock --id " + lock.id + " makes one)");
-        else if (r.check_files()) { // (not when only locating the daemon)
-          if (auto psk = read_psk(*v); !psk)
-            r.error(where, path + ".psk_file", psk.error().message);
-          else if (auto [same, fresh_key] = psk_contents.emplace(*psk, lock.id); !fresh_key)
-            r.error(where, path + ".psk_file",
-                    "holds the same key as lock " + same->second + "'s psk_file; each lock "
-                    "needs a key of its own (lockbridge provision lock --id " + lock.id
-                      + " --force makes one)");
-          else
-            lock_keys.push_back({where, path + ".psk_file", std::move(*psk)});
-        }
-      }
+      read_lock_psk(r, tbl, path, production, lock, seen_keys, lock_keys);
       if (auto t = r.text(tbl, path, "transport", std::string{"coap"})) {
         if (*t == "coap")
           lock.transport = lock_transport::coap;
@@ -770,29 +872,17 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
           r.error(tbl.get("transport")->source(), path + ".transport",
                   "expected \"coap\" or \"ble\", got \"" + *t + "\"");
       }
-      if (auto a = r.text(tbl, path, "ble_address", std::string{})) {
-        if (lock.transport == lock_transport::ble) {
-          if (a->empty())
-            r.error(tbl.source(), path + ".ble_address",
-                    "missing; a BLE lock needs its address, e.g. ble_address = "
-                    "\"C0:FF:EE:00:00:01\"");
-          else if (auto norm = normalise_ble_address(*a))
-            lock.ble_address = *norm;
-          else
-            r.error(tbl.get("ble_address")->source(), path + ".ble_address",
-                    "expected six hexadecimal pairs separated by ':' (e.g. "
-                    "\"C0:FF:EE:00:00:01\"), got \"" + *a + "\"");
-          if (!lock.ble_address.empty() && !seen_addresses.insert(lock.ble_address).second)
-            r.error(tbl.get("ble_address")->source(), path + ".ble_address",
-                    "address " + lock.ble_address + " is already used by another lock");
-        } else if (!a->empty()) {
-          r.error(tbl.get("ble_address")->source(), path + ".ble_address",
-                  "only a BLE lock has an address; add transport = \"ble\" or remove it");
-        }
-      }
+      read_lock_address(r, tbl, path, lock, seen_addresses);
       cfg.locks.push_back(std::move(lock));
     }
   }
+}
+
+/// Across sections: CoAP locks need a listener, plain and DTLS listeners
+/// their own ports, a BLE lock's visits must come within the silence bound.
+void check_listeners(reader& r, const toml::table& root, const gateway_config& cfg) {
+  const auto& co = section_of(root, "coap");
+  const auto& bl = section_of(root, "ble");
   auto coap_locks = std::count_if(cfg.locks.begin(), cfg.locks.end(), [](const lock_config& l) {
     return l.transport == lock_transport::coap;
   });
@@ -842,6 +932,11 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
     else
       r.error("ble.poll_interval_s", text);
   }
+}
+
+/// The key files' contents: readable, private, and all different.
+void check_key_files(reader& r, const toml::table& root, const gateway_config& cfg,
+                     const std::vector<lock_key>& lock_keys) {
   if (!r.check_files())
     return;
   // A key file's problem at the line that names the file (none when the
@@ -887,6 +982,23 @@ void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
   if (kek)
     check_lock_keys_against(r, lock_keys, cfg.security.kek_file, *kek,
                             "security.key_encryption_key_file");
+}
+
+void read_document(reader& r, const toml::table& root, gateway_config& cfg) {
+  std::vector<lock_key> lock_keys;
+  r.only_keys(root, "", sections());
+  bool production = read_gateway(r, root, cfg);
+  read_store(r, root, cfg, production);
+  read_coap(r, root, cfg, production);
+  read_metrics(r, root, cfg);
+  read_ble(r, root, cfg);
+  read_mqtt(r, root, cfg, production);
+  read_credentials(r, root, cfg, production);
+  read_security(r, root, cfg);
+  read_doors(r, root, cfg);
+  read_locks(r, root, cfg, production, lock_keys);
+  check_listeners(r, root, cfg);
+  check_key_files(r, root, cfg, lock_keys);
 }
 
 } // namespace
