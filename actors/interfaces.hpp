@@ -160,6 +160,8 @@ using uplink_actor = caf::typed_actor<
   /// actor's thread (generation, what it found: empty if the broker took a
   /// TCP and TLS connection, whether the attempt's outcome waits for it).
   caf::reacts_to<atom::probed, std::uint64_t, std::string, bool>,
+  /// The deadline of that probe's verdict (sent to itself; generation).
+  caf::reacts_to<atom::probed, std::uint64_t>,
   /// Paho reports: PUBACK for the publish with this number.
   caf::reacts_to<atom::acked, std::uint64_t>,
   /// Paho reports: the publish with this number failed (MQTT 5 reason code,

@@ -145,6 +145,9 @@ using self_ptr = uplink_actor::stateful_pointer<uplink_state>;
 
 constexpr auto removal_interval = std::chrono::milliseconds{10};
 constexpr auto tls_watch_interval = std::chrono::seconds{2};
+/// How long a failed attempt waits for its TLS probe's verdict at most (the
+/// probe blocks for about twice its 2 s bound, TCP and then TLS).
+constexpr auto probe_deadline = std::chrono::seconds{6};
 
 /// A fingerprint of the TLS files' contents, to notice a rotation in place.
 std::size_t tls_fingerprint(const config::mqtt_config& m) {
@@ -836,10 +839,22 @@ void probe_broker(self_ptr self, bool decide) {
   self->spawn<caf::detached>(
     [=, ca = m.ca_file, cert = m.cert_file, key = m.key_file](caf::event_based_actor* probe,
                                                              const uplink_actor& to) {
-      auto why = transport::probe_tls(uri, ca, cert, key, 2000);
+      std::string why;
+      try {
+        why = transport::probe_tls(uri, ca, cert, key, 2000);
+      } catch (const std::exception& e) {
+        why = std::string{"the TLS probe failed: "} + e.what();
+      }
       probe->send(to, atom::probed_v, generation, std::move(why), decide);
     },
     target);
+  if (decide) {
+    // The attempt's outcome waits for the verdict, but never longer than
+    // the probe's bound: a probe that ends without answering (or answers
+    // late) must not leave the uplink without a next attempt.
+    st.verdict_awaited = generation;
+    self->delayed_send(self, probe_deadline, atom::probed_v, generation);
+  }
 }
 
 /// What follows a failed connect or a lost link: the next attempt (another
@@ -1051,9 +1066,26 @@ void on_probed(self_ptr self, std::uint64_t generation, const std::string& why, 
   auto& st = self->state;
   if (!why.empty())
     spdlog::error("uplink: TLS: {}", why);
-  // A verdict for an attempt since superseded (a reload, a stall) decides nothing.
-  if (decide && generation == st.generation && !st.connected && !st.connecting)
+  // A verdict for an attempt since superseded (a reload, a stall), or one
+  // after the deadline decided already, decides nothing.
+  if (decide && generation == st.generation && st.verdict_awaited == generation
+      && !st.connected && !st.connecting) {
+    st.verdict_awaited = 0;
     after_failure(self, false, why.empty());
+  }
+}
+
+/// The deadline of an attempt's probe: without a verdict yet, the attempt
+/// counts as one the broker did not answer.
+void on_probe_deadline(self_ptr self, std::uint64_t generation) {
+  auto& st = self->state;
+  if (st.verdict_awaited != generation || generation != st.generation || st.connected
+      || st.connecting)
+    return;
+  spdlog::warn("uplink: the TLS probe of {} gave no verdict in time; going on without it",
+               st.rotation->current().uri);
+  st.verdict_awaited = 0;
+  after_failure(self, false, false);
 }
 
 void on_acked(self_ptr self, std::uint64_t number) {
@@ -1322,6 +1354,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     [self](atom::probed, std::uint64_t generation, const std::string& why, bool decide) {
       on_probed(self, generation, why, decide);
     },
+    [self](atom::probed, std::uint64_t generation) { on_probe_deadline(self, generation); },
     [self](atom::committed, std::uint64_t) { pump(self); },
     [self](atom::acked, std::uint64_t number) { on_acked(self, number); },
     [self](atom::remove) { on_remove(self); },

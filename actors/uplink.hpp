@@ -99,6 +99,9 @@ struct uplink_state {
   /// are): its number and when it left; 0 when none is unacknowledged.
   std::uint64_t probe_number = 0;
   std::chrono::steady_clock::time_point probe_sent_at{};
+  /// The attempt (generation) whose next step waits for a TLS probe's
+  /// verdict, or 0.
+  std::uint64_t verdict_awaited = 0;
   bool first_failure = true; ///< explain the next connect failure (TLS probe)
   std::string last_failure;  ///< why the last attempt or link failed (logged with the retry)
   /// Which broker and MQTT version the next connect uses (mqtt.brokers,
