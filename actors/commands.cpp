@@ -35,7 +35,7 @@ void commands_state::on_command(commands_actor::pointer self, const std::string&
     audit(*cfg.vault, "lock_command",
           {{"command", r.id}, {"lock", lock}, {"outcome", "refused"}, {"field", r.error->field},
            {"reason", r.error->message}});
-    cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+    cfg.publish_result(keep_reply(cfg.vault.get(), "commands", cfg.site, cfg.gateway, r));
   };
   auto c = protocol::decode_lock_command(payload);
   if (!c) {
@@ -93,12 +93,7 @@ void commands_state::send(commands_actor::pointer self, const protocol::lock_com
 }
 
 void commands_state::answer(const protocol::command_result& r, const std::string& id) {
-  auto json = protocol::encode_command_result(cfg.site, cfg.gateway, r);
-  auto number = keep_result(*cfg.vault, "commands", json, id);
-  if (number > 0 && cfg.announce_result)
-    cfg.announce_result(number, std::move(json));
-  else
-    cfg.publish_result(std::move(json));
+  cfg.publish_result(keep_reply(cfg.vault.get(), "commands", cfg.site, cfg.gateway, r, id));
 }
 
 void commands_state::resume(commands_actor::pointer self) {

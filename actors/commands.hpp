@@ -18,9 +18,7 @@ struct commands_config {
   std::shared_ptr<store::vault> vault;            ///< replay ids and the audit trail
   std::shared_ptr<transport::lock_transport> server; ///< to reach the locks (any transport)
   std::function<bool(const std::string&)> is_lock; ///< configured now?
-  std::function<void(std::string)> publish_result; ///< JSON for cmd_result (kept in the outbox)
-  /// A result already kept in the outbox under this number: publish it.
-  std::function<void(std::uint64_t, std::string)> announce_result;
+  result_sink publish_result; ///< each cmd_result, kept in the outbox first
   std::string site;
   std::string gateway;
 };

@@ -27,7 +27,7 @@ caf::error validate(const credentials_config& cfg) {
 
 void credentials_state::reply(protocol::command_result r) {
   r.ts = unix_ms_now();
-  cfg.publish_result(protocol::encode_command_result(cfg.site, cfg.gateway, r));
+  cfg.publish_result(keep_reply(cfg.vault.get(), "credentials", cfg.site, cfg.gateway, r));
 }
 
 void credentials_state::save_clock() {

@@ -22,7 +22,7 @@ struct credentials_config {
   std::shared_ptr<store::credential_store> store;
   std::shared_ptr<access_service> access; ///< for the clock's high-water mark
   std::shared_ptr<store::vault> vault;     ///< for the audit trail (optional)
-  std::function<void(std::string)> publish_result; ///< JSON for cmd_result
+  result_sink publish_result; ///< each cmd_result, kept in the outbox (with a vault)
   std::string site;
   std::string gateway;
   std::chrono::seconds tick_interval{60};

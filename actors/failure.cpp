@@ -40,10 +40,10 @@ caf::error actor_failure(std::string_view actor, std::exception_ptr& x) {
     }
   } catch (const std::exception& e) {
     spdlog::error("{}: failed: {}", actor, e.what());
-    return caf::make_error(ec::unspecified, e.what());
+    return caf::make_error(ec::unexpected, e.what());
   } catch (...) {
     spdlog::error("{}: failed with an exception of unknown type", actor);
-    return caf::make_error(ec::unspecified, "an exception of unknown type");
+    return caf::make_error(ec::unexpected, "an exception of unknown type");
   }
 }
 

@@ -12,6 +12,7 @@
 #include "protocols/cloud_messages.hpp"
 #include "protocols/credentials.hpp"
 #include "protocols/lock_messages.hpp"
+#include "actors/results.hpp"
 #include "store/journal.hpp"
 #include "transports/lock_transport.hpp"
 
@@ -32,7 +33,6 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, command, "command")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, result, "result")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, tick, "tick")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, decided, "decided")
-CAF_ADD_ATOM(lockbridge, lockbridge::atom, route, "route")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, reload, "reload")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, get, "get")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
@@ -70,14 +70,11 @@ using journal_actor = caf::typed_actor<
   /// Try again the removals a failing disk refused (its own timer).
   caf::reacts_to<atom::retry>,
   /// Report depth, bytes and counters.
-  caf::replies_to<atom::figures>::with<journal_figures>>;
-
-/// Who hears of new durable entries: the journal's one peer (the uplink in
-/// the daemon, a recorder in the actor tests). Any handle with this
-/// signature converts to it.
-using commit_listener = caf::typed_actor<
-  /// New entries are durable; keys below this one exist.
-  caf::reacts_to<atom::committed, std::uint64_t>>;
+  caf::replies_to<atom::figures>::with<journal_figures>,
+  /// Answered once entries at this key or later are durable, with the key
+  /// after the last one (at once if there are already). The journal knows
+  /// no reader: whoever publishes its entries keeps one such request open.
+  caf::replies_to<atom::committed, std::uint64_t>::with<std::uint64_t>>;
 
 /// An access decision made on libcoap's thread, to be journalled. The raw
 /// identifier is still in `request`: only the lock's session turns it into a
@@ -132,10 +129,9 @@ using commands_actor = caf::typed_actor<
   /// The lock answered, or the command's lifetime ended.
   caf::reacts_to<atom::result, lock_command_done_ptr>>;
 
-/// The journal as a message type (handed to the uplink at start).
 } // namespace lockbridge
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::journal_actor)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::commit_listener)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::command_reply_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::credentials_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::keeper_actor)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::commands_actor)
@@ -145,11 +141,6 @@ namespace lockbridge {
 
 /// The cloud link.
 using uplink_actor = caf::typed_actor<
-  /// New entries are durable; keys below this one exist.
-  caf::reacts_to<atom::committed, std::uint64_t>,
-  /// Start: the journal to remove acknowledged entries from (it is spawned
-  /// after the uplink, since it needs the uplink's handle).
-  caf::reacts_to<atom::connect, journal_actor>,
   /// Try to connect now (also sent to itself after a backoff).
   caf::reacts_to<atom::connect>,
   /// Paho reports: connected (generation).
@@ -177,15 +168,10 @@ using uplink_actor = caf::typed_actor<
   /// Paho reports: a message on a subscribed cmd/ topic (topic, payload, and
   /// the MQTT 5 response topic and correlation data, empty if absent).
   caf::reacts_to<atom::command, std::string, std::string, std::string, std::string>,
-  /// A cmd_result to publish: kept in the outbox under this number (removed
-  /// on PUBACK), or 0 if it could not be stored (then kept in memory, bounded).
-  caf::reacts_to<atom::result, std::uint64_t, std::string>,
-  /// Where credential commands go.
-  caf::reacts_to<atom::route, credentials_actor>,
-  /// Where erase_subject and rotate_keys go.
-  caf::reacts_to<atom::route, keeper_actor>,
-  /// Where lock commands go.
-  caf::reacts_to<atom::route, commands_actor>,
+  /// A cmd_result to publish (from a command handler, relayed by the
+  /// supervisor): kept in the outbox under its number (removed on PUBACK),
+  /// or number 0 if it could not be stored (then kept in memory, bounded).
+  caf::reacts_to<atom::result, command_reply_ptr>,
   /// A lock's own state changed (observed over CoAP): publish it.
   caf::reacts_to<atom::observed, std::string, lock_state_ptr>,
   /// Publish audit records waiting in the store (also on its own timer).

@@ -92,7 +92,7 @@ std::uint64_t journal_state::flush() {
     counters.stored += o.stored;
     if (request_ids[i] == 0 && o.result == store::append_outcome::status::refused_full)
       hold(std::move(batches[i]));
-    else
+    else if (request_ids[i] != 0) // the gateway's own events (id 0) wait for no answer
       cfg.reply(request_ids[i], o);
   }
   batches.clear();
@@ -162,10 +162,9 @@ void journal_state::purge() {
 }
 
 journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_state> self,
-                                     journal_config cfg, commit_listener listener) {
+                                     journal_config cfg) {
   log_exceptions(self);
   self->state.cfg = std::move(cfg);
-  self->state.listener = std::move(listener);
   // Detached: this runs on the journal's own thread. Locks wait for its
   // commits.
   transport::prefer_this_thread("journal: the commit thread");
@@ -190,7 +189,12 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
     [self, schedule_flush](atom::flush) {
       auto& st = self->state;
       if (auto next = st.flush(); next > 0)
-        self->send(st.listener, atom::committed_v, next);
+        std::erase_if(st.readers, [next](auto& reader) {
+          if (reader.first >= next)
+            return false;
+          reader.second.deliver(next);
+          return true;
+        });
       // Removals refused by a failing disk are tried again after a delay
       // (a lock's retry may come first and carry them along).
       if ((st.remove_upto > 0 || !st.held.empty()) && !st.retry_scheduled
@@ -207,6 +211,14 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
     [self](atom::purge) {
       self->state.purge();
       self->delayed_send(self, self->state.cfg.purge_interval, atom::purge_v);
+    },
+    [self](atom::committed, std::uint64_t from) -> caf::result<std::uint64_t> {
+      auto next = self->state.cfg.store->next_key();
+      if (next > from)
+        return next;
+      auto promise = self->make_response_promise<std::uint64_t>();
+      self->state.readers.emplace_back(from, promise);
+      return promise;
     },
     [self](atom::figures) -> journal_figures {
       auto f = self->state.cfg.store->figures();

@@ -9,6 +9,7 @@
 
 #include <caf/error.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include "actors/interfaces.hpp"
 #include "store/journal.hpp"
@@ -36,7 +37,9 @@ struct journal_state {
   static inline const char* name = "journal";
 
   journal_config cfg;
-  commit_listener listener; ///< told of each commit that stored something
+  /// Readers waiting for entries at a key or later (atom::committed), with
+  /// that key; answered by the commit that stores them.
+  std::vector<std::pair<std::uint64_t, caf::typed_response_promise<std::uint64_t>>> readers;
   std::vector<std::uint64_t> request_ids;
   std::vector<store::append_request> batches;
   /// The gateway's own events (access decisions, request id 0) that a full
@@ -72,6 +75,6 @@ struct journal_state {
 /// Spawned detached: its commits block on fdatasync and must not hold up the
 /// scheduler's workers.
 journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_state> self,
-                                     journal_config cfg, commit_listener listener);
+                                     journal_config cfg);
 
 } // namespace lockbridge

@@ -81,9 +81,9 @@ void keeper_state::tick() {
 }
 
 std::string keeper_state::answer(const protocol::command_result& r) {
-  auto json = protocol::encode_command_result(cfg.site, cfg.gateway, r);
-  cfg.publish_result(json);
-  return json;
+  auto reply = keep_reply(cfg.vault.get(), "keeper", cfg.site, cfg.gateway, r);
+  cfg.publish_result(reply);
+  return reply->payload;
 }
 
 std::string keeper_state::refuse(protocol::command_result& r, const std::string& payload,

@@ -17,7 +17,7 @@ namespace lockbridge {
 
 struct keeper_config {
   std::shared_ptr<store::vault> vault;
-  std::function<void(std::string)> publish_result; ///< JSON for cmd_result
+  result_sink publish_result; ///< each cmd_result, kept in the outbox first
   std::string site;
   std::string gateway;
   std::uint32_t retention_days = 90;

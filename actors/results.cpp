@@ -24,4 +24,16 @@ std::uint64_t keep_result(store::vault& v, std::string_view owner, std::string_v
   return 0;
 }
 
+command_reply_ptr keep_reply(store::vault* v, std::string_view owner, const std::string& site,
+                             const std::string& gateway, const protocol::command_result& r,
+                             std::string_view answers) {
+  command_reply out;
+  out.id = r.id;
+  out.final = r.status != "pending";
+  out.payload = protocol::encode_command_result(site, gateway, r);
+  if (v != nullptr)
+    out.number = keep_result(*v, owner, out.payload, answers);
+  return std::make_shared<const command_reply>(std::move(out));
+}
+
 } // namespace lockbridge

@@ -57,22 +57,14 @@ routes_of(const std::vector<config::lock_config>& locks) {
   return out;
 }
 
-/// Where the uplink is, for the transports' lock-state reports: the
-/// transports exist before the uplink (its figures read theirs), so the
-/// handle is set once the uplink is spawned. Reports before that are
-/// dropped (a lock's state is observed again on its next session).
-struct uplink_slot {
-  std::mutex mutex;
-  std::optional<uplink_actor> uplink;
-};
-
 /// Stage 1: the calls every transport makes into the gateway (one struct
 /// for CoAP and BLE): events and decisions go to the lock's session, access
 /// queries are decided by the access service on the transport's thread,
-/// lock states go to the uplink.
+/// lock states go to the uplink through the supervisor (the transports are
+/// built before the uplink, whose figures read theirs).
 transport::lock_handlers make_handlers(const std::shared_ptr<session_table>& sessions,
                                        const std::shared_ptr<access_service>& access,
-                                       const std::shared_ptr<uplink_slot>& slot) {
+                                       const supervisor_actor& relay) {
   transport::lock_handlers h;
   h.on_events = [sessions](transport::request_id id, const std::string& lock,
                            protocol::event_batch batch) {
@@ -92,11 +84,9 @@ transport::lock_handlers make_handlers(const std::shared_ptr<session_table>& ses
                        access_record{request, decision, access->now()})});
   };
   h.clock = [access] { return access->now(); };
-  h.on_state = [slot](const std::string& lock, const protocol::lock_state& state) {
-    std::lock_guard guard{slot->mutex};
-    if (slot->uplink)
-      caf::anon_send(*slot->uplink, atom::observed_v, lock,
-                     lock_state_ptr{std::make_shared<const protocol::lock_state>(state)});
+  h.on_state = [relay](const std::string& lock, const protocol::lock_state& state) {
+    caf::anon_send(relay, atom::observed_v, lock,
+                   lock_state_ptr{std::make_shared<const protocol::lock_state>(state)});
   };
   return h;
 }
@@ -242,9 +232,7 @@ uplink_config make_uplink_config(const supervisor_state& st, const transports& t
   up.coap_figures = [coap = t.coap, max = gw.coap.max_sessions] { return coap_figures(*coap, max); };
   if (t.ble)
     up.ble_figures = [ble = t.ble] { return ble_figures(*ble); };
-  if (auto err = validate(up))
-    throw std::runtime_error{"uplink: " + caf::to_string(err)};
-  return up;
+  return up; // validated once its peers are in it (spawn_children)
 }
 
 /// Stage 3b: the journal's configuration; its answers go to the transport
@@ -290,18 +278,17 @@ void spawn_lock_sessions(self_ptr self) {
 }
 
 /// Stage 4b: the actors that answer the cloud's commands (credentials,
-/// keeper, lock commands), each told to the uplink. A result is kept in the
-/// outbox before it is published: a restart while the cloud is away loses
-/// none (removed on the broker's PUBACK).
+/// keeper, lock commands), whose handles go into the uplink's configuration.
+/// A result is kept in the outbox before it is published (a restart while
+/// the cloud is away loses none; removed on the broker's PUBACK); the
+/// supervisor relays it to the uplink.
 void spawn_command_handlers(self_ptr self, const transports& t,
-                            const std::shared_ptr<access_service>& access) {
+                            const std::shared_ptr<access_service>& access, uplink_config& up) {
   auto& st = self->state;
   const auto& gw = st.cfg.gateway;
-  auto up = st.uplink;
   auto vault = st.vault;
-  auto publish_result = [up, vault](std::string payload) {
-    auto number = keep_result(*vault, "results", payload);
-    caf::anon_send(up, atom::result_v, number, std::move(payload));
+  auto publish_result = [relay = caf::actor_cast<supervisor_actor>(self)](command_reply_ptr r) {
+    caf::anon_send(relay, atom::result_v, std::move(r));
   };
   lockbridge::credentials_config cr_cfg;
   cr_cfg.store = vault->credentials;
@@ -327,9 +314,6 @@ void spawn_command_handlers(self_ptr self, const transports& t,
   c_cfg.site = gw.site;
   c_cfg.gateway = gw.gateway;
   c_cfg.publish_result = publish_result;
-  c_cfg.announce_result = [up](std::uint64_t number, std::string payload) {
-    caf::anon_send(up, atom::result_v, number, std::move(payload));
-  };
   c_cfg.is_lock = [sessions = st.sessions](const std::string& lock) {
     return sessions->find(lock).has_value();
   };
@@ -338,9 +322,9 @@ void spawn_command_handlers(self_ptr self, const transports& t,
   auto cr = self->spawn<caf::detached>(credentials, cr_cfg);
   auto kp = self->spawn<caf::detached>(keeper, k_cfg);
   auto cm = self->spawn<caf::detached>(commands, c_cfg);
-  self->send(up, atom::route_v, cr);
-  self->send(up, atom::route_v, kp);
-  self->send(up, atom::route_v, cm);
+  up.credential_commands = cr;
+  up.keeper = kp;
+  up.lock_commands = cm;
   st.keeper = kp;
   for (const auto& a : {caf::actor_cast<caf::actor>(cr), caf::actor_cast<caf::actor>(kp),
                         caf::actor_cast<caf::actor>(cm)})
@@ -348,10 +332,15 @@ void spawn_command_handlers(self_ptr self, const transports& t,
 }
 
 /// A start of the actors, in stages: the calls into the gateway, the
-/// transports, the configurations (every one validated before anything is
-/// spawned), then the uplink, the journal, the lock sessions, the command
-/// handlers and last the endpoint that starts the transports. A failure in
-/// any stage throws; the caller stops whatever was spawned.
+/// transports, the configurations (each validated before its actor is
+/// spawned), then the actors in dependency order, each with its peers at
+/// construction: the journal (it knows no other actor), the lock sessions
+/// (to the journal), the command handlers, the uplink (to the journal and
+/// the handlers) and last the endpoint that starts the transports. What
+/// travels against that order goes by request/response (the uplink asks
+/// the journal for commits) or through the supervisor (results, lock
+/// states). A failure in any stage throws; the caller stops whatever was
+/// spawned.
 void spawn_children(self_ptr self) {
   auto& st = self->state;
   const auto& gw = st.cfg.gateway;
@@ -365,24 +354,22 @@ void spawn_children(self_ptr self) {
                  "deciding with the latter until it catches up (check NTP and the real-time "
                  "clock)",
                  reading.behind_ms / 1000);
-  auto slot = std::make_shared<uplink_slot>();
-  auto t = make_transports(gw, make_handlers(st.sessions, access, slot));
+  auto t = make_transports(
+    gw, make_handlers(st.sessions, access, caf::actor_cast<supervisor_actor>(self)));
   auto up_cfg = make_uplink_config(st, t, access);
   auto j_cfg = make_journal_config(st.vault, t.set, gw.store.retention_days);
 
-  st.uplink = self->spawn(uplink, up_cfg);
-  {
-    std::lock_guard guard{slot->mutex};
-    slot->uplink = st.uplink;
-  }
-  st.journal = self->spawn<caf::detached>(journal, j_cfg, st.uplink);
-  self->send(st.uplink, atom::connect_v, st.journal);
-  st.children.push_back(caf::actor_cast<caf::actor>(st.uplink));
+  st.journal = self->spawn<caf::detached>(journal, j_cfg);
   st.children.push_back(caf::actor_cast<caf::actor>(st.journal));
   // The lock sessions exist before the commands actor starts: it resumes
   // the commands accepted before a stop, and asks which locks are configured.
   spawn_lock_sessions(self);
-  spawn_command_handlers(self, t, access);
+  spawn_command_handlers(self, t, access, up_cfg);
+  up_cfg.journal = st.journal;
+  if (auto err = validate(up_cfg))
+    throw std::runtime_error{"uplink: " + caf::to_string(err)};
+  st.uplink = self->spawn(uplink, up_cfg);
+  st.children.push_back(caf::actor_cast<caf::actor>(st.uplink));
   auto f = st.vault->credentials->figures();
   spdlog::info("credentials: {} in force at version {}{}", f.count, f.version,
                f.synced_at == 0 ? " (never synced: doors follow their offline policy)" : "");
@@ -403,6 +390,7 @@ void stop_children(self_ptr self) {
   }
   self->state.children.clear();
   self->state.lock_sessions.clear();
+  self->state.uplink = nullptr; // results and lock states meanwhile wait in the outbox or the locks
   self->state.server.reset();
   self->state.ble.reset();
   self->state.transports.reset();
@@ -601,6 +589,29 @@ void on_child_down(self_ptr self, const caf::down_msg& msg) {
   self->delayed_send(self, delay, atom::restart_v);
 }
 
+void on_watchdog_tick(self_ptr self) {
+  auto& st = self->state;
+  // Healthy means: every child is running. While they restart, the
+  // watchdog starves; if restarts never succeed, systemd steps in.
+  if (!st.restarting && !st.children.empty())
+    st.cfg.on_watchdog();
+  self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
+}
+
+void on_restart(self_ptr self) {
+  auto& st = self->state;
+  st.restarting = false;
+  try {
+    spawn_children(self);
+  } catch (const std::exception& e) {
+    spdlog::critical("supervisor: restart failed: {}", e.what());
+    stop_children(self);
+    if (st.cfg.on_fatal)
+      st.cfg.on_fatal(kind_of(e), e.what());
+    self->quit(caf::exit_reason::user_shutdown);
+  }
+}
+
 /// What a supervisor whose start failed answers until it is gone.
 supervisor_actor::behavior_type not_started() {
   auto refuse = [] { return caf::make_error(ec::restarting, "the gateway did not start"); };
@@ -612,7 +623,9 @@ supervisor_actor::behavior_type not_started() {
           [refuse](atom::get) -> caf::result<std::string> { return refuse(); },
           [refuse](atom::command, std::string&, std::string&) -> caf::result<std::string> {
             return refuse();
-          }};
+          },
+          [](atom::result, const command_reply_ptr&) {},
+          [](atom::observed, const std::string&, const lock_state_ptr&) {}};
 }
 
 } // namespace
@@ -700,33 +713,24 @@ supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor
     [self](atom::command, std::string& name, std::string& payload) -> caf::result<std::string> {
       auto& st = self->state;
       if (name != "erase_subject" && name != "rotate_keys")
-        return caf::make_error(ec::config_invalid,
+        return caf::make_error(ec::command_refused,
                                "only erase_subject and rotate_keys are accepted locally");
       if (!st.keeper || st.restarting)
         return caf::make_error(ec::restarting, "the gateway is restarting its actors");
       return self->delegate(st.keeper, atom::command_v, std::move(name), std::move(payload));
     },
-    [self](atom::tick) {
-      auto& st = self->state;
-      // Healthy means: every child is running. While they restart, the
-      // watchdog starves; if restarts never succeed, systemd steps in.
-      if (!st.restarting && !st.children.empty())
-        st.cfg.on_watchdog();
-      self->delayed_send(self, st.cfg.watchdog_interval, atom::tick_v);
+    [self](atom::result, command_reply_ptr& r) {
+      // Kept in the outbox already: one that finds no uplink (a restart)
+      // is read from there by the next.
+      if (self->state.uplink)
+        self->send(self->state.uplink, atom::result_v, std::move(r));
     },
-    [self](atom::restart) {
-      auto& st = self->state;
-      st.restarting = false;
-      try {
-        spawn_children(self);
-      } catch (const std::exception& e) {
-        spdlog::critical("supervisor: restart failed: {}", e.what());
-        stop_children(self);
-        if (st.cfg.on_fatal)
-          st.cfg.on_fatal(kind_of(e), e.what());
-        self->quit(caf::exit_reason::user_shutdown);
-      }
+    [self](atom::observed, std::string& lock, lock_state_ptr& state) {
+      if (self->state.uplink) // none during a restart: observed again on the lock's next session
+        self->send(self->state.uplink, atom::observed_v, std::move(lock), std::move(state));
     },
+    [self](atom::tick) { on_watchdog_tick(self); },
+    [self](atom::restart) { on_restart(self); },
   };
 }
 

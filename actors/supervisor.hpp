@@ -85,7 +85,11 @@ using supervisor_actor = caf::typed_actor<
   /// The local status (JSON), from the uplink (`lockbridge status`).
   caf::replies_to<atom::get>::with<std::string>,
   /// A command from the local socket (erase_subject, rotate_keys): the result JSON.
-  caf::replies_to<atom::command, std::string, std::string>::with<std::string>>;
+  caf::replies_to<atom::command, std::string, std::string>::with<std::string>,
+  /// A command handler's result, relayed to the running uplink.
+  caf::reacts_to<atom::result, command_reply_ptr>,
+  /// A lock's own state from a transport, relayed to the running uplink.
+  caf::reacts_to<atom::observed, std::string, lock_state_ptr>>;
 
 struct supervisor_state {
   static inline const char* name = "supervisor";

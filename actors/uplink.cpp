@@ -129,8 +129,8 @@ struct paho_link : mqtt::callback {
 };
 
 caf::error validate(const uplink_config& cfg) {
-  if (!cfg.store)
-    return caf::make_error(ec::config_invalid, "uplink needs the journal store");
+  if (!cfg.store || !cfg.journal)
+    return caf::make_error(ec::config_invalid, "uplink needs the journal store and its actor");
   if (cfg.mqtt.brokers.empty())
     return caf::make_error(ec::config_invalid, "uplink needs at least one broker");
   if (cfg.mqtt.inflight_window == 0 || cfg.mqtt.max_events_per_message == 0)
@@ -486,27 +486,41 @@ bool acceptable_response_topic(const uplink_state& st, const std::string& topic)
 
 /// The message carrying a command result: on cmd_result, or for an MQTT 5
 /// request on its response topic (if acceptable) with its correlation data.
-mqtt::message_ptr result_message(uplink_state& st, const std::string& payload) {
+mqtt::message_ptr result_message(const uplink_state& st, const std::string& payload,
+                                 const std::optional<uplink_state::reply_route>& route) {
   auto msg = mqtt::make_message(st.topics.cmd_result(), payload, 1, false);
-  if (st.reply_routes.empty())
+  if (!route)
     return msg;
-  auto doc = nlohmann::json::parse(payload, nullptr, false);
-  if (doc.is_discarded() || !doc.contains("id") || !doc["id"].is_string())
-    return msg;
-  auto it = st.reply_routes.find(doc["id"].get<std::string>());
-  if (it == st.reply_routes.end())
-    return msg;
-  if (acceptable_response_topic(st, it->second.topic))
-    msg->set_topic(it->second.topic);
+  if (acceptable_response_topic(st, route->topic))
+    msg->set_topic(route->topic);
   if (st.v5_link) { // (a 3.1.1 link has no properties; its requests had none)
     mqtt::properties props;
-    if (!it->second.correlation.empty())
-      props.add(mqtt::property(mqtt::property::CORRELATION_DATA, it->second.correlation));
+    if (!route->correlation.empty())
+      props.add(mqtt::property(mqtt::property::CORRELATION_DATA, route->correlation));
     msg->set_properties(std::move(props));
   }
-  if (doc.value("status", "") != "pending")
-    st.reply_routes.erase(it); // answered for good
   return msg;
+}
+
+/// Where the result of command `id` goes (its MQTT 5 request's response
+/// topic and correlation data), if it came with one; a final result ends
+/// the route.
+std::optional<uplink_state::reply_route> take_route(uplink_state& st, const command_reply& r) {
+  auto it = st.reply_routes.find(r.id);
+  if (it == st.reply_routes.end())
+    return std::nullopt;
+  auto route = it->second;
+  if (r.final)
+    st.reply_routes.erase(it); // answered for good
+  return route;
+}
+
+/// The route of the result kept in the outbox as `number`, if any.
+std::optional<uplink_state::reply_route> route_of(const uplink_state& st, std::uint64_t number) {
+  auto it = st.routes_by_number.find(number);
+  if (it == st.routes_by_number.end())
+    return std::nullopt;
+  return it->second;
 }
 
 /// Entries of the outbox that do not open: never sent, moved aside,
@@ -556,7 +570,7 @@ void pump_results(self_ptr self) {
     }
     auto number = st.next_number++;
     try {
-      st.link->client->publish(result_message(st, e.payload),
+      st.link->client->publish(result_message(st, e.payload, route_of(st, e.number)),
                                reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
                                st.link->on_publish);
     } catch (const mqtt::exception& ex) {
@@ -580,11 +594,11 @@ std::uint64_t results_stored(uplink_state& st) {
 }
 
 /// A result that could not be stored: published from memory.
-void publish_result(self_ptr self, std::string payload) {
+void publish_result(self_ptr self, uplink_state::unstored_result r) {
   auto& st = self->state;
   if (st.connected) {
     try {
-      st.link->client->publish(result_message(st, payload));
+      st.link->client->publish(result_message(st, r.payload, r.route));
       return;
     } catch (const mqtt::exception& e) {
       spdlog::warn("uplink: cmd_result publish failed ({}); kept until reconnected", e.what());
@@ -595,16 +609,25 @@ void publish_result(self_ptr self, std::string payload) {
                  "oldest");
     st.pending_results.pop_front();
   }
-  st.pending_results.push_back(std::move(payload));
+  st.pending_results.push_back(std::move(r));
 }
 
-/// A result kept in the outbox as `number` goes out from there, in order;
-/// one the disk refused (0) is published from memory.
-void send_result(self_ptr self, std::uint64_t number, std::string payload) {
-  if (number == 0)
-    publish_result(self, std::move(payload));
-  else
-    pump_results(self);
+/// A result kept in the outbox goes out from there, in order, to where its
+/// command asked (the route is kept by outbox number, at most 1,000); one
+/// the disk refused (number 0) is published from memory.
+void on_result(self_ptr self, const command_reply& r) {
+  auto& st = self->state;
+  auto route = take_route(st, r);
+  if (r.number == 0) {
+    publish_result(self, {r.payload, std::move(route)});
+    return;
+  }
+  if (route) {
+    st.routes_by_number[r.number] = std::move(*route);
+    if (st.routes_by_number.size() > 1000)
+      st.routes_by_number.erase(st.routes_by_number.begin());
+  }
+  pump_results(self);
 }
 
 /// The link is gone (or left): everything not acknowledged, events and audit
@@ -991,13 +1014,18 @@ void reload_tls(self_ptr self) {
 // is said where the interface is declared (actors/interfaces.hpp).
 namespace {
 
-void on_connect(self_ptr self, journal_actor journal) {
-  self->state.journal = std::move(journal);
-  start_connect(self);
-  self->delayed_send(self, std::chrono::seconds{self->state.cfg.mqtt.status_interval_s},
-                     atom::status_v);
-  self->delayed_send(self, self->state.cfg.audit_interval, atom::audit_v);
-  self->delayed_send(self, tls_watch_interval, atom::tick_v);
+/// Keeps one request open at the journal for entries at `from` or later:
+/// each answer is a commit to publish from (the journal knows no reader).
+void await_commits(self_ptr self, std::uint64_t from) {
+  self->request(self->state.journal, caf::infinite, atom::committed_v, from)
+    .then([self](std::uint64_t next) {
+            pump(self);
+            await_commits(self, next);
+          },
+          [](const caf::error& err) {
+            // The journal is gone: the supervisor restarts every actor.
+            spdlog::warn("uplink: the journal stopped answering: {}", caf::to_string(err));
+          });
 }
 
 void on_connected(self_ptr self, std::uint64_t generation) {
@@ -1103,6 +1131,7 @@ void on_acked(self_ptr self, std::uint64_t number) {
     // may be refused and read again).
     try {
       st.cfg.vault->results->remove(r->first);
+      st.routes_by_number.erase(r->first);
     } catch (const std::exception& e) {
       spdlog::error("uplink: removing a delivered result failed: {}", e.what());
     }
@@ -1227,9 +1256,7 @@ void on_command(self_ptr self, const std::string& topic, const std::string& payl
                             "credentials/snapshot, credentials/delta, erase_subject and "
                             "rotate_keys"};
   r.ts = unix_ms_now();
-  auto json = protocol::encode_command_result(st.cfg.site, st.cfg.gateway, r);
-  auto number = st.cfg.vault ? keep_result(*st.cfg.vault, "uplink", json) : 0;
-  send_result(self, number, std::move(json));
+  on_result(self, *keep_reply(st.cfg.vault.get(), "uplink", st.cfg.site, st.cfg.gateway, r));
 }
 
 void on_observed(self_ptr self, const std::string& lock, const lock_state_ptr& state) {
@@ -1333,6 +1360,15 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.link->on_connect.link = st.link.get();
   st.link->on_publish.link = st.link.get();
   new_client(self);
+  st.journal = st.cfg.journal;
+  st.credentials = st.cfg.credential_commands;
+  st.keeper = st.cfg.keeper;
+  st.lock_commands = st.cfg.lock_commands;
+  await_commits(self, 0);
+  self->send(self, atom::connect_v);
+  self->delayed_send(self, std::chrono::seconds{st.cfg.mqtt.status_interval_s}, atom::status_v);
+  self->delayed_send(self, st.cfg.audit_interval, atom::audit_v);
+  self->delayed_send(self, tls_watch_interval, atom::tick_v);
   self->attach_functor([link = st.link, topic = st.topics.status(),
                         offline = protocol::encode_offline_will(st.cfg.site, st.cfg.gateway)] {
     // Say goodbye on a clean stop, so the retained status is right at once.
@@ -1345,7 +1381,6 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     }
   });
   return {
-    [self](atom::connect, journal_actor journal) { on_connect(self, journal); },
     [self](atom::connect) { start_connect(self); },
     [self](atom::connected, std::uint64_t generation) { on_connected(self, generation); },
     [self](atom::lost, std::uint64_t generation, const std::string& reason) {
@@ -1355,7 +1390,6 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       on_probed(self, generation, why, decide);
     },
     [self](atom::probed, std::uint64_t generation) { on_probe_deadline(self, generation); },
-    [self](atom::committed, std::uint64_t) { pump(self); },
     [self](atom::acked, std::uint64_t number) { on_acked(self, number); },
     [self](atom::remove) { on_remove(self); },
     [self](atom::nacked, std::uint64_t number, std::int32_t reason) {
@@ -1367,13 +1401,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
            const std::string& response_topic, const std::string& correlation) {
       on_command(self, topic, payload, response_topic, correlation);
     },
-    [self](atom::result, std::uint64_t number, std::string& payload) {
-      send_result(self, number, std::move(payload));
-    },
-    [self](atom::route, credentials_actor target) { self->state.credentials = std::move(target); },
-    [self](atom::route, keeper_actor target) { self->state.keeper = std::move(target); },
-    [self](atom::route, commands_actor target) {
-      self->state.lock_commands = std::move(target);
+    [self](atom::result, const command_reply_ptr& r) {
+      if (r)
+        on_result(self, *r);
     },
     [self](atom::observed, const std::string& lock, const lock_state_ptr& state) {
       on_observed(self, lock, state);

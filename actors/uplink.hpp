@@ -51,6 +51,12 @@ struct uplink_config {
   std::function<nlohmann::json()> lock_table;
   /// A lock silent for longer is published as unavailable.
   std::chrono::seconds lock_silence{300};
+  /// The peers, spawned before the uplink: the journal it publishes from
+  /// and tells what the broker acknowledged, and where commands go.
+  journal_actor journal;
+  credentials_actor credential_commands; ///< credentials/ commands
+  keeper_actor keeper;                   ///< erase_subject and rotate_keys
+  commands_actor lock_commands;          ///< cmd/lock
 };
 
 caf::error validate(const uplink_config& cfg);
@@ -120,14 +126,21 @@ struct uplink_state {
   /// unreadable); empty when they can. Logged at start, on change and hourly.
   std::string tls_problem;
   std::int64_t tls_problem_logged_at = 0; ///< Unix ms
-  std::deque<std::string> pending_results; ///< results not in the outbox (its disk failed)
   /// MQTT 5 request/response: where (and with what correlation data) the
   /// result of a command id goes. Bounded; the oldest entries go first.
   struct reply_route {
     std::string topic;
     std::string correlation;
   };
+  /// A result the outbox's disk refused, with where it goes.
+  struct unstored_result {
+    std::string payload;
+    std::optional<reply_route> route;
+  };
+  std::deque<unstored_result> pending_results; ///< results not in the outbox (its disk failed)
   std::map<std::string, reply_route> reply_routes;
+  /// The route of a result in the outbox, by its number (until its PUBACK).
+  std::map<std::uint64_t, reply_route> routes_by_number;
   std::deque<std::string> reply_order;
   std::map<std::string, bool> lock_available; ///< as last published (retained)
   std::map<std::string, protocol::lock_state> lock_states; ///< as the locks last notified

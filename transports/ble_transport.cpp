@@ -180,6 +180,7 @@ struct ble_transport::impl {
 
   struct link {
     ble_lock lock;
+    warn_limiter bad_batch_warnings; ///< only the BLE thread uses it
     std::string path; ///< the device's object path
     phase at = phase::idle;
     bool device_known = false;
@@ -702,11 +703,11 @@ struct ble_transport::impl {
 
   /// Events: decoded and handed on; answered once the journal has them.
   void events_message(link& l, const ble::opened& m) {
-    auto batch = protocol::decode_event_batch(m.body);
-    if (!batch) {
+    auto checked = check_events("ble", l.lock.id, m.body, m.body.size(), l.bad_batch_warnings);
+    if (!checked.batch) {
       ++counters.bad_messages;
-      spdlog::warn("ble: lock {}: bad events over BLE: {}", l.lock.id, batch.error().to_string());
-      answer(l, ble::kind::events_answer, m.counter, 400, batch.error().to_string());
+      answer(l, ble::kind::events_answer, m.counter, static_cast<std::uint16_t>(checked.code),
+             checked.error);
       return;
     }
     l.lock_idle = false;
@@ -714,7 +715,7 @@ struct ble_transport::impl {
     waiting[id] = {l.lock.id, l.generation, m.counter};
     ++l.events_in_flight;
     if (cfg.handlers.on_events)
-      cfg.handlers.on_events(id, l.lock.id, std::move(*batch));
+      cfg.handlers.on_events(id, l.lock.id, std::move(*checked.batch));
   }
 
   /// An access query: decided here and answered at once.

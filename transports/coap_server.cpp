@@ -201,27 +201,6 @@ constexpr std::uint16_t server_nstart = 16;
 } // namespace
 
 struct coap_server::impl {
-  /// Lets one warning through per interval and counts the ones held back, so
-  /// a misbehaving lock or a scanner cannot flood the journal of the box.
-  struct warn_limiter {
-    std::chrono::steady_clock::time_point next{};
-    std::uint64_t held_back = 0;
-
-    /// True if this occurrence should be logged; `suppressed` gets how many
-    /// were held back since the last one logged.
-    bool allow(std::uint64_t& suppressed) {
-      auto now = std::chrono::steady_clock::now();
-      if (now < next) {
-        ++held_back;
-        return false;
-      }
-      next = now + std::chrono::seconds{10};
-      suppressed = held_back;
-      held_back = 0;
-      return true;
-    }
-  };
-
   struct lock_entry {
     std::string id;
     std::vector<std::uint8_t> psk;
@@ -829,26 +808,14 @@ struct coap_server::impl {
     const std::uint8_t* data = nullptr;
     if (!coap_get_data_large(request, &size, &data, &offset, &total))
       size = 0;
-    if (total > protocol::lock_limits::max_payload_bytes) {
+    auto checked = check_events("coap", lock->id, {data, size}, std::max(size, total),
+                                lock->bad_batch_warnings);
+    if (!checked.batch) {
       ++self->counters.bad_requests;
-      answer_error(response, COAP_RESPONSE_CODE_REQUEST_TOO_LARGE,
-                   "payload exceeds " + std::to_string(protocol::lock_limits::max_payload_bytes)
-                     + " bytes");
-      return;
-    }
-    auto batch = protocol::decode_event_batch({data, size});
-    if (!batch) {
-      ++self->counters.bad_requests;
-      self->refusals.refused(lock->id, "bad_message", peer_of(s));
-      std::uint64_t suppressed = 0;
-      if (lock->bad_batch_warnings.allow(suppressed))
-        spdlog::warn("coap: lock {} sent a bad event batch: {}{}", lock->id,
-                     batch.error().to_string(),
-                     suppressed > 0 ? fmt::format(" ({} more bad batches from it not logged in "
-                                                  "the last 10 s)",
-                                                  suppressed)
-                                    : std::string{});
-      answer_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, batch.error().to_string());
+      if (checked.code == 400)
+        self->refusals.refused(lock->id, "bad_message", peer_of(s));
+      answer_error(response, static_cast<coap_pdu_code_t>(COAP_RESPONSE_CODE(checked.code)),
+                   checked.error);
       return;
     }
     auto async = coap_register_async(s, request, 0);
@@ -860,7 +827,7 @@ struct coap_server::impl {
     auto id = self->next_id++;
     self->pending.emplace(id, pending_request{coap_session_reference(s),
                                               std::vector<std::uint8_t>(token.s, token.s + token.length)});
-    self->on_events(id, lock->id, std::move(*batch));
+    self->on_events(id, lock->id, std::move(*checked.batch));
     // No response code: libcoap sends an empty ACK now, the answer later.
   }
 

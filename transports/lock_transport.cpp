@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
 #include "protocols/log_fields.hpp"
 
 namespace lockbridge::transport {
@@ -30,6 +33,43 @@ access_outcome answer_access(const access_handler& decide, const std::string& lo
   out.code = 205;
   out.body = protocol::encode_access_answer(out.decision);
   out.request = std::move(*request);
+  return out;
+}
+
+bool warn_limiter::allow(std::uint64_t& suppressed) {
+  auto now = std::chrono::steady_clock::now();
+  if (now < next) {
+    ++held_back;
+    return false;
+  }
+  next = now + std::chrono::seconds{10};
+  suppressed = held_back;
+  held_back = 0;
+  return true;
+}
+
+events_outcome check_events(std::string_view via, const std::string& lock,
+                            std::span<const std::uint8_t> payload, std::size_t total,
+                            warn_limiter& limiter) {
+  events_outcome out;
+  if (total > protocol::lock_limits::max_payload_bytes) {
+    out.code = 413;
+    out.error = "payload exceeds " + std::to_string(protocol::lock_limits::max_payload_bytes)
+                + " bytes";
+  } else if (auto batch = protocol::decode_event_batch(payload)) {
+    out.batch = std::move(*batch);
+    return out;
+  } else {
+    out.code = 400;
+    out.error = batch.error().to_string();
+  }
+  std::uint64_t suppressed = 0;
+  if (limiter.allow(suppressed))
+    spdlog::warn("{}: lock {} sent a bad event batch: {}{}", via, lock, out.error,
+                 suppressed > 0 ? fmt::format(" ({} more bad batches from it not logged in the "
+                                              "last 10 s)",
+                                              suppressed)
+                                : std::string{});
   return out;
 }
 

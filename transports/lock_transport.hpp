@@ -87,6 +87,34 @@ struct access_outcome {
 access_outcome answer_access(const access_handler& decide, const std::string& lock,
                              std::span<const std::uint8_t> payload);
 
+/// Lets one warning through per 10 s and counts the ones held back, so a
+/// misbehaving lock or a scanner cannot flood the box's journal. Not
+/// thread-safe: each belongs to one transport thread.
+struct warn_limiter {
+  std::chrono::steady_clock::time_point next{};
+  std::uint64_t held_back = 0;
+
+  /// True if this occurrence should be logged; `suppressed` gets how many
+  /// were held back since the last one logged.
+  bool allow(std::uint64_t& suppressed);
+};
+
+/// A lock's events message checked, whatever its wire: the batch to hand
+/// on (`code` 0), or a CoAP-style `code` (413: too large, 400: malformed)
+/// and the diagnostic to answer at once.
+struct events_outcome {
+  int code = 0;
+  std::optional<protocol::event_batch> batch;
+  std::string error;
+};
+
+/// Checks an events message (`total` bytes announced, `payload` received)
+/// and decodes it; a refusal is logged for `lock` (`via`: the transport's
+/// name), at most once per 10 s per lock through `limiter`. Never throws.
+events_outcome check_events(std::string_view via, const std::string& lock,
+                            std::span<const std::uint8_t> payload, std::size_t total,
+                            warn_limiter& limiter);
+
 /// The last time a configured lock was turned away, and why (for the
 /// operator's lock table: "wrong PSK?" is told from "no room").
 struct lock_refusal {

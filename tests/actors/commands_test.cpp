@@ -82,11 +82,12 @@ struct commands_fixture : actor_fixture {
     cfg.site = "site-1";
     cfg.gateway = "gw-1";
     cfg.is_lock = [](const std::string& lock) { return lock == "lock-01" || lock == "lock-02"; };
-    cfg.publish_result = [out](std::string json) {
-      out->push_back({0, nlohmann::json::parse(json)});
-    };
-    cfg.announce_result = [out](std::uint64_t number, std::string json) {
-      out->push_back({number, nlohmann::json::parse(json)});
+    cfg.publish_result = [out](const command_reply_ptr& r) {
+      auto doc = nlohmann::json::parse(r->payload);
+      // The typed reply says what the JSON says: nobody reads it again.
+      CHECK(r->id == doc.value("id", ""));
+      CHECK(r->final == (doc["status"] != "pending"));
+      out->push_back({r->number, std::move(doc)});
     };
   }
 

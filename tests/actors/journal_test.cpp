@@ -45,16 +45,20 @@ struct journal_peers {
   std::vector<std::uint64_t> committed;
 };
 
+/// A reader as the uplink is one: one request for commits open at a time.
+void await_commits(caf::event_based_actor* self, const journal_actor& journal,
+                   const std::shared_ptr<journal_peers>& to, std::uint64_t from) {
+  self->request(journal, caf::infinite, atom::committed_v, from)
+    .then([self, journal, to](std::uint64_t next) {
+      to->committed.push_back(next);
+      await_commits(self, journal, to, next);
+    });
+}
+
 struct journal_fixture : actor_fixture {
   explicit journal_fixture(std::uint64_t journal_max_bytes = 64ull << 20)
     : state{journal_max_bytes} {
     auto seen = peers;
-    listener = spawn(
-      [](commit_listener::pointer, std::shared_ptr<journal_peers> to)
-        -> commit_listener::behavior_type {
-        return {[to](atom::committed, std::uint64_t next) { to->committed.push_back(next); }};
-      },
-      seen);
     journal_config cfg;
     cfg.store = state.vault->events;
     cfg.health = std::shared_ptr<store::storage_health>(state.vault, &state.vault->storage);
@@ -62,7 +66,14 @@ struct journal_fixture : actor_fixture {
       seen->replies.emplace_back(request, o);
     };
     REQUIRE(!validate(cfg));
-    journal_handle = spawn(lockbridge::journal, cfg, listener);
+    journal_handle = spawn(lockbridge::journal, cfg);
+    reader = spawn(
+      [](caf::event_based_actor* self, journal_actor journal, std::shared_ptr<journal_peers> to,
+         std::uint64_t from) -> caf::behavior {
+        await_commits(self, journal, to, from);
+        return {[](atom::tick) {}};
+      },
+      journal_handle, seen, state.vault->events->next_key());
     run();
   }
 
@@ -70,8 +81,8 @@ struct journal_fixture : actor_fixture {
 
   vault_dir state;
   std::shared_ptr<journal_peers> peers = std::make_shared<journal_peers>();
-  commit_listener listener;
   journal_actor journal_handle;
+  caf::actor reader;
 };
 
 /// Fills the journal until lock-a's batches are refused, first big ones,
@@ -124,6 +135,37 @@ TEST_CASE("journal actor: appends that arrive together are one commit, answered 
   f.run();
   CHECK(f.st().counters.commits == 2);
   CHECK(f.peers->committed.size() == 2);
+}
+
+TEST_CASE("journal actor: the gateway's own events are stored and answered to no one") {
+  journal_fixture f;
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{0}, ptr(decision("lock-a")));
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{5}, ptr(batch("lock-b", 1, 1)));
+  f.run();
+  CHECK(f.state.vault->events->figures().depth == 2);
+  // Only the lock's batch is answered: an access decision was answered on
+  // the transport's thread already, and no empty reply goes back there.
+  REQUIRE(f.peers->replies.size() == 1);
+  CHECK(f.peers->replies[0].first == 5);
+  CHECK(f.peers->committed.size() == 1);
+}
+
+TEST_CASE("journal actor: a reader that asks after entries exist is answered at once") {
+  journal_fixture f;
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{1}, ptr(batch("lock-a", 1, 2)));
+  f.run();
+  auto answered = std::make_shared<std::vector<std::uint64_t>>();
+  f.spawn(
+    [](caf::event_based_actor* self, journal_actor journal,
+       std::shared_ptr<std::vector<std::uint64_t>> out) -> caf::behavior {
+      self->request(journal, caf::infinite, atom::committed_v, std::uint64_t{0})
+        .then([out](std::uint64_t next) { out->push_back(next); });
+      return {[](atom::tick) {}};
+    },
+    f.journal_handle, answered);
+  f.run();
+  REQUIRE(answered->size() == 1);
+  CHECK(answered->at(0) == f.state.vault->events->next_key());
 }
 
 TEST_CASE("journal actor: a lock's resent events are acknowledged again, not stored twice") {

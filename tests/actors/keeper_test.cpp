@@ -43,7 +43,13 @@ struct keeper_fixture : actor_fixture {
     cfg.site = "site-1";
     cfg.gateway = "gw-1";
     cfg.reseal_batch = reseal_batch;
-    cfg.publish_result = [out](std::string json) { out->push_back(nlohmann::json::parse(json)); };
+    cfg.publish_result = [out](const command_reply_ptr& r) {
+      auto doc = nlohmann::json::parse(r->payload);
+      CHECK(r->id == doc.value("id", ""));
+      CHECK(r->final == (doc["status"] != "pending"));
+      CHECK(r->number > 0); // kept in the outbox before it is handed on
+      out->push_back(std::move(doc));
+    };
   }
 
   void start() {

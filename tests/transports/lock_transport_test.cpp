@@ -142,3 +142,35 @@ TEST_CASE("answer_access: one decision path for every transport") {
   CHECK(failing.error == "disk gone");
   CHECK_FALSE(failing.request);
 }
+
+TEST_CASE("check_events: one decode-and-refuse path for every transport") {
+  lockbridge::protocol::event_batch batch;
+  lockbridge::protocol::lock_event e;
+  e.seq = 7;
+  e.ts = 1'700'000'000'000;
+  e.type = "access_granted";
+  e.door = "d1";
+  batch.events.push_back(e);
+  auto wire = lockbridge::protocol::encode_event_batch(batch);
+  lockbridge::transport::warn_limiter limiter;
+
+  auto ok = check_events("test", "lock-1", wire, wire.size(), limiter);
+  CHECK(ok.code == 0);
+  REQUIRE(ok.batch);
+  REQUIRE(ok.batch->events.size() == 1);
+  CHECK(ok.batch->events[0].seq == 7);
+
+  auto bad = check_events("test", "lock-1", std::vector<std::uint8_t>{0xa0}, 1, limiter);
+  CHECK(bad.code == 400);
+  CHECK_FALSE(bad.batch);
+  CHECK(bad.error.find("events") != std::string::npos);
+
+  // Announced larger than a lock may send: refused before decoding.
+  auto big = check_events("test", "lock-1", wire,
+                          lockbridge::protocol::lock_limits::max_payload_bytes + 1, limiter);
+  CHECK(big.code == 413);
+  CHECK_FALSE(big.batch);
+  CHECK(big.error.find("exceeds") != std::string::npos);
+  // The second refusal within 10 s was held back, and is counted.
+  CHECK(limiter.held_back == 1);
+}
