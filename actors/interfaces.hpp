@@ -41,6 +41,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, audit, "audit")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, observed, "observed")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, retry, "retry")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, probed, "probed")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, beat, "beat")
 
 namespace lockbridge {
 
@@ -56,13 +57,19 @@ using append_ptr = std::shared_ptr<store::append_request>;
 /// Counters of the journal actor since start, plus the store's figures.
 using journal_figures = protocol::journal_figures;
 
-/// The journal: the single writer of the LMDB outbox.
+/// The journal: the single writer of the events table, and the one that
+/// removes what the broker acknowledged (events, audit records, results), so
+/// no fsync'd write runs on CAF's shared worker.
 using journal_actor = caf::typed_actor<
   /// Append a lock's batch; the answer goes to the lock through the reply
   /// sink once the group commit holding it is durable.
   caf::reacts_to<atom::append, std::uint64_t, append_ptr>,
   /// The broker acknowledged everything up to this key: remove it.
   caf::reacts_to<atom::remove, std::uint64_t>,
+  /// The broker acknowledged the audit records up to this seq: remove them.
+  caf::reacts_to<atom::remove, atom::audit, std::uint64_t>,
+  /// The broker acknowledged the result with this outbox number: remove it.
+  caf::reacts_to<atom::remove, atom::result, std::uint64_t>,
   /// Commit what has gathered (sent to itself: group commit).
   caf::reacts_to<atom::flush>,
   /// Apply retention now (also runs on its own timer).
@@ -183,7 +190,10 @@ using uplink_actor = caf::typed_actor<
   /// disk (same paths), check them and reconnect with them.
   caf::reacts_to<atom::reload, std::uint64_t, std::uint32_t, std::uint32_t>,
   /// Its own timer: the same check of the TLS files, without a reload.
-  caf::reacts_to<atom::tick>>;
+  caf::reacts_to<atom::tick>,
+  /// Its own 100 ms heartbeat: how late it runs is how long CAF's worker
+  /// was held (status: health.worker_stall_ms).
+  caf::reacts_to<atom::beat>>;
 
 /// The owner of libcoap's loop.
 using coap_endpoint_actor = caf::typed_actor<

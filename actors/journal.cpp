@@ -53,6 +53,7 @@ std::uint64_t journal_state::flush() {
     batches = std::move(all);
     held.clear();
   }
+  remove_delivered();
   if (batches.empty() && remove_upto == 0)
     return 0;
   auto before = cfg.store->next_key();
@@ -137,6 +138,30 @@ void journal_state::storage_fault(const std::string& what) {
     std::max(retry_delay * 2, std::chrono::milliseconds{500}), std::chrono::seconds{30});
 }
 
+void journal_state::remove_delivered() {
+  try {
+    if (audit_remove_upto > 0 && cfg.audit) {
+      cfg.audit->remove_upto(audit_remove_upto);
+      audit_remove_upto = 0;
+    }
+    for (; !results_delivered.empty() && cfg.results; results_delivered.pop_back())
+      cfg.results->remove(results_delivered.back());
+  } catch (const store::store_error& e) {
+    if (e.why() == store::store_error::kind::storage) {
+      if (cfg.health)
+        cfg.health->fail(e.what(), protocol::unix_ms_now());
+      retry_delay = std::min<std::chrono::milliseconds>(
+        std::max(retry_delay * 2, std::chrono::milliseconds{500}), std::chrono::seconds{30});
+      return; // kept for the retry
+    }
+    spdlog::error("journal: removing delivered audit records or results failed ({}); they "
+                  "are sent again",
+                  e.what());
+    audit_remove_upto = 0;
+    results_delivered.clear();
+  }
+}
+
 void journal_state::purge() {
   auto cutoff = std::chrono::duration_cast<std::chrono::milliseconds>(
                   (std::chrono::system_clock::now() - std::chrono::hours{24} * cfg.retention_days)
@@ -186,6 +211,14 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
       self->state.remove_upto = std::max(self->state.remove_upto, upto);
       schedule_flush();
     },
+    [self, schedule_flush](atom::remove, atom::audit, std::uint64_t upto) {
+      self->state.audit_remove_upto = std::max(self->state.audit_remove_upto, upto);
+      schedule_flush();
+    },
+    [self, schedule_flush](atom::remove, atom::result, std::uint64_t number) {
+      self->state.results_delivered.push_back(number);
+      schedule_flush();
+    },
     [self, schedule_flush](atom::flush) {
       auto& st = self->state;
       if (auto next = st.flush(); next > 0)
@@ -197,7 +230,7 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
         });
       // Removals refused by a failing disk are tried again after a delay
       // (a lock's retry may come first and carry them along).
-      if ((st.remove_upto > 0 || !st.held.empty()) && !st.retry_scheduled
+      if ((st.removals_wait() || !st.held.empty()) && !st.retry_scheduled
           && (st.retry_delay.count() > 0 || !st.held.empty())) {
         st.retry_scheduled = true;
         auto delay = st.retry_delay.count() > 0 ? st.retry_delay : std::chrono::milliseconds{5000};

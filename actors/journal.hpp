@@ -29,6 +29,10 @@ struct journal_config {
   std::function<void(std::uint64_t)> on_purged;
   /// Where a storage fault (disk full, I/O error) is recorded for status.
   std::shared_ptr<store::storage_health> health;
+  /// The audit trail and the results outbox, whose acknowledged records
+  /// this actor removes (atom::remove with atom::audit or atom::result).
+  std::shared_ptr<store::audit_log> audit;
+  std::shared_ptr<store::outbox> results;
 };
 
 caf::error validate(const journal_config& cfg);
@@ -53,6 +57,8 @@ struct journal_state {
   std::chrono::steady_clock::time_point fault_logged_at{};
   bool fault_logged = false; ///< a storage fault was logged and its end not yet
   std::uint64_t remove_upto = 0;
+  std::uint64_t audit_remove_upto = 0;          ///< acknowledged audit records
+  std::vector<std::uint64_t> results_delivered; ///< acknowledged results (outbox numbers)
   bool flush_scheduled = false;
   /// While the disk refuses writes: the delay before removals are tried
   /// again (doubling to 30 s); zero while healthy.
@@ -66,6 +72,15 @@ struct journal_state {
   /// nothing is acknowledged that is not durable) and is recorded, not thrown.
   std::uint64_t flush();
   void purge();
+  /// Removes the acknowledged audit records and results, each table in its
+  /// own transaction. A storage fault keeps them for the next try; another
+  /// failure is logged and gives them up (they are sent again: delivery is
+  /// at least once).
+  void remove_delivered();
+  /// Whether removals wait (for the next flush or its retry).
+  [[nodiscard]] bool removals_wait() const {
+    return remove_upto > 0 || audit_remove_upto > 0 || !results_delivered.empty();
+  }
   /// Answers the gathered batches "full" after a failed commit and records the fault.
   void storage_fault(const std::string& what);
   /// Keeps a refused gateway event for the next commit (bounded).

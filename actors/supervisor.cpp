@@ -31,6 +31,15 @@ namespace {
 
 using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
+/// Every value of an actor's configuration comes from a checked config file,
+/// so one that validate() refuses is a defect here: the start fails (exit 1)
+/// naming the actor and the field (decision 70).
+template <class Config>
+void require_valid(const std::string& actor, const Config& cfg) {
+  if (auto err = validate(cfg))
+    throw std::runtime_error{actor + ": " + caf::to_string(err)};
+}
+
 /// Each lock's key, split by transport. Throws naming the lock whose key
 /// cannot be read.
 std::pair<std::vector<transport::coap_lock>, std::vector<transport::ble_lock>>
@@ -243,6 +252,8 @@ journal_config make_journal_config(const std::shared_ptr<store::vault>& vault,
   journal_config j;
   j.store = vault->events;
   j.health = std::shared_ptr<store::storage_health>(vault, &vault->storage);
+  j.audit = vault->audit;
+  j.results = vault->results;
   j.retention_days = retention_days;
   j.on_purged = [vault](std::uint64_t removed) {
     audit(*vault, "retention_purge", {{"table", "journal"}, {"records", removed}});
@@ -254,8 +265,7 @@ journal_config make_journal_config(const std::shared_ptr<store::vault>& vault,
     reply.acked_seq = o.acked_seq;
     server->complete(request, std::move(reply));
   };
-  if (auto err = validate(j))
-    throw std::runtime_error{"journal: " + caf::to_string(err)};
+  require_valid("journal", j);
   return j;
 }
 
@@ -265,8 +275,7 @@ void spawn_lock_sessions(self_ptr self) {
   auto& st = self->state;
   for (const auto& lock : st.cfg.gateway.locks) {
     lock_session_config ls_cfg{lock.id, st.vault->pseudonyms};
-    if (auto err = validate(ls_cfg))
-      throw std::runtime_error{"lock " + lock.id + ": " + caf::to_string(err)};
+    require_valid("lock " + lock.id, ls_cfg);
     auto session = self->spawn(lock_session, ls_cfg, st.journal);
     {
       std::lock_guard guard{st.sessions->mutex};
@@ -297,8 +306,7 @@ void spawn_command_handlers(self_ptr self, const transports& t,
   cr_cfg.site = gw.site;
   cr_cfg.gateway = gw.gateway;
   cr_cfg.publish_result = publish_result;
-  if (auto err = validate(cr_cfg))
-    throw std::runtime_error{"credentials: " + caf::to_string(err)};
+  require_valid("credentials", cr_cfg);
   keeper_config k_cfg;
   k_cfg.vault = vault;
   k_cfg.site = gw.site;
@@ -306,8 +314,7 @@ void spawn_command_handlers(self_ptr self, const transports& t,
   k_cfg.retention_days = gw.store.retention_days;
   k_cfg.epoch_days = gw.security.pseudonym_epoch_days;
   k_cfg.publish_result = publish_result;
-  if (auto err = validate(k_cfg))
-    throw std::runtime_error{"keeper: " + caf::to_string(err)};
+  require_valid("keeper", k_cfg);
   commands_config c_cfg;
   c_cfg.vault = vault;
   c_cfg.server = t.set;
@@ -317,8 +324,7 @@ void spawn_command_handlers(self_ptr self, const transports& t,
   c_cfg.is_lock = [sessions = st.sessions](const std::string& lock) {
     return sessions->find(lock).has_value();
   };
-  if (auto err = validate(c_cfg))
-    throw std::runtime_error{"commands: " + caf::to_string(err)};
+  require_valid("commands", c_cfg);
   auto cr = self->spawn<caf::detached>(credentials, cr_cfg);
   auto kp = self->spawn<caf::detached>(keeper, k_cfg);
   auto cm = self->spawn<caf::detached>(commands, c_cfg);
@@ -366,8 +372,7 @@ void spawn_children(self_ptr self) {
   spawn_lock_sessions(self);
   spawn_command_handlers(self, t, access, up_cfg);
   up_cfg.journal = st.journal;
-  if (auto err = validate(up_cfg))
-    throw std::runtime_error{"uplink: " + caf::to_string(err)};
+  require_valid("uplink", up_cfg);
   st.uplink = self->spawn(uplink, up_cfg);
   st.children.push_back(caf::actor_cast<caf::actor>(st.uplink));
   auto f = st.vault->credentials->figures();

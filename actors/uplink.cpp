@@ -8,6 +8,7 @@
 #include <utility>
 
 #include <caf/all.hpp>
+#include <sys/stat.h>
 #include <mqtt/async_client.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -148,6 +149,25 @@ constexpr auto tls_watch_interval = std::chrono::seconds{2};
 /// How long a failed attempt waits for its TLS probe's verdict at most (the
 /// probe blocks for about twice its 2 s bound, TCP and then TLS).
 constexpr auto probe_deadline = std::chrono::seconds{6};
+
+/// What stat says of the TLS files (device, inode, size, modification and
+/// change times): metadata only, which the kernel has cached. The 2 s watch
+/// compares this and reads the files' contents only when it differs, so the
+/// worker does not read and hash three files every tick.
+std::string tls_stamp(const config::mqtt_config& m) {
+  std::string out;
+  for (const auto& path : {m.ca_file, m.cert_file, m.key_file}) {
+    struct stat sb{};
+    if (::stat(path.c_str(), &sb) != 0) {
+      out += "-;";
+      continue;
+    }
+    out += fmt::format("{}:{}:{}:{}.{}:{}.{};", sb.st_dev, sb.st_ino, sb.st_size,
+                       sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec, sb.st_ctim.tv_sec,
+                       sb.st_ctim.tv_nsec);
+  }
+  return out;
+}
 
 /// A fingerprint of the TLS files' contents, to notice a rotation in place.
 std::size_t tls_fingerprint(const config::mqtt_config& m) {
@@ -323,6 +343,7 @@ void add_health(self_ptr self, protocol::gateway_status& s, const journal_figure
   h.events_in_per_s = st.rate_in;
   h.events_out_per_s = st.rate_out;
   h.oldest_pending_age_s = f.oldest_received_at == 0 ? 0 : (now - f.oldest_received_at) / 1000;
+  h.worker_stall_ms = st.worker_stalls.longest(std::chrono::steady_clock::now()).count();
   s.health = h;
 }
 
@@ -970,6 +991,11 @@ void start_connect(self_ptr self) {
 /// are reported once per change and the current connection stays.
 void reload_tls(self_ptr self) {
   auto& st = self->state;
+  // The stamp first: a change while the files are read shows at the next tick.
+  auto stamp = tls_stamp(st.cfg.mqtt);
+  if (stamp == st.tls_stamp)
+    return;
+  st.tls_stamp = std::move(stamp);
   auto fingerprint = tls_fingerprint(st.cfg.mqtt);
   if (fingerprint == st.tls_fingerprint)
     return;
@@ -1048,6 +1074,7 @@ void on_connected(self_ptr self, std::uint64_t generation) {
   if (!st.tls_problem.empty()) {
     read_cert_expiry(self);
     check_tls(self);
+    st.tls_stamp = tls_stamp(st.cfg.mqtt);
     st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
   }
   try {
@@ -1128,25 +1155,16 @@ void on_acked(self_ptr self, std::uint64_t number) {
   }
   if (auto r = st.results_window.ack(number)) {
     // Each result leaves the outbox on its own PUBACK (one behind it
-    // may be refused and read again).
-    try {
-      st.cfg.vault->results->remove(r->first);
-      st.routes_by_number.erase(r->first);
-    } catch (const std::exception& e) {
-      spdlog::error("uplink: removing a delivered result failed: {}", e.what());
-    }
+    // may be refused and read again); the journal actor writes the removal.
+    self->send(st.journal, atom::remove_v, atom::result_v, r->first);
+    st.routes_by_number.erase(r->first);
     st.results_window.release();
     pump_results(self);
     return;
   }
   if (st.audit_window.ack(number)) {
-    if (auto upto = st.audit_window.release().upto; upto > 0) {
-      try {
-        st.cfg.vault->audit->remove_upto(upto);
-      } catch (const std::exception& e) {
-        spdlog::error("uplink: removing delivered audit records failed: {}", e.what());
-      }
-    }
+    if (auto upto = st.audit_window.release().upto; upto > 0)
+      self->send(st.journal, atom::remove_v, atom::audit_v, upto);
     pump_audit(self);
     return;
   }
@@ -1310,6 +1328,25 @@ void on_tick(self_ptr self) {
   self->delayed_send(self, tls_watch_interval, atom::tick_v);
 }
 
+constexpr auto beat_interval = std::chrono::milliseconds{100};
+
+/// The heartbeat: records how late it ran (the worker's stall) and says so
+/// once a minute at most when a stall reached a second.
+void on_beat(self_ptr self) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  st.worker_stalls.beat(st.beat_due, now);
+  auto late = now - st.beat_due;
+  if (late >= std::chrono::seconds{1} && now - st.stall_logged_at >= std::chrono::minutes{1}) {
+    st.stall_logged_at = now;
+    spdlog::warn("uplink: CAF's worker was held for {} ms (a handler blocked it); lock sessions "
+                 "and the uplink waited meanwhile",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(late).count());
+  }
+  st.beat_due = now + beat_interval;
+  self->delayed_send(self, beat_interval, atom::beat_v);
+}
+
 caf::result<std::string> on_get(self_ptr self) {
   // The same figures as the status message, plus the link's state, for
   // `lockbridge status` on the box (answered with the broker down too).
@@ -1341,11 +1378,13 @@ caf::result<std::string> on_get(self_ptr self) {
 
 } // namespace
 
-uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
-                                   uplink_config cfg) {
-  log_exceptions(self);
+namespace {
+
+/// The uplink's start: its windows, the TLS files' state, the Paho client,
+/// its peers from the configuration, the first commit request to the
+/// journal, its timers, and the goodbye said on a clean stop.
+void start(self_ptr self) {
   auto& st = self->state;
-  st.cfg = std::move(cfg);
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
   st.started_at = unix_ms_now();
   st.events_window = ack_window{st.cfg.mqtt.inflight_window};
@@ -1353,6 +1392,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   st.results_window = ack_window{results_window_size};
   read_cert_expiry(self);
   check_tls(self);
+  st.tls_stamp = tls_stamp(st.cfg.mqtt);
   st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
   st.rotation.emplace(st.cfg.mqtt.brokers, st.cfg.mqtt.protocol);
   st.link = std::make_shared<paho_link>();
@@ -1369,6 +1409,8 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
   self->delayed_send(self, std::chrono::seconds{st.cfg.mqtt.status_interval_s}, atom::status_v);
   self->delayed_send(self, st.cfg.audit_interval, atom::audit_v);
   self->delayed_send(self, tls_watch_interval, atom::tick_v);
+  st.beat_due = std::chrono::steady_clock::now() + beat_interval;
+  self->delayed_send(self, beat_interval, atom::beat_v);
   self->attach_functor([link = st.link, topic = st.topics.status(),
                         offline = protocol::encode_offline_will(st.cfg.site, st.cfg.gateway)] {
     // Say goodbye on a clean stop, so the retained status is right at once.
@@ -1380,6 +1422,15 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     } catch (const mqtt::exception&) {
     }
   });
+}
+
+} // namespace
+
+uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> self,
+                                   uplink_config cfg) {
+  log_exceptions(self);
+  self->state.cfg = std::move(cfg);
+  start(self);
   return {
     [self](atom::connect) { start_connect(self); },
     [self](atom::connected, std::uint64_t generation) { on_connected(self, generation); },
@@ -1417,6 +1468,7 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
       on_reload(self, locks, cert_warning_days, lock_silence_s);
     },
     [self](atom::tick) { on_tick(self); },
+    [self](atom::beat) { on_beat(self); },
     [self](atom::get) -> caf::result<std::string> { return on_get(self); },
   };
 }

@@ -19,6 +19,7 @@
 #include "actors/ack_window.hpp"
 #include "actors/broker_rotation.hpp"
 #include "actors/interfaces.hpp"
+#include "actors/stall_meter.hpp"
 #include "config/config.hpp"
 #include "protocols/cloud_messages.hpp"
 #include "store/journal.hpp"
@@ -120,6 +121,10 @@ struct uplink_state {
   keeper_actor keeper;                    ///< where erase_subject and rotate_keys go
   commands_actor lock_commands;           ///< where cmd/lock goes
   std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
+  stall_meter worker_stalls; ///< lateness of the heartbeat (atom::beat)
+  std::chrono::steady_clock::time_point beat_due{};
+  std::chrono::steady_clock::time_point stall_logged_at{};
+  std::string tls_stamp; ///< stat of the TLS files when last read (tls_stamp())
   std::size_t tls_fingerprint = 0; ///< of the CA, certificate and key files in use
   std::size_t bad_tls_fingerprint = 0; ///< of unusable files already reported
   /// Why the TLS files in use cannot work (expired, not yet valid, missing,

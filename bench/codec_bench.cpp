@@ -177,7 +177,7 @@ int main() {
   // encoding. The baseline is the encoding alone, so x < 1 is the price.
   auto dir = std::filesystem::temp_directory_path() / ("lockbridge-bench-" + std::to_string(::getpid()));
   {
-    lockbridge::store::environment env{dir, 64ull << 20};
+    auto env = std::make_shared<lockbridge::store::environment>(dir, 64ull << 20);
     lockbridge::store::key256 kek;
     kek.fill(0x5a);
     lockbridge::store::keyring keys{env, kek};

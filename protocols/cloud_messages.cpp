@@ -282,7 +282,8 @@ std::string encode_status(const gateway_status& s) {
                      {"locks_available", h.locks_available},
                      {"events_per_s", {{"in", rate(h.events_in_per_s)},
                                        {"out", rate(h.events_out_per_s)}}},
-                     {"oldest_pending_age_s", h.oldest_pending_age_s}};
+                     {"oldest_pending_age_s", h.oldest_pending_age_s},
+                     {"worker_stall_ms", h.worker_stall_ms}};
   }
   if (s.tls_problem)
     doc["tls_problem"] = *s.tls_problem;

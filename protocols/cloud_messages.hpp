@@ -123,6 +123,7 @@ struct gateway_status {
     double events_in_per_s = 0;          ///< stored, over the last interval
     double events_out_per_s = 0;         ///< acknowledged by the broker, same interval
     std::int64_t oldest_pending_age_s = 0; ///< 0 when nothing waits
+    std::int64_t worker_stall_ms = 0;    ///< CAF worker's longest stall in the last minute
   };
   std::optional<health_part> health;
   /// The BLE transport (only when BLE locks are configured).

@@ -131,6 +131,9 @@ std::string render_metrics(const json& doc, bool openmetrics) {
   w.one("lockbridge_journal_refused_full", "counter",
         "Event batches refused because the journal was full, since start.",
         num(j, "refused_full"));
+  w.one("lockbridge_worker_stall_seconds", "gauge",
+        "The longest time in the last minute that the actors' one worker thread was held.",
+        num(part(doc, "health"), "worker_stall_ms") / 1000);
   const auto& e = part(doc, "events");
   w.one("lockbridge_events_received", "counter", "Events stored from locks since start.",
         num(e, "in"));

@@ -61,8 +61,8 @@ std::string sha256_hex(std::string_view bytes) {
   return out;
 }
 
-audit_log::audit_log(environment& env, std::shared_ptr<const keyring> keys)
-  : env_(env), keys_(std::move(keys)) {}
+audit_log::audit_log(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys)
+  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)) {}
 
 std::uint64_t audit_log::append(std::int64_t now_ms, std::string_view action,
                                 nlohmann::json detail) {

@@ -46,12 +46,11 @@ struct audit_verdict {
 /// the hash and seq of the last one removed anchor the rest, so the chain
 /// still verifies. Thread-safe: any actor may append.
 class audit_log {
-  std::shared_ptr<const void> owner_;
+  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
+  environment& env_;
 
 public:
-  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
-
-  audit_log(environment& env, std::shared_ptr<const keyring> keys);
+  audit_log(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys);
 
   /// Appends a record in its own durable transaction. `detail` must hold no
   /// personal data (subjects appear only as pseudonyms). Returns its seq.
@@ -81,7 +80,6 @@ private:
     std::function<bool(std::uint64_t seq, const std::optional<std::string>& record)>;
   std::uint64_t remove_front(const front_predicate& keep_going);
 
-  environment& env_;
   std::shared_ptr<const keyring> keys_;
   std::mutex mutex_;
 };

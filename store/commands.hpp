@@ -14,12 +14,12 @@ namespace lockbridge::store {
 /// The ids of lock commands accepted and not yet expired, so that a replayed
 /// command is refused even after a restart. Thread-safe (LMDB serialises).
 class command_ids {
-  std::shared_ptr<const void> owner_;
+  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
+  environment& env_;
 
 public:
-  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
-
-  explicit command_ids(environment& env) : env_(env) {}
+  explicit command_ids(std::shared_ptr<environment> env)
+    : owner_(std::move(env)), env_(held(owner_)) {}
 
   /// Records `id` until `expires_at` (Unix ms). False if it is already
   /// recorded: a replay. Durable when it returns true.
@@ -44,8 +44,6 @@ public:
   /// many. An unanswered one stays until its result is recorded.
   std::uint64_t forget_expired(std::int64_t now_ms);
 
-private:
-  environment& env_;
 };
 
 } // namespace lockbridge::store

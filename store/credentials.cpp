@@ -79,9 +79,9 @@ std::uint64_t count_of(MDB_txn* t, MDB_dbi dbi) {
 
 } // namespace
 
-credential_store::credential_store(environment& env, std::shared_ptr<const keyring> keys,
+credential_store::credential_store(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys,
                                    const key256& lookup_key)
-  : env_(env), keys_(std::move(keys)), lookup_(lookup_key, "lockbridge/credential-lookup/v1"),
+  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)), lookup_(lookup_key, "lockbridge/credential-lookup/v1"),
     subject_index_(lookup_key, "lockbridge/subject-index/v1") {}
 
 credential_store::found credential_store::find(const lookup_key& key) const {

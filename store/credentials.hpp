@@ -32,16 +32,15 @@ struct credential_figures {
 /// `figures` may be called from any thread (each opens a read transaction).
 class credential_store {
   // Declared first, destroyed last: what keeps the environment alive.
-  std::shared_ptr<const void> owner_;
+  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
+  environment& env_;
 
 public:
   /// Keeps `owner` (the environment's owner) alive as long as this object:
   /// actors that outlive their supervisor's state still have a valid store.
-  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
-
   using lookup_key = protocol::keyed_hmac::mac_type;
 
-  credential_store(environment& env, std::shared_ptr<const keyring> keys,
+  credential_store(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys,
                    const key256& lookup_key);
 
   /// The key a raw identifier is stored under.
@@ -95,7 +94,6 @@ public:
   void save_time_high_water(std::int64_t ms);
 
 private:
-  environment& env_;
   std::shared_ptr<const keyring> keys_;
   protocol::keyed_hmac lookup_;
   protocol::keyed_hmac subject_index_;

@@ -62,6 +62,15 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+/// The environment a store is built on. Every store holds a share of it, so
+/// the environment closes after the last store that uses it, whatever order
+/// their owners let go in. Throws store_error if `env` is empty.
+inline environment& held(const std::shared_ptr<environment>& env) {
+  if (!env)
+    throw store_error("a store was built without an environment");
+  return *env;
+}
+
 /// LMDB's map is address space, not disk: room for twice the journal's bound,
 /// 2 GiB for credentials (about 2 million with their index) and some slack.
 inline std::uint64_t map_size_for(std::uint64_t journal_max_bytes) {

@@ -27,8 +27,8 @@ void put_epoch(MDB_txn* t, MDB_dbi dbi, const keyring& keys, const epoch_key& e)
 
 } // namespace
 
-epoch_store::epoch_store(environment& env, std::shared_ptr<const keyring> keys, std::int64_t now_ms)
-  : env_(env), keys_(std::move(keys)) {
+epoch_store::epoch_store(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys, std::int64_t now_ms)
+  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)) {
   load();
   if (epochs_.empty())
     rotate(now_ms);

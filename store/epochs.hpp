@@ -24,13 +24,12 @@ struct epoch_key {
 /// someone holding the gateway, can link those pseudonyms to anything.
 /// Thread-safe.
 class epoch_store {
-  std::shared_ptr<const void> owner_;
+  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
+  environment& env_;
 
 public:
-  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
-
   /// Creates epoch 1 with a random key if the table holds none.
-  epoch_store(environment& env, std::shared_ptr<const keyring> keys, std::int64_t now_ms);
+  epoch_store(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys, std::int64_t now_ms);
 
   /// The epoch in force.
   [[nodiscard]] epoch_key current() const;
@@ -50,7 +49,6 @@ public:
 private:
   void load();
 
-  environment& env_;
   std::shared_ptr<const keyring> keys_;
   mutable std::mutex mutex_;
   std::vector<epoch_key> epochs_; ///< oldest first; never empty after construction

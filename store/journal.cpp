@@ -56,8 +56,8 @@ std::pair<std::uint64_t, std::uint64_t> delete_front(MDB_txn* t, MDB_dbi dbi,
 
 } // namespace
 
-journal::journal(environment& env, std::shared_ptr<const keyring> keys, journal_limits limits)
-  : env_(env), keys_(std::move(keys)), limits_(limits) {
+journal::journal(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys, journal_limits limits)
+  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)), limits_(limits) {
   auto& in = env_.internals();
   txn t{in.env, false};
   next_key_ = get_u64(t.get(), in.meta, key_next, 1);

@@ -59,15 +59,14 @@ void recount_journal(environment& env);
 /// mutating members; `read` and `figures` may be called from any thread.
 class journal {
   // Declared first, destroyed last: what keeps the environment alive.
-  std::shared_ptr<const void> owner_;
+  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
+  environment& env_;
 
 public:
   /// Keeps `owner` (the environment's owner) alive as long as this object:
   /// actors that outlive their supervisor's state still have a valid store.
-  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
-
   /// Values are sealed with `keys` (store/sealing.hpp).
-  journal(environment& env, std::shared_ptr<const keyring> keys, journal_limits limits);
+  journal(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys, journal_limits limits);
 
   /// Appends several locks' batches in one durable transaction (group commit).
   /// Events whose seq is not above the lock's progress are counted as
@@ -129,7 +128,6 @@ private:
   /// commits `t`.
   void commit_removal(txn& t, std::uint64_t removed, std::uint64_t freed);
 
-  environment& env_;
   std::shared_ptr<const keyring> keys_;
   journal_limits limits_;
   // Writers (the journal actor, erasure, re-sealing) take turns: the cached

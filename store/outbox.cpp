@@ -13,8 +13,8 @@ constexpr std::string_view next_key = "outbox.next";
 
 } // namespace
 
-outbox::outbox(environment& env, std::shared_ptr<const keyring> keys)
-  : env_(env), keys_(std::move(keys)) {}
+outbox::outbox(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys)
+  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)) {}
 
 std::uint64_t outbox::append_in(void* txn_handle, std::string_view payload) {
   auto& in = env_.internals();

@@ -19,12 +19,11 @@ namespace lockbridge::store {
 /// while the cloud is away loses none. Numbers rise and are never reused.
 /// Thread-safe (LMDB serialises writers).
 class outbox {
-  std::shared_ptr<const void> owner_;
+  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
+  environment& env_;
 
 public:
-  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
-
-  outbox(environment& env, std::shared_ptr<const keyring> keys);
+  outbox(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys);
 
   /// Appends `payload` (a cmd_result JSON); durable when it returns. Its number.
   std::uint64_t append(std::string_view payload);
@@ -62,7 +61,6 @@ public:
 private:
   std::uint64_t append_in(void* txn, std::string_view payload);
 
-  environment& env_;
   std::shared_ptr<const keyring> keys_;
 };
 

@@ -159,8 +159,8 @@ std::optional<std::vector<std::uint8_t>> unwrap_key(std::span<const std::uint8_t
   return out;
 }
 
-keyring::keyring(environment& env, const key256& kek, std::optional<key256> previous_kek)
-  : env_(env), instance_(next_instance++), kek_(kek) {
+keyring::keyring(std::shared_ptr<environment> env, const key256& kek, std::optional<key256> previous_kek)
+  : owner_(std::move(env)), env_(held(owner_)), instance_(next_instance++), kek_(kek) {
   auto& in = env_.internals();
   txn t{in.env, true};
   auto keys = unwrap_all(t.get(), in.keys, kek);

@@ -50,16 +50,15 @@ inline constexpr std::string_view outbox = "outbox";
 /// live one opens. Thread-safe: seal/open from any thread; the mutating
 /// members (rotate, retire, rewrap) from one at a time.
 class keyring {
-  std::shared_ptr<const void> owner_;
+  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
+  environment& env_;
 
 public:
-  void keep_alive(std::shared_ptr<const void> owner) { owner_ = std::move(owner); }
-
   /// Opens the wrapped data keys with `kek`, creating the first one if the
   /// store has none. If `kek` does not open them and `previous_kek` does, they
   /// are re-wrapped under `kek` (a rotation done while stopped). Throws
   /// store_error saying what to do if neither opens them.
-  keyring(environment& env, const key256& kek, std::optional<key256> previous_kek = std::nullopt);
+  keyring(std::shared_ptr<environment> env, const key256& kek, std::optional<key256> previous_kek = std::nullopt);
 
   static constexpr std::size_t overhead = 1 + 4 + 12 + 16;
 
@@ -89,7 +88,6 @@ public:
   void rewrap(const key256& kek);
 
 private:
-  environment& env_;
   std::uint64_t instance_; ///< distinguishes keyrings in the per-thread cipher cache
   mutable std::shared_mutex mutex_;
   std::mutex admin_mutex_; ///< one of rotate, retire, rewrap at a time

@@ -23,21 +23,14 @@ std::shared_ptr<vault> open_vault(const std::filesystem::path& dir, std::uint64_
                                          owner && owner->start_empty);
   if (owner)
     bind_identity(*v->env, owner->site, owner->gateway, owner->start_empty, now_ms);
-  v->keys = std::make_shared<keyring>(*v->env, k.kek, k.previous_kek);
-  v->keys->keep_alive(v->env);
-  v->events = std::make_shared<journal>(*v->env, v->keys, journal_limits{journal_max_bytes});
-  v->events->keep_alive(v->env);
-  v->credentials = std::make_shared<credential_store>(*v->env, v->keys, k.lookup);
-  v->credentials->keep_alive(v->env);
-  v->epochs = std::make_shared<epoch_store>(*v->env, v->keys, now_ms);
-  v->epochs->keep_alive(v->env);
+  v->keys = std::make_shared<keyring>(v->env, k.kek, k.previous_kek);
+  v->events = std::make_shared<journal>(v->env, v->keys, journal_limits{journal_max_bytes});
+  v->credentials = std::make_shared<credential_store>(v->env, v->keys, k.lookup);
+  v->epochs = std::make_shared<epoch_store>(v->env, v->keys, now_ms);
   v->pseudonyms = std::make_shared<pseudonym_source>(v->epochs, k.lookup);
-  v->audit = std::make_shared<audit_log>(*v->env, v->keys);
-  v->audit->keep_alive(v->env);
-  v->commands = std::make_shared<command_ids>(*v->env);
-  v->commands->keep_alive(v->env);
-  v->results = std::make_shared<outbox>(*v->env, v->keys);
-  v->results->keep_alive(v->env);
+  v->audit = std::make_shared<audit_log>(v->env, v->keys);
+  v->commands = std::make_shared<command_ids>(v->env);
+  v->results = std::make_shared<outbox>(v->env, v->keys);
   return v;
 }
 

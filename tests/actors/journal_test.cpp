@@ -62,6 +62,8 @@ struct journal_fixture : actor_fixture {
     journal_config cfg;
     cfg.store = state.vault->events;
     cfg.health = std::shared_ptr<store::storage_health>(state.vault, &state.vault->storage);
+    cfg.audit = state.vault->audit;
+    cfg.results = state.vault->results;
     cfg.reply = [seen](std::uint64_t request, const store::append_outcome& o) {
       seen->replies.emplace_back(request, o);
     };
@@ -198,6 +200,29 @@ TEST_CASE("journal actor: the broker's acknowledgements remove entries, several 
   CHECK(f.st().remove_upto == 0);
   // A removal stores nothing new: no commit notice.
   CHECK(f.peers->committed.size() == 1);
+}
+
+TEST_CASE("journal actor: acknowledged audit records and results are removed on its thread") {
+  journal_fixture f;
+  auto& v = *f.state.vault;
+  for (int i = 0; i < 4; ++i)
+    v.audit->append(1000 + i, "test", {{"i", i}});
+  auto first = v.results->append(R"({"id":"c1"})");
+  auto second = v.results->append(R"({"id":"c2"})");
+  auto audit_records = v.audit->read(0, 10);
+  REQUIRE(audit_records.size() == 4);
+  caf::anon_send(f.journal_handle, atom::remove_v, atom::audit_v, audit_records[1].seq);
+  caf::anon_send(f.journal_handle, atom::remove_v, atom::result_v, second);
+  CHECK(v.audit->read(0, 10).size() == 4); // nothing happens before the actor runs
+  f.run();
+  auto left = v.audit->read(0, 10);
+  REQUIRE(left.size() == 2);
+  CHECK(left[0].seq == audit_records[2].seq);
+  auto results = v.results->read(0, 10);
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].number == first);
+  CHECK_FALSE(f.st().removals_wait());
+  CHECK(f.peers->committed.empty()); // no event was stored: no commit notice
 }
 
 TEST_CASE("journal actor: a full journal refuses locks' batches, holds access decisions, and "

@@ -52,6 +52,9 @@ class Health(Site):
                  20, "lock-01 to come, then to fall silent")
         rc, status = self.status()
         self.assertEqual(status["health"]["locks_available"], 0)
+        # The worker's longest stall of the last minute is reported (ms).
+        self.assertIsInstance(status["health"]["worker_stall_ms"], int)
+        self.assertGreaterEqual(status["health"]["worker_stall_ms"], 0)
 
         sim = self.locksim(locks=1, events=10, rate=5, batch=1, extra=["--start-seq", "21"])
         wait_for(lambda: self.availability("lock-01") == [False, True, False, True], 20,

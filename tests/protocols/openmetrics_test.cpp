@@ -22,6 +22,7 @@ nlohmann::json status_doc() {
     "broker": {"connected": false, "stalled": false, "uri": "ssl://b:8883", "protocol": "3.1.1",
                "failovers": 2},
     "storage": {"ok": true, "faults": 0},
+    "health": {"worker_stall_ms": 250},
     "tls_files": {"cert": {"file": "c.pem", "expires_at": 87460000},
                   "ca": {"file": "ca.pem", "expires_at": 0}},
     "lock_table": [{"id": "lock-01", "transport": "coap", "available": true, "last_seen": 1059000},
@@ -49,6 +50,7 @@ TEST_CASE("openmetrics: the status figures as families, counters with _total, en
   CHECK(has_line(text, "lockbridge_journal_events 20"));
   CHECK(has_line(text, "lockbridge_journal_oldest_pending_age_seconds 10"));
   CHECK(has_line(text, "lockbridge_uptime_seconds 60"));
+  CHECK(has_line(text, "lockbridge_worker_stall_seconds 0.25"));
   CHECK(has_line(text, R"(lockbridge_lock_refusals_total{transport="coap",reason="wrong_key"} 1)"));
   CHECK(has_line(text,
                  R"(lockbridge_lock_refusals_total{transport="coap",reason="unknown_identity"} 2)"));

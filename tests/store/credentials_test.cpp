@@ -41,7 +41,7 @@ TEST_SUITE("store") {
 
 TEST_CASE("credentials: a snapshot replaces the set; lookups use the keyed HMAC") {
   temp_dir dir;
-  store::environment env{dir.path, 64ull << 20};
+  auto env = std::make_shared<store::environment>(dir.path, 64ull << 20);
   credential_store s{env, test::ring(env), lookup()};
   std::vector<std::pair<credential_store::lookup_key, protocol::credential>> entries;
   for (int i = 0; i < 1000; ++i)
@@ -70,7 +70,7 @@ TEST_CASE("credentials: a snapshot replaces the set; lookups use the keyed HMAC"
 
 TEST_CASE("credentials: deltas apply revocations, deletions and upserts against their base") {
   temp_dir dir;
-  store::environment env{dir.path, 64ull << 20};
+  auto env = std::make_shared<store::environment>(dir.path, 64ull << 20);
   credential_store s{env, test::ring(env), lookup()};
   s.replace_all({{s.key_of("A"), cred("s1", 1)}, {s.key_of("B"), cred("s2", 1)}}, 1, 10);
 
@@ -113,7 +113,7 @@ TEST_CASE("credentials: deltas apply revocations, deletions and upserts against 
 TEST_CASE("credentials: the file never holds the raw identifier") {
   temp_dir dir;
   {
-    store::environment env{dir.path, 64ull << 20};
+    auto env = std::make_shared<store::environment>(dir.path, 64ull << 20);
     credential_store s{env, test::ring(env), lookup()};
     s.replace_all({{s.key_of("04A1B2C3D4E5F6"), cred("sub-1", 1)}}, 1, 10);
     protocol::credential_delta d;
@@ -133,7 +133,7 @@ TEST_CASE("credentials: the file never holds the raw identifier") {
 
 TEST_CASE("credentials: the time high-water mark only rises") {
   temp_dir dir;
-  store::environment env{dir.path, 64ull << 20};
+  auto env = std::make_shared<store::environment>(dir.path, 64ull << 20);
   credential_store s{env, test::ring(env), lookup()};
   s.save_time_high_water(5000);
   s.save_time_high_water(4000);

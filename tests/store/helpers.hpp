@@ -30,7 +30,7 @@ inline store::key256 test_kek(std::uint8_t fill = 0x4b) {
 }
 
 /// The keyring of `env` under the test KEK.
-inline std::shared_ptr<store::keyring> ring(store::environment& env) {
+inline std::shared_ptr<store::keyring> ring(const std::shared_ptr<store::environment>& env) {
   return std::make_shared<store::keyring>(env, test_kek());
 }
 

@@ -1,4 +1,5 @@
 #include "store/journal.hpp"
+#include "store/commands.hpp"
 
 #include "tests/store/helpers.hpp"
 
@@ -33,7 +34,7 @@ TEST_SUITE("store") {
 TEST_CASE("journal: appends are read back in order and survive reopening") {
   temp_dir dir;
   {
-    environment env{dir.path, map_size};
+    auto env = std::make_shared<environment>(dir.path, map_size);
     journal j{env, ring(env), {}};
     std::vector<append_request> reqs{batch("a", 1, 3), batch("b", 1, 2)};
     auto out = j.append(reqs);
@@ -42,7 +43,7 @@ TEST_CASE("journal: appends are read back in order and survive reopening") {
     CHECK(out[0].stored == 3);
     CHECK(out[1].acked_seq == 2);
   }
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   auto entries = j.read(0, 100);
   REQUIRE(entries.size() == 5);
@@ -55,10 +56,28 @@ TEST_CASE("journal: appends are read back in order and survive reopening") {
   CHECK(j.figures().depth == 5);
 }
 
+TEST_CASE("journal: a store keeps its environment open after its opener lets go") {
+  temp_dir dir;
+  auto env = std::make_shared<environment>(dir.path, map_size);
+  std::weak_ptr<environment> watch = env;
+  auto j = std::make_unique<journal>(env, ring(env), journal_limits{});
+  env.reset(); // the opener (a vault, a tool) lets go first
+  REQUIRE_FALSE(watch.expired());
+  std::vector<append_request> reqs{batch("a", 1, 2)};
+  CHECK(j->append(reqs).at(0).acked_seq == 2);
+  CHECK(j->read(0, 10).size() == 2);
+  j.reset();
+  CHECK(watch.expired()); // closed with the last store that used it
+}
+
+TEST_CASE("journal: a store cannot be built without an environment") {
+  CHECK_THROWS_AS(command_ids{nullptr}, store_error);
+}
+
 TEST_CASE("journal: the gateway's own events are numbered after their stream's progress") {
   temp_dir dir;
   {
-    environment env{dir.path, map_size};
+    auto env = std::make_shared<environment>(dir.path, map_size);
     journal j{env, ring(env), {}};
     auto first = batch("a.access", 0, 1);  // seq 0 and 1 as given: ignored
     first.assign_seq = true;
@@ -69,7 +88,7 @@ TEST_CASE("journal: the gateway's own events are numbered after their stream's p
     CHECK(out[0].acked_seq == 2);
     CHECK(out[1].acked_seq == 3);
   }
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   auto again = batch("a.access", 0, 0);
   again.assign_seq = true;
@@ -83,7 +102,7 @@ TEST_CASE("journal: the gateway's own events are numbered after their stream's p
 
 TEST_CASE("journal: events waiting are counted per lock, its decisions with it, bounded") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   auto decisions = batch("a.access", 0, 1);
   decisions.assign_seq = true;
@@ -104,7 +123,7 @@ TEST_CASE("journal: events waiting are counted per lock, its decisions with it, 
 
 TEST_CASE("journal: a repeated seq is stored once and acknowledged again") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   std::vector<append_request> first{batch("a", 1, 5)};
   j.append(first);
@@ -122,7 +141,7 @@ TEST_CASE("journal: a repeated seq is stored once and acknowledged again") {
 
 TEST_CASE("journal: two batches of one lock in one group keep seq order") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   std::vector<append_request> group{batch("a", 1, 4), batch("a", 1, 6)};
   auto out = j.append(group);
@@ -137,7 +156,7 @@ TEST_CASE("journal: two batches of one lock in one group keep seq order") {
 
 TEST_CASE("journal: remove_upto removes the acknowledged prefix only") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   std::vector<append_request> reqs{batch("a", 1, 10)};
   j.append(reqs);
@@ -156,7 +175,7 @@ TEST_CASE("journal: remove_upto removes the acknowledged prefix only") {
 
 TEST_CASE("journal: a full journal refuses new batches and keeps what it has") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), journal_limits{4096}};
   std::uint64_t seq = 1;
   bool refused = false;
@@ -184,7 +203,7 @@ TEST_CASE("journal: a full journal refuses new batches and keeps what it has") {
 
 TEST_CASE("journal: retention purges entries received before the cutoff") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   std::vector<append_request> reqs{batch("a", 1, 3, 100), batch("b", 1, 2, 200),
                                    batch("c", 1, 1, 300)};
@@ -199,7 +218,7 @@ TEST_CASE("journal: retention purges entries received before the cutoff") {
 
 TEST_CASE("journal: a second process on the same state is refused clearly") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   CHECK_THROWS_WITH_AS(environment(dir.path, map_size), doctest::Contains("another lockbridge"),
                        store_error);
 }

@@ -20,14 +20,14 @@ TEST_CASE("outbox: results survive reopening until removed; numbers are never re
   temp_dir dir;
   std::uint64_t first = 0, second = 0;
   {
-    store::environment env{dir.path, 16u << 20};
+    auto env = std::make_shared<store::environment>(dir.path, 16u << 20);
     store::outbox box{env, ring(env)};
     first = box.append(R"({"id":"a"})");
     second = box.append(R"({"id":"b"})");
     CHECK(second == first + 1);
     CHECK(box.size() == 2);
   }
-  store::environment env{dir.path, 16u << 20};
+  auto env = std::make_shared<store::environment>(dir.path, 16u << 20);
   store::outbox box{env, ring(env)};
   auto all = box.read(0, 10);
   REQUIRE(all.size() == 2);
@@ -51,7 +51,7 @@ TEST_CASE("outbox: results survive reopening until removed; numbers are never re
 
 TEST_CASE("outbox: a lock command is answered exactly once, across restarts") {
   temp_dir dir;
-  store::environment env{dir.path, 16u << 20};
+  auto env = std::make_shared<store::environment>(dir.path, 16u << 20);
   store::outbox box{env, ring(env)};
   store::command_ids commands{env};
   std::vector<std::uint8_t> request{0xa1, 0x62, 'i', 'd', 0x61, 'x'};

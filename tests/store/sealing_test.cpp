@@ -88,7 +88,7 @@ TEST_CASE("sealing: RFC 5649 key wrap with padding, known answer (section 6)") {
 
 TEST_CASE("sealing: values open only under their table and key, and never after a flipped bit") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   keyring keys{env, test_kek()};
   auto k1 = bytes("key-1");
   auto sealed = keys.seal(table::journal, k1, bytes("hello"));
@@ -109,19 +109,19 @@ TEST_CASE("sealing: the wrong key-encryption key is refused; the previous one re
   temp_dir dir;
   std::vector<std::uint8_t> sealed;
   {
-    environment env{dir.path, map_size};
+    auto env = std::make_shared<environment>(dir.path, map_size);
     keyring keys{env, test_kek(1)};
     sealed = keys.seal(table::credentials, bytes("k"), bytes("secret"));
   }
   {
-    environment env{dir.path, map_size};
+    auto env = std::make_shared<environment>(dir.path, map_size);
     CHECK_THROWS_WITH_AS(keyring(env, test_kek(2)),
                          doctest::Contains("previous_key_encryption_key_file"), store_error);
     // Offline rotation: new key in force, the old one given once.
     keyring keys{env, test_kek(2), test_kek(1)};
     CHECK(keys.open(table::credentials, bytes("k"), sealed) == bytes("secret"));
   }
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   keyring keys{env, test_kek(2)}; // the old key is no longer needed
   CHECK(keys.open(table::credentials, bytes("k"), sealed) == bytes("secret"));
   keys.rewrap(test_kek(3));
@@ -133,7 +133,7 @@ TEST_CASE("sealing: the wrong key-encryption key is refused; the previous one re
 
 TEST_CASE("sealing: a data-key rotation keeps old values readable until retired") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   auto keys = ring(env);
   journal j{env, keys, {}};
   std::vector<append_request> reqs{events("a", 1, 50)};
@@ -162,14 +162,14 @@ TEST_CASE("sealing: a data-key rotation keeps old values readable until retired"
 TEST_CASE("sealing: a flipped bit in the file is quarantined, never used") {
   temp_dir dir;
   {
-    environment env{dir.path, map_size};
+    auto env = std::make_shared<environment>(dir.path, map_size);
     journal j{env, ring(env), {}};
     std::vector<append_request> reqs{events("a", 1, 3)};
     j.append(reqs);
   }
   bool patched = flip_first_sealed_value(dir.path / "data.mdb");
   REQUIRE(patched);
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   std::vector<std::uint64_t> damaged;
   auto entries = j.read(0, 100, &damaged);
@@ -177,19 +177,19 @@ TEST_CASE("sealing: a flipped bit in the file is quarantined, never used") {
   CHECK(entries.size() == 2);
   CHECK(j.quarantine(damaged) == 1);
   CHECK(j.figures().depth == 2);
-  CHECK(quarantine_stats(env).count == 1);
+  CHECK(quarantine_stats(*env).count == 1);
   damaged.clear();
   CHECK(j.read(0, 100, &damaged).size() == 2);
   CHECK(damaged.empty());
-  CHECK(purge_quarantine_before(env, protocol::journal_record{}.received_at) == 0);
-  CHECK(purge_quarantine_before(env, std::numeric_limits<std::int64_t>::max()) == 1);
+  CHECK(purge_quarantine_before(*env, protocol::journal_record{}.received_at) == 0);
+  CHECK(purge_quarantine_before(*env, std::numeric_limits<std::int64_t>::max()) == 1);
 }
 
 TEST_CASE("sealing: an outbox entry with a flipped bit is quarantined, the others still go out") {
   temp_dir dir;
   std::uint64_t first = 0;
   {
-    environment env{dir.path, map_size};
+    auto env = std::make_shared<environment>(dir.path, map_size);
     outbox box{env, ring(env)};
     first = box.append(R"({"id":"r1"})");
     box.append(R"({"id":"r2"})");
@@ -197,7 +197,7 @@ TEST_CASE("sealing: an outbox entry with a flipped bit is quarantined, the other
   }
   bool patched = flip_first_sealed_value(dir.path / "data.mdb");
   REQUIRE(patched);
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   outbox box{env, ring(env)};
   std::vector<std::uint64_t> damaged;
   auto entries = box.read(0, 10, &damaged);
@@ -207,7 +207,7 @@ TEST_CASE("sealing: an outbox entry with a flipped bit is quarantined, the other
   CHECK(box.quarantine(damaged) == 1);
   CHECK(box.quarantine(damaged) == 0); // already moved
   CHECK(box.size() == 2);
-  CHECK(quarantine_stats(env).count == 1);
+  CHECK(quarantine_stats(*env).count == 1);
   damaged.clear();
   CHECK(box.read(0, 10, &damaged).size() == 2);
   CHECK(damaged.empty());
@@ -219,7 +219,7 @@ TEST_CASE("sealing: an outbox entry with a flipped bit is quarantined, the other
 
 TEST_CASE("erasure: matching journal entries go, the others stay") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   journal j{env, ring(env), {}};
   std::vector<append_request> reqs{events("a", 1, 5, "p1.1.x"), events("b", 1, 5, "p1.1.y"),
                                    events("c", 1, 2)};
@@ -235,7 +235,7 @@ TEST_CASE("erasure: matching journal entries go, the others stay") {
 
 TEST_CASE("epochs: rotation changes pseudonyms, destruction forgets the old key for good") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   auto keys = ring(env);
   auto epochs = std::make_shared<epoch_store>(env, keys, 1000);
   key256 lookup_key;
@@ -266,7 +266,7 @@ TEST_CASE("epochs: rotation changes pseudonyms, destruction forgets the old key 
 
 TEST_CASE("audit: the hash chain verifies, survives delivery, and shows tampering") {
   temp_dir dir;
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   auto keys = ring(env);
   audit_log log{env, keys};
   for (int i = 0; i < 10; ++i)
@@ -296,7 +296,7 @@ TEST_CASE("audit: the hash chain verifies, survives delivery, and shows tamperin
 TEST_CASE("audit: a record swapped under another key is found by verify") {
   temp_dir dir;
   {
-    environment env{dir.path, map_size};
+    auto env = std::make_shared<environment>(dir.path, map_size);
     audit_log log{env, ring(env)};
     for (int i = 0; i < 3; ++i)
       log.append(1000 + i, "x", {{"i", i}});
@@ -314,7 +314,7 @@ TEST_CASE("audit: a record swapped under another key is found by verify") {
     return true;
   });
   REQUIRE(patched);
-  environment env{dir.path, map_size};
+  auto env = std::make_shared<environment>(dir.path, map_size);
   audit_log log{env, ring(env)};
   auto v = log.verify();
   CHECK_FALSE(v.ok);

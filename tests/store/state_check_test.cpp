@@ -223,8 +223,8 @@ TEST_CASE("state_check: salvage copies a sound state whole and recounts the jour
   for (const auto& t : report.lost)
     CHECK_MESSAGE(t.records == 0, t.table);
   {
-    environment env{to.path, 64ull << 20, false};
-    recount_journal(env);
+    auto env = std::make_shared<environment>(to.path, 64ull << 20, false);
+    recount_journal(*env);
   }
   vault_keys keys;
   keys.kek = test::test_kek();
