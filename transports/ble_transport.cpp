@@ -22,6 +22,7 @@
 #include "protocols/clock_guard.hpp"
 #include "transports/contain.hpp"
 #include "transports/ble_scheduler.hpp"
+#include "transports/bluez_wire.hpp"
 #include "transports/priority.hpp"
 #include "transports/thread_owner.hpp"
 
@@ -31,118 +32,18 @@ namespace ble = protocol::ble;
 
 namespace {
 
+using bluez::address_of_path;
+using bluez::adapter_iface;
+using bluez::char_iface;
+using bluez::device_iface;
+using bluez::device_path;
+using bluez::prop;
+using bluez::props;
+using bluez::read_props;
 using steady = std::chrono::steady_clock;
 using ms = std::chrono::milliseconds;
 
-constexpr const char* bluez = "org.bluez";
-constexpr const char* device_iface = "org.bluez.Device1";
-constexpr const char* adapter_iface = "org.bluez.Adapter1";
-constexpr const char* char_iface = "org.bluez.GattCharacteristic1";
 constexpr std::uint64_t call_timeout_us = 5'000'000;
-
-/// One property value of the few types BlueZ's objects use here.
-struct prop {
-  std::optional<std::string> text; ///< s, o
-  std::optional<bool> flag;        ///< b
-  std::optional<std::uint16_t> u16; ///< q
-  std::optional<ble::bytes> data;  ///< ay
-  std::map<std::string, ble::bytes> service_data; ///< a{sv} of ay (ServiceData)
-};
-using props = std::map<std::string, prop>;
-
-/// Reads the `v` at the message's position into `out`; skips other types.
-int read_variant(sd_bus_message* m, prop& out) {
-  const char* contents = nullptr;
-  char type = 0;
-  int r = sd_bus_message_peek_type(m, &type, &contents);
-  if (r <= 0)
-    return r < 0 ? r : -EBADMSG;
-  std::string sig = contents != nullptr ? contents : "";
-  if (sig == "s" || sig == "o") {
-    const char* s = nullptr;
-    if ((r = sd_bus_message_read(m, "v", sig.c_str(), &s)) < 0)
-      return r;
-    out.text = s;
-  } else if (sig == "b") {
-    int b = 0;
-    if ((r = sd_bus_message_read(m, "v", "b", &b)) < 0)
-      return r;
-    out.flag = b != 0;
-  } else if (sig == "q") {
-    std::uint16_t q = 0;
-    if ((r = sd_bus_message_read(m, "v", "q", &q)) < 0)
-      return r;
-    out.u16 = q;
-  } else if (sig == "ay") {
-    if ((r = sd_bus_message_enter_container(m, 'v', "ay")) < 0)
-      return r;
-    const void* p = nullptr;
-    std::size_t n = 0;
-    if ((r = sd_bus_message_read_array(m, 'y', &p, &n)) < 0)
-      return r;
-    out.data = ble::bytes(static_cast<const std::uint8_t*>(p),
-                          static_cast<const std::uint8_t*>(p) + n);
-    return sd_bus_message_exit_container(m);
-  } else if (sig == "a{sv}") {
-    if ((r = sd_bus_message_enter_container(m, 'v', "a{sv}")) < 0
-        || (r = sd_bus_message_enter_container(m, 'a', "{sv}")) < 0)
-      return r;
-    while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-      const char* key = nullptr;
-      if ((r = sd_bus_message_read(m, "s", &key)) < 0)
-        return r;
-      prop inner;
-      if ((r = read_variant(m, inner)) < 0)
-        return r;
-      if (inner.data)
-        out.service_data[key] = *inner.data;
-      if ((r = sd_bus_message_exit_container(m)) < 0)
-        return r;
-    }
-    if (r < 0 || (r = sd_bus_message_exit_container(m)) < 0)
-      return r;
-    return sd_bus_message_exit_container(m);
-  } else {
-    return sd_bus_message_skip(m, "v");
-  }
-  return r;
-}
-
-/// Reads an `a{sv}` at the message's position.
-int read_props(sd_bus_message* m, props& out) {
-  int r = sd_bus_message_enter_container(m, 'a', "{sv}");
-  if (r < 0)
-    return r;
-  while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-    const char* key = nullptr;
-    if ((r = sd_bus_message_read(m, "s", &key)) < 0)
-      return r;
-    if ((r = read_variant(m, out[key])) < 0)
-      return r;
-    if ((r = sd_bus_message_exit_container(m)) < 0)
-      return r;
-  }
-  if (r < 0)
-    return r;
-  return sd_bus_message_exit_container(m);
-}
-
-/// BlueZ's object path of a device: {adapter}/dev_AA_BB_CC_DD_EE_FF.
-std::string device_path(const std::string& adapter, const std::string& address) {
-  std::string p = "/org/bluez/" + adapter + "/dev_" + address;
-  std::replace(p.begin(), p.end(), ':', '_');
-  return p;
-}
-
-/// The address in a device (or characteristic) path, "?" if there is none.
-std::string address_of_path(std::string_view path) {
-  auto at = path.find("/dev_");
-  if (at == std::string_view::npos || path.size() < at + 5 + 17)
-    return "?";
-  std::string a{path.substr(at + 5, 17)};
-  std::replace(a.begin(), a.end(), '_', ':');
-  return a;
-}
 
 std::int64_t now_ms() { return protocol::unix_ms_now(); }
 
@@ -344,7 +245,7 @@ struct ble_transport::impl {
   void scan_objects(link* resolve = nullptr) {
     sd_bus_error error = SD_BUS_ERROR_NULL;
     sd_bus_message* reply = nullptr;
-    int r = sd_bus_call_method(bus, bluez, "/", "org.freedesktop.DBus.ObjectManager",
+    int r = sd_bus_call_method(bus, bluez::service, "/", "org.freedesktop.DBus.ObjectManager",
                                "GetManagedObjects", &error, &reply, "");
     if (r < 0) {
       if (adapter_present || next_adapter_check == steady::time_point{})
@@ -414,7 +315,7 @@ struct ble_transport::impl {
       // the lock is connected again in its turn. (Our own releases take
       // BlueZ a moment: skipped.)
       spdlog::info("ble: lock {}: a BLE connection left from before; closing it", l.lock.id);
-      sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface, "Disconnect",
+      sd_bus_call_method_async(bus, nullptr, bluez::service, l.path.c_str(), device_iface, "Disconnect",
                                nullptr, nullptr, "");
       l.connected = false;
     }
@@ -457,7 +358,7 @@ struct ble_transport::impl {
     sd_bus_message* m = nullptr;
     sd_bus_error error = SD_BUS_ERROR_NULL;
     // Only our locks' advertisements, and each one again when it changes.
-    if (sd_bus_message_new_method_call(bus, &m, bluez, adapter_path.c_str(), adapter_iface,
+    if (sd_bus_message_new_method_call(bus, &m, bluez::service, adapter_path.c_str(), adapter_iface,
                                        "SetDiscoveryFilter")
         >= 0) {
       std::string uuid{ble::service_uuid};
@@ -468,7 +369,7 @@ struct ble_transport::impl {
       sd_bus_error_free(&error);
       sd_bus_message_unref(m);
     }
-    int r = sd_bus_call_method(bus, bluez, adapter_path.c_str(), adapter_iface, "StartDiscovery",
+    int r = sd_bus_call_method(bus, bluez::service, adapter_path.c_str(), adapter_iface, "StartDiscovery",
                                &error, nullptr, "");
     if (r < 0 && (error.name == nullptr || std::string_view{error.name} != "org.bluez.Error.InProgress")) {
       if (!discovery_warned)
@@ -548,7 +449,7 @@ struct ble_transport::impl {
     sd_bus_error error = SD_BUS_ERROR_NULL;
     char* text = nullptr;
     std::string uuid;
-    if (sd_bus_get_property_string(bus, bluez, path.c_str(), char_iface, "UUID", &error, &text)
+    if (sd_bus_get_property_string(bus, bluez::service, path.c_str(), char_iface, "UUID", &error, &text)
         >= 0) {
       uuid = text;
       std::transform(uuid.begin(), uuid.end(), uuid.begin(), ::tolower);
@@ -825,7 +726,7 @@ struct ble_transport::impl {
 
   bool write(link& l, const ble::bytes& value) {
     sd_bus_message* m = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &m, bluez, l.to_lock_path.c_str(), char_iface,
+    int r = sd_bus_message_new_method_call(bus, &m, bluez::service, l.to_lock_path.c_str(), char_iface,
                                            "WriteValue");
     if (r >= 0)
       r = sd_bus_message_append_array(m, 'y', value.data(), value.size());
@@ -902,7 +803,7 @@ struct ble_transport::impl {
     enter(l, phase::connecting);
     l.connected_at = steady::now();
     sd_bus_message* m = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &m, bluez, l.path.c_str(), device_iface,
+    int r = sd_bus_message_new_method_call(bus, &m, bluez::service, l.path.c_str(), device_iface,
                                            "Connect");
     if (r >= 0)
       r = call_async(m, &impl::on_connect_done, l,
@@ -941,7 +842,7 @@ struct ble_transport::impl {
     if (!l.services_resolved || l.to_lock_path.empty() || l.from_lock_path.empty())
       return; // wait for ServicesResolved; the connect timeout bounds it
     sd_bus_error error = SD_BUS_ERROR_NULL;
-    int r = sd_bus_call_method(bus, bluez, l.from_lock_path.c_str(), char_iface, "StartNotify",
+    int r = sd_bus_call_method(bus, bluez::service, l.from_lock_path.c_str(), char_iface, "StartNotify",
                                &error, nullptr, "");
     if (r < 0 && (error.name == nullptr
                   || std::string_view{error.name} != "org.bluez.Error.InProgress")) {
@@ -966,9 +867,9 @@ struct ble_transport::impl {
 
   void disconnect(link& l) {
     if (!l.from_lock_path.empty() && l.at >= phase::handshaking)
-      sd_bus_call_method_async(bus, nullptr, bluez, l.from_lock_path.c_str(), char_iface,
+      sd_bus_call_method_async(bus, nullptr, bluez::service, l.from_lock_path.c_str(), char_iface,
                                "StopNotify", nullptr, nullptr, "");
-    sd_bus_call_method_async(bus, nullptr, bluez, l.path.c_str(), device_iface, "Disconnect",
+    sd_bus_call_method_async(bus, nullptr, bluez::service, l.path.c_str(), device_iface, "Disconnect",
                              nullptr, nullptr, "");
     end_session(l);
   }
@@ -1191,9 +1092,9 @@ struct ble_transport::impl {
                      "type='signal',sender='org.bluez',interface='org.freedesktop.DBus.Properties',"
                      "member='PropertiesChanged',path_namespace='/org/bluez'",
                      &impl::on_properties, this);
-    sd_bus_match_signal(bus, &added_slot, bluez, "/", "org.freedesktop.DBus.ObjectManager",
+    sd_bus_match_signal(bus, &added_slot, bluez::service, "/", "org.freedesktop.DBus.ObjectManager",
                         "InterfacesAdded", &impl::on_objects, this);
-    sd_bus_match_signal(bus, &removed_slot, bluez, "/", "org.freedesktop.DBus.ObjectManager",
+    sd_bus_match_signal(bus, &removed_slot, bluez::service, "/", "org.freedesktop.DBus.ObjectManager",
                         "InterfacesRemoved", &impl::on_objects, this);
     next_adapter_check = steady::time_point{};
     return true;
