@@ -53,7 +53,7 @@ std::uint64_t journal_state::flush() {
     batches = std::move(all);
     held.clear();
   }
-  remove_delivered();
+  bool removals_kept = !remove_delivered();
   if (batches.empty() && remove_upto == 0)
     return 0;
   auto before = cfg.store->next_key();
@@ -78,7 +78,8 @@ std::uint64_t journal_state::flush() {
                  "before");
   }
   ++counters.commits;
-  retry_delay = std::chrono::milliseconds{0};
+  if (!removals_kept) // else their retry stays due
+    retry_delay = std::chrono::milliseconds{0};
   remove_upto = 0;
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
     const auto& o = outcomes[i];
@@ -134,11 +135,15 @@ void journal_state::storage_fault(const std::string& what) {
   }
   batches.clear();
   request_ids.clear();
+  back_off();
+}
+
+void journal_state::back_off() {
   retry_delay = std::min<std::chrono::milliseconds>(
     std::max(retry_delay * 2, std::chrono::milliseconds{500}), std::chrono::seconds{30});
 }
 
-void journal_state::remove_delivered() {
+bool journal_state::remove_delivered() {
   try {
     if (audit_remove_upto > 0 && cfg.audit) {
       cfg.audit->remove_upto(audit_remove_upto);
@@ -146,13 +151,13 @@ void journal_state::remove_delivered() {
     }
     for (; !results_delivered.empty() && cfg.results; results_delivered.pop_back())
       cfg.results->remove(results_delivered.back());
-  } catch (const store::store_error& e) {
-    if (e.why() == store::store_error::kind::storage) {
+  } catch (const std::exception& e) {
+    if (auto* se = dynamic_cast<const store::store_error*>(&e);
+        se != nullptr && se->why() == store::store_error::kind::storage) {
       if (cfg.health)
         cfg.health->fail(e.what(), protocol::unix_ms_now());
-      retry_delay = std::min<std::chrono::milliseconds>(
-        std::max(retry_delay * 2, std::chrono::milliseconds{500}), std::chrono::seconds{30});
-      return; // kept for the retry
+      back_off();
+      return false; // kept for the retry
     }
     spdlog::error("journal: removing delivered audit records or results failed ({}); they "
                   "are sent again",
@@ -160,6 +165,7 @@ void journal_state::remove_delivered() {
     audit_remove_upto = 0;
     results_delivered.clear();
   }
+  return true;
 }
 
 void journal_state::purge() {

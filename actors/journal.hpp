@@ -75,8 +75,10 @@ struct journal_state {
   /// Removes the acknowledged audit records and results, each table in its
   /// own transaction. A storage fault keeps them for the next try; another
   /// failure is logged and gives them up (they are sent again: delivery is
-  /// at least once).
-  void remove_delivered();
+  /// at least once). False when a storage fault kept them.
+  bool remove_delivered();
+  /// Doubles the delay before removals are tried again (500 ms to 30 s).
+  void back_off();
   /// Whether removals wait (for the next flush or its retry).
   [[nodiscard]] bool removals_wait() const {
     return remove_upto > 0 || audit_remove_upto > 0 || !results_delivered.empty();

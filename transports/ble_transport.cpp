@@ -22,6 +22,7 @@
 #include "protocols/clock_guard.hpp"
 #include "transports/contain.hpp"
 #include "transports/ble_scheduler.hpp"
+#include "transports/ble_session.hpp"
 #include "transports/bluez_wire.hpp"
 #include "transports/priority.hpp"
 #include "transports/thread_owner.hpp"
@@ -97,10 +98,7 @@ struct ble_transport::impl {
     steady::time_point last_resolve{};
     steady::time_point released_at{};
     std::uint64_t generation = 0; ///< sessions so far (answers to an old one are dropped)
-    std::array<std::uint8_t, ble::nonce_bytes> gateway_nonce{};
-    std::optional<ble::session_keys> keys;
-    std::uint64_t send_counter = 0;
-    std::uint64_t recv_counter = 0;
+    ble_session session; ///< nonce, keys and counters of the current session
     std::uint16_t next_msg_id = 1;
     bool lock_idle = false;
     bool state_pending = false; ///< asked for the lock's state, no answer yet
@@ -108,14 +106,6 @@ struct ble_transport::impl {
     ble::reassembler assembly{2000};
     std::deque<pending_command> commands;
     std::int64_t last_seen_ms = 0;
-
-    void wipe_keys() {
-      if (keys) {
-        OPENSSL_cleanse(keys->to_lock.data(), keys->to_lock.size());
-        OPENSSL_cleanse(keys->from_lock.data(), keys->from_lock.size());
-        keys.reset();
-      }
-    }
   };
   std::map<std::string, link, std::less<>> links;           ///< by lock id
   std::map<std::string, std::string, std::less<>> by_path;  ///< device path -> lock id
@@ -156,7 +146,7 @@ struct ble_transport::impl {
 
   ~impl() {
     for (auto& [id, l] : links)
-      l.wipe_keys();
+      l.session.end();
     detach();
     if (wake_fd >= 0)
       ::close(wake_fd);
@@ -508,34 +498,19 @@ struct ble_transport::impl {
 
   // ---- messages -----------------------------------------------------------
 
+  /// A reassembled message: judged by the session (refused, the session
+  /// established, or authentic and dispatched).
   void message(link& l, const ble::bytes& bytes) {
-    auto head = ble::peek(bytes);
-    if (!head) {
-      ++counters.refused_forged;
-      refusals.refused(l.lock.id, "forged", l.lock.address);
-      spdlog::warn("ble: lock {}: a BLE message that is not protocol v1 ({}); refused", l.lock.id,
-                   head.error().to_string());
+    using verdict = ble_session::verdict_kind;
+    auto v = l.session.accept(l.lock.psk, l.lock.id, bytes);
+    if (v.result == verdict::forged || v.result == verdict::replayed) {
+      bool forged = v.result == verdict::forged;
+      ++(forged ? counters.refused_forged : counters.refused_replayed);
+      refusals.refused(l.lock.id, forged ? "forged" : "replayed", l.lock.address);
+      spdlog::warn("ble: lock {}: {}", l.lock.id, v.reason);
       return;
     }
-    if (!ble::is_lock_kind(head->what)) {
-      ++counters.refused_forged;
-      refusals.refused(l.lock.id, "forged", l.lock.address);
-      spdlog::warn("ble: lock {}: a BLE message of kind {} that only the gateway sends; refused",
-                   l.lock.id, ble::to_string(head->what));
-      return;
-    }
-    if (head->what == ble::kind::hello_answer) {
-      if (l.at != phase::handshaking) {
-        ++counters.refused_forged;
-      refusals.refused(l.lock.id, "forged", l.lock.address);
-        spdlog::warn("ble: lock {}: a BLE hello answer outside a handshake; refused", l.lock.id);
-        return;
-      }
-      std::array<std::uint8_t, ble::nonce_bytes> lock_nonce{};
-      std::copy(head->body.begin(), head->body.end(), lock_nonce.begin());
-      l.keys = ble::derive_session_keys(l.lock.psk, l.lock.id, l.gateway_nonce, lock_nonce);
-      l.send_counter = 0;
-      l.recv_counter = 0;
+    if (v.result == verdict::established) {
       enter(l, phase::ready);
       ++counters.connections;
       // A new session: the lock's state is asked for each time (as a CoAP
@@ -544,37 +519,13 @@ struct ble_transport::impl {
       send_commands(l);
       return;
     }
-    if (l.at != phase::ready || !l.keys) {
-      ++counters.refused_forged;
-      refusals.refused(l.lock.id, "forged", l.lock.address);
-      spdlog::warn("ble: lock {}: a sealed BLE message before the handshake; refused", l.lock.id);
-      return;
-    }
-    auto opened = ble::open(l.keys->from_lock, bytes);
-    if (!opened) {
-      ++counters.refused_forged;
-      refusals.refused(l.lock.id, "forged", l.lock.address);
-      spdlog::warn("ble: lock {}: a BLE {} message that does not authenticate under the lock's key "
-                   "(forged or corrupted); refused, nothing stored",
-                   l.lock.id, ble::to_string(head->what));
-      return;
-    }
-    if (opened->counter <= l.recv_counter) {
-      ++counters.refused_replayed;
-      refusals.refused(l.lock.id, "replayed", l.lock.address);
-      spdlog::warn("ble: lock {}: a replayed BLE {} message (counter {}, last {}); refused, nothing "
-                   "stored",
-                   l.lock.id, ble::to_string(opened->what), opened->counter, l.recv_counter);
-      return;
-    }
-    l.recv_counter = opened->counter;
     ++counters.messages;
     l.last_seen_ms = now_ms();
     {
       std::lock_guard guard{seen_mutex};
       seen[l.lock.id] = l.last_seen_ms;
     }
-    authentic(l, *opened);
+    authentic(l, *v.message);
   }
 
   /// An authentic message from a lock (its seal and counter checked),
@@ -689,7 +640,7 @@ struct ble_transport::impl {
     std::uint64_t re = 0;
     for (auto b : m.body)
       re = (re << 8) | b;
-    if (re < l.send_counter)
+    if (re < l.session.last_sent())
       return;
     l.lock_idle = true;
     l.demand.advertised = false;
@@ -705,11 +656,12 @@ struct ble_transport::impl {
   bool send(link& l, ble::kind k, const ble::bytes& body) {
     ble::bytes message;
     if (k == ble::kind::hello) {
-      message = ble::encode_hello(k, l.gateway_nonce);
+      message = l.session.hello();
     } else {
-      if (!l.keys)
+      auto sealed = l.session.seal(k, body);
+      if (!sealed)
         return false;
-      message = ble::seal(l.keys->to_lock, k, ++l.send_counter, body);
+      message = std::move(*sealed);
     }
     auto parts = ble::fragment(l.next_msg_id++, message, l.mtu);
     if (!parts) {
@@ -767,7 +719,7 @@ struct ble_transport::impl {
       ++c.attempts;
       if (!send(l, ble::kind::command, c.body))
         return;
-      c.sent_counter = l.send_counter;
+      c.sent_counter = l.session.last_sent();
     }
   }
 
@@ -798,7 +750,7 @@ struct ble_transport::impl {
   void connect(link& l) {
     l.lock_idle = false;
     l.assembly.clear();
-    l.wipe_keys();
+    l.session.end();
     ++l.generation;
     enter(l, phase::connecting);
     l.connected_at = steady::now();
@@ -852,7 +804,6 @@ struct ble_transport::impl {
       return;
     }
     sd_bus_error_free(&error);
-    RAND_bytes(l.gateway_nonce.data(), static_cast<int>(l.gateway_nonce.size()));
     enter(l, phase::handshaking);
     send(l, ble::kind::hello, {});
   }
@@ -878,7 +829,7 @@ struct ble_transport::impl {
     enter(l, phase::idle);
     l.released_at = steady::now();
     l.assembly.clear();
-    l.wipe_keys();
+    l.session.end();
     l.events_in_flight = 0;
     l.state_pending = false;
     // Events of this session still in the journal: their answers have no
