@@ -11,7 +11,6 @@ std::int64_t stall_meter::index_of(clock::time_point t) {
 void stall_meter::beat(clock::time_point due, clock::time_point ran) {
   auto late = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(ran - due),
                        std::chrono::milliseconds{0});
-  ever_ = std::max(ever_, late);
   auto index = index_of(ran);
   auto& b = ring_[static_cast<std::size_t>(index) % buckets];
   if (b.index != index)

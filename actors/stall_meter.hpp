@@ -24,9 +24,6 @@ public:
   /// `now` (0 if none was late).
   [[nodiscard]] std::chrono::milliseconds longest(clock::time_point now) const;
 
-  /// The longest since start.
-  [[nodiscard]] std::chrono::milliseconds longest_ever() const { return ever_; }
-
 private:
   static constexpr auto bucket_width = std::chrono::seconds{10};
   /// One bucket per 10 s, a ring over a little more than `span`: the index
@@ -37,7 +34,6 @@ private:
   };
   static constexpr std::size_t buckets = span / bucket_width + 1;
   std::array<bucket, buckets> ring_{};
-  std::chrono::milliseconds ever_{0};
 
   static std::int64_t index_of(clock::time_point t);
 };

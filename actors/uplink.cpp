@@ -477,7 +477,7 @@ void publish_status(self_ptr self) {
   auto& st = self->state;
   if (!st.connected)
     return;
-  self->request(st.journal, std::chrono::seconds{5}, atom::figures_v)
+  self->request(st.cfg.journal, std::chrono::seconds{5}, atom::figures_v)
     .then(
       [self, s = status_now(self)](const journal_figures& f) mutable {
         auto& st = self->state;
@@ -1043,7 +1043,7 @@ namespace {
 /// Keeps one request open at the journal for entries at `from` or later:
 /// each answer is a commit to publish from (the journal knows no reader).
 void await_commits(self_ptr self, std::uint64_t from) {
-  self->request(self->state.journal, caf::infinite, atom::committed_v, from)
+  self->request(self->state.cfg.journal, caf::infinite, atom::committed_v, from)
     .then([self](std::uint64_t next) {
             pump(self);
             await_commits(self, next);
@@ -1156,7 +1156,7 @@ void on_acked(self_ptr self, std::uint64_t number) {
   if (auto r = st.results_window.ack(number)) {
     // Each result leaves the outbox on its own PUBACK (one behind it
     // may be refused and read again); the journal actor writes the removal.
-    self->send(st.journal, atom::remove_v, atom::result_v, r->first);
+    self->send(st.cfg.journal, atom::remove_v, atom::result_v, r->first);
     st.routes_by_number.erase(r->first);
     st.results_window.release();
     pump_results(self);
@@ -1164,7 +1164,7 @@ void on_acked(self_ptr self, std::uint64_t number) {
   }
   if (st.audit_window.ack(number)) {
     if (auto upto = st.audit_window.release().upto; upto > 0)
-      self->send(st.journal, atom::remove_v, atom::audit_v, upto);
+      self->send(st.cfg.journal, atom::remove_v, atom::audit_v, upto);
     pump_audit(self);
     return;
   }
@@ -1188,7 +1188,7 @@ void on_remove(self_ptr self) {
   st.removal_scheduled = false;
   if (auto upto = st.events_window.acked_upto(); upto > st.removal_sent) {
     st.removal_sent = upto;
-    self->send(st.journal, atom::remove_v, upto);
+    self->send(st.cfg.journal, atom::remove_v, upto);
   }
 }
 
@@ -1253,16 +1253,16 @@ void on_command(self_ptr self, const std::string& topic, const std::string& payl
     st.reply_routes[id] = {response_topic, correlation.substr(0, 256)};
   }
   auto name = topic.substr(prefix.size());
-  if (name.starts_with("credentials/") && st.credentials) {
-    self->send(st.credentials, atom::command_v, name, payload);
+  if (name.starts_with("credentials/") && st.cfg.credential_commands) {
+    self->send(st.cfg.credential_commands, atom::command_v, name, payload);
     return;
   }
-  if (name == "lock" && st.lock_commands) {
-    self->send(st.lock_commands, atom::command_v, name, payload);
+  if (name == "lock" && st.cfg.lock_commands) {
+    self->send(st.cfg.lock_commands, atom::command_v, name, payload);
     return;
   }
-  if ((name == "erase_subject" || name == "rotate_keys") && st.keeper) {
-    caf::anon_send(st.keeper, atom::command_v, name, payload); // the keeper publishes the result
+  if ((name == "erase_subject" || name == "rotate_keys") && st.cfg.keeper) {
+    caf::anon_send(st.cfg.keeper, atom::command_v, name, payload); // the keeper publishes the result
     return;
   }
   spdlog::warn("uplink: unknown command \"{}\" refused", name);
@@ -1351,7 +1351,7 @@ caf::result<std::string> on_get(self_ptr self) {
   // The same figures as the status message, plus the link's state, for
   // `lockbridge status` on the box (answered with the broker down too).
   auto rp = self->make_response_promise<std::string>();
-  self->request(self->state.journal, std::chrono::seconds{5}, atom::figures_v)
+  self->request(self->state.cfg.journal, std::chrono::seconds{5}, atom::figures_v)
     .then(
       [self, rp, s = status_now(self)](const journal_figures& f) mutable {
         auto& st = self->state;
@@ -1400,10 +1400,6 @@ void start(self_ptr self) {
   st.link->on_connect.link = st.link.get();
   st.link->on_publish.link = st.link.get();
   new_client(self);
-  st.journal = st.cfg.journal;
-  st.credentials = st.cfg.credential_commands;
-  st.keeper = st.cfg.keeper;
-  st.lock_commands = st.cfg.lock_commands;
   await_commits(self, 0);
   self->send(self, atom::connect_v);
   self->delayed_send(self, std::chrono::seconds{st.cfg.mqtt.status_interval_s}, atom::status_v);

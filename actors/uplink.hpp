@@ -71,7 +71,6 @@ struct uplink_state {
 
   uplink_config cfg;
   protocol::topics topics{"", ""};
-  journal_actor journal;
   std::shared_ptr<paho_link> link;
   bool connected = false;
   bool connecting = false;
@@ -117,9 +116,6 @@ struct uplink_state {
   bool v5_link = true; ///< the version of the link up now (or last up)
   std::int64_t started_at = 0;
   std::uint64_t events_out = 0;
-  credentials_actor credentials;          ///< where credentials/ commands go
-  keeper_actor keeper;                    ///< where erase_subject and rotate_keys go
-  commands_actor lock_commands;           ///< where cmd/lock goes
   std::optional<std::int64_t> cert_expires_at; ///< Unix ms, read from mqtt.cert_file at start
   stall_meter worker_stalls; ///< lateness of the heartbeat (atom::beat)
   std::chrono::steady_clock::time_point beat_due{};
