@@ -42,6 +42,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, observed, "observed")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, retry, "retry")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, probed, "probed")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, beat, "beat")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, left, "left")
 
 namespace lockbridge {
 
@@ -160,6 +161,9 @@ using uplink_actor = caf::typed_actor<
   caf::reacts_to<atom::probed, std::uint64_t, std::string, bool>,
   /// The deadline of that probe's verdict (sent to itself; generation).
   caf::reacts_to<atom::probed, std::uint64_t>,
+  /// The link left the connection of this generation (new TLS files), or
+  /// (true) the time to wait for that is up (sent to itself).
+  caf::reacts_to<atom::left, std::uint64_t, bool>,
   /// Paho reports: PUBACK for the publish with this number.
   caf::reacts_to<atom::acked, std::uint64_t>,
   /// Paho reports: the publish with this number failed (MQTT 5 reason code,

@@ -9,7 +9,6 @@
 
 #include <caf/all.hpp>
 #include <sys/stat.h>
-#include <mqtt/async_client.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -22,9 +21,8 @@
 #include "store/quarantine.hpp"
 #include "protocols/clock_guard.hpp"
 #include "config/tls_check.hpp"
-#include "transports/tls_probe.hpp"
 #include "protocols/json_input.hpp"
-#include "transports/contain.hpp"
+#include "transports/mqtt_link.hpp"
 
 namespace lockbridge {
 
@@ -32,102 +30,7 @@ namespace {
 
 using protocol::unix_ms_now;
 
-/// Paho wants tcp/ssl schemes; accept mqtts:// in the config as well.
-using transport::contain;
-
-std::string paho_uri(std::string uri) {
-  if (uri.starts_with("mqtts://"))
-    uri = "ssl://" + uri.substr(8);
-  return uri;
-}
-
 } // namespace
-
-/// Paho's client and the listeners it calls on its own threads. They only
-/// send messages to the uplink (one-way); they never touch its state.
-struct paho_link : mqtt::callback {
-  caf::actor self; // the uplink, as an untyped handle for anon_send
-  std::unique_ptr<mqtt::async_client> client;
-  std::uint64_t generation = 0;
-  /// Kept for the client's lifetime: Paho calls the TLS error handler with a
-  /// pointer into these options long after connect() returned.
-  mqtt::connect_options options;
-
-  struct connect_listener : mqtt::iaction_listener {
-    paho_link* link = nullptr;
-    std::uint64_t generation = 0;
-    void on_success(const mqtt::token&) override {
-      contain("uplink: Paho's connect callback",
-              [&] { caf::anon_send(link->self, atom::connected_v, generation); }, [] {});
-    }
-    void on_failure(const mqtt::token& tok) override {
-      contain("uplink: Paho's connect callback", [&] {
-        auto rc = tok.get_return_code();
-        caf::anon_send(link->self, atom::lost_v, generation,
-                       "connect failed: " + mqtt::exception::error_str(rc) + " (code "
-                         + std::to_string(rc) + ", reason "
-                         + std::to_string(static_cast<int>(tok.get_reason_code())) + ")");
-      }, [] {});
-    }
-  };
-
-  struct publish_listener : mqtt::iaction_listener {
-    paho_link* link = nullptr;
-    void on_success(const mqtt::token& tok) override {
-      contain("uplink: Paho's publish callback", [&] {
-        auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
-        caf::anon_send(link->self, atom::acked_v, static_cast<std::uint64_t>(number));
-      }, [] {});
-    }
-    void on_failure(const mqtt::token& tok) override {
-      contain("uplink: Paho's publish callback", [&] {
-        auto number = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
-        caf::anon_send(link->self, atom::nacked_v, static_cast<std::uint64_t>(number),
-                       static_cast<std::int32_t>(tok.get_reason_code()));
-      }, [] {});
-    }
-  };
-
-  struct subscribe_listener : mqtt::iaction_listener {
-    std::string filter;
-    void on_success(const mqtt::token&) override {
-      spdlog::info("uplink: receiving commands on {}", filter);
-    }
-    void on_failure(const mqtt::token& tok) override {
-      spdlog::error("uplink: the broker refused the subscription to {} (code {}); commands "
-                    "and credential updates cannot arrive; check the broker's ACL",
-                    filter, tok.get_return_code());
-    }
-  };
-
-  connect_listener on_connect;
-  publish_listener on_publish;
-  subscribe_listener on_subscribe;
-
-  void message_arrived(mqtt::const_message_ptr msg) override {
-    contain("uplink: Paho's message callback", [&] { take(msg); }, [] {});
-  }
-
-  void take(const mqtt::const_message_ptr& msg) {
-    // MQTT 5 request/response: a client may name where the result goes and
-    // what to correlate it with.
-    const auto& props = msg->get_properties();
-    std::string response_topic, correlation;
-    if (props.contains(mqtt::property::RESPONSE_TOPIC))
-      response_topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
-    if (props.contains(mqtt::property::CORRELATION_DATA))
-      correlation = mqtt::get<std::string>(props, mqtt::property::CORRELATION_DATA);
-    caf::anon_send(self, atom::command_v, msg->get_topic(), msg->get_payload_str(),
-                   std::move(response_topic), std::move(correlation));
-  }
-
-  void connection_lost(const std::string& cause) override {
-    contain("uplink: Paho's connection-lost callback", [&] {
-      caf::anon_send(self, atom::lost_v, generation,
-                     "connection lost" + (cause.empty() ? std::string{} : ": " + cause));
-    }, [] {});
-  }
-};
 
 caf::error validate(const uplink_config& cfg) {
   if (!cfg.store || !cfg.journal)
@@ -149,6 +52,9 @@ constexpr auto tls_watch_interval = std::chrono::seconds{2};
 /// How long a failed attempt waits for its TLS probe's verdict at most (the
 /// probe blocks for about twice its 2 s bound, TCP and then TLS).
 constexpr auto probe_deadline = std::chrono::seconds{6};
+/// How long leaving a connection (for new TLS files) may take before the
+/// client is abandoned and a new one made.
+constexpr auto leave_deadline = std::chrono::seconds{2};
 
 /// What stat says of the TLS files (device, inode, size, modification and
 /// change times): metadata only, which the kernel has cached. The 2 s watch
@@ -343,7 +249,7 @@ void add_health(self_ptr self, protocol::gateway_status& s, const journal_figure
   h.events_in_per_s = st.rate_in;
   h.events_out_per_s = st.rate_out;
   h.oldest_pending_age_s = f.oldest_received_at == 0 ? 0 : (now - f.oldest_received_at) / 1000;
-  h.worker_stall_ms = st.worker_stalls.longest(std::chrono::steady_clock::now()).count();
+  h.worker_stall_ms = st.worker_stalls.longest(self->clock().now()).count();
   s.health = h;
 }
 
@@ -363,13 +269,9 @@ void pump_retained(self_ptr self) {
          && st.retained_flights.size() < retained_window_size) {
     auto it = st.retained_waiting.find(st.retained_order.front());
     auto number = st.next_number++;
-    try {
-      st.link->client->publish(mqtt::make_message(it->first, it->second, 1, true),
-                               reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
-                               st.link->on_publish);
-    } catch (const mqtt::exception& e) {
+    if (auto why = st.link->publish({it->first, it->second, true, std::nullopt}, number)) {
       spdlog::warn("uplink: retained publish on {} not taken now ({}); sent again shortly",
-                   it->first, e.what());
+                   it->first, *why);
       return;
     }
     // The status doubles as a probe of the broker while no event is in
@@ -378,7 +280,7 @@ void pump_retained(self_ptr self) {
       spdlog::debug("uplink: status published");
       if (st.probe_number == 0) {
         st.probe_number = number;
-        st.probe_sent_at = std::chrono::steady_clock::now();
+        st.probe_sent_at = self->clock().now();
       }
     }
     st.retained_flights[number] = {it->first, std::move(it->second)};
@@ -477,6 +379,10 @@ void publish_status(self_ptr self) {
   auto& st = self->state;
   if (!st.connected)
     return;
+  // One still waiting (in flight when the last link dropped) is stale: the
+  // fresh one follows as soon as the journal's figures are in.
+  if (st.retained_waiting.erase(st.topics.status()) > 0)
+    std::erase(st.retained_order, st.topics.status());
   self->request(st.cfg.journal, std::chrono::seconds{5}, atom::figures_v)
     .then(
       [self, s = status_now(self)](const journal_figures& f) mutable {
@@ -507,19 +413,14 @@ bool acceptable_response_topic(const uplink_state& st, const std::string& topic)
 
 /// The message carrying a command result: on cmd_result, or for an MQTT 5
 /// request on its response topic (if acceptable) with its correlation data.
-mqtt::message_ptr result_message(const uplink_state& st, const std::string& payload,
-                                 const std::optional<uplink_state::reply_route>& route) {
-  auto msg = mqtt::make_message(st.topics.cmd_result(), payload, 1, false);
+transport::mqtt_outgoing result_message(const uplink_state& st, const std::string& payload,
+                                        const std::optional<uplink_state::reply_route>& route) {
+  transport::mqtt_outgoing msg{st.topics.cmd_result(), payload, false, std::nullopt};
   if (!route)
     return msg;
   if (acceptable_response_topic(st, route->topic))
-    msg->set_topic(route->topic);
-  if (st.v5_link) { // (a 3.1.1 link has no properties; its requests had none)
-    mqtt::properties props;
-    if (!route->correlation.empty())
-      props.add(mqtt::property(mqtt::property::CORRELATION_DATA, route->correlation));
-    msg->set_properties(std::move(props));
-  }
+    msg.topic = route->topic;
+  msg.correlation = route->correlation; // (a 3.1.1 link sends no properties)
   return msg;
 }
 
@@ -590,16 +491,13 @@ void pump_results(self_ptr self) {
       continue;
     }
     auto number = st.next_number++;
-    try {
-      st.link->client->publish(result_message(st, e.payload, route_of(st, e.number)),
-                               reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
-                               st.link->on_publish);
-    } catch (const mqtt::exception& ex) {
+    if (auto why = st.link->publish(result_message(st, e.payload, route_of(st, e.number)),
+                                    number)) {
       spdlog::warn("uplink: cmd_result publish failed ({}); sent again after reconnecting",
-                   ex.what());
+                   *why);
       return;
     }
-    w.sent({number, e.number, e.number, 1, std::chrono::steady_clock::now()});
+    w.sent({number, e.number, e.number, 1, self->clock().now()});
   }
 }
 
@@ -618,12 +516,10 @@ std::uint64_t results_stored(uplink_state& st) {
 void publish_result(self_ptr self, uplink_state::unstored_result r) {
   auto& st = self->state;
   if (st.connected) {
-    try {
-      st.link->client->publish(result_message(st, r.payload, r.route));
+    auto why = st.link->publish(result_message(st, r.payload, r.route), 0);
+    if (!why)
       return;
-    } catch (const mqtt::exception& e) {
-      spdlog::warn("uplink: cmd_result publish failed ({}); kept until reconnected", e.what());
-    }
+    spdlog::warn("uplink: cmd_result publish failed ({}); kept until reconnected", *why);
   }
   if (st.pending_results.size() >= 1000) {
     spdlog::warn("uplink: more than 1000 command results waiting for the broker; dropping the "
@@ -694,16 +590,13 @@ void pump_audit(self_ptr self) {
                        {"gateway", st.cfg.gateway},
                        {"records", std::move(records)}};
     auto number = st.next_number++;
-    try {
-      auto msg = mqtt::make_message(st.topics.audit(), protocol::dump_safe(doc), 1, false);
-      st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
-                               st.link->on_publish);
-    } catch (const mqtt::exception& e) {
-      spdlog::warn("uplink: audit publish failed ({}); will resend after reconnecting", e.what());
+    if (auto why = st.link->publish(
+          {st.topics.audit(), protocol::dump_safe(doc), false, std::nullopt}, number)) {
+      spdlog::warn("uplink: audit publish failed ({}); will resend after reconnecting", *why);
       return;
     }
     w.sent({number, entries.front().seq, entries.back().seq, entries.size(),
-            std::chrono::steady_clock::now()});
+            self->clock().now()});
   }
 }
 
@@ -748,20 +641,18 @@ void pump(self_ptr self) {
       auto number = st.next_number++;
       auto first_key = entries[first].key;
       auto last_key = entries[last - 1].key;
-      try {
-        auto msg = mqtt::make_message(st.topics.events(), std::move(payload), 1, false);
-        st.link->client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(number)),
-                                 st.link->on_publish);
-      } catch (const mqtt::exception& e) {
-        spdlog::warn("uplink: publish failed ({}); will resend after reconnecting", e.what());
+      if (auto why = st.link->publish(
+            {st.topics.events(), std::move(payload), false, std::nullopt}, number)) {
+        spdlog::warn("uplink: publish failed ({}); will resend after reconnecting", *why);
         return;
       }
-      w.sent({number, first_key, last_key, records.size(), std::chrono::steady_clock::now()});
+      w.sent({number, first_key, last_key, records.size(), self->clock().now()});
     }
   }
 }
 
 void schedule_reconnect(self_ptr self, const std::string& reason);
+void leave(self_ptr self);
 
 /// What a refused publish means, said for an installer: the usual cause is
 /// a certificate whose CN (the broker's user name under
@@ -814,22 +705,17 @@ void publish_refused(self_ptr self, std::uint64_t number, std::int32_t reason) {
   }
 }
 
-/// Makes the link's Paho client (at start, and in place of one abandoned).
+/// Makes the link's client for the current attempt (at start, and in place
+/// of one abandoned with what it held).
 void new_client(self_ptr self) {
   auto& st = self->state;
-  // Paho's buffer holds what every window may have in its hands at once,
-  // with room for a subscription and the goodbye.
+  // The client's buffer holds what every window may have in its hands at
+  // once, with room for a subscription and the goodbye.
   auto buffered = st.cfg.mqtt.inflight_window + audit_window_size + results_window_size
                   + retained_window_size + 8;
   auto attempt = st.rotation->current();
-  mqtt::create_options create(attempt.v5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1,
-                              static_cast<int>(buffered));
-  // The old client (if any) is destroyed first: its socket is closed and
-  // whatever it still held is dropped without callbacks.
-  st.link->client.reset();
-  st.link->client = std::make_unique<mqtt::async_client>(paho_uri(attempt.uri),
-                                                         st.cfg.mqtt.client_id, create, nullptr);
-  st.link->client->set_callback(*st.link);
+  st.link->renew(attempt.uri, attempt.v5, buffered, st.cfg.mqtt.client_id);
+  ++st.clients_made;
 }
 
 /// Drops a link over which the broker acknowledges nothing (a hung broker:
@@ -839,7 +725,7 @@ void check_stall(self_ptr self) {
   if (!st.connected)
     return;
   auto bound = std::chrono::milliseconds{st.cfg.mqtt.keepalive_s * 1500};
-  auto now = std::chrono::steady_clock::now();
+  auto now = self->clock().now();
   auto oldest = st.events_window.oldest_unacked();
   if (st.probe_number != 0 && (!oldest || st.probe_sent_at < *oldest))
     oldest = st.probe_sent_at;
@@ -867,37 +753,21 @@ void check_stall(self_ptr self) {
   schedule_reconnect(self, "stalled");
 }
 
-/// Probes the broker of the current attempt with a TCP and TLS handshake on
-/// a thread of its own (up to 2 s against a loaded broker: never on the CAF
-/// worker, where it would hold up every actor); the verdict comes back as
+/// Probes the broker of the current attempt with a TCP and TLS handshake
+/// (the link does it on a thread of its own: up to 4 s against a loaded
+/// broker, never on the CAF worker); the verdict comes back as
 /// atom::probed. `decide`: the failed attempt's outcome waits for it.
 void probe_broker(self_ptr self, bool decide) {
   auto& st = self->state;
-  auto target = caf::actor_cast<uplink_actor>(self);
-  auto generation = st.generation;
-  auto uri = st.rotation->current().uri;
   const auto& m = st.cfg.mqtt;
-  // The target goes as the spawn's argument, not a capture: CAF 0.17 binds
-  // a reference to a null argument tuple for a function actor spawned with
-  // none (UBSan stops the sanitizer build there).
-  self->spawn<caf::detached>(
-    [=, ca = m.ca_file, cert = m.cert_file, key = m.key_file](caf::event_based_actor* probe,
-                                                             const uplink_actor& to) {
-      std::string why;
-      try {
-        why = transport::probe_tls(uri, ca, cert, key, 2000);
-      } catch (const std::exception& e) {
-        why = std::string{"the TLS probe failed: "} + e.what();
-      }
-      probe->send(to, atom::probed_v, generation, std::move(why), decide);
-    },
-    target);
+  st.link->probe(st.generation, st.rotation->current().uri, {m.ca_file, m.cert_file, m.key_file},
+                 decide);
   if (decide) {
     // The attempt's outcome waits for the verdict, but never longer than
     // the probe's bound: a probe that ends without answering (or answers
     // late) must not leave the uplink without a next attempt.
-    st.verdict_awaited = generation;
-    self->delayed_send(self, probe_deadline, atom::probed_v, generation);
+    st.verdict_awaited = st.generation;
+    self->delayed_send(self, probe_deadline, atom::probed_v, st.generation);
   }
 }
 
@@ -941,47 +811,21 @@ void schedule_reconnect(self_ptr self, const std::string& reason) {
 
 void start_connect(self_ptr self) {
   auto& st = self->state;
-  if (st.connected || st.connecting)
+  if (st.connected || st.connecting || st.leaving != 0)
     return;
   st.connecting = true;
-  auto& link = *st.link;
-  link.generation = ++st.generation;
-  link.on_connect.generation = st.generation;
-  try {
-    mqtt::ssl_options ssl;
-    ssl.set_trust_store(st.cfg.mqtt.ca_file.string());
-    ssl.set_key_store(st.cfg.mqtt.cert_file.string());
-    ssl.set_private_key(st.cfg.mqtt.key_file.string());
-    // Never a terminal prompt: without a password set, OpenSSL asks for a
-    // protected key's passphrase on the terminal. This one never opens a
-    // key (check-config and the start-up TLS check name such a key).
-    ssl.set_private_key_password("\x01lockbridge never asks for a passphrase");
-    ssl.set_enable_server_cert_auth(true);
-    ssl.set_verify(true);
-    // Configure the kept options in place: Paho's C struct points into them,
-    // and a copy or move would leave it pointing at the old object.
-    auto& opts = link.options;
-    // MQTT 5: commands may carry a response topic and correlation data;
-    // 3.1.1 (mqtt.protocol, or "auto" with a broker that does not take 5):
-    // results go to cmd_result only.
-    if (st.rotation->current().v5) {
-      opts.set_mqtt_version(MQTTVERSION_5);
-      opts.set_clean_start(true);
-    } else {
-      opts.set_mqtt_version(MQTTVERSION_3_1_1);
-      opts.set_clean_session(true);
-    }
-    opts.set_keep_alive_interval(static_cast<int>(st.cfg.mqtt.keepalive_s));
-    opts.set_connect_timeout(10);
-    opts.set_max_inflight(static_cast<int>(st.cfg.mqtt.inflight_window) + 10);
-    opts.set_will(mqtt::will_options{st.topics.status(),
-                                     protocol::encode_offline_will(st.cfg.site, st.cfg.gateway), 1,
-                                     true});
-    opts.set_ssl(ssl);
-    link.client->connect(link.options, nullptr, link.on_connect);
-  } catch (const mqtt::exception& e) {
+  const auto& m = st.cfg.mqtt;
+  transport::mqtt_connect_settings settings;
+  settings.tls = {m.ca_file, m.cert_file, m.key_file};
+  settings.keepalive_s = m.keepalive_s;
+  settings.max_inflight = m.inflight_window + 10;
+  settings.will_topic = st.topics.status();
+  settings.will_payload = protocol::encode_offline_will(st.cfg.site, st.cfg.gateway);
+  // MQTT 5 (the client's version, from the rotation): commands may carry a
+  // response topic and correlation data; 3.1.1: results go to cmd_result.
+  if (auto why = st.link->connect(++st.generation, settings)) {
     st.connecting = false;
-    schedule_reconnect(self, e.what());
+    schedule_reconnect(self, *why);
   }
 }
 
@@ -1024,13 +868,35 @@ void reload_tls(self_ptr self) {
   // acknowledged event.
   ++st.generation;
   forget_in_flight(st);
-  bool closed = true;
-  try {
-    closed = st.link->client->disconnect(0)->wait_for(2000);
-  } catch (const mqtt::exception&) {
+  leave(self);
+}
+
+/// Leaves the current connection without waiting on the worker: the next
+/// connect starts when the link says it left, or after 2 s with a new
+/// client if it did not (a broker that does not let go, see check_stall).
+/// A connect never starts while a DISCONNECT is pending: Paho would send
+/// the connect first and the stale DISCONNECT would end the new link.
+void leave(self_ptr self) {
+  auto& st = self->state;
+  if (st.link->disconnect(st.generation)) {
+    start_connect(self); // nothing to leave (not connected)
+    return;
   }
-  if (!closed)
-    new_client(self); // a broker that does not let go (see check_stall)
+  st.leaving = st.generation;
+  self->delayed_send(self, leave_deadline, atom::left_v, st.generation, true);
+}
+
+/// The link left (`deadline`: or the time to wait for it is up).
+void on_left(self_ptr self, std::uint64_t generation, bool deadline) {
+  auto& st = self->state;
+  if (st.leaving == 0 || generation != st.leaving)
+    return;
+  st.leaving = 0;
+  if (deadline) {
+    spdlog::warn("uplink: the broker did not let the old connection go within 2 s; a new "
+                 "client connects");
+    new_client(self);
+  }
   start_connect(self);
 }
 
@@ -1077,13 +943,8 @@ void on_connected(self_ptr self, std::uint64_t generation) {
     st.tls_stamp = tls_stamp(st.cfg.mqtt);
     st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
   }
-  try {
-    st.link->on_subscribe.filter = st.topics.prefix() + "cmd/#";
-    st.link->client->subscribe(st.link->on_subscribe.filter, 1, nullptr,
-                               st.link->on_subscribe);
-  } catch (const mqtt::exception& e) {
-    spdlog::warn("uplink: cannot subscribe to commands: {}", e.what());
-  }
+  if (auto why = st.link->subscribe(st.topics.prefix() + "cmd/#"))
+    spdlog::warn("uplink: cannot subscribe to commands: {}", *why);
   // One pass over those waiting: one Paho cannot take now is kept again
   // by publish_result (not retried in this loop, which would spin).
   for (auto waiting = std::exchange(st.pending_results, {}); !waiting.empty();
@@ -1334,7 +1195,7 @@ constexpr auto beat_interval = std::chrono::milliseconds{100};
 /// once a minute at most when a stall reached a second.
 void on_beat(self_ptr self) {
   auto& st = self->state;
-  auto now = std::chrono::steady_clock::now();
+  auto now = self->clock().now();
   st.worker_stalls.beat(st.beat_due, now);
   auto late = now - st.beat_due;
   if (late >= std::chrono::seconds{1} && now - st.stall_logged_at >= std::chrono::minutes{1}) {
@@ -1380,6 +1241,31 @@ caf::result<std::string> on_get(self_ptr self) {
 
 namespace {
 
+/// The link (Paho's, or the one the configuration brings) and its reports,
+/// each a message to the uplink: they never touch its state.
+std::shared_ptr<transport::mqtt_link> make_link(self_ptr self) {
+  auto me = caf::actor_cast<caf::actor>(self);
+  transport::mqtt_link_events events;
+  events.connected = [me](std::uint64_t g) { caf::anon_send(me, atom::connected_v, g); };
+  events.lost = [me](std::uint64_t g, std::string why) {
+    caf::anon_send(me, atom::lost_v, g, std::move(why));
+  };
+  events.acked = [me](std::uint64_t n) { caf::anon_send(me, atom::acked_v, n); };
+  events.nacked = [me](std::uint64_t n, std::int32_t reason) {
+    caf::anon_send(me, atom::nacked_v, n, reason);
+  };
+  events.left = [me](std::uint64_t g) { caf::anon_send(me, atom::left_v, g, false); };
+  events.arrived = [me](transport::mqtt_incoming in) {
+    caf::anon_send(me, atom::command_v, std::move(in.topic), std::move(in.payload),
+                   std::move(in.response_topic), std::move(in.correlation));
+  };
+  events.probed = [me](std::uint64_t g, std::string why, bool decide) {
+    caf::anon_send(me, atom::probed_v, g, std::move(why), decide);
+  };
+  const auto& make = self->state.cfg.make_link;
+  return make ? make(std::move(events)) : transport::make_paho_link(std::move(events));
+}
+
 /// The uplink's start: its windows, the TLS files' state, the Paho client,
 /// its peers from the configuration, the first commit request to the
 /// journal, its timers, and the goodbye said on a clean stop.
@@ -1395,29 +1281,21 @@ void start(self_ptr self) {
   st.tls_stamp = tls_stamp(st.cfg.mqtt);
   st.tls_fingerprint = tls_fingerprint(st.cfg.mqtt);
   st.rotation.emplace(st.cfg.mqtt.brokers, st.cfg.mqtt.protocol);
-  st.link = std::make_shared<paho_link>();
-  st.link->self = caf::actor_cast<caf::actor>(self);
-  st.link->on_connect.link = st.link.get();
-  st.link->on_publish.link = st.link.get();
+  st.link = make_link(self);
   new_client(self);
   await_commits(self, 0);
   self->send(self, atom::connect_v);
   self->delayed_send(self, std::chrono::seconds{st.cfg.mqtt.status_interval_s}, atom::status_v);
   self->delayed_send(self, st.cfg.audit_interval, atom::audit_v);
   self->delayed_send(self, tls_watch_interval, atom::tick_v);
-  st.beat_due = std::chrono::steady_clock::now() + beat_interval;
+  st.beat_due = self->clock().now() + beat_interval;
   self->delayed_send(self, beat_interval, atom::beat_v);
-  self->attach_functor([link = st.link, topic = st.topics.status(),
-                        offline = protocol::encode_offline_will(st.cfg.site, st.cfg.gateway)] {
-    // Say goodbye on a clean stop, so the retained status is right at once.
-    try {
-      if (link->client->is_connected()) {
-        link->client->publish(mqtt::make_message(topic, offline, 1, true))->wait_for(1000);
-        link->client->disconnect(1000)->wait_for(2000);
-      }
-    } catch (const mqtt::exception&) {
-    }
-  });
+  // Say goodbye on a clean stop, so the retained status is right at once.
+  self->attach_functor([link = st.link,
+                        goodbye = transport::mqtt_outgoing{
+                          st.topics.status(),
+                          protocol::encode_offline_will(st.cfg.site, st.cfg.gateway), true,
+                          std::nullopt}] { link->close(goodbye); });
 }
 
 } // namespace
@@ -1462,6 +1340,9 @@ uplink_actor::behavior_type uplink(uplink_actor::stateful_pointer<uplink_state> 
     [self](atom::reload, std::uint64_t locks, std::uint32_t cert_warning_days,
            std::uint32_t lock_silence_s) {
       on_reload(self, locks, cert_warning_days, lock_silence_s);
+    },
+    [self](atom::left, std::uint64_t generation, bool deadline) {
+      on_left(self, generation, deadline);
     },
     [self](atom::tick) { on_tick(self); },
     [self](atom::beat) { on_beat(self); },

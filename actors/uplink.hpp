@@ -24,6 +24,7 @@
 #include "protocols/cloud_messages.hpp"
 #include "store/journal.hpp"
 #include "store/vault.hpp"
+#include "transports/mqtt_link.hpp"
 
 namespace lockbridge {
 
@@ -58,20 +59,23 @@ struct uplink_config {
   credentials_actor credential_commands; ///< credentials/ commands
   keeper_actor keeper;                   ///< erase_subject and rotate_keys
   commands_actor lock_commands;          ///< cmd/lock
+  /// Makes the link to the broker; unset: Paho's (the tests bring their own).
+  transport::mqtt_link_factory make_link;
 };
 
 caf::error validate(const uplink_config& cfg);
 
-/// Paho's client and the callbacks it calls on its own threads; defined in
-/// uplink.cpp so that no Paho header reaches this one.
-struct paho_link;
 
 struct uplink_state {
   static inline const char* name = "uplink";
 
   uplink_config cfg;
   protocol::topics topics{"", ""};
-  std::shared_ptr<paho_link> link;
+  std::shared_ptr<transport::mqtt_link> link;
+  std::uint64_t clients_made = 0; ///< clients the link made (one more per abandoned one)
+  /// The generation whose connection is being left (new TLS files), or 0:
+  /// no connect starts meanwhile.
+  std::uint64_t leaving = 0;
   bool connected = false;
   bool connecting = false;
   std::uint64_t generation = 0;

@@ -3,10 +3,8 @@
 #include "config/secrets.hpp"
 
 #include <doctest/doctest.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
+
+#include "tests/config/certs.hpp"
 
 #include <sys/stat.h>
 
@@ -19,55 +17,11 @@ using namespace lockbridge::config;
 
 namespace {
 
+using lockbridge::test::make_cert;
+
 // Fixed, non-trivial test keys (trivial ones are refused as placeholders).
 const std::string key_a = "c4ca4238a0b923820dcc509a6f75849bc81e728d9d4c2f636f067f89cc14862c";
 const std::string key_b = "eccbc87e4b5ce2fe28308fd9f2a7baf3a87ff679a2f3e71d9181a67b7542122c";
-
-/// A self-signed P-256 certificate and its key, valid from `from_days` to
-/// `to_days` around now (OpenSSL, made at test time), as PEM text.
-std::pair<std::string, std::string> make_cert(long from_days = -1, long to_days = 30,
-                                              const std::string& passphrase = {},
-                                              const std::string& cn = "gw-1",
-                                              const char* extended_key_usage = nullptr) {
-  auto key = EVP_EC_gen("P-256");
-  auto cert = X509_new();
-  X509_set_version(cert, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-  X509_gmtime_adj(X509_getm_notBefore(cert), from_days * 86400);
-  X509_gmtime_adj(X509_getm_notAfter(cert), to_days * 86400);
-  X509_set_pubkey(cert, key);
-  auto name = X509_get_subject_name(cert);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
-  X509_set_issuer_name(cert, name);
-  if (extended_key_usage != nullptr) {
-    auto ext = X509V3_EXT_conf_nid(nullptr, nullptr, NID_ext_key_usage, extended_key_usage);
-    X509_add_ext(cert, ext, -1);
-    X509_EXTENSION_free(ext);
-  }
-  X509_sign(cert, key, EVP_sha256());
-  auto pem = [](auto write) {
-    auto bio = BIO_new(BIO_s_mem());
-    write(bio);
-    char* data = nullptr;
-    auto len = BIO_get_mem_data(bio, &data);
-    std::string text(data, static_cast<std::size_t>(len));
-    BIO_free(bio);
-    return text;
-  };
-  auto cert_pem = pem([&](BIO* b) { PEM_write_bio_X509(b, cert); });
-  auto key_pem = pem([&](BIO* b) {
-    if (passphrase.empty())
-      PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
-    else
-      PEM_write_bio_PrivateKey(b, key, EVP_aes_256_cbc(),
-                               reinterpret_cast<const unsigned char*>(passphrase.data()),
-                               static_cast<int>(passphrase.size()), nullptr, nullptr);
-  });
-  X509_free(cert);
-  EVP_PKEY_free(key);
-  return {cert_pem, key_pem};
-}
 
 struct fixture {
   std::filesystem::path dir;
