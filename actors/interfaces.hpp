@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
@@ -43,6 +44,7 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, retry, "retry")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, probed, "probed")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, beat, "beat")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, left, "left")
+CAF_ADD_ATOM(lockbridge, lockbridge::atom, quarantine, "quarantine")
 
 namespace lockbridge {
 
@@ -54,6 +56,9 @@ using batch_ptr = std::shared_ptr<const protocol::event_batch>;
 /// Owned by the journal once sent: it moves the records out rather than
 /// copying them (the sender keeps no reference).
 using append_ptr = std::shared_ptr<store::append_request>;
+
+/// Keys of a table (journal keys, outbox numbers), as one message carries them.
+using keys_ptr = std::shared_ptr<const std::vector<std::uint64_t>>;
 
 /// Counters of the journal actor since start, plus the store's figures.
 using journal_figures = protocol::journal_figures;
@@ -71,6 +76,14 @@ using journal_actor = caf::typed_actor<
   caf::reacts_to<atom::remove, atom::audit, std::uint64_t>,
   /// The broker acknowledged the result with this outbox number: remove it.
   caf::reacts_to<atom::remove, atom::result, std::uint64_t>,
+  /// Journal entries (keys) that do not open: move them to the quarantine
+  /// table, count them, audit it (the uplink found them while reading).
+  caf::reacts_to<atom::quarantine, atom::events, keys_ptr>,
+  /// Likewise for results in the outbox (outbox numbers).
+  caf::reacts_to<atom::quarantine, atom::result, keys_ptr>,
+  /// Append an audit record (action, detail as a JSON object's text) for an
+  /// actor that must not write on CAF's shared worker (the uplink).
+  caf::reacts_to<atom::audit, std::string, std::string>,
   /// Commit what has gathered (sent to itself: group commit).
   caf::reacts_to<atom::flush>,
   /// Apply retention now (also runs on its own timer).
@@ -208,5 +221,6 @@ using coap_endpoint_actor = caf::typed_actor<
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::append_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::keys_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::access_record_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::protocol::journal_figures)

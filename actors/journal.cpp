@@ -192,6 +192,33 @@ void journal_state::purge() {
   }
 }
 
+void journal_state::quarantine(bool outbox, const std::vector<std::uint64_t>& keys) {
+  if (keys.empty())
+    return;
+  try {
+    auto moved = outbox ? cfg.results->quarantine(keys) : cfg.store->quarantine(keys);
+    if (moved > 0 && cfg.vault) {
+      cfg.vault->quarantined += moved;
+      audit(*cfg.vault, "quarantine",
+            {{"table", outbox ? "outbox" : "journal"}, {"entries", moved},
+             {"first_key", keys.front()}});
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("journal: quarantine failed: {}", e.what());
+  }
+}
+
+void journal_state::record(const std::string& action, const std::string& detail_json) {
+  if (!cfg.vault)
+    return;
+  try {
+    auto detail = nlohmann::json::parse(detail_json, nullptr, false);
+    audit(*cfg.vault, action, detail.is_object() ? std::move(detail) : nlohmann::json::object());
+  } catch (const std::exception& e) {
+    spdlog::error("journal: the audit record \"{}\" could not be written: {}", action, e.what());
+  }
+}
+
 journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_state> self,
                                      journal_config cfg) {
   log_exceptions(self);
@@ -224,6 +251,17 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
     [self, schedule_flush](atom::remove, atom::result, std::uint64_t number) {
       self->state.results_delivered.push_back(number);
       schedule_flush();
+    },
+    [self](atom::quarantine, atom::events, const keys_ptr& keys) {
+      if (keys)
+        self->state.quarantine(false, *keys);
+    },
+    [self](atom::quarantine, atom::result, const keys_ptr& numbers) {
+      if (numbers)
+        self->state.quarantine(true, *numbers);
+    },
+    [self](atom::audit, const std::string& action, const std::string& detail) {
+      self->state.record(action, detail);
     },
     [self, schedule_flush](atom::flush) {
       auto& st = self->state;

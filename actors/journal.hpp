@@ -33,6 +33,9 @@ struct journal_config {
   /// this actor removes (atom::remove with atom::audit or atom::result).
   std::shared_ptr<store::audit_log> audit;
   std::shared_ptr<store::outbox> results;
+  /// Optional: where quarantined values are counted and audit records go
+  /// (atom::quarantine, atom::audit); without it they are only moved.
+  std::shared_ptr<store::vault> vault;
 };
 
 caf::error validate(const journal_config& cfg);
@@ -72,6 +75,11 @@ struct journal_state {
   /// nothing is acknowledged that is not durable) and is recorded, not thrown.
   std::uint64_t flush();
   void purge();
+  /// Moves journal entries (`outbox` false) or outbox results that do not
+  /// open to quarantine, counts and audits it; a failure is logged.
+  void quarantine(bool outbox, const std::vector<std::uint64_t>& keys);
+  /// Appends an audit record for another actor; a failure is logged.
+  void record(const std::string& action, const std::string& detail_json);
   /// Removes the acknowledged audit records and results, each table in its
   /// own transaction. A storage fault keeps them for the next try; another
   /// failure is logged and gives them up (they are sent again: delivery is

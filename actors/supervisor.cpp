@@ -254,6 +254,7 @@ journal_config make_journal_config(const std::shared_ptr<store::vault>& vault,
   j.health = std::shared_ptr<store::storage_health>(vault, &vault->storage);
   j.audit = vault->audit;
   j.results = vault->results;
+  j.vault = vault;
   j.retention_days = retention_days;
   j.on_purged = [vault](std::uint64_t removed) {
     audit(*vault, "retention_purge", {{"table", "journal"}, {"records", removed}});

@@ -445,22 +445,14 @@ std::optional<uplink_state::reply_route> route_of(const uplink_state& st, std::u
   return it->second;
 }
 
-/// Entries of the outbox that do not open: never sent, moved aside,
-/// counted, audited (as the journal's).
-void quarantine_results(uplink_state& st, const std::vector<std::uint64_t>& damaged) {
+/// Entries of the outbox that do not open: never sent; the journal actor
+/// moves them aside, counts and audits it (as the journal's).
+void quarantine_results(self_ptr self, const std::vector<std::uint64_t>& damaged) {
   for (auto number : damaged)
     spdlog::error("uplink: command result {} in the outbox does not open (altered or moved); it "
                   "is quarantined and not sent", number);
-  try {
-    auto moved = st.cfg.vault->results->quarantine(damaged);
-    if (moved > 0) {
-      st.cfg.vault->quarantined += moved;
-      audit(*st.cfg.vault, "quarantine",
-            {{"table", "outbox"}, {"entries", moved}, {"first_key", damaged.front()}});
-    }
-  } catch (const std::exception& e) {
-    spdlog::error("uplink: quarantine failed: {}", e.what());
-  }
+  self->send(self->state.cfg.journal, atom::quarantine_v, atom::result_v,
+             std::make_shared<const std::vector<std::uint64_t>>(damaged));
 }
 
 /// Publishes what waits in the outbox, a bounded window at a time; each is
@@ -482,7 +474,7 @@ void pump_results(self_ptr self) {
     return;
   }
   if (!damaged.empty())
-    quarantine_results(st, damaged);
+    quarantine_results(self, damaged);
   for (auto& e : entries) {
     if (w.room() == 0)
       return;
@@ -611,20 +603,13 @@ void pump(self_ptr self) {
     std::vector<std::uint64_t> damaged;
     auto entries = st.cfg.store->read(w.next(), w.room() * per_message, &damaged);
     if (!damaged.empty()) {
-      // Never sent, never used, never a crash: moved aside, counted, audited.
+      // Never sent, never used, never a crash: the journal actor moves
+      // them aside, counts and audits it.
       for (auto key : damaged)
         spdlog::error("uplink: journal entry {} does not open (altered or moved); it is "
                       "quarantined and not sent", key);
-      try {
-        auto moved = st.cfg.store->quarantine(damaged);
-        if (st.cfg.vault && moved > 0) {
-          st.cfg.vault->quarantined += moved;
-          audit(*st.cfg.vault, "quarantine",
-                {{"table", "journal"}, {"entries", moved}, {"first_key", damaged.front()}});
-        }
-      } catch (const std::exception& e) {
-        spdlog::error("uplink: quarantine failed: {}", e.what());
-      }
+      self->send(st.cfg.journal, atom::quarantine_v, atom::events_v,
+                 std::make_shared<const std::vector<std::uint64_t>>(damaged));
     }
     if (!damaged.empty())
       w.skip_to(damaged.back() + 1);
@@ -859,10 +844,11 @@ void reload_tls(self_ptr self) {
   check_tls(self);
   spdlog::info("uplink: the TLS files changed; reconnecting with them (nothing is lost: "
                "unacknowledged events are sent again)");
-  if (st.cfg.vault)
-    audit(*st.cfg.vault, "tls_reloaded",
-          {{"cert_file", st.cfg.mqtt.cert_file.string()},
-           {"cert_expires_at", st.cert_expires_at.value_or(0)}});
+  // The record is written by the journal actor (a durable write: not on
+  // CAF's shared worker).
+  self->send(st.cfg.journal, atom::audit_v, std::string{"tls_reloaded"},
+             protocol::dump_safe({{"cert_file", st.cfg.mqtt.cert_file.string()},
+                                  {"cert_expires_at", st.cert_expires_at.value_or(0)}}));
   // Leave the current connection as if it were lost: later callbacks of its
   // generation are ignored; the journal is read again from the last
   // acknowledged event.

@@ -64,6 +64,7 @@ struct journal_fixture : actor_fixture {
     cfg.health = std::shared_ptr<store::storage_health>(state.vault, &state.vault->storage);
     cfg.audit = state.vault->audit;
     cfg.results = state.vault->results;
+    cfg.vault = state.vault;
     cfg.reply = [seen](std::uint64_t request, const store::append_outcome& o) {
       seen->replies.emplace_back(request, o);
     };
@@ -304,6 +305,30 @@ TEST_CASE("journal actor: figures add the counters since start to the store's") 
   CHECK(got->duplicates == 4);
   CHECK(got->commits == 1);
   caf::anon_send_exit(asker, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("journal actor: writes the audit records and quarantines the uplink hands it") {
+  journal_fixture f;
+  auto before = f.state.vault->audit->figures().count;
+  caf::anon_send(f.journal_handle, atom::audit_v, std::string{"tls_reloaded"},
+                 std::string{R"({"cert_file":"/etc/lockbridge/cert.pem"})"});
+  f.run();
+  CHECK(f.state.vault->audit->figures().count == before + 1);
+  auto records = f.state.vault->audit->read(0, 1000);
+  REQUIRE(!records.empty());
+  CHECK(records.back().json.find("tls_reloaded") != std::string::npos);
+
+  // Entries that open are never moved aside, whoever asks: nothing is
+  // quarantined, counted or audited.
+  caf::anon_send(f.journal_handle, atom::append_v, std::uint64_t{1}, ptr(batch("lock-a", 1, 3)));
+  f.run();
+  auto keys = std::make_shared<const std::vector<std::uint64_t>>(
+    std::vector<std::uint64_t>{f.state.vault->events->read(0, 10).front().key});
+  caf::anon_send(f.journal_handle, atom::quarantine_v, atom::events_v, keys);
+  f.run();
+  CHECK(f.state.vault->events->figures().depth == 3);
+  CHECK(f.state.vault->quarantined == 0);
+  CHECK(f.state.vault->audit->figures().count == before + 1);
 }
 
 } // TEST_SUITE

@@ -115,6 +115,7 @@ struct uplink_fixture : actor_fixture {
     jc.health = std::shared_ptr<store::storage_health>(state.vault, &state.vault->storage);
     jc.audit = state.vault->audit;
     jc.results = state.vault->results;
+    jc.vault = state.vault;
     jc.reply = [](std::uint64_t, const store::append_outcome&) {};
     REQUIRE(!validate(jc));
     journal = spawn(lockbridge::journal, jc);
@@ -392,6 +393,9 @@ TEST_CASE("uplink: new TLS files: the old connection is left before the next con
   f.advance(std::chrono::seconds{2});
   REQUIRE(f.link->disconnects.size() == 1);
   CHECK_FALSE(f.st().connected);
+  auto records = f.state.vault->audit->read(0, 1000);
+  REQUIRE(!records.empty());
+  CHECK(records.back().json.find("tls_reloaded") != std::string::npos);
   // No connect while the DISCONNECT is pending, even when a retry fires.
   caf::anon_send(f.up, atom::connect_v);
   f.run();
