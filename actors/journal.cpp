@@ -219,6 +219,31 @@ void journal_state::record(const std::string& action, const std::string& detail_
   }
 }
 
+namespace {
+
+/// A group commit: stores what gathered, answers the readers it concerns,
+/// and arms the retry of removals a failing disk refused.
+void on_flush(journal_actor::stateful_pointer<journal_state> self) {
+  auto& st = self->state;
+  if (auto next = st.flush(); next > 0)
+    std::erase_if(st.readers, [next](auto& reader) {
+      if (reader.first >= next)
+        return false;
+      reader.second.deliver(next);
+      return true;
+    });
+  // Removals refused by a failing disk are tried again after a delay
+  // (a lock's retry may come first and carry them along).
+  if ((st.removals_wait() || !st.held.empty()) && !st.retry_scheduled
+      && (st.retry_delay.count() > 0 || !st.held.empty())) {
+    st.retry_scheduled = true;
+    auto delay = st.retry_delay.count() > 0 ? st.retry_delay : std::chrono::milliseconds{5000};
+    self->delayed_send(self, delay, atom::retry_v);
+  }
+}
+
+} // namespace
+
 journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_state> self,
                                      journal_config cfg) {
   log_exceptions(self);
@@ -263,24 +288,7 @@ journal_actor::behavior_type journal(journal_actor::stateful_pointer<journal_sta
     [self](atom::audit, const std::string& action, const std::string& detail) {
       self->state.record(action, detail);
     },
-    [self, schedule_flush](atom::flush) {
-      auto& st = self->state;
-      if (auto next = st.flush(); next > 0)
-        std::erase_if(st.readers, [next](auto& reader) {
-          if (reader.first >= next)
-            return false;
-          reader.second.deliver(next);
-          return true;
-        });
-      // Removals refused by a failing disk are tried again after a delay
-      // (a lock's retry may come first and carry them along).
-      if ((st.removals_wait() || !st.held.empty()) && !st.retry_scheduled
-          && (st.retry_delay.count() > 0 || !st.held.empty())) {
-        st.retry_scheduled = true;
-        auto delay = st.retry_delay.count() > 0 ? st.retry_delay : std::chrono::milliseconds{5000};
-        self->delayed_send(self, delay, atom::retry_v);
-      }
-    },
+    [self](atom::flush) { on_flush(self); },
     [self, schedule_flush](atom::retry) {
       self->state.retry_scheduled = false;
       schedule_flush();

@@ -244,8 +244,7 @@ void add_health(self_ptr self, protocol::gateway_status& s, const journal_figure
   }
   protocol::gateway_status::health_part h;
   h.uptime_s = (now - st.started_at) / 1000;
-  for (const auto& [lock, available] : st.lock_available)
-    h.locks_available += available ? 1 : 0;
+  h.locks_available = st.presence.available_count();
   h.events_in_per_s = st.rate_in;
   h.events_out_per_s = st.rate_out;
   h.oldest_pending_age_s = f.oldest_received_at == 0 ? 0 : (now - f.oldest_received_at) / 1000;
@@ -313,66 +312,42 @@ void requeue_retained(uplink_state& st) {
   st.retained_flights.clear();
 }
 
-/// Publishes one lock's retained state: availability, and its own state if
-/// it has told it.
-void publish_lock_state(self_ptr self, const std::string& lock, bool available,
-                        std::int64_t seen) {
+/// Publishes one lock's retained state message (availability, and its own
+/// state if it told it), or deletes a removed lock's. Offline nothing goes
+/// out; the presence keeps what was not sent (each connection surveys all).
+void publish_presence(self_ptr self, const lock_presence::publication& p) {
   auto& st = self->state;
   if (!st.connected)
     return;
+  auto now = unix_ms_now();
+  st.presence.sent(p, now);
+  if (p.clear) {
+    publish_retained(self, st.topics.lock_state(p.lock), ""); // deletes it at the broker
+    return;
+  }
   nlohmann::json doc{{"schema", "lockbridge/lock-state/1"},
                      {"site", st.cfg.site},
                      {"gateway", st.cfg.gateway},
-                     {"lock", lock},
-                     {"available", available},
-                     {"last_seen", seen},
-                     {"ts", unix_ms_now()}};
-  st.state_published_at[lock] = unix_ms_now();
-  st.state_waiting.erase(lock);
-  if (auto it = st.lock_states.find(lock); it != st.lock_states.end())
-    doc["state"] = {{"locked", it->second.locked},
-                    {"door_open", it->second.door_open},
-                    {"battery", it->second.battery},
-                    {"fw", it->second.fw}};
-  publish_retained(self, st.topics.lock_state(lock), protocol::dump_safe(doc));
+                     {"lock", p.lock},
+                     {"available", p.available},
+                     {"last_seen", p.last_seen},
+                     {"ts", now}};
+  if (p.state)
+    doc["state"] = {{"locked", p.state->locked},
+                    {"door_open", p.state->door_open},
+                    {"battery", p.state->battery},
+                    {"fw", p.state->fw}};
+  publish_retained(self, st.topics.lock_state(p.lock), protocol::dump_safe(doc));
 }
 
-/// Publishes (retained) each lock's availability when it changed, or all of
-/// them with `all` (after connecting).
+/// Publishes each lock whose availability changed, or all of them with
+/// `all` (after connecting), and clears removed ones.
 void publish_lock_states(self_ptr self, bool all) {
   auto& st = self->state;
   if (!st.cfg.locks_seen)
     return;
-  auto now = unix_ms_now();
-  auto silence_ms =
-    std::chrono::duration_cast<std::chrono::milliseconds>(st.cfg.lock_silence).count();
-  std::map<std::string, bool> next;
-  for (const auto& [lock, seen] : st.cfg.locks_seen()) {
-    bool available = seen != 0 && now - seen <= silence_ms;
-    next[lock] = available;
-    auto before = st.lock_available.find(lock);
-    bool changed = before == st.lock_available.end() || before->second != available;
-    if (changed && before != st.lock_available.end())
-      spdlog::info("locks: {} is {} (last heard {} s ago)", lock,
-                   available ? "available again" : "UNAVAILABLE",
-                   seen == 0 ? -1 : (now - seen) / 1000);
-    // Offline, nothing is published: the connection publishes every lock.
-    if (changed || all)
-      publish_lock_state(self, lock, available, seen);
-  }
-  // A lock removed by a reload: its retained state is cleared (an empty
-  // retained message deletes it at the broker).
-  for (const auto& [lock, available] : st.lock_available)
-    if (!next.contains(lock) && st.connected && st.cfg.locks_seen) {
-      bool configured = false;
-      for (const auto& [id, seen] : st.cfg.locks_seen())
-        configured = configured || id == lock;
-      if (configured)
-        continue;
-      st.lock_states.erase(lock);
-      publish_retained(self, st.topics.lock_state(lock), "");
-    }
-  st.lock_available = std::move(next);
+  for (const auto& p : st.presence.survey(st.cfg.locks_seen(), unix_ms_now(), all))
+    publish_presence(self, p);
 }
 
 void publish_status(self_ptr self) {
@@ -1126,24 +1101,15 @@ void on_command(self_ptr self, const std::string& topic, const std::string& payl
 
 void on_observed(self_ptr self, const std::string& lock, const lock_state_ptr& state) {
   auto& st = self->state;
-  auto& known = st.lock_states[lock];
-  if (known == *state && st.lock_available.contains(lock))
+  if (!state)
     return;
-  known = *state;
   std::int64_t seen = 0;
   if (st.cfg.locks_seen)
     for (const auto& [id, when] : st.cfg.locks_seen())
       if (id == lock)
         seen = when;
-  if (auto before = st.lock_available.find(lock);
-      before != st.lock_available.end() && !before->second)
-    spdlog::info("locks: {} is available again (it notified its state)", lock);
-  st.lock_available[lock] = true; // it just spoke
-  auto last = st.state_published_at.find(lock);
-  if (last != st.state_published_at.end() && unix_ms_now() - last->second < 1000)
-    st.state_waiting.insert(lock); // coalesced: the tick publishes the latest
-  else
-    publish_lock_state(self, lock, true, seen);
+  if (auto p = st.presence.observed(lock, *state, seen, unix_ms_now()))
+    publish_presence(self, *p);
 }
 
 void on_reload(self_ptr self, std::uint64_t locks, std::uint32_t cert_warning_days,
@@ -1151,6 +1117,7 @@ void on_reload(self_ptr self, std::uint64_t locks, std::uint32_t cert_warning_da
   auto& cfg = self->state.cfg;
   cfg.locks_configured = locks;
   cfg.lock_silence = std::chrono::seconds{lock_silence_s};
+  self->state.presence.set_silence(cfg.lock_silence);
   bool warning_changed = cfg.mqtt.cert_warning_days != cert_warning_days;
   cfg.mqtt.cert_warning_days = cert_warning_days;
   reload_tls(self);
@@ -1168,10 +1135,10 @@ void on_tick(self_ptr self) {
     check_tls(self);
   publish_lock_states(self, false);
   pump_retained(self); // what Paho could not take at the last try
-  if (!self->state.state_waiting.empty() && self->state.cfg.locks_seen)
-    for (const auto& [lock, seen] : self->state.cfg.locks_seen())
-      if (self->state.state_waiting.contains(lock))
-        publish_lock_state(self, lock, self->state.lock_available[lock], seen);
+  auto& presence = self->state.presence;
+  if (presence.has_waiting() && self->state.cfg.locks_seen)
+    for (const auto& p : presence.waiting(self->state.cfg.locks_seen()))
+      publish_presence(self, p);
   self->delayed_send(self, tls_watch_interval, atom::tick_v);
 }
 
@@ -1259,6 +1226,7 @@ void start(self_ptr self) {
   auto& st = self->state;
   st.topics = protocol::topics{st.cfg.site, st.cfg.gateway};
   st.started_at = unix_ms_now();
+  st.presence.set_silence(st.cfg.lock_silence);
   st.events_window = ack_window{st.cfg.mqtt.inflight_window};
   st.audit_window = ack_window{audit_window_size};
   st.results_window = ack_window{results_window_size};

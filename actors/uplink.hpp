@@ -19,6 +19,7 @@
 #include "actors/ack_window.hpp"
 #include "actors/broker_rotation.hpp"
 #include "actors/interfaces.hpp"
+#include "actors/lock_presence.hpp"
 #include "actors/stall_meter.hpp"
 #include "config/config.hpp"
 #include "protocols/cloud_messages.hpp"
@@ -147,12 +148,8 @@ struct uplink_state {
   /// The route of a result in the outbox, by its number (until its PUBACK).
   std::map<std::uint64_t, reply_route> routes_by_number;
   std::deque<std::string> reply_order;
-  std::map<std::string, bool> lock_available; ///< as last published (retained)
-  std::map<std::string, protocol::lock_state> lock_states; ///< as the locks last notified
-  /// A lock's retained state is published at most once a second (its door
-  /// events are in the events stream already): when it was, and which wait.
-  std::map<std::string, std::int64_t> state_published_at;
-  std::set<std::string> state_waiting;
+  /// The locks' availability and own states, as published (retained).
+  lock_presence presence;
   /// Retained messages (the status, each lock's state, the clearing of a
   /// removed lock's) waiting to go, one per topic: a newer one replaces the
   /// older. They go behind their own small window, so a burst (a thousand

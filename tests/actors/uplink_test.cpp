@@ -107,6 +107,8 @@ struct uplink_fixture : actor_fixture {
   uplink_actor up;
   std::uint64_t next_request = 1;
   std::filesystem::path tls_dir = state.dir.path / "tls";
+  /// The configured locks and when each was last heard.
+  std::shared_ptr<lock_presence::seen_list> seen = std::make_shared<lock_presence::seen_list>();
 
   /// `tls`: usable TLS files are in place at start.
   explicit uplink_fixture(std::uint32_t window = 2, bool tls = false) {
@@ -143,6 +145,7 @@ struct uplink_fixture : actor_fixture {
     uc.vault = state.vault;
     uc.audit_interval = std::chrono::hours{1};
     uc.journal = journal;
+    uc.locks_seen = [seen = seen] { return *seen; };
     uc.make_link = [l = link](transport::mqtt_link_events e) {
       l->events = std::move(e);
       return std::static_pointer_cast<transport::mqtt_link>(l);
@@ -439,6 +442,43 @@ TEST_CASE("uplink: the status goes out retained on connecting, and again after a
   f.advance(std::chrono::milliseconds{130});
   f.accept();
   CHECK(f.link->on(topics.status()).size() == 2);
+}
+
+TEST_CASE("uplink: every lock's state goes out retained on connecting, and its own state") {
+  uplink_fixture f{2};
+  auto now = protocol::unix_ms_now();
+  *f.seen = {{"lock-a", now}, {"lock-b", 0}};
+  f.accept();
+  auto a = f.link->on(topics.lock_state("lock-a"));
+  auto b = f.link->on(topics.lock_state("lock-b"));
+  REQUIRE(a.size() == 1);
+  REQUIRE(b.size() == 1);
+  CHECK(a[0].retained);
+  CHECK(nlohmann::json::parse(a[0].payload)["available"] == true);
+  CHECK(nlohmann::json::parse(b[0].payload)["available"] == false);
+
+  (*f.seen)[1].second = now; // lock-b speaks: the transport notes it
+  caf::anon_send(f.up, atom::observed_v, std::string{"lock-b"},
+                 std::make_shared<const protocol::lock_state>(
+                   protocol::lock_state{false, true, 42, "2.0"}));
+  f.run();
+  // Less than a second after lock-b's last message: it waits for the tick.
+  CHECK(f.link->on(topics.lock_state("lock-b")).size() == 1);
+  f.advance(std::chrono::seconds{2});
+  b = f.link->on(topics.lock_state("lock-b"));
+  REQUIRE(b.size() == 2);
+  auto doc = nlohmann::json::parse(b[1].payload);
+  CHECK(doc["available"] == true);
+  CHECK(doc["state"]["battery"] == 42);
+  CHECK(doc["state"]["door_open"] == true);
+
+  // A reload removed lock-a: its retained message is deleted (empty payload).
+  *f.seen = {{"lock-b", now}};
+  f.advance(std::chrono::seconds{2});
+  a = f.link->on(topics.lock_state("lock-a"));
+  REQUIRE(a.size() == 2);
+  CHECK(a[1].payload.empty());
+  CHECK(a[1].retained);
 }
 
 } // TEST_SUITE
