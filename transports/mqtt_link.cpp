@@ -143,9 +143,9 @@ public:
     });
   }
 
-  not_taken publish(const mqtt_outgoing& m, std::uint64_t number) override {
+  not_taken publish(mqtt_outgoing m, std::uint64_t number) override {
     return attempt([&] {
-      auto msg = mqtt::make_message(m.topic, m.payload, 1, m.retained);
+      auto msg = mqtt::make_message(std::move(m.topic), std::move(m.payload), 1, m.retained);
       if (m.correlation && v5_) { // (a 3.1.1 link has no properties)
         mqtt::properties props;
         if (!m.correlation->empty())

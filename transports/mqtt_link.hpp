@@ -98,10 +98,9 @@ public:
   /// Subscribes at QoS 1; a refusal is logged (commands cannot arrive).
   [[nodiscard]] virtual not_taken subscribe(const std::string& filter) = 0;
 
-  /// Hands a message to the client. `number` comes back as acked or nacked;
-  /// 0 asks for no report.
-  [[nodiscard]] virtual not_taken publish(const mqtt_outgoing& message,
-                                          std::uint64_t number) = 0;
+  /// Hands a message to the client (moved in: an events batch is not
+  /// copied). `number` comes back as acked or nacked; 0 asks for no report.
+  [[nodiscard]] virtual not_taken publish(mqtt_outgoing message, std::uint64_t number) = 0;
 
   /// Starts leaving the connection; `left` reports `generation` when done.
   [[nodiscard]] virtual not_taken disconnect(std::uint64_t generation) = 0;

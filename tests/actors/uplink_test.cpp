@@ -51,10 +51,10 @@ struct test_link final : transport::mqtt_link {
     subscriptions.push_back(filter);
     return std::nullopt;
   }
-  transport::not_taken publish(const transport::mqtt_outgoing& m, std::uint64_t number) override {
+  transport::not_taken publish(transport::mqtt_outgoing m, std::uint64_t number) override {
     if (refuse_publishes)
       return "buffer full";
-    published.push_back({m.topic, m.payload, m.retained, number});
+    published.push_back({std::move(m.topic), std::move(m.payload), m.retained, number});
     return std::nullopt;
   }
   transport::not_taken disconnect(std::uint64_t generation) override {
