@@ -62,11 +62,11 @@ std::string sha256_hex(std::string_view bytes) {
 }
 
 audit_log::audit_log(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys)
-  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)) {}
+  : sealed_log(std::move(env), std::move(keys), table::audit) {}
 
 std::uint64_t audit_log::append(std::int64_t now_ms, std::string_view action,
                                 nlohmann::json detail) {
-  std::lock_guard guard{mutex_};
+  std::lock_guard guard{writer_};
   auto& in = env_.internals();
   txn t{in.env, true};
   auto seq = get_u64(t.get(), in.meta, next_key, 1);
@@ -94,31 +94,18 @@ std::uint64_t audit_log::append(std::int64_t now_ms, std::string_view action,
 
 std::vector<audit_entry> audit_log::read(std::uint64_t from, std::size_t max,
                                          std::vector<std::uint64_t>* damaged) const {
-  auto& in = env_.internals();
   std::vector<audit_entry> out;
-  txn t{in.env, false};
-  cursor c{t.get(), in.audit};
-  std::uint8_t key[8];
-  put_be64(key, from);
-  MDB_val k{8, key}, v;
-  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  while (rc == MDB_SUCCESS && out.size() < max) {
-    auto seq = get_be64(k.mv_data);
-    if (auto json = open_record(*keys_, k, v)) {
-      auto hash = sha256_hex(*json);
-      out.push_back({seq, std::move(*json), std::move(hash)});
-    } else if (damaged != nullptr) {
-      damaged->push_back(seq);
-    }
-    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
-  }
-  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-    check(rc, "read audit");
+  walk(from, max, damaged, [&](std::uint64_t seq, std::span<const std::uint8_t> plain) {
+    std::string json{plain.begin(), plain.end()};
+    auto hash = sha256_hex(json);
+    out.push_back({seq, std::move(json), std::move(hash)});
+    return true;
+  });
   return out;
 }
 
 std::uint64_t audit_log::remove_front(const front_predicate& keep_going) {
-  std::lock_guard guard{mutex_};
+  std::lock_guard guard{writer_};
   auto& in = env_.internals();
   txn t{in.env, true};
   cursor c{t.get(), in.audit};
@@ -221,12 +208,6 @@ audit_figures audit_log::figures() const {
     if (auto json = open_record(*keys_, k, v))
       f.oldest_at = at_of(*json);
   return f;
-}
-
-std::uint64_t audit_log::reseal(std::uint64_t from, std::size_t max) {
-  std::lock_guard guard{mutex_};
-  auto& in = env_.internals();
-  return reseal_step_u64(in.env, in.audit, *keys_, table::audit, from, max);
 }
 
 } // namespace lockbridge::store

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "store/environment.hpp"
+#include "store/sealed_table.hpp"
 #include "store/sealing.hpp"
 
 namespace lockbridge::store {
@@ -45,10 +46,7 @@ struct audit_verdict {
 /// leave only when the broker acknowledged them (or retention removes them);
 /// the hash and seq of the last one removed anchor the rest, so the chain
 /// still verifies. Thread-safe: any actor may append.
-class audit_log {
-  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
-  environment& env_;
-
+class audit_log final : public sealed_log {
 public:
   audit_log(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys);
 
@@ -70,18 +68,11 @@ public:
   [[nodiscard]] audit_verdict verify() const;
   [[nodiscard]] audit_figures figures() const;
 
-  /// Re-seals every record with the data key in force (in one transaction
-  /// per `max` records). Returns the seq to continue from, 0 at the end.
-  std::uint64_t reseal(std::uint64_t from, std::size_t max);
-
 private:
   /// Removes records from the front while `keep_going(record json)` holds.
   using front_predicate =
     std::function<bool(std::uint64_t seq, const std::optional<std::string>& record)>;
   std::uint64_t remove_front(const front_predicate& keep_going);
-
-  std::shared_ptr<const keyring> keys_;
-  std::mutex mutex_;
 };
 
 /// SHA-256 of `bytes`, hex.

@@ -81,7 +81,8 @@ std::uint64_t count_of(MDB_txn* t, MDB_dbi dbi) {
 
 credential_store::credential_store(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys,
                                    const key256& lookup_key)
-  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)), lookup_(lookup_key, "lockbridge/credential-lookup/v1"),
+  : sealed_table(std::move(env), std::move(keys), table::credentials),
+    lookup_(lookup_key, "lockbridge/credential-lookup/v1"),
     subject_index_(lookup_key, "lockbridge/subject-index/v1") {}
 
 credential_store::found credential_store::find(const lookup_key& key) const {
@@ -249,13 +250,10 @@ std::vector<credential_store::lookup_key> credential_store::erase_subject(std::s
 
 std::optional<credential_store::lookup_key>
 credential_store::reseal(const std::optional<lookup_key>& from, std::size_t max) {
-  auto& in = env_.internals();
-  txn t{in.env, true};
   std::span<const std::uint8_t> start;
   if (from)
     start = *from;
-  auto next = reseal_values(t.get(), in.credentials, *keys_, table::credentials, start, max);
-  t.commit();
+  auto next = reseal_from(start, max);
   if (next.size() != sizeof(lookup_key))
     return std::nullopt;
   lookup_key key;

@@ -10,6 +10,7 @@
 #include "protocols/credentials.hpp"
 #include "protocols/keyed_hmac.hpp"
 #include "store/environment.hpp"
+#include "store/sealed_table.hpp"
 #include "store/sealing.hpp"
 
 namespace lockbridge::store {
@@ -30,11 +31,7 @@ struct credential_figures {
 ///
 /// One writer (the credentials actor) calls the mutating members; `find` and
 /// `figures` may be called from any thread (each opens a read transaction).
-class credential_store {
-  // Declared first, destroyed last: what keeps the environment alive.
-  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
-  environment& env_;
-
+class credential_store final : public sealed_table {
 public:
   /// Keeps `owner` (the environment's owner) alive as long as this object:
   /// actors that outlive their supervisor's state still have a valid store.
@@ -94,7 +91,6 @@ public:
   void save_time_high_water(std::int64_t ms);
 
 private:
-  std::shared_ptr<const keyring> keys_;
   protocol::keyed_hmac lookup_;
   protocol::keyed_hmac subject_index_;
 };

@@ -57,7 +57,7 @@ std::pair<std::uint64_t, std::uint64_t> delete_front(MDB_txn* t, MDB_dbi dbi,
 } // namespace
 
 journal::journal(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys, journal_limits limits)
-  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)), limits_(limits) {
+  : sealed_log(std::move(env), std::move(keys), table::journal), limits_(limits) {
   auto& in = env_.internals();
   txn t{in.env, false};
   next_key_ = get_u64(t.get(), in.meta, key_next, 1);
@@ -100,7 +100,7 @@ void recount_journal(environment& env) {
 
 std::vector<append_outcome> journal::append(std::span<const append_request> batches,
                                             std::uint64_t remove_upto) {
-  std::lock_guard writer{write_mutex_};
+  std::lock_guard writer{writer_};
   auto& in = env_.internals();
   std::vector<append_outcome> outcomes(batches.size());
   txn t{in.env, true};
@@ -194,29 +194,19 @@ void journal::remove_upto(std::uint64_t key) {
 
 std::vector<journal_entry> journal::read(std::uint64_t from, std::size_t max,
                                          std::vector<std::uint64_t>* damaged) const {
-  auto& in = env_.internals();
   std::vector<journal_entry> out;
-  if (max == 0)
-    return out;
   out.reserve(std::min<std::size_t>(max, 4096));
-  txn t{in.env, false};
-  cursor c{t.get(), in.journal};
-  std::uint8_t key_buf[8];
-  put_be64(key_buf, from);
-  MDB_val k{8, key_buf}, v;
-  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  while (rc == MDB_SUCCESS && out.size() < max) {
-    auto key = get_be64(k.mv_data);
-    auto rec = open_record(*keys_, k, v);
+  walk(from, max, damaged, [&](std::uint64_t key, std::span<const std::uint8_t> plain) {
+    auto rec = protocol::decode_record(plain);
     if (rec)
       out.push_back(journal_entry{key, std::move(*rec)});
-    else if (damaged != nullptr)
-      damaged->push_back(key);
-    rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
-  }
-  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-    check(rc, "read journal");
+    return static_cast<bool>(rec);
+  });
   return out;
+}
+
+bool journal::decodes(std::span<const std::uint8_t> plain) const {
+  return static_cast<bool>(protocol::decode_record(plain));
 }
 
 journal::pending_count journal::pending_by_lock(std::size_t max) const {
@@ -249,7 +239,7 @@ journal::pending_count journal::pending_by_lock(std::size_t max) const {
 }
 
 std::uint64_t journal::purge_received_before(std::int64_t cutoff_ms) {
-  std::lock_guard writer{write_mutex_};
+  std::lock_guard writer{writer_};
   auto& in = env_.internals();
   txn t{in.env, true};
   std::uint8_t key_buf[8];
@@ -266,35 +256,18 @@ std::uint64_t journal::purge_received_before(std::int64_t cutoff_ms) {
 }
 
 std::uint64_t journal::quarantine(std::span<const std::uint64_t> keys) {
-  std::lock_guard writer{write_mutex_};
-  auto& in = env_.internals();
-  txn t{in.env, true};
-  std::uint64_t moved = 0, freed = 0;
-  auto now = protocol::unix_ms_now();
-  for (auto key : keys) {
-    std::uint8_t key_buf[8];
-    put_be64(key_buf, key);
-    MDB_val k{8, key_buf}, v;
-    int rc = mdb_get(t.get(), in.journal, &k, &v);
-    if (rc == MDB_NOTFOUND)
-      continue;
-    check(rc, "read journal entry");
-    if (open_record(*keys_, k, v))
-      continue; // it opens now (a data key came back): not damaged
-    quarantine_value(t.get(), in, table::journal, key_buf, v, "does not open", now);
-    freed += accounted(v.mv_size);
-    check(mdb_del(t.get(), in.journal, &k, nullptr), "delete journal entry");
-    ++moved;
-  }
-  if (moved == 0)
+  std::lock_guard writer{writer_};
+  txn t{env_.internals().env, true};
+  auto moved = quarantine_in(t.get(), keys);
+  if (moved.count == 0)
     return 0;
-  commit_removal(t, moved, freed);
-  return moved;
+  commit_removal(t, moved.count, moved.value_bytes + moved.count * accounted(0));
+  return moved.count;
 }
 
 std::uint64_t
 journal::erase_matching(const std::function<bool(const protocol::journal_record&)>& match) {
-  std::lock_guard writer{write_mutex_};
+  std::lock_guard writer{writer_};
   auto& in = env_.internals();
   txn t{in.env, true};
   cursor c{t.get(), in.journal};
@@ -317,12 +290,6 @@ journal::erase_matching(const std::function<bool(const protocol::journal_record&
   c.close();
   commit_removal(t, removed, freed);
   return removed;
-}
-
-std::uint64_t journal::reseal(std::uint64_t from, std::size_t max) {
-  std::lock_guard writer{write_mutex_};
-  auto& in = env_.internals();
-  return reseal_step_u64(in.env, in.journal, *keys_, table::journal, from, max);
 }
 
 void journal::commit_removal(txn& t, std::uint64_t removed, std::uint64_t freed) {

@@ -13,6 +13,7 @@
 
 #include "protocols/cloud_messages.hpp"
 #include "store/environment.hpp"
+#include "store/sealed_table.hpp"
 #include "store/sealing.hpp"
 
 namespace lockbridge::store {
@@ -57,11 +58,7 @@ void recount_journal(environment& env);
 /// drained in order, with per-lock progress so a repeated seq is acknowledged
 /// again but never stored twice. One writer (the journal actor) calls the
 /// mutating members; `read` and `figures` may be called from any thread.
-class journal {
-  // Declared first, destroyed last: what keeps the environment alive.
-  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
-  environment& env_;
-
+class journal final : public sealed_log {
 public:
   /// Keeps `owner` (the environment's owner) alive as long as this object:
   /// actors that outlive their supervisor's state still have a valid store.
@@ -90,18 +87,14 @@ public:
   std::uint64_t purge_received_before(std::int64_t cutoff_ms);
 
   /// Moves the entries under `keys` that still fail to open into the
-  /// quarantine table. Returns how many were moved.
-  std::uint64_t quarantine(std::span<const std::uint64_t> keys);
+  /// quarantine table, and counts them out of the journal's figures.
+  /// Returns how many were moved.
+  std::uint64_t quarantine(std::span<const std::uint64_t> keys) override;
 
   /// Removes every entry whose record satisfies `match` (erasure of a
   /// subject). Entries that fail to open are left to quarantine. Returns how
   /// many were removed.
   std::uint64_t erase_matching(const std::function<bool(const protocol::journal_record&)>& match);
-
-  /// Re-seals, with the data key in force, up to `max` entries from key
-  /// `from` that an older data key sealed. Returns the key to continue from,
-  /// or 0 once the end is reached.
-  std::uint64_t reseal(std::uint64_t from, std::size_t max);
 
   /// Events waiting per lock (a lock's access decisions, stream
   /// "{lock}.access", count as its own), from the oldest entry on, at most
@@ -128,11 +121,12 @@ private:
   /// commits `t`.
   void commit_removal(txn& t, std::uint64_t removed, std::uint64_t freed);
 
-  std::shared_ptr<const keyring> keys_;
+  /// An entry decodes as a journal record.
+  [[nodiscard]] bool decodes(std::span<const std::uint8_t> plain) const override;
+
   journal_limits limits_;
-  // Writers (the journal actor, erasure, re-sealing) take turns: the cached
-  // figures below are read-modify-written by each.
-  std::mutex write_mutex_;
+  // Writers (the journal actor, erasure, re-sealing) take turns (writer_):
+  // the cached figures below are read-modify-written by each.
   // Written by the single writer, read by anyone (figures).
   std::atomic<std::uint64_t> next_key_ = 1;
   std::atomic<std::uint64_t> count_ = 0;

@@ -124,13 +124,6 @@ std::vector<std::uint8_t> reseal_values(MDB_txn* t, MDB_dbi dbi, const keyring& 
                                         std::string_view table,
                                         std::span<const std::uint8_t> from, std::size_t max);
 
-/// One step of re-sealing a table keyed by big-endian u64 (the journal, the
-/// audit trail, the outbox), in a write transaction of its own: every
-/// sealed table walks the same way. Returns the key to continue from, 0 at
-/// the end. The caller holds whatever writer lock its table has.
-std::uint64_t reseal_step_u64(MDB_env* env, MDB_dbi dbi, const keyring& keys,
-                              std::string_view table, std::uint64_t from, std::size_t max);
-
 /// Moves a value that failed to open into the quarantine table (store/quarantine.hpp).
 /// The caller deletes it from its own table in the same transaction.
 void quarantine_value(MDB_txn* t, environment::impl& in, std::string_view table,

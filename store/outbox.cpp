@@ -14,7 +14,7 @@ constexpr std::string_view next_key = "outbox.next";
 } // namespace
 
 outbox::outbox(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys)
-  : owner_(std::move(env)), env_(held(owner_)), keys_(std::move(keys)) {}
+  : sealed_log(std::move(env), std::move(keys), table::outbox) {}
 
 std::uint64_t outbox::append_in(void* txn_handle, std::string_view payload) {
   auto& in = env_.internals();
@@ -72,53 +72,12 @@ void outbox::remove(std::uint64_t number) {
 
 std::vector<outbox::entry> outbox::read(std::uint64_t from, std::size_t max,
                                         std::vector<std::uint64_t>* unreadable) const {
-  auto& in = env_.internals();
-  txn t{in.env, false};
-  cursor c{t.get(), in.outbox};
-  std::uint8_t key[8];
-  put_be64(key, from);
-  MDB_val k{sizeof key, key}, v;
   std::vector<entry> out;
-  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  for (; rc == MDB_SUCCESS && out.size() < max; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 8)
-      continue;
-    auto plain = keys_->open(table::outbox, {static_cast<const std::uint8_t*>(k.mv_data), 8},
-                             {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size});
-    if (!plain) {
-      if (unreadable != nullptr)
-        unreadable->push_back(get_be64(k.mv_data));
-      continue;
-    }
-    out.push_back({get_be64(k.mv_data), std::string{plain->begin(), plain->end()}});
-  }
-  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-    check(rc, "read the outbox");
+  walk(from, max, unreadable, [&](std::uint64_t number, std::span<const std::uint8_t> plain) {
+    out.push_back({number, std::string{plain.begin(), plain.end()}});
+    return true;
+  });
   return out;
-}
-
-std::uint64_t outbox::quarantine(std::span<const std::uint64_t> numbers) {
-  auto& in = env_.internals();
-  txn t{in.env, true};
-  std::uint64_t moved = 0;
-  auto now = protocol::unix_ms_now();
-  for (auto number : numbers) {
-    std::uint8_t key[8];
-    put_be64(key, number);
-    MDB_val k{sizeof key, key}, v;
-    int rc = mdb_get(t.get(), in.outbox, &k, &v);
-    if (rc == MDB_NOTFOUND)
-      continue;
-    check(rc, "read an outbox entry");
-    if (keys_->open(table::outbox, key, {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size}))
-      continue; // it opens now (a data key came back): not damaged
-    quarantine_value(t.get(), in, table::outbox, key, v, "does not open", now);
-    check(mdb_del(t.get(), in.outbox, &k, nullptr), "delete an outbox entry");
-    ++moved;
-  }
-  if (moved > 0)
-    t.commit();
-  return moved;
 }
 
 std::uint64_t outbox::size() const {
@@ -127,11 +86,6 @@ std::uint64_t outbox::size() const {
   MDB_stat s{};
   check(mdb_stat(t.get(), in.outbox, &s), "count the outbox");
   return s.ms_entries;
-}
-
-std::uint64_t outbox::reseal(std::uint64_t from, std::size_t max) {
-  auto& in = env_.internals();
-  return reseal_step_u64(in.env, in.outbox, *keys_, table::outbox, from, max);
 }
 
 } // namespace lockbridge::store

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "store/environment.hpp"
+#include "store/sealed_table.hpp"
 #include "store/sealing.hpp"
 
 namespace lockbridge::store {
@@ -18,10 +19,7 @@ namespace lockbridge::store {
 /// table from the moment it exists until the broker's PUBACK, so a restart
 /// while the cloud is away loses none. Numbers rise and are never reused.
 /// Thread-safe (LMDB serialises writers).
-class outbox {
-  std::shared_ptr<environment> owner_; ///< the environment outlives every store that uses it
-  environment& env_;
-
+class outbox final : public sealed_log {
 public:
   outbox(std::shared_ptr<environment> env, std::shared_ptr<const keyring> keys);
 
@@ -42,26 +40,15 @@ public:
   };
   /// Up to `max` entries numbered `from` or later, oldest first. An entry
   /// that does not open is skipped and its number added to `unreadable`
-  /// (for quarantine()).
+  /// (for quarantine(), sealed_table.hpp).
   std::vector<entry> read(std::uint64_t from, std::size_t max,
                           std::vector<std::uint64_t>* unreadable = nullptr) const;
-
-  /// Moves the entries `numbers` that still do not open to the quarantine
-  /// table (store/quarantine.hpp), so they stop being read and counted as
-  /// waiting. Returns how many moved.
-  std::uint64_t quarantine(std::span<const std::uint64_t> numbers);
 
   /// How many wait.
   [[nodiscard]] std::uint64_t size() const;
 
-  /// Re-seals up to `max` entries from `from` under the data key in force;
-  /// returns the next number to continue from (0 when done).
-  std::uint64_t reseal(std::uint64_t from, std::size_t max);
-
 private:
   std::uint64_t append_in(void* txn, std::string_view payload);
-
-  std::shared_ptr<const keyring> keys_;
 };
 
 } // namespace lockbridge::store

@@ -355,16 +355,6 @@ std::vector<std::uint8_t> reseal_values(MDB_txn* t, MDB_dbi dbi, const keyring& 
   return next;
 }
 
-std::uint64_t reseal_step_u64(MDB_env* env, MDB_dbi dbi, const keyring& keys,
-                              std::string_view table, std::uint64_t from, std::size_t max) {
-  txn t{env, true};
-  std::uint8_t key[8];
-  put_be64(key, from);
-  auto next = reseal_values(t.get(), dbi, keys, table, key, max);
-  t.commit();
-  return next.size() == 8 ? get_be64(next.data()) : 0;
-}
-
 // The administrative members write LMDB before taking the exclusive lock:
 // a writer inside an LMDB transaction may be sealing (shared lock) and must
 // not wait on one of them waiting for LMDB's writer lock.
