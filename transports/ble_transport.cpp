@@ -22,6 +22,7 @@
 #include "protocols/clock_guard.hpp"
 #include "transports/contain.hpp"
 #include "transports/ble_scheduler.hpp"
+#include "transports/ble_link_state.hpp"
 #include "transports/ble_session.hpp"
 #include "transports/bluez_wire.hpp"
 #include "transports/priority.hpp"
@@ -56,18 +57,7 @@ struct pending_command {
   std::optional<std::uint64_t> sent_counter; ///< in the current session
 };
 
-enum class phase { idle, connecting, resolving, handshaking, ready };
-
-std::string_view to_string(phase p) {
-  switch (p) {
-  case phase::idle: return "idle";
-  case phase::connecting: return "connecting";
-  case phase::resolving: return "resolving services";
-  case phase::handshaking: return "handshaking";
-  case phase::ready: return "ready";
-  }
-  return "?";
-}
+using phase = ble_phase;
 
 } // namespace
 
@@ -885,6 +875,57 @@ struct ble_transport::impl {
       connect(links.find(id)->second);
   }
 
+  ble_link_limits limits{ms{cfg.ble.connect_timeout_ms}, ms{cfg.ble.idle_release_ms},
+                         ms{cfg.ble.max_hold_ms}};
+
+  static ble_link_view view_of(const link& l) {
+    return {l.at,
+            l.phase_since,
+            l.connected_at,
+            l.last_activity,
+            l.last_resolve,
+            l.events_in_flight > 0,
+            !l.commands.empty(),
+            l.assembly.in_assembly() > 0,
+            l.state_pending,
+            l.lock_idle};
+  }
+
+  /// Does what the link's state machine decided (transports/ble_link_state).
+  void act(link& l, ble_step step, steady::time_point now) {
+    switch (step) {
+    case ble_step::none: return;
+    case ble_step::fail_resolving:
+      failed(l, "the lock service was not found (GATT UUID " + std::string{ble::service_uuid}
+                  + ")");
+      return;
+    case ble_step::fail_handshake: failed(l, "no hello answer"); return;
+    case ble_step::resolve_again: try_resolve(l); return;
+    case ble_step::release_done:
+    case ble_step::release_quiet:
+      // The lock advertises again when it has more to say.
+      l.demand.advertised = false;
+      l.demand.urgent = false;
+      release(l, step == ble_step::release_done ? "the lock has nothing more to say" : "quiet");
+      return;
+    case ble_step::release_stuck:
+      // An answer that never came: the lock and the gateway both start
+      // again on the next connection.
+      l.demand.advertised = true;
+      l.demand.waiting_since = now;
+      spdlog::info("ble: lock {}: no progress on its BLE link for 30 s; released, to start "
+                   "again on the next connection",
+                   l.lock.id);
+      release(l, "no progress");
+      return;
+    case ble_step::release_yield:
+      l.demand.advertised = true; // it had more to say: it comes back in turn
+      l.demand.waiting_since = now;
+      release(l, "held long enough while other locks wait");
+      return;
+    }
+  }
+
   /// Timeouts, releases and command deadlines.
   thread_owner io_thread; ///< the BLE loop: the only thread touching sd-bus and the links
 
@@ -913,43 +954,9 @@ struct ble_transport::impl {
                                       : command_outcome::kind::no_answer);
         it = l.commands.erase(it);
       }
-      auto in_phase = now - l.phase_since;
-      if ((l.at == phase::resolving || l.at == phase::handshaking)
-          && in_phase > ms{cfg.ble.connect_timeout_ms}) {
-        failed(l, l.at == phase::resolving ? "the lock service was not found (GATT UUID "
-                                               + std::string{ble::service_uuid} + ")"
-                                           : "no hello answer");
-        continue;
-      }
-      if (l.at == phase::resolving && now - l.last_resolve > ms{500})
-        try_resolve(l); // the ServicesResolved signal may have been missed
-      if (l.at == phase::ready) {
+      if (l.at == phase::ready)
         radio_scheduler::succeeded(l.demand);
-        bool quiet = now - l.last_activity > ms{cfg.ble.idle_release_ms};
-        // (A lock that never answers the state request is released when quiet.)
-        bool outstanding = l.events_in_flight > 0 || !l.commands.empty()
-                           || l.assembly.in_assembly() > 0 || (l.state_pending && !quiet);
-        if (!outstanding && (l.lock_idle || quiet)) {
-          // The lock advertises again when it has more to say.
-          l.demand.advertised = false;
-          l.demand.urgent = false;
-          release(l, l.lock_idle ? "the lock has nothing more to say" : "quiet");
-        } else if (now - l.last_activity > std::chrono::seconds{30}) {
-          // Nothing moved for long (an answer that never came): the lock and
-          // the gateway both start again on the next connection.
-          l.demand.advertised = true;
-          l.demand.waiting_since = now;
-          spdlog::info("ble: lock {}: no progress on its BLE link for 30 s; released, to start "
-                       "again on the next connection",
-                       l.lock.id);
-          release(l, "no progress");
-        } else if (others_wait && now - l.connected_at > ms{cfg.ble.max_hold_ms}
-                   && l.events_in_flight == 0 && l.assembly.in_assembly() == 0) {
-          l.demand.advertised = true; // it had more to say: it comes back in turn
-          l.demand.waiting_since = now;
-          release(l, "held long enough while other locks wait");
-        }
-      }
+      act(l, next_step(view_of(l), limits, others_wait, now), now);
       connected_now += l.at != phase::idle ? 1 : 0;
     }
     counters.connected_now = static_cast<std::uint32_t>(connected_now);
