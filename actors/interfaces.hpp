@@ -33,7 +33,6 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, status, "status")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, command, "command")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, result, "result")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, tick, "tick")
-CAF_ADD_ATOM(lockbridge, lockbridge::atom, decided, "decided")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, reload, "reload")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, get, "get")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, restart, "restart")
@@ -47,10 +46,6 @@ CAF_ADD_ATOM(lockbridge, lockbridge::atom, left, "left")
 CAF_ADD_ATOM(lockbridge, lockbridge::atom, quarantine, "quarantine")
 
 namespace lockbridge {
-
-/// A batch a lock sent, decoded and validated, with the raw identifiers still
-/// in it: it lives only in memory until its lock_session pseudonymises it.
-using batch_ptr = std::shared_ptr<const protocol::event_batch>;
 
 /// A pseudonymised batch ready for the journal.
 /// Owned by the journal once sent: it moves the records out rather than
@@ -96,23 +91,6 @@ using journal_actor = caf::typed_actor<
   /// after the last one (at once if there are already). The journal knows
   /// no reader: whoever publishes its entries keeps one such request open.
   caf::replies_to<atom::committed, std::uint64_t>::with<std::uint64_t>>;
-
-/// An access decision made on libcoap's thread, to be journalled. The raw
-/// identifier is still in `request`: only the lock's session turns it into a
-/// pseudonym.
-struct access_record {
-  protocol::access_request request;
-  protocol::access_decision decision;
-  std::int64_t decided_at = 0; ///< the gateway's clock, Unix ms
-};
-using access_record_ptr = std::shared_ptr<const access_record>;
-
-/// One lock's session: everything a lock sends passes through it.
-using lock_session_actor = caf::typed_actor<
-  /// A validated batch from the lock, waiting for its answer under this id.
-  caf::reacts_to<atom::events, std::uint64_t, batch_ptr>,
-  /// An access decision for this lock: journal it (stream "{lock}.access").
-  caf::reacts_to<atom::decided, access_record_ptr>>;
 
 /// The credential set's owner: applies the cloud's sync commands.
 using credentials_actor = caf::typed_actor<
@@ -219,8 +197,6 @@ using coap_endpoint_actor = caf::typed_actor<
 
 } // namespace lockbridge
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::append_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::keys_ptr)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::access_record_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(lockbridge::protocol::journal_figures)

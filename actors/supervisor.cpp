@@ -12,10 +12,10 @@
 #include "protocols/json_input.hpp"
 #include "actors/journal.hpp"
 #include "actors/keeper.hpp"
-#include "actors/lock_session.hpp"
 #include "actors/results.hpp"
 #include "actors/uplink.hpp"
 #include "config/secrets.hpp"
+#include "store/journal_input.hpp"
 #include "protocols/clock_guard.hpp"
 #include "transports/ble_transport.hpp"
 #include "transports/coap_server.hpp"
@@ -67,30 +67,36 @@ routes_of(const std::vector<config::lock_config>& locks) {
 }
 
 /// Stage 1: the calls every transport makes into the gateway (one struct
-/// for CoAP and BLE): events and decisions go to the lock's session, access
-/// queries are decided by the access service on the transport's thread,
-/// lock states go to the uplink through the supervisor (the transports are
-/// built before the uplink, whose figures read theirs).
-transport::lock_handlers make_handlers(const std::shared_ptr<session_table>& sessions,
+/// for CoAP and BLE). Events and decisions are pseudonymised where they
+/// were decoded, on the transport's thread, and go to the journal (no
+/// identifier in the clear leaves that thread); access queries are decided
+/// by the access service there too; lock states go to the uplink through
+/// the supervisor (the transports are built before the uplink, whose
+/// figures read theirs).
+transport::lock_handlers make_handlers(const std::shared_ptr<lock_roster>& roster,
                                        const std::shared_ptr<access_service>& access,
+                                       const std::shared_ptr<const store::pseudonym_source>& names,
                                        const supervisor_actor& relay) {
   transport::lock_handlers h;
-  h.on_events = [sessions](transport::request_id id, const std::string& lock,
-                           protocol::event_batch batch) {
-    if (auto session = sessions->find(lock))
-      caf::anon_send(*session, atom::events_v, id,
-                     batch_ptr{std::make_shared<const protocol::event_batch>(std::move(batch))});
+  h.on_events = [roster, names](transport::request_id id, const std::string& lock,
+                                protocol::event_batch batch) {
+    if (auto journal = roster->journal_for(lock))
+      caf::anon_send(*journal, atom::append_v, id,
+                     std::make_shared<store::append_request>(
+                       store::journal_batch(lock, batch, *names, protocol::unix_ms_now())));
   };
   h.on_access = [access](const std::string& lock, const protocol::access_request& request) {
     return access->decide(lock, request);
   };
-  h.on_decided = [sessions, access](const std::string& lock,
-                                    const protocol::access_request& request,
-                                    const protocol::access_decision& decision) {
-    if (auto session = sessions->find(lock))
-      caf::anon_send(*session, atom::decided_v,
-                     access_record_ptr{std::make_shared<const access_record>(
-                       access_record{request, decision, access->now()})});
+  h.on_decided = [roster, access, names](const std::string& lock,
+                                         const protocol::access_request& request,
+                                         const protocol::access_decision& decision) {
+    // The gateway's own event; its answer went to the lock already, so no
+    // one waits for this commit (request id 0 is never a lock's).
+    if (auto journal = roster->journal_for(lock))
+      caf::anon_send(*journal, atom::append_v, std::uint64_t{0},
+                     std::make_shared<store::append_request>(store::journal_decision(
+                       lock, request, decision, access->now(), *names)));
   };
   h.clock = [access] { return access->now(); };
   h.on_state = [relay](const std::string& lock, const protocol::lock_state& state) {
@@ -143,23 +149,14 @@ transports make_transports(const config::gateway_config& gw,
   return t;
 }
 
-/// The configured locks' ids, from the session table (thread-safe).
-std::vector<std::string> lock_ids(session_table& sessions) {
-  std::vector<std::string> ids;
-  std::lock_guard guard{sessions.mutex};
-  for (const auto& [id, session] : sessions.sessions)
-    ids.push_back(id);
-  return ids;
-}
-
 /// The lock table of `lockbridge status`/`locks` and the metrics: each
 /// configured lock's transport, last word and last refusal, then strangers.
-nlohmann::json lock_table(session_table& sessions, const transport::transport_set& server) {
+nlohmann::json lock_table(const lock_roster& roster, const transport::transport_set& server) {
   auto seen = server.last_seen();
   auto refused = server.refusals();
   auto kinds = server.transport_of();
   auto locks = nlohmann::json::array();
-  for (const auto& id : lock_ids(sessions)) {
+  for (const auto& id : roster.ids()) {
     auto it = seen.find(id);
     auto kind = kinds.find(id);
     nlohmann::json row{{"id", id},
@@ -228,16 +225,16 @@ uplink_config make_uplink_config(const supervisor_state& st, const transports& t
   up.vault = st.vault;
   up.retention_days = gw.store.retention_days;
   up.lock_silence = std::chrono::seconds{gw.coap.lock_silence_s};
-  up.locks_seen = [sessions = st.sessions, server = t.set] {
+  up.locks_seen = [roster = st.roster, server = t.set] {
     std::vector<std::pair<std::string, std::int64_t>> out;
     auto seen = server->last_seen();
-    for (const auto& id : lock_ids(*sessions)) {
+    for (const auto& id : roster->ids()) {
       auto it = seen.find(id);
       out.emplace_back(id, it == seen.end() ? 0 : it->second);
     }
     return out;
   };
-  up.lock_table = [sessions = st.sessions, server = t.set] { return lock_table(*sessions, *server); };
+  up.lock_table = [roster = st.roster, server = t.set] { return lock_table(*roster, *server); };
   up.coap_figures = [coap = t.coap, max = gw.coap.max_sessions] { return coap_figures(*coap, max); };
   if (t.ble)
     up.ble_figures = [ble = t.ble] { return ble_figures(*ble); };
@@ -268,23 +265,6 @@ journal_config make_journal_config(const std::shared_ptr<store::vault>& vault,
   };
   require_valid("journal", j);
   return j;
-}
-
-/// Stage 4a: one session per configured lock, entered in the session table
-/// before any transport runs.
-void spawn_lock_sessions(self_ptr self) {
-  auto& st = self->state;
-  for (const auto& lock : st.cfg.gateway.locks) {
-    lock_session_config ls_cfg{lock.id, st.vault->pseudonyms};
-    require_valid("lock " + lock.id, ls_cfg);
-    auto session = self->spawn(lock_session, ls_cfg, st.journal);
-    {
-      std::lock_guard guard{st.sessions->mutex};
-      st.sessions->sessions[lock.id] = session;
-    }
-    st.children.push_back(caf::actor_cast<caf::actor>(session));
-    st.lock_sessions[lock.id] = caf::actor_cast<caf::actor>(session);
-  }
 }
 
 /// Stage 4b: the actors that answer the cloud's commands (credentials,
@@ -322,8 +302,8 @@ void spawn_command_handlers(self_ptr self, const transports& t,
   c_cfg.site = gw.site;
   c_cfg.gateway = gw.gateway;
   c_cfg.publish_result = publish_result;
-  c_cfg.is_lock = [sessions = st.sessions](const std::string& lock) {
-    return sessions->find(lock).has_value();
+  c_cfg.is_lock = [roster = st.roster](const std::string& lock) {
+    return roster->contains(lock);
   };
   require_valid("commands", c_cfg);
   auto cr = self->spawn<caf::detached>(credentials, cr_cfg);
@@ -341,8 +321,9 @@ void spawn_command_handlers(self_ptr self, const transports& t,
 /// A start of the actors, in stages: the calls into the gateway, the
 /// transports, the configurations (each validated before its actor is
 /// spawned), then the actors in dependency order, each with its peers at
-/// construction: the journal (it knows no other actor), the lock sessions
-/// (to the journal), the command handlers, the uplink (to the journal and
+/// construction: the journal (it knows no other actor; the transports'
+/// handlers send it what locks said, through the lock roster), the command
+/// handlers, the uplink (to the journal and
 /// the handlers) and last the endpoint that starts the transports. What
 /// travels against that order goes by request/response (the uplink asks
 /// the journal for commits) or through the supervisor (results, lock
@@ -352,8 +333,9 @@ void spawn_children(self_ptr self) {
   auto& st = self->state;
   const auto& gw = st.cfg.gateway;
   st.children.clear();
-  st.lock_sessions.clear();
-  st.sessions = std::make_shared<session_table>();
+  st.roster = std::make_shared<lock_roster>();
+  for (const auto& lock : gw.locks)
+    st.roster->add(lock.id); // (ids were validated with the configuration)
   auto access = std::make_shared<access_service>(st.vault, gw);
   access->on_fatal = st.cfg.on_fatal;
   if (auto reading = access->clock().read(); reading.behind_ms > 2000)
@@ -362,15 +344,14 @@ void spawn_children(self_ptr self) {
                  "clock)",
                  reading.behind_ms / 1000);
   auto t = make_transports(
-    gw, make_handlers(st.sessions, access, caf::actor_cast<supervisor_actor>(self)));
+    gw, make_handlers(st.roster, access, st.vault->pseudonyms,
+                      caf::actor_cast<supervisor_actor>(self)));
   auto up_cfg = make_uplink_config(st, t, access);
   auto j_cfg = make_journal_config(st.vault, t.set, gw.store.retention_days);
 
   st.journal = self->spawn<caf::detached>(journal, j_cfg);
   st.children.push_back(caf::actor_cast<caf::actor>(st.journal));
-  // The lock sessions exist before the commands actor starts: it resumes
-  // the commands accepted before a stop, and asks which locks are configured.
-  spawn_lock_sessions(self);
+  st.roster->set_journal(st.journal); // before any transport runs (the endpoint starts them)
   spawn_command_handlers(self, t, access, up_cfg);
   up_cfg.journal = st.journal;
   require_valid("uplink", up_cfg);
@@ -395,7 +376,6 @@ void stop_children(self_ptr self) {
     self->send_exit(child, caf::exit_reason::user_shutdown);
   }
   self->state.children.clear();
-  self->state.lock_sessions.clear();
   self->state.uplink = nullptr; // results and lock states meanwhile wait in the outbox or the locks
   self->state.server.reset();
   self->state.ble.reset();
@@ -409,9 +389,9 @@ std::string joined(const std::vector<std::string>& v) {
   return s.empty() ? std::string{"none"} : s;
 }
 
-/// The lock set of a reload, changed in place: sessions of added locks
-/// first, then the transports; removed locks are refused first, then their
-/// sessions stop. Returns why it was not applied, if it was not.
+/// The lock set of a reload, changed in place: added locks join the roster
+/// first, then the transports; removed locks are refused first, then they
+/// leave the roster. Returns why it was not applied, if it was not.
 std::optional<std::string> reload_locks(self_ptr self, const config::gateway_config& next,
                                         std::vector<std::string>& added,
                                         std::vector<std::string>& removed);
@@ -521,35 +501,16 @@ std::optional<std::string> reload_locks(self_ptr self, const config::gateway_con
   for (const auto& [id, file] : before)
     if (!after.contains(id))
       removed.push_back(id);
-  // New sessions first, then the server accepts them; the server refuses
-  // removed locks first, then their sessions stop.
-  for (const auto& id : added) {
-    lock_session_config ls_cfg{id, st.vault->pseudonyms};
-    auto session = self->spawn(lock_session, ls_cfg, st.journal);
-    self->monitor(session);
-    auto handle = caf::actor_cast<caf::actor>(session);
-    st.children.push_back(handle);
-    st.lock_sessions[id] = handle;
-    std::lock_guard guard{st.sessions->mutex};
-    st.sessions->sessions[id] = session;
-  }
+  // Added locks join the roster first, then the server accepts them; the
+  // server refuses removed locks first, then they leave the roster.
+  for (const auto& id : added)
+    st.roster->add(id);
   st.server->set_locks(std::move(locks));
   if (st.ble)
     st.ble->set_locks(std::move(ble_locks));
   st.transports->set_routes(routes_of(next.locks));
-  for (const auto& id : removed) {
-    {
-      std::lock_guard guard{st.sessions->mutex};
-      st.sessions->sessions.erase(id);
-    }
-    auto it = st.lock_sessions.find(id);
-    if (it != st.lock_sessions.end()) {
-      self->demonitor(it->second);
-      self->send_exit(it->second, caf::exit_reason::user_shutdown);
-      std::erase(st.children, it->second);
-      st.lock_sessions.erase(it);
-    }
-  }
+  for (const auto& id : removed)
+    st.roster->remove(id);
   spdlog::info("reload: {} locks now; added: {}; removed: {}; the others kept their sessions",
                next.locks.size(), joined(added), joined(removed));
   return std::nullopt;

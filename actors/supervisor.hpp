@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,19 +31,44 @@ namespace lockbridge {
 /// A configuration handed to the supervisor on reload (SIGHUP).
 using config_ptr = std::shared_ptr<const config::gateway_config>;
 
-/// Lock id -> its session, read by libcoap's thread, changed by reloads.
-struct session_table {
-  std::mutex mutex;
-  std::map<std::string, lock_session_actor, std::less<>> sessions;
-
-  /// The session of `lock`, if it has one (thread-safe).
-  std::optional<lock_session_actor> find(std::string_view lock) {
-    std::lock_guard guard{mutex};
-    auto it = sessions.find(lock);
-    if (it == sessions.end())
+/// The configured locks and the journal their events go to, read by the
+/// transports' threads (which pseudonymise what a lock sent where it was
+/// decoded and hand it to the journal), changed by reloads. One per start
+/// of the actors; the journal is entered when it is spawned, before any
+/// transport runs. Thread-safe.
+struct lock_roster {
+  /// The journal, if `lock` is configured.
+  [[nodiscard]] std::optional<journal_actor> journal_for(std::string_view lock) const {
+    std::lock_guard guard{mutex_};
+    if (!locks_.contains(lock) || !journal_)
       return std::nullopt;
-    return it->second;
+    return journal_;
   }
+  [[nodiscard]] bool contains(std::string_view lock) const {
+    std::lock_guard guard{mutex_};
+    return locks_.contains(lock);
+  }
+  [[nodiscard]] std::vector<std::string> ids() const {
+    std::lock_guard guard{mutex_};
+    return {locks_.begin(), locks_.end()};
+  }
+  void add(const std::string& lock) {
+    std::lock_guard guard{mutex_};
+    locks_.insert(lock);
+  }
+  void remove(const std::string& lock) {
+    std::lock_guard guard{mutex_};
+    locks_.erase(lock);
+  }
+  void set_journal(journal_actor journal) {
+    std::lock_guard guard{mutex_};
+    journal_ = std::move(journal);
+  }
+
+private:
+  mutable std::mutex mutex_;
+  std::set<std::string, std::less<>> locks_;
+  journal_actor journal_;
 };
 
 struct supervisor_config {
@@ -101,11 +127,10 @@ struct supervisor_state {
   std::shared_ptr<transport::coap_server> server;
   std::shared_ptr<transport::ble_transport> ble; ///< when BLE locks were configured at start
   std::shared_ptr<transport::transport_set> transports;
-  std::shared_ptr<session_table> sessions;
+  std::shared_ptr<lock_roster> roster;
   journal_actor journal;
   uplink_actor uplink;
   keeper_actor keeper;
-  std::map<std::string, caf::actor> lock_sessions; ///< lock id -> its session
   std::vector<std::chrono::steady_clock::time_point> restarts;
   bool restarting = false;
 };
