@@ -1023,8 +1023,8 @@ void on_beat(self_ptr self) {
   auto late = now - st.beat_due;
   if (late >= std::chrono::seconds{1} && now - st.stall_logged_at >= std::chrono::minutes{1}) {
     st.stall_logged_at = now;
-    spdlog::warn("uplink: CAF's worker was held for {} ms (a handler blocked it); lock sessions "
-                 "and the uplink waited meanwhile",
+    spdlog::warn("uplink: CAF's worker was held for {} ms (a handler blocked it); the uplink "
+                 "and the supervisor waited meanwhile",
                  std::chrono::duration_cast<std::chrono::milliseconds>(late).count());
   }
   st.beat_due = now + beat_interval;

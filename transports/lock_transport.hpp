@@ -1,8 +1,8 @@
 #pragma once
 
 // What the gateway needs from a way of reaching locks (CoAP/DTLS, BLE): the
-// lock sessions, the journal and the command plane talk to this and never to
-// a particular transport. Kept free of CAF, libcoap and sd-bus.
+// journal and the command plane talk to this and never to a particular
+// transport. Kept free of CAF, libcoap and sd-bus.
 
 #include <chrono>
 #include <cstdint>
