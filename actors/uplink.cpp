@@ -545,7 +545,6 @@ void new_client(self_ptr self) {
                   + retained_window_size + 8;
   auto attempt = st.rotation->current();
   st.link->renew(attempt.uri, attempt.v5, buffered, st.cfg.mqtt.client_id);
-  ++st.clients_made;
 }
 
 /// Drops a link over which the broker acknowledges nothing (a hung broker:

@@ -73,7 +73,6 @@ struct uplink_state {
   uplink_config cfg;
   protocol::topics topics{"", ""};
   std::shared_ptr<transport::mqtt_link> link;
-  std::uint64_t clients_made = 0; ///< clients the link made (one more per abandoned one)
   /// The generation whose connection is being left (new TLS files), or 0:
   /// no connect starts meanwhile.
   std::uint64_t leaving = 0;

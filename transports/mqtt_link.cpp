@@ -173,8 +173,7 @@ public:
     std::erase_if(probes_, [](std::future<void>& p) {
       return p.wait_for(std::chrono::seconds{0}) == std::future_status::ready;
     });
-    probes_.push_back(std::async(std::launch::async, [probed = events_.probed, generation, uri,
-                                                      tls, decide] {
+    auto run = [probed = events_.probed, generation, uri, tls, decide] {
       std::string why;
       try {
         why = probe_tls(uri, tls.ca, tls.cert, tls.key, 2000);
@@ -182,7 +181,18 @@ public:
         why = std::string{"the TLS probe failed: "} + e.what();
       }
       report("mqtt link: the TLS probe's report", [&] { probed(generation, why, decide); });
-    }));
+    };
+    try {
+      probes_.push_back(std::async(std::launch::async, std::move(run)));
+    } catch (const std::exception& e) {
+      // No thread for it (the system is out of them): the caller gets the
+      // reason at once as the verdict (the broker counts as not answering)
+      // and goes on to its next attempt.
+      report("mqtt link: the TLS probe's report", [&] {
+        events_.probed(generation, std::string{"the TLS probe could not start: "} + e.what(),
+                       decide);
+      });
+    }
   }
 
   void close(const mqtt_outgoing& goodbye) noexcept override {

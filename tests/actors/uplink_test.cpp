@@ -327,7 +327,7 @@ TEST_CASE("uplink: a broker that acknowledges nothing is left for a new client")
   f.append("lock-a", 1, 1);
   f.accept();
   REQUIRE(f.link->on(events_topic).size() == 1);
-  auto clients = f.st().clients_made;
+  auto clients = f.link->renewals;
   // 1.5 keep-alives (15 s) without a PUBACK: the stall check (every 2 s)
   // drops the link and makes a new client.
   f.advance(std::chrono::seconds{12});
@@ -336,7 +336,7 @@ TEST_CASE("uplink: a broker that acknowledges nothing is left for a new client")
     f.advance(std::chrono::seconds{2});
   CHECK_FALSE(f.st().connected);
   CHECK(f.st().stalls == 1);
-  CHECK(f.st().clients_made == clients + 1);
+  CHECK(f.link->renewals == clients + 1);
   CHECK(f.link->probes.empty()); // the cause is known: no TLS probe
   f.advance(std::chrono::milliseconds{130});
   f.accept();
@@ -417,12 +417,12 @@ TEST_CASE("uplink: a disconnect that never ends is given up after 2 s for a new 
   uplink_fixture f{2, true};
   f.accept();
   auto connects = f.link->connects.size();
-  auto clients = f.st().clients_made;
+  auto clients = f.link->renewals;
   f.write_tls();
   f.advance(std::chrono::seconds{2});
   REQUIRE(f.link->disconnects.size() == 1);
   f.advance(std::chrono::seconds{2}); // no `left` from the link
-  CHECK(f.st().clients_made == clients + 1);
+  CHECK(f.link->renewals == clients + 1);
   CHECK(f.link->connects.size() == connects + 1);
   // The link's late word changes nothing.
   f.link->events.left(f.link->disconnects.back());
