@@ -827,7 +827,8 @@ struct coap_server::impl {
     auto id = self->next_id++;
     self->pending.emplace(id, pending_request{coap_session_reference(s),
                                               std::vector<std::uint8_t>(token.s, token.s + token.length)});
-    self->on_events(id, lock->id, std::move(*checked.batch));
+    if (auto failed = hand_on_events(self->on_events, id, lock->id, std::move(*checked.batch)))
+      self->enqueue_reply(id, std::move(*failed)); // answered on the loop's next pass
     // No response code: libcoap sends an empty ACK now, the answer later.
   }
 
@@ -915,6 +916,22 @@ struct coap_server::impl {
     for (auto& d : decided)
       cfg.handlers.on_decided(d.lock, d.request, d.decision);
     decided.clear();
+  }
+
+  /// Queues the answer to request `id` for the I/O thread. Any thread.
+  void enqueue_reply(request_id id, events_reply reply) {
+    bool first = false;
+    {
+      std::lock_guard guard{queue_mutex};
+      first = completions.empty();
+      completions.emplace_back(id, std::move(reply));
+    }
+    // One wake-up per drain: the loop takes the whole queue at once, so only
+    // the completion that finds it empty needs to knock.
+    if (first) {
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto r = ::write(wake_fd, &one, sizeof one);
+    }
   }
 
   void drain_completions() {
@@ -1148,18 +1165,7 @@ void coap_server::stop() {
 }
 
 void coap_server::complete(request_id id, events_reply reply) {
-  bool first = false;
-  {
-    std::lock_guard guard{impl_->queue_mutex};
-    first = impl_->completions.empty();
-    impl_->completions.emplace_back(id, std::move(reply));
-  }
-  // One wake-up per drain: the loop takes the whole queue at once, so only
-  // the completion that finds it empty needs to knock.
-  if (first) {
-    std::uint64_t one = 1;
-    [[maybe_unused]] auto r = ::write(impl_->wake_fd, &one, sizeof one);
-  }
+  impl_->enqueue_reply(id, std::move(reply));
 }
 
 void coap_server::send_command(const std::string& lock, std::vector<std::uint8_t> body,

@@ -73,6 +73,33 @@ events_outcome check_events(std::string_view via, const std::string& lock,
   return out;
 }
 
+std::optional<events_reply> hand_on_events(const events_handler& on_events, request_id id,
+                                           const std::string& lock, protocol::event_batch batch) {
+  std::string why;
+  try {
+    if (!on_events)
+      why = "no journal is attached";
+    else
+      on_events(id, lock, std::move(batch));
+    if (why.empty())
+      return std::nullopt;
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+    why = "unknown exception";
+  }
+  try {
+    spdlog::error("lock {}: its events could not be handed to the journal ({}); answered "
+                  "\"retry\"",
+                  lock, why);
+  } catch (...) {
+  }
+  events_reply failed;
+  failed.result = events_reply::kind::failed;
+  failed.diagnostic = "gateway could not take the events; retry";
+  return failed;
+}
+
 namespace {
 
 std::int64_t unix_ms() {

@@ -115,6 +115,15 @@ events_outcome check_events(std::string_view via, const std::string& lock,
                             std::span<const std::uint8_t> payload, std::size_t total,
                             warn_limiter& limiter);
 
+/// Hands a checked batch to `on_events` (request `id`). The handler only
+/// pseudonymises and enqueues; if it throws all the same (OpenSSL or memory
+/// failing), the batch never reached the journal and the returned reply
+/// (`failed`, "retry") is the answer to give at once, so that no request
+/// waits for an answer that cannot come. Throws only if memory for that
+/// answer cannot be had.
+std::optional<events_reply> hand_on_events(const events_handler& on_events, request_id id,
+                                           const std::string& lock, protocol::event_batch batch);
+
 /// The last time a configured lock was turned away, and why (for the
 /// operator's lock table: "wrong PSK?" is told from "no room").
 struct lock_refusal {

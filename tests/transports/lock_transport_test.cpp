@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -173,4 +174,30 @@ TEST_CASE("check_events: one decode-and-refuse path for every transport") {
   CHECK(big.error.find("exceeds") != std::string::npos);
   // The second refusal within 10 s was held back, and is counted.
   CHECK(limiter.held_back == 1);
+}
+
+TEST_CASE("hand_on_events: a handler that throws gets the request answered \"retry\" at once") {
+  lockbridge::protocol::event_batch batch;
+  request_id seen_id = 0;
+  std::string seen_lock;
+  events_handler takes = [&](request_id id, const std::string& lock, lockbridge::protocol::event_batch) {
+    seen_id = id;
+    seen_lock = lock;
+  };
+  CHECK_FALSE(hand_on_events(takes, 7, "door-1", batch).has_value());
+  CHECK(seen_id == 7);
+  CHECK(seen_lock == "door-1");
+
+  events_handler throws = [](request_id, const std::string&, lockbridge::protocol::event_batch) {
+    throw std::runtime_error{"HMAC failed"};
+  };
+  auto failed = hand_on_events(throws, 8, "door-1", batch);
+  REQUIRE(failed.has_value());
+  CHECK(failed->result == events_reply::kind::failed);
+  CHECK(failed->diagnostic.find("retry") != std::string::npos);
+
+  // No journal attached: the same answer, not a request left waiting.
+  auto none = hand_on_events(events_handler{}, 9, "door-1", batch);
+  REQUIRE(none.has_value());
+  CHECK(none->result == events_reply::kind::failed);
 }
