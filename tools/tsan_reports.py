@@ -11,7 +11,12 @@ actor that reads it. Such a report is a *hand-off through CAF* when
     functions, such as making a message in anon_send, or a thread CAF
     created: its workers, detached actors, the multiplexer); or
   * one runs inside CAF and the other runs on the thread that allocated the
-    memory (a transport or Paho thread that built the message it sends).
+    memory (a transport or Paho thread that built the message it sends); or
+  * the write frees an actor's own memory (its control block, which holds
+    the actor) as CAF drops the last strong reference: libcaf_core counts
+    references with atomics TSan cannot see, so every earlier access by a
+    thread that held a reference (a scoped_actor's, say) shows as a race.
+    A use after that free is reported by TSan as such, not as a race.
 
 Every other report fails the run: races between the daemon's own threads
 (libcoap's, the BLE thread, Paho's, the main thread), on objects that live
@@ -47,12 +52,21 @@ def in_caf(frames):
     return any("libcaf_core" in f or re.match(r"#\d+ (caf::|_ZN3caf)", f) for f in frames)
 
 
+def frees_an_actor(frames):
+    """The access is CAF freeing an actor's control block (the last strong
+    reference dropped)."""
+    return (len(frames) >= 2 and "operator delete" in frames[0]
+            and "intrusive_ptr<caf::actor_control_block>::~intrusive_ptr" in frames[1])
+
+
 def classify(block):
     """'handoff', or a short reason why the report counts."""
     first = block.strip().split("\n")[0]
     if "data race" not in first:
         return "not a data race: " + first.replace("WARNING: ThreadSanitizer: ", "")
     parts = sections(block)
+    if any(ACCESS.match(head) and frees_an_actor(frames) for head, frames in parts):
+        return "handoff"
     caf_threads = set()
     for head, frames in parts:
         m = THREAD.match(head)

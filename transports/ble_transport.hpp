@@ -47,11 +47,14 @@ struct ble_counters {
 /// say, when it has a command for it, or on its poll interval, at most
 /// `ble.max_connections` at once, and releases it when the exchange is over.
 /// On its own thread; `handlers` run there and must only enqueue (the
-/// access handler reads LMDB directly).
+/// access handler reads LMDB directly). In parts: transports/bluez_client
+/// (D-Bus), transports/ble_links (the locks' links and their messages) and
+/// this facade (the thread, its loop, the inbox other threads write to).
 class ble_transport final : public lock_transport {
 public:
-  /// Connects to the system bus; throws std::runtime_error saying how to fix
-  /// it when there is none. BlueZ itself may come later: the transport waits.
+  /// Throws std::runtime_error only when it cannot make its wake-up
+  /// eventfd. The system bus and BlueZ may come later: the transport's
+  /// thread waits for them (CoAP locks go on meanwhile).
   explicit ble_transport(ble_transport_config cfg);
   ~ble_transport() override;
   ble_transport(const ble_transport&) = delete;
