@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "protocols/cloud_messages.hpp"
+#include "transports/paho_tls.hpp"
 
 namespace {
 
@@ -96,12 +97,7 @@ int main(int argc, char** argv) {
   mqtt::async_client client(broker, "lockbridge-raw-publisher",
                             mqtt::create_options(MQTTVERSION_3_1_1,
                                                  static_cast<int>(window_size) * 2 + 20));
-  mqtt::ssl_options ssl;
-  ssl.set_trust_store(ca);
-  ssl.set_key_store(cert);
-  ssl.set_private_key(key);
-  ssl.set_enable_server_cert_auth(true);
-  ssl.set_verify(true);
+  auto ssl = lockbridge::transport::mutual_tls(ca, cert, key);
   mqtt::connect_options opts;
   opts.set_clean_session(true);
   opts.set_keep_alive_interval(30);

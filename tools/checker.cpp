@@ -19,6 +19,8 @@
 #include <mqtt/async_client.h>
 #include <nlohmann/json.hpp>
 
+#include "transports/paho_tls.hpp"
+
 namespace {
 
 volatile std::sig_atomic_t stop_requested = 0;
@@ -62,12 +64,7 @@ int main(int argc, char** argv) {
 
   auto client_id = session.empty() ? "lockbridge-checker-" + std::to_string(::getpid()) : session;
   mqtt::async_client client(broker, client_id, mqtt::create_options(MQTTVERSION_3_1_1));
-  mqtt::ssl_options ssl;
-  ssl.set_trust_store(ca);
-  ssl.set_key_store(cert);
-  ssl.set_private_key(key);
-  ssl.set_enable_server_cert_auth(true);
-  ssl.set_verify(true);
+  auto ssl = lockbridge::transport::mutual_tls(ca, cert, key);
   mqtt::connect_options opts;
   opts.set_clean_session(session.empty());
   opts.set_keep_alive_interval(5);

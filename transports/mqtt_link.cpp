@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "transports/contain.hpp"
+#include "transports/paho_tls.hpp"
 #include "transports/tls_probe.hpp"
 
 namespace lockbridge::transport {
@@ -107,16 +108,7 @@ public:
     return attempt([&] {
       connect_generation_ = generation;
       lost_generation_ = generation;
-      mqtt::ssl_options ssl;
-      ssl.set_trust_store(s.tls.ca.string());
-      ssl.set_key_store(s.tls.cert.string());
-      ssl.set_private_key(s.tls.key.string());
-      // Never a terminal prompt: without a password set, OpenSSL asks for
-      // a protected key's passphrase on the terminal. This one never opens
-      // a key (check-config and the start-up TLS check name such a key).
-      ssl.set_private_key_password("\x01lockbridge never asks for a passphrase");
-      ssl.set_enable_server_cert_auth(true);
-      ssl.set_verify(true);
+      auto ssl = mutual_tls(s.tls.ca.string(), s.tls.cert.string(), s.tls.key.string());
       // Configured in place: Paho's C struct points into the kept options
       // (its TLS error handler reads them long after connect returned).
       auto& opts = options_;
