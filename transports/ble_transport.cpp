@@ -40,7 +40,7 @@ struct ble_transport::impl {
 
   explicit impl(ble_transport_config cfg)
     : wake_fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
-      bus(cfg.ble.adapter, signal_handlers()),
+      bus(cfg.ble.adapter, forward_signals()),
       links(std::move(cfg), bus) {
     if (wake_fd < 0)
       throw std::runtime_error{"BLE: eventfd failed"};
@@ -52,7 +52,8 @@ struct ble_transport::impl {
       ::close(wake_fd);
   }
 
-  bluez::signal_handlers signal_handlers() {
+  /// BlueZ's signals, handed to the links.
+  bluez::signal_handlers forward_signals() {
     return {[this](const std::string& path, std::string_view iface, bluez::props& ps) {
               links.properties_changed(path, iface, ps);
             },
@@ -111,10 +112,8 @@ struct ble_transport::impl {
     while (running)
       contain("ble: the BLE thread", [&] { loop_once(); },
               [] { std::this_thread::sleep_for(std::chrono::milliseconds{100}); });
-    if (bus.attached()) {
-      links.release_all();
-      bus.pump();
-    }
+    if (bus.attached())
+      links.release_all(); // the Disconnects go out as detach flushes the bus
     bus.detach();
   }
 };

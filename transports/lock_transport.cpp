@@ -75,18 +75,18 @@ events_outcome check_events(std::string_view via, const std::string& lock,
 
 std::optional<events_reply> hand_on_events(const events_handler& on_events, request_id id,
                                            const std::string& lock, protocol::event_batch batch) {
-  std::string why;
-  try {
-    if (!on_events)
-      why = "no journal is attached";
-    else
+  std::string why; // set only on failure: nothing allocated on the way of every batch
+  if (!on_events) {
+    why = "no journal is attached";
+  } else {
+    try {
       on_events(id, lock, std::move(batch));
-    if (why.empty())
       return std::nullopt;
-  } catch (const std::exception& e) {
-    why = e.what();
-  } catch (...) {
-    why = "unknown exception";
+    } catch (const std::exception& e) {
+      why = e.what();
+    } catch (...) {
+      why = "unknown exception";
+    }
   }
   try {
     spdlog::error("lock {}: its events could not be handed to the journal ({}); answered "
